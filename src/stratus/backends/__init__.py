@@ -1,0 +1,1 @@
+"""Backends decide where replicas run: ``local`` processes on this host."""

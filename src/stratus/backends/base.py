@@ -1,0 +1,78 @@
+"""The backend interface: where replicas run. ``start(spec) -> handle``, ``stop``, ``list``."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stratus.dispatch.channel import ReplicaChannel
+from stratus.runtime.replica import ReplicaConfig
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    """What a zygote imports: one code bundle with its entrypoint, preloads and env."""
+
+    code_key: str
+    bundle_dir: str
+    entrypoint: str
+    preload: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> str:
+        return "+".join(sorted(self.preload)) or "default"
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    replica_id: str
+    code: CodeSpec
+    config: ReplicaConfig
+
+
+class HandleState(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+@dataclass
+class ReplicaHandle:
+    replica_id: str
+    code_key: str
+    pid: int | None = None
+    state: HandleState = HandleState.STARTING
+    channel: ReplicaChannel | None = None
+
+
+class ReplicaEvents(Protocol):
+    """What a backend tells the controller about the replicas it runs."""
+
+    def replica_ready(self, replica_id: str, channel: ReplicaChannel, init_ms: float) -> None: ...
+
+    def replica_failed(self, replica_id: str, error: str, detail: str | None) -> None: ...
+
+    def replica_lost(self, replica_id: str) -> None: ...
+
+
+class Backend(Protocol):
+    async def open(self, events: ReplicaEvents) -> None: ...
+
+    async def prepare(self, code: CodeSpec) -> dict[str, Any]:
+        """Import and validate the code where replicas will fork from; return its metadata."""
+        ...
+
+    async def start(self, spec: ReplicaSpec) -> ReplicaHandle: ...
+
+    async def stop(self, handle: ReplicaHandle, drain: bool, reason: str = "") -> None: ...
+
+    def list(self) -> list[ReplicaHandle]: ...
+
+    async def release(self, code_key: str) -> None:
+        """The code is no longer needed: free what ``prepare`` holds."""
+        ...
+
+    async def close(self) -> None: ...

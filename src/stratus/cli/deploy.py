@@ -1,0 +1,132 @@
+"""``stratus deploy``: bundle the code, upload it if the server lacks it, apply the spec, and
+wait for the deployment to become ready."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from stratus.cli.bundle import build_bundle
+from stratus.cli.client import Client, CliError
+from stratus.cli.manifest import ManifestError, heavy_imports, load_target
+from stratus.cli.options import ApiKey, Namespace, Server, make_client
+
+console = Console(stderr=True)
+UPLOAD_CHUNK = 256 * 1024
+PRELOAD_HELP = (
+    "Module to import once in the zygote (repeatable); "
+    "default: the heavy modules (torch, transformers, ...) that the entrypoint file imports"
+)
+
+
+def _chunks(data: bytes, progress: Progress, task: Any) -> Iterator[bytes]:
+    for offset in range(0, len(data), UPLOAD_CHUNK):
+        chunk = data[offset : offset + UPLOAD_CHUNK]
+        progress.update(task, advance=len(chunk))
+        yield chunk
+
+
+def upload_bundle(client: Client, data: bytes, digest: str) -> None:
+    exists = client.request("HEAD", f"/api/bundles/{digest}", expect=(200, 404))
+    if exists.status_code == 200:
+        console.print(f"[dim]bundle {digest[:12]} already on the server[/dim]")
+        return
+    columns = (*Progress.get_default_columns()[:2], BarColumn(), DownloadColumn(),
+               TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"uploading {digest[:12]}", total=len(data))
+        client.upload(f"/api/bundles/{digest}", _chunks(data, progress, task), len(data))
+    console.print(f"uploaded bundle {digest[:12]} ({len(data) / 1024:.1f} KiB)")
+
+
+def wait_ready(client: Client, name: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    with console.status(f"waiting for {name} to become ready"):
+        while True:
+            view: dict[str, Any] = client.json("GET", f"/api/deployments/{name}")
+            if view["status"] == "failed":
+                detail = (view.get("last_error") or {}).get("detail") or ""
+                raise CliError(f"deployment {name} failed: {view['reason']}\n{detail}".rstrip())
+            wanted = max(1, view["scaling"]["min_replicas"])
+            ready = sum(1 for r in view["replicas"]["items"]
+                        if r["state"] == "ready" and r["revision"] == view["revision"])
+            if view["status"] == "ready" and ready >= wanted:
+                return view
+            if time.monotonic() > deadline:
+                raise CliError(f"deployment {name} not ready after {timeout_s:g}s")
+            time.sleep(0.2)
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--env takes KEY=VALUE, not {pair!r}")
+        env[key] = value
+    return env
+
+
+def deploy(
+    target: Annotated[str, typer.Argument(help="path/to/file.py:Object or a stratus.yaml")],
+    name: Annotated[str | None, typer.Option(help="Deployment name")] = None,
+    min_replicas: Annotated[int | None, typer.Option(help="Replicas kept warm (0 = serverless)")] = None,
+    max_replicas: Annotated[int | None, typer.Option(help="Upper bound on replicas")] = None,
+    target_concurrency: Annotated[float | None, typer.Option(help="Requests per replica to aim for")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Hard limit of requests per replica")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Per-request timeout, seconds")] = None,
+    memory: Annotated[int | None, typer.Option(help="Per-replica memory limit, MB")] = None,
+    scale_to_zero_after: Annotated[float | None, typer.Option(help="Idle seconds, then scale to min")] = None,
+    max_queued: Annotated[int | None, typer.Option(help="Held requests before 429")] = None,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads per replica")] = None,
+    preload: Annotated[list[str] | None, typer.Option(help=PRELOAD_HELP)] = None,
+    env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the replicas (repeatable)")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until min_replicas are ready")] = True,
+    wait_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 600.0,
+    server: Server = None,
+    api_key: ApiKey = None,
+    namespace: Namespace = None,
+) -> None:
+    """Deploy a handler (a class or a function) from a file or a stratus.yaml manifest."""
+    try:
+        loaded = load_target(target)
+    except ManifestError as exc:
+        raise CliError(str(exc)) from None
+    spec: dict[str, Any] = dict(loaded.settings)
+    flags = {
+        "name": name, "min_replicas": min_replicas, "max_replicas": max_replicas,
+        "target_concurrency": target_concurrency, "max_concurrency": max_concurrency,
+        "timeout_s": timeout, "memory_mb": memory, "scale_to_zero_after_s": scale_to_zero_after,
+        "max_queued": max_queued, "threads": threads,
+    }
+    spec.update({key: value for key, value in flags.items() if value is not None})
+    if env:
+        spec["env"] = {**spec.get("env", {}), **_parse_env(env)}
+    if preload:
+        spec["preload"] = preload
+    elif "preload" not in spec:
+        spec["preload"] = heavy_imports(loaded.source)
+        if spec["preload"]:
+            console.print(f"[dim]preloading {', '.join(spec['preload'])} "
+                          f"(imported by {loaded.source.name})[/dim]")
+    bundle = build_bundle(loaded.root)
+    client = make_client(server, api_key, namespace)
+    try:
+        upload_bundle(client, bundle.data, bundle.digest)
+        spec["code"] = {"bundle": bundle.digest, "entrypoint": loaded.entrypoint}
+        with console.status("importing and validating the code"):
+            view = client.json("POST", "/api/deployments", json=spec)
+        console.print(f"deployment [bold]{view['name']}[/bold] at revision {view['revision']} "
+                      f"({view['handler']['kind']} handler)")
+        if wait and view["scaling"]["min_replicas"] > 0:
+            view = wait_ready(client, view["name"], wait_timeout)
+            console.print(f"[green]ready[/green]: {view['replicas']['ready']} replica(s)")
+        elif view["scaling"]["min_replicas"] == 0:
+            console.print("[green]ready[/green]: scaled to zero; the first request starts a replica")
+    finally:
+        client.close()

@@ -1,0 +1,183 @@
+"""The ``stratus`` command: ``serve`` runs the server; the rest talk to one over HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stratus.cli.client import CliError
+from stratus.cli.deploy import deploy
+from stratus.cli.options import ApiKey, Namespace, Server, make_client
+
+app = typer.Typer(help="Stratus: serverless AI models.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+DATABASE_HELP = "SQLAlchemy URL of the metadata store; default: SQLite in the data dir"
+
+app.command()(deploy)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Metadata, artifacts and logs")] = Path(".stratus"),
+    database_url: Annotated[str, typer.Option(envvar="STRATUS_DATABASE_URL", help=DATABASE_HELP)] = "",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run the control plane and the gateway."""
+    import uvicorn
+
+    from stratus.config import Settings, resolve_admin_key, with_env_overrides
+    from stratus.gateway.app import create_app
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_dir = data_dir.resolve()
+    key, key_file = resolve_admin_key(data_dir)
+    if key_file is not None:
+        err.print(f"admin API key: {key_file}")
+    settings = with_env_overrides(Settings(data_dir=data_dir, host=host, port=port, admin_key=key,
+                                           database_url=database_url))
+    uvicorn.run(create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=30)
+
+
+@app.command()
+def invoke(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    payload: Annotated[str, typer.Argument(help="JSON body, @file, or - for stdin")] = "{}",
+    include: Annotated[bool, typer.Option("--include", "-i", help="Show response headers")] = False,
+    server: Server = None,
+    api_key: ApiKey = None,
+    namespace: Namespace = None,
+) -> None:
+    """Invoke a deployment with a JSON payload and print what it returns."""
+    if payload == "-":
+        payload = sys.stdin.read()
+    elif payload.startswith("@"):
+        payload = Path(payload[1:]).read_text()
+    try:
+        json.loads(payload)
+    except ValueError as exc:
+        raise CliError(f"payload is not valid JSON: {exc}") from None
+    client = make_client(server, api_key, namespace)
+    try:
+        response = client.request("POST", f"/api/deployments/{name}/invoke",
+                                  content=payload.encode(),
+                                  headers={"content-type": "application/json"})
+    finally:
+        client.close()
+    if include:
+        for header in ("x-request-id", "x-stratus-revision", "x-stratus-cold-start"):
+            err.print(f"[dim]{header}: {response.headers.get(header)}[/dim]")
+    sys.stdout.write(response.text + ("\n" if not response.text.endswith("\n") else ""))
+
+
+@app.command("ls")
+def list_deployments(server: Server = None, api_key: ApiKey = None,
+                     namespace: Namespace = None) -> None:
+    """List deployments."""
+    client = make_client(server, api_key, namespace)
+    try:
+        views: list[dict[str, Any]] = client.json("GET", "/api/deployments")["deployments"]
+    finally:
+        client.close()
+    table = Table("NAME", "REVISION", "STATUS", "READY", "STARTING", "DRAINING", "MIN", "MAX")
+    for view in views:
+        replicas, scaling = view["replicas"], view["scaling"]
+        table.add_row(view["name"], str(view["revision"]), view["status"],
+                      str(replicas["ready"]), str(replicas["starting"]),
+                      str(replicas["draining"]), str(scaling["min_replicas"]),
+                      str(scaling["max_replicas"]))
+    out.print(table)
+
+
+@app.command()
+def status(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON")] = False,
+    server: Server = None,
+    api_key: ApiKey = None,
+    namespace: Namespace = None,
+) -> None:
+    """Show a deployment's revision, replicas, autoscaler decision and last error."""
+    client = make_client(server, api_key, namespace)
+    try:
+        view: dict[str, Any] = client.json("GET", f"/api/deployments/{name}")
+    finally:
+        client.close()
+    if as_json:
+        sys.stdout.write(json.dumps(view, indent=2) + "\n")
+        return
+    replicas = view["replicas"]
+    out.print(f"[bold]{view['name']}[/bold]  revision {view['revision']} "
+              f"(serving {view['serving_revision']})  status [bold]{view['status']}[/bold]"
+              + (f": {view['reason']}" if view["reason"] else ""))
+    out.print(f"replicas: {replicas['ready']} ready, {replicas['starting']} starting, "
+              f"{replicas['draining']} draining; desired {replicas['desired']}; "
+              f"queued {view['queued']}")
+    scaler = view["autoscaler"]
+    out.print(f"autoscaler: {scaler['policy']} -> {scaler['desired']} ({scaler['reason']})")
+    if replicas["items"]:
+        table = Table("REPLICA", "REV", "STATE", "PID", "INFLIGHT", "INIT ms", "RSS MB")
+        for item in replicas["items"]:
+            table.add_row(item["id"], str(item["revision"]), item["state"], str(item["pid"]),
+                          str(item["inflight"]), str(item["init_ms"]), str(item["rss_mb"]))
+        out.print(table)
+    if view.get("last_error"):
+        out.print(f"[red]last error[/red] ({view['last_error']['attempts']} attempts): "
+                  f"{view['last_error']['message']}")
+
+
+@app.command("rm")
+def remove(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    server: Server = None,
+    api_key: ApiKey = None,
+    namespace: Namespace = None,
+) -> None:
+    """Delete a deployment: held requests fail, replicas drain and stop."""
+    client = make_client(server, api_key, namespace)
+    try:
+        client.json("DELETE", f"/api/deployments/{name}")
+    finally:
+        client.close()
+    err.print(f"deleted {name}")
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    tail: Annotated[int, typer.Option(help="Lines from the end")] = 200,
+    server: Server = None,
+    api_key: ApiKey = None,
+    namespace: Namespace = None,
+) -> None:
+    """Print the tail of a deployment's replica logs."""
+    client = make_client(server, api_key, namespace)
+    try:
+        response = client.request("GET", f"/api/deployments/{name}/logs", params={"tail": tail})
+    finally:
+        client.close()
+    sys.stdout.write(response.text)
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        err.print(f"[red]error[/red]: {exc.message}", highlight=False)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Reads a ``stratus.yaml`` manifest and turns a deploy target into (code root, entrypoint)."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Modules whose import dominates start-up; worth importing once in the zygote.
+HEAVY_MODULES = ("torch", "transformers", "onnxruntime", "sklearn", "scipy", "pandas")
+MANIFEST_KEYS = {
+    "name", "entrypoint", "min_replicas", "max_replicas", "target_concurrency",
+    "max_concurrency", "timeout_s", "memory_mb", "scale_to_zero_after_s", "max_queued",
+    "queue_timeout_s", "threads", "preload", "env", "config",
+}
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass
+class Target:
+    root: Path
+    entrypoint: str
+    source: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def load_target(target: str) -> Target:
+    """``path/file.py:Object`` or a ``stratus.yaml`` path."""
+    if target.endswith((".yaml", ".yml")):
+        return _from_manifest(Path(target))
+    file_part, sep, attribute = target.rpartition(":")
+    if not sep or not file_part.endswith(".py") or not attribute:
+        raise ManifestError(f"target {target!r} must be 'path/to/file.py:Object' or a stratus.yaml")
+    source = Path(file_part).resolve()
+    if not source.is_file():
+        raise ManifestError(f"{file_part} does not exist")
+    return Target(root=source.parent, entrypoint=f"{source.name}:{attribute}", source=source)
+
+
+def _from_manifest(path: Path) -> Target:
+    if not path.is_file():
+        raise ManifestError(f"{path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path} must hold a mapping")
+    unknown = set(data) - MANIFEST_KEYS
+    if unknown:
+        raise ManifestError(f"{path}: unknown keys {sorted(unknown)}")
+    entrypoint = data.pop("entrypoint", None)
+    if not isinstance(entrypoint, str) or ":" not in entrypoint:
+        raise ManifestError(f"{path}: 'entrypoint: file.py:Object' is required")
+    root = path.resolve().parent
+    source = (root / entrypoint.rpartition(":")[0]).resolve()
+    if not source.is_file():
+        raise ManifestError(f"{path}: entrypoint file {source} does not exist")
+    return Target(root=root, entrypoint=entrypoint, source=source, settings=data)
+
+
+def heavy_imports(source: Path) -> list[str]:
+    """Top-level packages among HEAVY_MODULES that the entrypoint file imports."""
+    try:
+        tree = ast.parse(source.read_text(), filename=str(source))
+    except (SyntaxError, UnicodeDecodeError):
+        return []
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return [module for module in HEAVY_MODULES if module in found]

@@ -1,0 +1,74 @@
+"""Server settings: where data lives, limits, and timings of the control loop."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_key: str = ""
+    database_url: str = ""  # empty: SQLite in the data dir
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_bundle_bytes: int = 512 * 1024 * 1024
+    init_timeout_s: float = 300.0
+    heartbeat_timeout_s: float = 15.0
+    tick_s: float = 1.0
+    max_backoff_s: float = 300.0
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+
+TUNABLE = ("max_body_bytes", "max_bundle_bytes", "init_timeout_s", "heartbeat_timeout_s", "tick_s",
+           "max_backoff_s")
+
+
+def with_env_overrides(settings: Settings) -> Settings:
+    """Limits and timings may be set as ``STRATUS_<FIELD>`` (e.g. ``STRATUS_MAX_BODY_BYTES``)."""
+    changes: dict[str, float | int] = {}
+    for name in TUNABLE:
+        raw = os.environ.get(f"STRATUS_{name.upper()}")
+        if raw:
+            kind = type(getattr(settings, name))
+            try:
+                changes[name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"STRATUS_{name.upper()} must be a number, not {raw!r}") from None
+    return replace(settings, **changes)
+
+
+def resolve_admin_key(data_dir: Path) -> tuple[str, Path | None]:
+    """The bootstrap admin key: from the environment, else generated once into the data dir.
+
+    Returns the key and, when it lives in a file, that file's path.
+    """
+    key = os.environ.get(ADMIN_KEY_ENV, "").strip()
+    if key:
+        return key, None
+    path = data_dir / "admin.key"
+    if path.is_file():
+        return path.read_text().strip(), path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = "sk-stratus-" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key, path

@@ -1,0 +1,1 @@
+"""Control plane: the reconciler and the pure autoscaling policies."""

@@ -1,0 +1,279 @@
+"""The controller: applies specs, restores deployments at start-up, and owns the life of every
+replica. The reconciling itself (how many replicas, when to switch traffic) is in
+``reconciler``; this module records state and reacts to what the backend reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stratus.backends.base import Backend, CodeSpec
+from stratus.config import Settings
+from stratus.control.metrics import MetricSample
+from stratus.control.reconciler import Reconciler
+from stratus.control.unit import DeploymentUnit, LiveRevision, pool_limits
+from stratus.dispatch.dispatcher import Dispatcher
+from stratus.dispatch.pool import FailureState, RevisionPool
+from stratus.errors import DeployError, DeploymentFailed, NotFound, StratusError
+from stratus.sdk.options import DeploymentOptions, TensorSpec
+from stratus.spec import (
+    DeploymentPatch,
+    DeploymentRequest,
+    RuntimeSpec,
+    resolve_runtime,
+    resolve_scaling,
+)
+from stratus.store.artifacts import ArtifactStore
+from stratus.store.metadata import DeploymentRecord, MetadataStore, RevisionRecord, RevisionStatus
+
+log = logging.getLogger("stratus.controller")
+
+
+def options_from_meta(meta: dict[str, Any]) -> DeploymentOptions:
+    raw = dict(meta.get("options") or {})
+    raw["inputs"] = [TensorSpec(**spec) for spec in raw.get("inputs") or []]
+    raw["outputs"] = [TensorSpec(**spec) for spec in raw.get("outputs") or []]
+    return DeploymentOptions(**raw)
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        store: MetadataStore,
+        artifacts: ArtifactStore,
+        backend: Backend,
+        dispatcher: Dispatcher,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.artifacts = artifacts
+        self.backend = backend
+        self.dispatcher = dispatcher
+        self.units: dict[tuple[str, str], DeploymentUnit] = {}
+        self.reconciler = Reconciler(self)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._writes: asyncio.Queue[Callable[[], object]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty: set[tuple[str, str]] = set()
+        self._flush_scheduled = False
+
+    # -- lifecycle --------------------------------------------------------------
+    async def start(self) -> None:
+        await self.backend.open(self.reconciler)
+        self._tasks.append(asyncio.create_task(self._writer()))
+        records = await asyncio.to_thread(self.store.list_deployments)
+        for record in records:
+            try:
+                await self._restore(record)
+            except Exception:
+                log.exception("could not restore deployment %s/%s", record.namespace, record.name)
+        self._tasks.append(asyncio.create_task(self._tick_loop()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.backend.close()
+
+    def persist(self, write: Callable[[], object]) -> None:
+        """Queue a store write; one writer keeps them in order and off the event loop."""
+        self._writes.put_nowait(write)
+
+    async def _writer(self) -> None:
+        while True:
+            write = await self._writes.get()
+            try:
+                await asyncio.to_thread(write)
+            except Exception:
+                log.exception("metadata write failed")
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            now = time.monotonic()
+            for unit in list(self.units.values()):
+                try:
+                    self.reconciler.tick(unit, now)
+                except Exception:
+                    log.exception("reconciling %s/%s failed", unit.namespace, unit.name)
+
+    # -- activator --------------------------------------------------------------
+    def activate(self, pool: RevisionPool) -> None:
+        """A request is waiting for a slot: reconcile its deployment at once (debounced)."""
+        self._dirty.add((pool.namespace, pool.deployment))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        now = time.monotonic()
+        for key in dirty:
+            unit = self.units.get(key)
+            live = unit.serving_revision() if unit is not None else None
+            if unit is None or live is None or unit.policy is None:
+                continue
+            pool = live.pool
+            unit.policy.observe(MetricSample(
+                t=now, interval_s=0.0, average_concurrency=float(pool.load.current),
+                peak_concurrency=pool.load.current, arrivals=0, queued=len(pool.waiters),
+            ))
+            self.reconciler.decide(unit, now)
+            self.reconciler.reconcile(unit)
+
+    def schedule(self, unit: DeploymentUnit) -> None:
+        asyncio.get_running_loop().call_soon(self.reconciler.reconcile, unit)
+
+    # -- revisions --------------------------------------------------------------
+    async def _code_spec(self, runtime: RuntimeSpec) -> CodeSpec:
+        bundle_dir = await asyncio.to_thread(self.artifacts.unpack_bundle, runtime.bundle)
+        return CodeSpec(
+            code_key=runtime.code_key(), bundle_dir=str(bundle_dir),
+            entrypoint=runtime.entrypoint, preload=tuple(runtime.preload), env=dict(runtime.env),
+        )
+
+    def _live_revision(
+        self, unit: DeploymentUnit, record: RevisionRecord, code: CodeSpec
+    ) -> LiveRevision:
+        pool = RevisionPool(unit.namespace, unit.name, record.number,
+                            pool_limits(record.runtime, unit.scaling), self.activate)
+        pool.meta = record.code_meta
+        pool.on_drained = self.reconciler.on_drained
+        live = LiveRevision(record.number, record.runtime, code, pool, record.created_at)
+        unit.revisions[record.number] = live
+        self.dispatcher.register(pool)
+        return live
+
+    async def _restore(self, record: DeploymentRecord) -> None:
+        unit = DeploymentUnit(record.namespace, record.name, record.scaling,
+                              record.created_at, record.updated_at)
+        unit.latest = record.latest_revision
+        unit.serving = record.serving_revision or record.latest_revision
+        for number in sorted({unit.serving, unit.latest}):
+            revision = await asyncio.to_thread(
+                self.store.get_revision, record.namespace, record.name, number
+            )
+            if revision is None:
+                continue
+            try:
+                code = await self._code_spec(revision.runtime)
+                live = self._live_revision(unit, revision, code)
+                await self.backend.prepare(code)
+            except StratusError as exc:
+                # Keep serving the rest; this revision answers 503 with the reason.
+                live = unit.revisions.get(number) or self._live_revision(
+                    unit, revision, CodeSpec(revision.runtime.code_key(), "", revision.runtime.entrypoint)
+                )
+                live.pool.failure = FailureState(exc.message, exc.detail, 1, time.monotonic() + 60)
+                log.error("revision %s of %s cannot load: %s", number, record.name, exc.message)
+        self.units[unit.key] = unit
+        unit.rebuild_policy()
+        serving = unit.serving_revision()
+        if serving is not None:
+            self.dispatcher.set_route(serving.pool)
+        self.schedule(unit)
+
+    # -- API operations ---------------------------------------------------------
+    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def apply(self, namespace: str, request: DeploymentRequest) -> dict[str, Any]:
+        """Create or update a deployment. Returns once the code imports and validates."""
+        provisional = resolve_runtime(request, request.code, DeploymentOptions())
+        code = await self._code_spec(provisional)
+        meta = await self.backend.prepare(code)
+        options = options_from_meta(meta)
+        name = request.name or options.name
+        if not name:
+            raise DeployError("no deployment name: pass --name or declare @deployment(name=...)")
+        runtime = resolve_runtime(request, request.code, options)
+        scaling = resolve_scaling(request, options)
+        return await self._record(namespace, name, runtime, scaling, meta, code)
+
+    async def patch(self, namespace: str, name: str, patch: DeploymentPatch) -> dict[str, Any]:
+        unit = self.get_unit(namespace, name)
+        latest = unit.latest_revision()
+        if latest is None:
+            raise NotFound(f"deployment {name!r} has no revision")
+        runtime = RuntimeSpec.model_validate(
+            {**latest.runtime.model_dump(), **patch.model_dump(exclude_none=True,
+                                                               include=set(RuntimeSpec.model_fields))}
+        )
+        scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
+        return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code)
+
+    async def _record(self, namespace: str, name: str, runtime: RuntimeSpec, scaling: Any,
+                      meta: dict[str, Any], code: CodeSpec) -> dict[str, Any]:
+        key = (namespace, name)
+        async with self._lock(key):
+            deployment, revision, created = await asyncio.to_thread(
+                self.store.apply, namespace, name, runtime, scaling, meta
+            )
+            unit = self.units.get(key)
+            if unit is None:
+                unit = DeploymentUnit(namespace, name, scaling, deployment.created_at,
+                                      deployment.updated_at)
+                self.units[key] = unit
+            unit.scaling = scaling
+            unit.updated_at = deployment.updated_at
+            if revision.number not in unit.revisions:
+                self._live_revision(unit, revision, code)
+            unit.latest = revision.number
+            if unit.serving is None:
+                self.reconciler.switch_traffic(unit, revision.number)
+            unit.rebuild_policy()
+            if created:
+                log.info("deployment %s/%s: revision %d recorded", namespace, name, revision.number)
+            self.reconciler.reconcile(unit)
+            return unit.view()
+
+    async def delete(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        async with self._lock(key):
+            unit = self.units.pop(key, None)
+            self.dispatcher.remove_route(namespace, name)
+            deleted = await asyncio.to_thread(self.store.delete_deployment, namespace, name)
+            if unit is None and not deleted:
+                raise NotFound(f"deployment {name!r} not found")
+            if unit is not None:
+                self.reconciler.retire_all(unit, NotFound(f"deployment {name!r} was deleted"))
+
+    def get_unit(self, namespace: str, name: str) -> DeploymentUnit:
+        unit = self.units.get((namespace, name))
+        if unit is None:
+            raise NotFound(f"deployment {name!r} not found")
+        return unit
+
+    def list_units(self, namespace: str) -> list[DeploymentUnit]:
+        return sorted((u for u in self.units.values() if u.namespace == namespace),
+                      key=lambda u: u.name)
+
+    # -- helpers used by the reconciler -------------------------------------------
+    def record_failure(self, unit: DeploymentUnit, live: LiveRevision, error: str,
+                       detail: str | None) -> None:
+        pool = live.pool
+        count = pool.failure.count + 1 if pool.failure is not None else 1
+        backoff = min(2.0 ** (count - 1), self.settings.max_backoff_s)
+        pool.failure = FailureState(error, detail, count, time.monotonic() + backoff)
+        log.error("deployment %s revision %d: %s (attempt %d, next in %.0fs)%s", unit.name,
+                  live.number, error, count, backoff, f"\n{detail}" if detail else "")
+        if not pool.ready:
+            pool.fail_waiters(DeploymentFailed(
+                f"deployment {unit.name!r} revision {live.number} cannot start: {error}",
+                retry_after=backoff, detail=detail,
+            ))
+        self.persist(lambda: self.store.set_revision_status(
+            unit.namespace, unit.name, live.number, RevisionStatus.FAILED, error))
+
+    def record_recovery(self, unit: DeploymentUnit, live: LiveRevision) -> None:
+        self.persist(lambda: self.store.set_revision_status(
+            unit.namespace, unit.name, live.number, RevisionStatus.READY, None))

@@ -1,0 +1,269 @@
+"""The reconciler: brings each deployment's running replicas to what its policy wants, moves
+traffic to a new revision once it is ready, retires old revisions, and replaces replicas
+that crash, hang or stop answering. It also receives the backend's replica events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from stratus.backends.base import ReplicaHandle, ReplicaSpec
+from stratus.control.policy import ReplicaCounts
+from stratus.control.unit import DeploymentUnit, LiveRevision
+from stratus.dispatch.channel import ReplicaChannel
+from stratus.dispatch.pool import PoolReplica, ReplicaState
+from stratus.errors import StratusError
+from stratus.runtime.replica import ReplicaConfig
+
+if TYPE_CHECKING:
+    from stratus.control.controller import Controller
+
+log = logging.getLogger("stratus.reconciler")
+
+STUCK_GRACE_S = 5.0
+
+
+@dataclass
+class _Entry:
+    unit: DeploymentUnit
+    live: LiveRevision
+    replica: PoolReplica
+    handle: ReplicaHandle | None = None
+
+
+class Reconciler:
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.entries: dict[str, _Entry] = {}
+        self.retired: list[DeploymentUnit] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _is_live(self, unit: DeploymentUnit) -> bool:
+        return self.controller.units.get(unit.key) is unit
+
+    # -- periodic work ------------------------------------------------------------
+    def tick(self, unit: DeploymentUnit, now: float) -> None:
+        serving = unit.serving_revision()
+        for live in list(unit.revisions.values()):
+            sample = live.pool.sample(now)
+            if live is serving and unit.policy is not None:
+                unit.policy.observe(sample)
+            self._check_health(unit, live, now)
+        self.decide(unit, now)
+        self.reconcile(unit)
+        self._collect_retired()
+
+    def decide(self, unit: DeploymentUnit, now: float) -> None:
+        serving = unit.serving_revision()
+        if serving is None or unit.policy is None:
+            return
+        pool = serving.pool
+        counts = ReplicaCounts(ready=pool.count(ReplicaState.READY),
+                               starting=pool.count(ReplicaState.STARTING))
+        unit.decision = unit.policy.decide(now, counts)
+
+    def reconcile(self, unit: DeploymentUnit) -> None:
+        if not self._is_live(unit):
+            return
+        serving = unit.serving_revision()
+        latest = unit.latest_revision()
+        if serving is not None and latest is not None and latest is not serving:
+            self._roll_out(unit, serving, latest)
+            serving = unit.serving_revision()
+        if serving is not None:
+            self._scale(unit, serving, unit.decision.desired)
+        for live in list(unit.revisions.values()):
+            if live is not serving and live is not latest:
+                self._retire(unit, live)
+
+    # -- scaling and rollout ------------------------------------------------------
+    def _scale(self, unit: DeploymentUnit, live: LiveRevision, desired: int) -> None:
+        pool = live.pool
+        ready = pool.count(ReplicaState.READY)
+        starting = pool.count(ReplicaState.STARTING)
+        if desired > ready + starting:
+            failure = pool.failure
+            if failure is not None:
+                # Back off after init failures, and then probe with one replica at a time.
+                if starting or time.monotonic() < failure.retry_at:
+                    return
+                self._start(unit, live)
+                return
+            for _ in range(desired - ready - starting):
+                self._start(unit, live)
+        elif desired < ready + starting:
+            idle_first = sorted(
+                (r for r in pool.replicas.values() if r.state is ReplicaState.READY),
+                key=lambda r: r.inflight,
+            )
+            for replica in idle_first[: ready + starting - desired]:
+                pool.mark_draining(replica)
+
+    def _roll_out(self, unit: DeploymentUnit, serving: LiveRevision, latest: LiveRevision) -> None:
+        """Warm the new revision to the capacity serving now, then switch traffic to it."""
+        needed = max(serving.pool.count(ReplicaState.READY), unit.scaling.min_replicas)
+        if needed == 0 or latest.pool.count(ReplicaState.READY) >= needed:
+            self.switch_traffic(unit, latest.number)
+            return
+        self._scale(unit, latest, needed)
+
+    def switch_traffic(self, unit: DeploymentUnit, number: int) -> None:
+        live = unit.revisions[number]
+        previous = unit.serving
+        self.controller.dispatcher.set_route(live.pool)
+        unit.serving = number
+        unit.rebuild_policy()
+        store = self.controller.store
+        self.controller.persist(lambda: store.set_serving(unit.namespace, unit.name, number))
+        if previous is not None and previous != number:
+            log.info("deployment %s: traffic moved from revision %d to %d",
+                     unit.name, previous, number)
+
+    def _retire(self, unit: DeploymentUnit, live: LiveRevision) -> None:
+        for replica in list(live.pool.replicas.values()):
+            if replica.state is ReplicaState.READY:
+                live.pool.mark_draining(replica)
+        if not live.pool.replicas:
+            self._forget(unit, live)
+
+    def _forget(self, unit: DeploymentUnit, live: LiveRevision) -> None:
+        del unit.revisions[live.number]
+        self.controller.dispatcher.unregister(live.pool)
+        self._release_code(live)
+
+    def retire_all(self, unit: DeploymentUnit, error: StratusError) -> None:
+        """The deployment is gone: fail its held requests, drain and stop every replica."""
+        for live in unit.revisions.values():
+            self.controller.dispatcher.unregister(live.pool)
+            live.pool.fail_waiters(error)
+            for replica in list(live.pool.replicas.values()):
+                if replica.state is ReplicaState.READY:
+                    live.pool.mark_draining(replica)
+        self.retired.append(unit)
+        self._collect_retired()
+
+    def _collect_retired(self) -> None:
+        for unit in list(self.retired):
+            for live in list(unit.revisions.values()):
+                if not live.pool.replicas:
+                    self._forget(unit, live)
+            if not unit.revisions:
+                self.retired.remove(unit)
+
+    def _release_code(self, retired: LiveRevision) -> None:
+        key = retired.code.code_key
+        units = [*self.controller.units.values(), *self.retired]
+        if any(live.code.code_key == key for u in units for live in u.revisions.values()):
+            return
+        self._spawn(self.controller.backend.release(key))
+
+    # -- replica lifecycle ----------------------------------------------------------
+    def _start(self, unit: DeploymentUnit, live: LiveRevision) -> None:
+        settings = self.controller.settings
+        replica_id = f"{unit.name}-{live.number}-{secrets.token_hex(4)}"
+        replica = live.pool.add_starting(replica_id)
+        self.entries[replica_id] = _Entry(unit, live, replica)
+        runtime = live.runtime
+        config = ReplicaConfig(
+            replica_id=replica_id, socket_path="", namespace=unit.namespace,
+            deployment=unit.name, revision=live.number,
+            max_concurrency=runtime.max_concurrency, timeout_s=runtime.timeout_s,
+            memory_mb=runtime.memory_mb, threads=runtime.threads,
+            log_path=str(settings.log_dir / unit.namespace / f"{unit.name}.log"),
+            config=runtime.config, env=runtime.env,
+        )
+        self._spawn(self._launch(ReplicaSpec(replica_id, live.code, config)))
+
+    async def _launch(self, spec: ReplicaSpec) -> None:
+        try:
+            handle = await self.controller.backend.start(spec)
+        except StratusError as exc:
+            self.replica_failed(spec.replica_id, exc.message, exc.detail)
+            return
+        except Exception as exc:
+            log.exception("starting replica %s failed", spec.replica_id)
+            self.replica_failed(spec.replica_id, f"{type(exc).__name__}: {exc}", None)
+            return
+        entry = self.entries.get(spec.replica_id)
+        if entry is not None:
+            entry.handle = handle
+
+    def on_drained(self, replica: PoolReplica) -> None:
+        entry = self.entries.get(replica.replica_id)
+        if entry is not None and entry.handle is not None:
+            self._spawn(self.controller.backend.stop(entry.handle, True, "drained"))
+
+    def _kill(self, replica: PoolReplica, reason: str) -> None:
+        entry = self.entries.get(replica.replica_id)
+        log.warning("killing replica %s: %s", replica.replica_id, reason)
+        if entry is not None and entry.handle is not None:
+            self._spawn(self.controller.backend.stop(entry.handle, False, reason))
+
+    def _check_health(self, unit: DeploymentUnit, live: LiveRevision, now: float) -> None:
+        settings = self.controller.settings
+        timeout = live.runtime.timeout_s
+        for replica in list(live.pool.replicas.values()):
+            channel = replica.channel
+            if replica.state is ReplicaState.STARTING:
+                if now - replica.created_at > settings.init_timeout_s:
+                    self._kill(replica, f"init did not finish within {settings.init_timeout_s:g}s")
+                continue
+            if channel is not None and now - channel.last_seen > settings.heartbeat_timeout_s:
+                self._kill(replica, f"no heartbeat for {now - channel.last_seen:.0f}s")
+                continue
+            if replica.stuck_since and now - replica.stuck_since[0] > max(timeout, STUCK_GRACE_S):
+                # A handler ran past its timeout and still holds a slot: replace the replica.
+                if replica.state is ReplicaState.READY:
+                    live.pool.mark_draining(replica)
+                if replica.inflight <= len(replica.stuck_since):
+                    self._kill(replica, f"handler still running {timeout:g}s after its timeout")
+
+    # -- ReplicaEvents ----------------------------------------------------------------
+    def replica_ready(self, replica_id: str, channel: ReplicaChannel, init_ms: float) -> None:
+        entry = self.entries.get(replica_id)
+        if entry is None or entry.replica.state is not ReplicaState.STARTING:
+            channel.stop(0)
+            return
+        pool = entry.live.pool
+        recovered = pool.failure is not None
+        pool.mark_ready(entry.replica, channel, init_ms)
+        if recovered:
+            self.controller.record_recovery(entry.unit, entry.live)
+        log.info("replica %s ready (init %.1f ms)", replica_id, init_ms)
+        unit = entry.unit
+        if not self._is_live(unit) or entry.live.number not in (unit.serving, unit.latest):
+            pool.mark_draining(entry.replica)
+            return
+        self.controller.schedule(unit)
+
+    def replica_failed(self, replica_id: str, error: str, detail: str | None) -> None:
+        entry = self.entries.pop(replica_id, None)
+        if entry is None:
+            return
+        entry.live.pool.remove(replica_id)
+        self.controller.record_failure(entry.unit, entry.live, error, detail)
+        if self._is_live(entry.unit):
+            self.controller.schedule(entry.unit)
+
+    def replica_lost(self, replica_id: str) -> None:
+        entry = self.entries.pop(replica_id, None)
+        if entry is None:
+            return
+        state = entry.replica.state
+        entry.live.pool.remove(replica_id)
+        if state is ReplicaState.READY:
+            log.warning("replica %s of %s was lost while serving", replica_id, entry.unit.name)
+        if self._is_live(entry.unit):
+            self.controller.schedule(entry.unit)
+        else:
+            self._collect_retired()

@@ -1,0 +1,147 @@
+"""In-memory state of one deployment: its live revisions, their pools, and its policy."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from stratus.backends.base import CodeSpec
+from stratus.control.policy import Decision, IdleTimeoutConfig, IdleTimeoutPolicy, ScalingPolicy
+from stratus.dispatch.pool import PoolLimits, ReplicaState, RevisionPool
+from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
+
+
+@dataclass
+class LiveRevision:
+    number: int
+    runtime: RuntimeSpec
+    code: CodeSpec
+    pool: RevisionPool
+    created_at: datetime
+
+
+def pool_limits(runtime: RuntimeSpec, scaling: ScalingSpec) -> PoolLimits:
+    return PoolLimits(
+        max_concurrency=runtime.max_concurrency,
+        timeout_s=runtime.timeout_s,
+        max_queued=scaling.max_queued,
+        queue_timeout_s=scaling.queue_timeout_s,
+    )
+
+
+@dataclass
+class DeploymentUnit:
+    namespace: str
+    name: str
+    scaling: ScalingSpec
+    created_at: datetime
+    updated_at: datetime
+    revisions: dict[int, LiveRevision] = field(default_factory=dict)
+    serving: int | None = None
+    latest: int = 0
+    policy: ScalingPolicy | None = None
+    decision: Decision = field(default_factory=lambda: Decision(0, "no decision yet"))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def serving_revision(self) -> LiveRevision | None:
+        return self.revisions.get(self.serving) if self.serving is not None else None
+
+    def latest_revision(self) -> LiveRevision | None:
+        return self.revisions.get(self.latest)
+
+    def rebuild_policy(self) -> None:
+        """Scaling settings changed (or the serving revision did): start a fresh policy."""
+        serving = self.serving_revision() or self.latest_revision()
+        runtime = serving.runtime if serving is not None else None
+        target = target_concurrency(self.scaling, runtime) if runtime is not None else 1.0
+        self.policy = IdleTimeoutPolicy(
+            IdleTimeoutConfig(
+                min_replicas=self.scaling.min_replicas,
+                max_replicas=self.scaling.max_replicas,
+                target_concurrency=target,
+                scale_to_zero_after_s=self.scaling.scale_to_zero_after_s,
+            )
+        )
+        for live in self.revisions.values():
+            live.pool.limits = pool_limits(live.runtime, self.scaling)
+
+    def status(self) -> tuple[str, str | None]:
+        latest = self.latest_revision()
+        if latest is not None and latest.pool.failure is not None:
+            return "failed", latest.pool.failure.reason
+        serving = self.serving_revision()
+        if serving is not None and serving.pool.failure is not None:
+            return "failed", serving.pool.failure.reason
+        if self.serving != self.latest:
+            return "deploying", f"rolling out revision {self.latest}"
+        return "ready", None
+
+    def view(self) -> dict[str, Any]:
+        """The public JSON object of ``GET /api/deployments/{name}``."""
+        counts = {state.value: 0 for state in (ReplicaState.READY, ReplicaState.STARTING,
+                                               ReplicaState.DRAINING)}
+        items: list[dict[str, Any]] = []
+        now = time.monotonic()
+        for live in sorted(self.revisions.values(), key=lambda r: r.number):
+            for replica in live.pool.replicas.values():
+                if replica.state.value in counts:
+                    counts[replica.state.value] += 1
+                channel = replica.channel
+                items.append({
+                    "id": replica.replica_id,
+                    "revision": live.number,
+                    "state": replica.state.value,
+                    "pid": replica.pid,
+                    "inflight": replica.inflight,
+                    "init_ms": round(replica.init_ms, 2) if replica.init_ms is not None else None,
+                    "age_s": round(now - replica.created_at, 1),
+                    "rss_mb": round(channel.rss_bytes / 2**20, 1) if channel else None,
+                })
+        status, reason = self.status()
+        latest = self.latest_revision()
+        failure = latest.pool.failure if latest is not None else None
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "revision": self.latest,
+            "serving_revision": self.serving,
+            "status": status,
+            "reason": reason,
+            "replicas": {**counts, "desired": self.decision.desired, "items": items},
+            "queued": sum(len(live.pool.waiters) for live in self.revisions.values()),
+            "autoscaler": {
+                "policy": self.policy.name if self.policy is not None else None,
+                "desired": self.decision.desired,
+                "reason": self.decision.reason,
+            },
+            "scaling": self.scaling.model_dump(),
+            "runtime": _public_runtime(latest.runtime) if latest is not None else None,
+            "handler": _handler_view(latest.pool.meta) if latest is not None else None,
+            "last_error": (
+                {"message": failure.reason, "detail": failure.detail, "attempts": failure.count}
+                if failure is not None else None
+            ),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def _public_runtime(runtime: RuntimeSpec) -> dict[str, Any]:
+    data = runtime.model_dump()
+    data["env"] = sorted(runtime.env)  # names only: values may be secrets
+    return data
+
+
+def _handler_view(meta: dict[str, Any]) -> dict[str, Any]:
+    options = meta.get("options") or {}
+    return {
+        "kind": meta.get("kind"),
+        "is_async": meta.get("is_async"),
+        "inputs": options.get("inputs") or [],
+        "outputs": options.get("outputs") or [],
+    }

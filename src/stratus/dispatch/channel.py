@@ -1,0 +1,96 @@
+"""The data path to one replica: sends REQUEST frames and matches the answers to futures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from stratus.errors import ReplicaLost
+from stratus.runtime import wire
+from stratus.runtime.connection import FramedConnection
+
+# How long a lost connection waits for the zygote to say why the replica died.
+EXIT_REASON_WAIT_S = 0.25
+
+
+class ReplicaChannel:
+    """Server side of a replica's socket. Futures resolve to the raw RESPONSE/ERROR frame."""
+
+    def __init__(self, replica_id: str, pid: int, connection: FramedConnection) -> None:
+        self.replica_id = replica_id
+        self.pid = pid
+        self.connection = connection
+        self.loop = asyncio.get_running_loop()
+        self.pending: dict[int, asyncio.Future[list[Any]]] = {}
+        self.next_rid = 1
+        self.closed = False
+        self.last_seen = time.monotonic()
+        self.rss_bytes = 0
+        self.exit_reason: str | None = None
+        self.on_lost: Callable[[ReplicaChannel], None] | None = None
+        self._fail_handle: asyncio.TimerHandle | None = None
+
+    def request(self, kind: int, payload: Any, meta: dict[str, Any]) -> tuple[int, asyncio.Future[list[Any]]]:
+        if self.closed:
+            raise ReplicaLost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
+        rid = self.next_rid
+        self.next_rid = rid + 1
+        future: asyncio.Future[list[Any]] = self.loop.create_future()
+        self.pending[rid] = future
+        self.connection.send([wire.REQUEST, rid, kind, payload, meta])
+        return rid, future
+
+    def cancel(self, rid: int) -> None:
+        """Ask the replica to cancel a request; its answer (if any) still arrives."""
+        self.connection.send([wire.CANCEL, rid])
+
+    def stop(self, drain_timeout_s: float) -> None:
+        self.connection.send([wire.STOP, drain_timeout_s])
+
+    # -- Endpoint ---------------------------------------------------------------
+    def on_message(self, message: list[Any]) -> None:
+        self.last_seen = time.monotonic()
+        kind = message[0]
+        if kind == wire.RESPONSE or kind == wire.ERROR:
+            future = self.pending.pop(message[1], None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind == wire.HEARTBEAT:
+            self.rss_bytes = int(message[2])
+
+    def on_close(self) -> None:
+        self.closed = True
+        if self.on_lost is not None:
+            self.on_lost(self)
+        if self.exit_reason is not None or not self.pending:
+            self._fail_pending()
+        else:
+            self._fail_handle = self.loop.call_later(EXIT_REASON_WAIT_S, self._fail_pending)
+
+    # -- loss -------------------------------------------------------------------
+    def record_exit(self, returncode: int | None, reason: str) -> None:
+        """The zygote reported how the process ended: fail what is left with that reason."""
+        if reason:
+            self.exit_reason = reason
+        elif returncode is not None and returncode < 0:
+            self.exit_reason = f"replica was killed by signal {-returncode}"
+        elif returncode is not None:
+            self.exit_reason = f"replica exited with code {returncode}"
+        if self.closed:
+            self._fail_pending()
+
+    def describe_loss(self) -> str:
+        return self.exit_reason or "connection to the replica was lost"
+
+    def _fail_pending(self) -> None:
+        if self._fail_handle is not None:
+            self._fail_handle.cancel()
+            self._fail_handle = None
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(
+                    ReplicaLost(f"replica {self.replica_id} failed mid-request: {self.describe_loss()}")
+                )

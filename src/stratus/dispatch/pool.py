@@ -1,0 +1,242 @@
+"""One revision's replicas and its bounded queue of held requests.
+
+The pool hands out replica slots (a slot is one of a replica's ``max_concurrency``
+concurrent requests). A request that finds no free slot waits in the queue; when none
+of the replicas is ready, that wait is the activator's hold during a cold start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stratus.control.metrics import LoadRecorder, MetricSample
+from stratus.dispatch.channel import ReplicaChannel
+from stratus.dispatch.picker import power_of_two_choices
+from stratus.errors import DeploymentFailed, Shed, StratusError, Unavailable
+
+
+class ReplicaState(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+@dataclass(eq=False)
+class PoolReplica:
+    replica_id: str
+    created_at: float
+    state: ReplicaState = ReplicaState.STARTING
+    channel: ReplicaChannel | None = None
+    pid: int | None = None
+    inflight: int = 0
+    ready_at: float | None = None
+    init_ms: float | None = None
+    stuck_since: list[float] = field(default_factory=list)  # start times of timed-out requests
+
+    def load(self) -> int:
+        return self.inflight
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    max_concurrency: int
+    timeout_s: float
+    max_queued: int
+    queue_timeout_s: float
+
+
+@dataclass
+class FailureState:
+    """Consecutive init failures; further cold starts wait for ``retry_at``."""
+
+    reason: str
+    detail: str | None
+    count: int
+    retry_at: float
+
+
+class _Waiter:
+    __slots__ = ("arrived", "future")
+
+    def __init__(self, future: asyncio.Future[PoolReplica], arrived: float) -> None:
+        self.future = future
+        self.arrived = arrived
+
+
+class RevisionPool:
+    """Slots, queue and load statistics for one revision of one deployment."""
+
+    def __init__(
+        self,
+        namespace: str,
+        deployment: str,
+        revision: int,
+        limits: PoolLimits,
+        activate: Callable[[RevisionPool], None],
+    ) -> None:
+        self.namespace = namespace
+        self.deployment = deployment
+        self.revision = revision
+        self.limits = limits
+        self.activate = activate
+        self.replicas: dict[str, PoolReplica] = {}
+        self.ready: list[PoolReplica] = []  # ready replicas, kept in sync with their state
+        self.waiters: deque[_Waiter] = deque()
+        self.failure: FailureState | None = None
+        self.load = LoadRecorder(time.monotonic())
+        self.rng = random.Random()
+        self.on_drained: Callable[[PoolReplica], None] = lambda replica: None
+        self.meta: dict[str, Any] = {}  # what the zygote reported about the code
+
+    # -- request path -----------------------------------------------------------
+    def try_acquire(self) -> PoolReplica | None:
+        """Take a slot on a ready replica, or None if every slot is busy."""
+        if self.waiters:  # keep order: nobody jumps the queue
+            return None
+        limit = self.limits.max_concurrency
+        ready = self.ready
+        if len(ready) == 1:
+            replica = ready[0]
+            if replica.inflight >= limit:
+                return None
+        else:
+            free = [r for r in ready if r.inflight < limit]
+            chosen = power_of_two_choices(free, PoolReplica.load, self.rng)
+            if chosen is None:
+                return None
+            replica = chosen
+        replica.inflight += 1
+        return replica
+
+    async def wait_for_slot(self, arrived: float) -> PoolReplica:
+        """Hold the request until a slot frees up or a replica comes up (the activator)."""
+        failure = self.failure
+        if failure is not None and not self.ready:
+            remaining = failure.retry_at - time.monotonic()
+            if remaining > 0:
+                raise DeploymentFailed(
+                    f"deployment {self.deployment!r} revision {self.revision} cannot start: "
+                    f"{failure.reason}",
+                    retry_after=remaining,
+                    detail=failure.detail,
+                )
+        if len(self.waiters) >= self.limits.max_queued:
+            raise Shed(
+                f"deployment {self.deployment!r} has {len(self.waiters)} requests queued "
+                f"(max_queued={self.limits.max_queued})",
+                retry_after=1.0,
+            )
+        future: asyncio.Future[PoolReplica] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(future, arrived)
+        self.waiters.append(waiter)
+        self.activate(self)
+        self._serve_waiters()
+        try:
+            async with asyncio.timeout(self.limits.queue_timeout_s):
+                return await future
+        except TimeoutError:
+            self._abandon(waiter)
+            raise Unavailable(
+                f"no replica of {self.deployment!r} became free within "
+                f"{self.limits.queue_timeout_s:g}s",
+                retry_after=1.0,
+            ) from None
+        except asyncio.CancelledError:
+            self._abandon(waiter)
+            raise
+
+    def release(self, replica: PoolReplica) -> None:
+        replica.inflight -= 1
+        if replica.state is ReplicaState.READY:
+            if self.waiters:
+                self._serve_waiters()
+        elif replica.state is ReplicaState.DRAINING and replica.inflight <= 0:
+            self.on_drained(replica)
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """The caller stopped waiting; a slot granted in that same instant goes back."""
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
+        future = waiter.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self.release(future.result())
+
+    def _serve_waiters(self) -> None:
+        limit = self.limits.max_concurrency
+        while self.waiters:
+            free = [r for r in self.ready if r.inflight < limit]
+            replica = power_of_two_choices(free, PoolReplica.load, self.rng)
+            if replica is None:
+                return
+            waiter = self.waiters.popleft()
+            if waiter.future.done():
+                continue
+            replica.inflight += 1
+            waiter.future.set_result(replica)
+
+    def fail_waiters(self, error: StratusError) -> None:
+        waiters, self.waiters = self.waiters, deque()
+        for waiter in waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+
+    def take_waiters(self) -> deque[_Waiter]:
+        """Hand the queue to another pool (traffic moved to a new revision)."""
+        waiters, self.waiters = self.waiters, deque()
+        return waiters
+
+    def adopt_waiters(self, waiters: deque[_Waiter]) -> None:
+        self.waiters.extend(waiters)
+        if self.waiters:
+            self.activate(self)
+            self._serve_waiters()
+
+    # -- membership (driven by the controller) ------------------------------------
+    def add_starting(self, replica_id: str) -> PoolReplica:
+        replica = PoolReplica(replica_id=replica_id, created_at=time.monotonic())
+        self.replicas[replica_id] = replica
+        return replica
+
+    def mark_ready(self, replica: PoolReplica, channel: ReplicaChannel, init_ms: float) -> None:
+        replica.channel = channel
+        replica.pid = channel.pid
+        replica.init_ms = init_ms
+        replica.ready_at = time.monotonic()
+        replica.state = ReplicaState.READY
+        self.failure = None
+        self.ready.append(replica)
+        self._serve_waiters()
+
+    def mark_draining(self, replica: PoolReplica) -> None:
+        if replica.state is ReplicaState.READY:
+            self.ready.remove(replica)
+        replica.state = ReplicaState.DRAINING
+        if replica.inflight <= 0:
+            self.on_drained(replica)
+
+    def remove(self, replica_id: str) -> PoolReplica | None:
+        replica = self.replicas.pop(replica_id, None)
+        if replica is not None:
+            if replica.state is ReplicaState.READY:
+                self.ready.remove(replica)
+            replica.state = ReplicaState.STOPPED
+        return replica
+
+    def count(self, state: ReplicaState) -> int:
+        return sum(1 for r in self.replicas.values() if r.state is state)
+
+    def sample(self, now: float) -> MetricSample:
+        return self.load.sample(now, len(self.waiters))
+
+    @property
+    def busy(self) -> bool:
+        return self.load.current > 0 or bool(self.waiters)

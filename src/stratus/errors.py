@@ -1,0 +1,136 @@
+"""Error types shared by every layer, each carrying its HTTP status and error type.
+
+Layers below the gateway raise these; the gateway renders them in the contract's
+JSON shape: ``{"error": {"type": ..., "message": ..., "request_id": ...}}``.
+"""
+
+from __future__ import annotations
+
+
+class StratusError(Exception):
+    """Base of every error that maps onto a documented HTTP status."""
+
+    status: int = 500
+    type: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        # Stack traces and similar: logged, and shown only to admins who ask for them.
+        self.detail = detail
+
+
+class BadRequest(StratusError):
+    status = 400
+    type = "invalid_request"
+
+
+class InvalidJSON(BadRequest):
+    type = "invalid_json"
+
+
+class InvalidTensor(BadRequest):
+    type = "invalid_tensor"
+
+
+class UnencodableOutput(BadRequest):
+    """The handler returned something the protocol in use cannot carry."""
+
+    type = "unencodable_output"
+
+
+class DeployError(BadRequest):
+    """The code could not be imported or validated."""
+
+    type = "deploy_error"
+
+
+class Unauthorized(StratusError):
+    status = 401
+    type = "unauthorized"
+
+
+class Forbidden(StratusError):
+    status = 403
+    type = "forbidden"
+
+
+class NotFound(StratusError):
+    status = 404
+    type = "not_found"
+
+
+class Conflict(StratusError):
+    status = 409
+    type = "conflict"
+
+
+class PayloadTooLarge(StratusError):
+    status = 413
+    type = "payload_too_large"
+
+
+class Shed(StratusError):
+    """Queue full: the request was refused before it used any capacity."""
+
+    status = 429
+    type = "overloaded"
+
+
+class HandlerError(StratusError):
+    status = 500
+    type = "handler_error"
+
+
+class ReplicaLost(StratusError):
+    """The replica serving the request died or stopped answering."""
+
+    status = 502
+    type = "replica_failed"
+
+
+class Unavailable(StratusError):
+    status = 503
+    type = "unavailable"
+
+
+class DeploymentFailed(Unavailable):
+    """The revision cannot start (its init fails); retried with back-off."""
+
+    type = "deployment_failed"
+
+
+class RequestTimeout(StratusError):
+    status = 504
+    type = "timeout"
+
+
+_BY_TYPE: dict[str, type[StratusError]] = {
+    cls.type: cls
+    for cls in (
+        BadRequest,
+        InvalidJSON,
+        InvalidTensor,
+        UnencodableOutput,
+        DeployError,
+        NotFound,
+        HandlerError,
+        ReplicaLost,
+        Unavailable,
+        DeploymentFailed,
+        RequestTimeout,
+    )
+}
+
+
+def error_from_type(error_type: str, message: str, detail: str | None = None) -> StratusError:
+    """Rebuild an error that crossed a process boundary as (type, message)."""
+    cls = _BY_TYPE.get(error_type, HandlerError)
+    return cls(message, detail=detail)

@@ -1,0 +1,105 @@
+"""The data plane: the ASGI entry point. Invoke and infer requests are served here directly,
+with no framework routing or dependency injection on their path; every other request goes
+on to the control-plane app (FastAPI).
+
+Each data-plane request: request id -> authentication -> bounded body read -> adapter
+(protocol -> Invocation -> dispatcher -> protocol) -> one response.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stratus.errors import StratusError
+from stratus.gateway.edge import Authenticator, assign_request_id
+from stratus.gateway.http import Call, Reply, error_body, error_reply, header_map, read_body
+from stratus.gateway.invoke import native_invoke
+from stratus.gateway.middleware import send_reply
+from stratus.gateway.state import Components
+from stratus.gateway.v2 import v2_infer
+
+log = logging.getLogger("stratus.gateway")
+
+Adapter = Callable[[Components, Call], Awaitable[Reply]]
+
+# (suffix checked first, pattern, adapter): a suffix test keeps control-plane paths cheap.
+ROUTES: tuple[tuple[str, re.Pattern[str], Adapter], ...] = (
+    ("/invoke", re.compile(r"^/api/deployments/([^/]+)/invoke$"), native_invoke),
+    ("/infer", re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$"), v2_infer),
+)
+
+
+class DataPlane:
+    def __init__(self, control_plane: ASGIApp, authenticator: Authenticator) -> None:
+        self.control_plane = control_plane
+        self.authenticator = authenticator
+        self.components: Components | None = None  # set once the control plane has started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self.components is not None:
+            path: str = scope["path"]
+            for suffix, pattern, adapter in ROUTES:
+                if path.endswith(suffix):
+                    match = pattern.match(path)
+                    if match is not None:
+                        await self._serve(scope, receive, send, adapter, match.groups(""))
+                        return
+        await self.control_plane(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, adapter: Adapter,
+                     params: tuple[str, ...]) -> None:
+        parts = self.components
+        assert parts is not None
+        request_id = assign_request_id(scope)
+        headers = header_map(scope["headers"])
+        principal = self.authenticator.authenticate(scope)
+        if isinstance(principal, StratusError):
+            reply = error_reply(principal, request_id.decode(), None, headers)
+        else:
+            try:
+                body = await read_body(receive, headers, parts.settings.max_body_bytes)
+                call = Call(principal, request_id.decode(), params, headers,
+                            scope["query_string"].decode("latin-1"), body)
+                reply = await adapter(parts, call)
+            except StratusError as exc:
+                reply = error_reply(exc, request_id.decode(), principal, headers)
+            except Exception:
+                log.exception("unhandled error on %s", scope["path"])
+                reply = Reply(500, error_body("internal_error", "internal server error",
+                                              request_id.decode()))
+        await send_reply(send, reply, request_id)
+
+
+def openapi_paths() -> dict[str, Any]:
+    """OpenAPI entries for the data-plane routes, which the framework never sees."""
+    error = {"description": "Error in the contract's shape", "content": {"application/json": {
+        "schema": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+            "type": {"type": "string"}, "message": {"type": "string"},
+            "request_id": {"type": "string"}}}}}}}}
+    responses = {
+        "200": {"description": "The handler's answer",
+                "headers": {"X-Stratus-Revision": {"schema": {"type": "integer"}},
+                            "X-Stratus-Cold-Start": {"schema": {"type": "boolean"}},
+                            "X-Request-Id": {"schema": {"type": "string"}}}},
+        **{code: error for code in ("400", "401", "404", "413", "429", "500", "502", "503", "504")},
+    }
+    body = {"required": True, "content": {"application/json": {"schema": {}}}}
+
+    def operation(summary: str, parameters: list[str]) -> dict[str, Any]:
+        return {"post": {"summary": summary, "requestBody": body, "responses": responses,
+                         "parameters": [{"name": p, "in": "path", "required": True,
+                                         "schema": {"type": "string"}} for p in parameters]}}
+
+    return {
+        "/api/deployments/{name}/invoke": operation(
+            "Invoke a deployment: the JSON body goes to the handler, its JSON comes back",
+            ["name"]),
+        "/v2/models/{name}/infer": operation("Open Inference Protocol v2 inference", ["name"]),
+        "/v2/models/{name}/versions/{version}/infer": operation(
+            "Open Inference Protocol v2 inference on one version", ["name", "version"]),
+    }

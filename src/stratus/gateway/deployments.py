@@ -1,0 +1,131 @@
+"""Control-plane routes: deployments, code bundles and logs under ``/api``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from stratus.errors import BadRequest, NotFound
+from stratus.gateway.state import Parts, namespace_of
+from stratus.spec import SHA256_PATTERN, DeploymentPatch, DeploymentRequest
+
+router = APIRouter(prefix="/api")
+
+LOG_TAIL_MAX_BYTES = 4 * 1024 * 1024
+
+
+@router.post("/deployments", status_code=200, summary="Create or update a deployment")
+async def apply_deployment(
+    body: DeploymentRequest, request: Request, parts: Parts
+) -> dict[str, Any]:
+    """Imports and validates the code (in a zygote), records a new revision when the runtime
+    spec changed, and returns. Replicas start in the background; poll the deployment."""
+    return await parts.controller.apply(namespace_of(request), body)
+
+
+@router.get("/deployments", summary="List deployments")
+async def list_deployments(
+    request: Request, parts: Parts
+) -> dict[str, Any]:
+    units = parts.controller.list_units(namespace_of(request))
+    return {"deployments": [unit.view() for unit in units]}
+
+
+@router.get("/deployments/{name}", summary="A deployment's status")
+async def get_deployment(
+    name: str, request: Request, parts: Parts
+) -> dict[str, Any]:
+    return parts.controller.get_unit(namespace_of(request), name).view()
+
+
+@router.patch("/deployments/{name}", summary="Change scaling or runtime settings")
+async def patch_deployment(
+    name: str, body: DeploymentPatch, request: Request, parts: Parts
+) -> dict[str, Any]:
+    return await parts.controller.patch(namespace_of(request), name, body)
+
+
+@router.delete("/deployments/{name}", summary="Delete a deployment")
+async def delete_deployment(
+    name: str, request: Request, parts: Parts
+) -> dict[str, Any]:
+    await parts.controller.delete(namespace_of(request), name)
+    return {"deleted": name}
+
+
+@router.get("/deployments/{name}/revisions", summary="A deployment's revisions")
+async def list_revisions(
+    name: str, request: Request, parts: Parts
+) -> dict[str, Any]:
+    namespace = namespace_of(request)
+    unit = parts.controller.get_unit(namespace, name)
+    records = parts.controller.store.list_revisions(namespace, name)
+    return {
+        "revisions": [
+            {
+                "revision": record.number,
+                "status": record.status,
+                "reason": record.reason,
+                "serving": record.number == unit.serving,
+                "created_at": record.created_at.isoformat(),
+                "spec": {**record.runtime.model_dump(), "env": sorted(record.runtime.env)},
+            }
+            for record in records
+        ]
+    }
+
+
+@router.get("/deployments/{name}/logs", summary="The tail of a deployment's replica logs",
+            response_class=PlainTextResponse)
+async def deployment_logs(
+    name: str,
+    request: Request,
+    parts: Parts,
+    tail: int = Query(200, ge=1, le=100_000),
+) -> PlainTextResponse:
+    namespace = namespace_of(request)
+    parts.controller.get_unit(namespace, name)
+    path = parts.settings.log_dir / namespace / f"{name}.log"
+    return PlainTextResponse(await asyncio.to_thread(_tail, path, tail))
+
+
+def _tail(path: Path, lines: int) -> str:
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - LOG_TAIL_MAX_BYTES))
+        found = handle.read().splitlines()[-lines:]
+    return b"\n".join(found).decode(errors="replace") + ("\n" if found else "")
+
+
+def _check_digest(digest: str) -> None:
+    if not re.fullmatch(SHA256_PATTERN, digest):
+        raise BadRequest("a bundle is addressed by its lowercase hex sha256")
+
+
+@router.head("/bundles/{digest}", summary="Whether a code bundle is already uploaded")
+async def has_bundle(digest: str, parts: Parts) -> Response:
+    _check_digest(digest)
+    if not parts.artifacts.has_blob(digest):
+        raise NotFound(f"bundle {digest} not found")
+    return Response(status_code=200)
+
+
+@router.put("/bundles/{digest}", summary="Upload a code bundle (tar.gz) by its sha256")
+async def put_bundle(
+    digest: str, request: Request, parts: Parts
+) -> JSONResponse:
+    _check_digest(digest)
+    if parts.artifacts.has_blob(digest):
+        return JSONResponse({"digest": digest, "created": False})
+    size = await parts.artifacts.write_blob(
+        digest, request.stream(), parts.settings.max_bundle_bytes
+    )
+    return JSONResponse({"digest": digest, "size": size, "created": True}, status_code=201)

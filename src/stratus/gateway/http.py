@@ -1,0 +1,104 @@
+"""HTTP building blocks every adapter shares: a parsed call, a reply, bounded body reads and
+the contract's error shape. Adapters take a ``Call`` and return a ``Reply``; they never see
+ASGI, so the data plane can serve them without a framework in the way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import Receive
+
+from stratus.errors import PayloadTooLarge, StratusError
+
+log = logging.getLogger("stratus.gateway")
+
+DEBUG_HEADER = "x-stratus-debug"
+JSON_TYPE = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    namespace: str
+    is_admin: bool
+
+
+@dataclass(slots=True)
+class Call:
+    """One request as an adapter sees it."""
+
+    principal: Principal
+    request_id: str
+    params: tuple[str, ...]  # path parameters, in route order
+    headers: dict[str, str]
+    query: str
+    body: bytes
+
+    def query_param(self, name: str, default: str) -> str:
+        for key, value in parse_qsl(self.query):
+            if key == name:
+                return value
+        return default
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    content_type: bytes = JSON_TYPE
+
+
+def header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {key.decode("latin-1"): value.decode("latin-1") for key, value in raw}
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    """Read the whole body, refusing (413) anything over ``limit`` bytes before buffering it."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        return bytes(body)
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error_body(error_type: str, message: str, request_id: str, **extra: Any) -> bytes:
+    return json.dumps(
+        {"error": {"type": error_type, "message": message, "request_id": request_id, **extra}}
+    ).encode()
+
+
+def error_reply(
+    error: StratusError, request_id: str, principal: Principal | None, headers: dict[str, str]
+) -> Reply:
+    extra: dict[str, Any] = {}
+    if error.detail and principal is not None and principal.is_admin \
+            and headers.get(DEBUG_HEADER) == "true":
+        extra["detail"] = error.detail  # stack traces go to admins who ask, and to the log
+    if error.status >= 500 and error.detail:
+        log.warning("%s (request %s): %s\n%s", error.type, request_id, error.message, error.detail)
+    reply_headers: list[tuple[bytes, bytes]] = []
+    if error.retry_after is not None:
+        reply_headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    return Reply(error.status, error_body(error.type, error.message, request_id, **extra),
+                 reply_headers)

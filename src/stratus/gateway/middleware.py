@@ -1,0 +1,50 @@
+"""Edge middleware of the control-plane app: request id and authentication on every route.
+
+Plain ASGI rather than ``BaseHTTPMiddleware``, which would buffer and add a task per request.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stratus.errors import StratusError
+from stratus.gateway.edge import PUBLIC_PATHS, Authenticator, assign_request_id
+from stratus.gateway.http import Reply, error_reply
+
+
+async def send_reply(send: Send, reply: Reply, request_id: bytes) -> None:
+    headers = [
+        (b"content-type", reply.content_type),
+        (b"content-length", str(len(reply.body)).encode()),
+        (b"x-request-id", request_id),
+        *reply.headers,
+    ]
+    if reply.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="stratus"'))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = assign_request_id(scope)
+        if scope["path"] not in PUBLIC_PATHS:
+            principal = self.authenticator.authenticate(scope)
+            if isinstance(principal, StratusError):
+                await send_reply(send, error_reply(principal, request_id.decode(), None, {}),
+                                 request_id)
+                return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

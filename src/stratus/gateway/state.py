@@ -1,0 +1,41 @@
+"""The server's components as the routes see them, hung on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import Request
+
+from stratus.config import Settings
+from stratus.control.controller import Controller
+from stratus.dispatch.dispatcher import Dispatcher
+from stratus.gateway.http import Principal
+from stratus.store.artifacts import ArtifactStore
+
+
+@dataclass
+class Components:
+    settings: Settings
+    controller: Controller
+    dispatcher: Dispatcher
+    artifacts: ArtifactStore
+    ready: bool = False
+
+
+def components(request: Request) -> Components:
+    found: Components = request.app.state.components
+    return found
+
+
+def principal_of(request: Request) -> Principal:
+    principal: Principal = request.scope["state"]["principal"]
+    return principal
+
+
+def namespace_of(request: Request) -> str:
+    return principal_of(request).namespace
+
+
+Parts = Annotated[Components, Depends(components)]

@@ -1,0 +1,132 @@
+"""Open Inference Protocol v2 (KServe / Triton) routes under ``/v2``.
+
+A model is a deployment; its versions are the deployment's live revisions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+import stratus
+from stratus.control.unit import DeploymentUnit
+from stratus.dispatch.dispatcher import Invocation
+from stratus.errors import BadRequest, NotFound
+from stratus.gateway.http import Call, Reply
+from stratus.gateway.invoke import stratus_headers
+from stratus.gateway.state import Components, Parts, namespace_of
+from stratus.gateway.v2_codec import (
+    HEADER_LENGTH,
+    build_infer_response,
+    check_declared_inputs,
+    parse_infer_request,
+)
+from stratus.runtime import wire
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+
+
+@router.get("/health/live", summary="Server liveness")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Server readiness")
+async def ready(parts: Parts) -> JSONResponse:
+    return JSONResponse({"ready": parts.ready}, status_code=200 if parts.ready else 503)
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "stratus", "version": stratus.__version__, "extensions": ["binary_tensor_data"]}
+
+
+def _unit(request: Request, parts: Components, name: str, version: str | None) -> DeploymentUnit:
+    unit = parts.controller.get_unit(namespace_of(request), name)
+    if version is not None and (not version.isdigit() or int(version) not in unit.revisions):
+        raise NotFound(f"model {name!r} has no live version {version!r}")
+    return unit
+
+
+def _metadata(unit: DeploymentUnit, version: str | None) -> dict[str, Any]:
+    number = int(version) if version is not None else unit.serving or unit.latest
+    handler = unit.revisions[number].pool.meta.get("options", {}) if number in unit.revisions else {}
+    return {
+        "name": unit.name,
+        "versions": [str(n) for n in sorted(unit.revisions)],
+        "platform": "stratus",
+        "inputs": handler.get("inputs") or [],
+        "outputs": handler.get("outputs") or [],
+    }
+
+
+def _is_ready(unit: DeploymentUnit, version: str | None) -> bool:
+    number = int(version) if version is not None else unit.serving
+    live = unit.revisions.get(number) if number is not None else None
+    # Scaled to zero is still ready: the next request starts a replica.
+    return live is not None and live.pool.failure is None
+
+
+@router.get("/models/{name}", summary="Model metadata")
+async def model_metadata(
+    name: str, request: Request, parts: Parts
+) -> dict[str, Any]:
+    return _metadata(_unit(request, parts, name, None), None)
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+async def model_version_metadata(
+    name: str, version: str, request: Request, parts: Parts
+) -> dict[str, Any]:
+    return _metadata(_unit(request, parts, name, version), version)
+
+
+@router.get("/models/{name}/ready", summary="Model readiness")
+async def model_ready(
+    name: str, request: Request, parts: Parts
+) -> JSONResponse:
+    ok = _is_ready(_unit(request, parts, name, None), None)
+    return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
+async def model_version_ready(
+    name: str, version: str, request: Request, parts: Parts
+) -> JSONResponse:
+    ok = _is_ready(_unit(request, parts, name, version), version)
+    return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
+
+
+async def v2_infer(parts: Components, call: Call) -> Reply:
+    """``POST /v2/models/{name}[/versions/{v}]/infer`` (served by the data plane)."""
+    name, version = call.params
+    unit = parts.controller.get_unit(call.principal.namespace, name)
+    number: int | None = None
+    if version:
+        if not version.isdigit() or int(version) not in unit.revisions:
+            raise NotFound(f"model {name!r} has no live version {version!r}")
+        number = int(version)
+    infer = parse_infer_request(call.body, call.headers.get(HEADER_LENGTH))
+    live = unit.revisions.get(number if number is not None else unit.serving or unit.latest)
+    meta = live.pool.meta if live is not None else {}
+    if meta.get("kind") == "lambda":
+        raise BadRequest(f"{name!r} is a Lambda-style handler; invoke it on the native route")
+    check_declared_inputs(infer.inputs, (meta.get("options") or {}).get("inputs") or [])
+    result = await parts.dispatcher.invoke(
+        Invocation(
+            namespace=unit.namespace,
+            deployment=name,
+            kind=wire.KIND_TENSORS,
+            payload=infer.inputs,
+            request_id=call.request_id,
+            revision=number,
+        )
+    )
+    if result.kind != wire.KIND_TENSORS:
+        raise BadRequest("the handler did not answer with tensors")
+    content, headers = build_infer_response(name, str(result.revision), infer, result.payload)
+    content_type = headers.pop("content-type").encode()
+    extra = [(key.encode(), value.encode()) for key, value in headers.items()]
+    return Reply(200, content, [*extra, *stratus_headers(result)], content_type)

@@ -1,0 +1,1 @@
+"""Replica runtime: zygotes, replica processes and the wire protocol between them."""

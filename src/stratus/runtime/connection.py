@@ -1,0 +1,61 @@
+"""The server's end of a framed connection from a zygote or replica.
+
+The first frame names the peer (a HELLO); the acceptor turns it into an endpoint that
+receives every later frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from stratus.runtime import wire
+
+
+class Endpoint(Protocol):
+    def on_message(self, message: list[Any]) -> None: ...
+
+    def on_close(self) -> None: ...
+
+
+class FramedConnection(asyncio.Protocol):
+    """One accepted connection; frames go to the endpoint that its HELLO produced."""
+
+    def __init__(self, accept: Callable[[list[Any], FramedConnection], Endpoint | None]) -> None:
+        self._accept = accept
+        self._decoder = wire.FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.endpoint: Endpoint | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except ValueError:
+            self.close()
+            return
+        for message in messages:
+            endpoint = self.endpoint
+            if endpoint is None:
+                endpoint = self.endpoint = self._accept(message, self)
+                if endpoint is None:
+                    self.close()
+                    return
+            else:
+                endpoint.on_message(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.endpoint is not None:
+            self.endpoint.on_close()
+
+    def send(self, message: list[Any]) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(wire.encode(message))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

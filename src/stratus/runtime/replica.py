@@ -1,0 +1,256 @@
+"""A replica process: forked from its revision zygote, runs the user's init once, then serves
+requests that arrive as frames on its Unix socket to the server.
+
+Sync handlers run on a thread pool sized to ``max_concurrency`` so the event loop stays free
+for heartbeats and cancellation; async handlers run as tasks on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, cast
+
+from stratus.errors import HandlerError, StratusError
+from stratus.runtime import codec, wire
+from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
+from stratus.sdk.context import Context, RequestContext, replica_logger
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """Everything a replica needs, sent by the server in the FORK message."""
+
+    replica_id: str
+    socket_path: str
+    namespace: str
+    deployment: str
+    revision: int
+    max_concurrency: int
+    timeout_s: float
+    memory_mb: int | None
+    threads: int
+    log_path: str
+    heartbeat_s: float = 1.0
+    config: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ReplicaConfig:
+        return cls(**data)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * _PAGE_SIZE
+
+
+def _prepare_process(config: ReplicaConfig) -> None:
+    """Undo what the fork inherited from the zygote and set per-replica resources."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when replicas stop
+    os.makedirs(os.path.dirname(config.log_path), exist_ok=True)
+    log_fd = os.open(config.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True)
+    # Every fork inherits the zygote's RNG state; without a reseed replicas draw alike.
+    random.seed()
+    threads = str(config.threads)
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = threads
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        # The zygote never ran torch ops, so its intra-op pool starts here, after the fork.
+        torch.set_num_threads(config.threads)
+        torch.seed()
+
+
+class ReplicaServer(asyncio.Protocol):
+    """Serves REQUEST frames from the server until STOP or until the server goes away."""
+
+    def __init__(self, handler: Any, loaded: LoadedHandler, ctx: Context, config: ReplicaConfig):
+        self.handler = handler
+        self.lambda_style = loaded.kind is HandlerKind.LAMBDA
+        self.is_async = loaded.is_async
+        self.ctx = ctx
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.decoder = wire.FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.inflight: dict[int, asyncio.Task[None] | None] = {}
+        self.pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="handler")
+        self.stopping = False
+        self.done: asyncio.Future[None] = self.loop.create_future()
+
+    # -- connection -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.loop.call_later(self.config.heartbeat_s, self._heartbeat)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The server is gone: nobody is left to answer to.
+        os._exit(0)
+
+    def data_received(self, data: bytes) -> None:
+        for message in self.decoder.feed(data):
+            kind = message[0]
+            if kind == wire.REQUEST:
+                self._start(message[1], message[2], message[3], message[4])
+            elif kind == wire.CANCEL:
+                task = self.inflight.get(message[1])
+                if task is not None:
+                    task.cancel()
+            elif kind == wire.STOP:
+                self._stop(float(message[1]))
+
+    def _send(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
+
+    def _heartbeat(self) -> None:
+        self._send(wire.encode([wire.HEARTBEAT, len(self.inflight), rss_bytes()]))
+        self.loop.call_later(self.config.heartbeat_s, self._heartbeat)
+
+    # -- requests ---------------------------------------------------------------
+    def _start(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:
+        if self.is_async:
+            self.inflight[rid] = self.loop.create_task(self._serve_async(rid, kind, payload, meta))
+        else:
+            self.inflight[rid] = None
+            self.pool.submit(self._serve_sync, rid, kind, payload, meta)
+
+    def _context(self, meta: dict[str, Any]) -> RequestContext:
+        deadline = time.monotonic() + float(meta.get("timeout", self.config.timeout_s))
+        return RequestContext(self.ctx, str(meta.get("request_id", "")), deadline)
+
+    def _serve_sync(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:
+        try:
+            request = codec.decode_request(kind, payload)
+            if self.lambda_style:
+                output = self.handler(request, self._context(meta))
+            else:
+                output = self.handler(request)
+            frame = self._ok_frame(rid, kind, output)
+        except BaseException as exc:
+            frame = self._error_frame(rid, exc, meta)
+        self.loop.call_soon_threadsafe(self._finish, rid, frame)
+
+    async def _serve_async(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:
+        try:
+            request = codec.decode_request(kind, payload)
+            if self.lambda_style:
+                output = await self.handler(request, self._context(meta))
+            else:
+                output = await self.handler(request)
+            frame = self._ok_frame(rid, kind, output)
+        except asyncio.CancelledError:
+            self.inflight.pop(rid, None)
+            self._maybe_finish_stop()
+            return
+        except BaseException as exc:
+            frame = self._error_frame(rid, exc, meta)
+        self._finish(rid, frame)
+
+    def _ok_frame(self, rid: int, kind: int, output: Any) -> bytes:
+        response_kind, body = codec.encode_response(kind, self.lambda_style, output)
+        return wire.encode([wire.RESPONSE, rid, 0, response_kind, body])
+
+    def _error_frame(self, rid: int, exc: BaseException, meta: dict[str, Any]) -> bytes:
+        if isinstance(exc, StratusError):
+            error: StratusError = exc
+            trace = None
+        else:
+            trace = traceback.format_exc()
+            error = HandlerError(f"{type(exc).__name__}: {exc}")
+            self.ctx.logger.error(
+                "handler raised %s", type(exc).__name__,
+                exc_info=exc, extra={"request_id": meta.get("request_id")},
+            )
+        return wire.encode([wire.ERROR, rid, error.status, error.type, error.message, trace])
+
+    def _finish(self, rid: int, frame: bytes) -> None:
+        self.inflight.pop(rid, None)
+        self._send(frame)
+        self._maybe_finish_stop()
+
+    # -- shutdown ---------------------------------------------------------------
+    def _stop(self, drain_timeout: float) -> None:
+        self.stopping = True
+        self.loop.call_later(drain_timeout, self._exit)
+        self._maybe_finish_stop()
+
+    def _maybe_finish_stop(self) -> None:
+        if self.stopping and not self.inflight:
+            self._exit()
+
+    def _exit(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _serve(sock: socket.socket, handler: Any, loaded: LoadedHandler, ctx: Context,
+                 config: ReplicaConfig) -> None:
+    loop = asyncio.get_running_loop()
+    _, server = await loop.create_unix_connection(
+        lambda: ReplicaServer(handler, loaded, ctx, config), sock=sock
+    )
+    await server.done
+    if server.transport is not None:
+        server.transport.close()
+
+
+def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
+    """The body of a freshly forked replica; never returns into the zygote's code."""
+    code = 1
+    try:
+        _prepare_process(config)
+        logger = replica_logger(config.deployment, config.revision, config.replica_id)
+        ctx = Context(
+            deployment=config.deployment, namespace=config.namespace, revision=config.revision,
+            replica_id=config.replica_id, config=config.config, env=config.env,
+            memory_mb=config.memory_mb, timeout_s=config.timeout_s, logger=logger,
+        )
+        started = time.perf_counter()
+        try:
+            handler = instantiate(loaded, ctx)
+            hello: list[Any] = [wire.HELLO_REPLICA, config.replica_id, os.getpid(), True,
+                                (time.perf_counter() - started) * 1000, None]
+        except BaseException as exc:
+            handler = None
+            trace = traceback.format_exc()
+            sys.stderr.write(trace)
+            hello = [wire.HELLO_REPLICA, config.replica_id, os.getpid(), False,
+                     f"{type(exc).__name__}: {exc}", trace]
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(config.socket_path)
+        sock.sendall(wire.encode(hello))
+        if handler is not None:
+            import uvloop
+
+            sock.setblocking(False)
+            uvloop.run(_serve(sock, handler, loaded, ctx, config))
+            code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

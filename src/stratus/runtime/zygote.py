@@ -1,0 +1,247 @@
+"""Zygotes: warm, thread-free processes that replicas are forked from.
+
+A *profile zygote* (one per runtime profile) imports the profile's heavy modules and the
+replica runtime, then forks one *revision zygote* per code bundle, which imports the
+user's module and validates the handler. Replicas are forked from the revision zygote,
+so a cold start pays neither interpreter start-up nor imports: only the user's init.
+
+Both zygotes use blocking sockets and a select loop. Nothing here may start a thread:
+a fork copies only the calling thread, so a lock held by another would never be released.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import os
+import selectors
+import signal
+import sys
+import traceback
+from typing import Any, NoReturn
+
+from stratus.errors import DeployError
+from stratus.runtime import wire
+from stratus.runtime.loader import LoadedHandler, load_handler
+from stratus.runtime.replica import ReplicaConfig, run_replica
+
+# Imported here so that forked replicas find them already loaded.
+_RUNTIME_MODULES = ("asyncio", "concurrent.futures", "json", "uvloop", "numpy", "stratus.tensors")
+
+WATCHDOG_INTERVAL_S = 0.25
+
+
+def private_memory_bytes(pid: int) -> int:
+    """Memory a process owns alone (USS): its own allocations, not pages shared by the fork."""
+    total_kb = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                    total_kb += int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    return total_kb * 1024
+
+
+class _ChildWatcher:
+    """Wakes the select loop on SIGCHLD, through the signal module's wakeup fd."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.write_fd)
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+def _reap() -> list[tuple[int, int]]:
+    """Collect exited children as (pid, returncode); a negative code is the killing signal."""
+    exited: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return exited
+        if pid == 0:
+            return exited
+        exited.append((pid, os.waitstatus_to_exitcode(status)))
+
+
+class RevisionZygote:
+    """Holds one imported code bundle and forks replicas of it on request."""
+
+    def __init__(self, channel: wire.BlockingChannel, loaded: LoadedHandler, watcher: _ChildWatcher):
+        self.channel = channel
+        self.loaded = loaded
+        self.watcher = watcher
+        self.children: dict[int, str] = {}  # pid -> replica id
+        self.memory_limits: dict[int, int] = {}  # pid -> bytes
+        self.kill_reasons: dict[int, str] = {}
+
+    def serve(self) -> NoReturn:
+        selector = selectors.DefaultSelector()
+        selector.register(self.channel.sock, selectors.EVENT_READ, "server")
+        selector.register(self.watcher.read_fd, selectors.EVENT_READ, "child")
+        while True:
+            timeout = WATCHDOG_INTERVAL_S if self.memory_limits else None
+            for key, _ in selector.select(timeout):
+                if key.data == "child":
+                    self.watcher.drain()
+                    self._report_exits()
+                    continue
+                messages = self.channel.receive_available()
+                if messages is None:
+                    self._shutdown()
+                for message in messages:
+                    self._handle(message)
+            self._check_memory()
+            self._report_exits()
+
+    def _handle(self, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == wire.FORK:
+            self._fork(message[1], message[2])
+        elif kind == wire.KILL:
+            self._kill(message[1], message[2])
+        elif kind == wire.SHUTDOWN:
+            self._shutdown()
+
+    def _fork(self, replica_id: str, config_data: dict[str, Any]) -> None:
+        config = ReplicaConfig.from_wire(config_data)
+        pid = os.fork()
+        if pid == 0:
+            self.channel.close()
+            self.watcher.close()
+            gc.enable()
+            run_replica(self.loaded, config)
+        self.children[pid] = replica_id
+        if config.memory_mb:
+            self.memory_limits[pid] = config.memory_mb * 1024 * 1024
+        self.channel.send([wire.FORKED, replica_id, pid])
+
+    def _kill(self, replica_id: str, reason: str) -> None:
+        for pid, child_id in self.children.items():
+            if child_id == replica_id:
+                self.kill_reasons.setdefault(pid, reason)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def _check_memory(self) -> None:
+        for pid, limit in list(self.memory_limits.items()):
+            used = private_memory_bytes(pid)
+            if used > limit:
+                reason = (
+                    f"replica exceeded its memory limit: {used // 2**20} MiB private memory "
+                    f"> {limit // 2**20} MiB"
+                )
+                self._kill(self.children[pid], reason)
+                del self.memory_limits[pid]
+
+    def _report_exits(self) -> None:
+        for pid, returncode in _reap():
+            replica_id = self.children.pop(pid, None)
+            self.memory_limits.pop(pid, None)
+            reason = self.kill_reasons.pop(pid, "")
+            if replica_id is not None:
+                self.channel.send([wire.EXITED, replica_id, pid, returncode, reason])
+
+    def _shutdown(self) -> NoReturn:
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os._exit(0)
+
+
+def _become_revision_zygote(socket_path: str, code_key: str, spec: dict[str, Any]) -> NoReturn:
+    """Runs in the child of a profile zygote: import the bundle, report, then fork replicas."""
+    code = 1
+    try:
+        watcher = _ChildWatcher()
+        os.environ.update(spec.get("env") or {})
+        # As Lambda's /var/task: the bundle is the working directory of the zygote and of
+        # every replica forked from it, so relative paths resolve inside the code.
+        os.chdir(spec["bundle_dir"])
+        loaded: LoadedHandler | None = None
+        try:
+            loaded = load_handler(spec["bundle_dir"], spec["entrypoint"])
+            meta = loaded.describe()
+            meta["threads"] = len(os.listdir("/proc/self/task"))
+            hello: list[Any] = [wire.HELLO_REVISION, code_key, os.getpid(), True, meta, None]
+        except DeployError as exc:
+            hello = [wire.HELLO_REVISION, code_key, os.getpid(), False, exc.message,
+                     traceback.format_exc()]
+        channel = wire.BlockingChannel.connect(socket_path)
+        channel.send(hello)
+        if loaded is not None:
+            # Move everything imported so far out of the collector's reach: a collection in
+            # a replica would otherwise touch (and so copy) every page of shared objects.
+            gc.freeze()
+            RevisionZygote(channel, loaded, watcher).serve()
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def run_profile_zygote(socket_path: str, profile: str, preload: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.disable()
+    errors: dict[str, str] = {}
+    for module in [*_RUNTIME_MODULES, *preload]:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            errors[module] = f"{type(exc).__name__}: {exc}"
+    channel = wire.BlockingChannel.connect(socket_path)
+    channel.send([wire.HELLO_PROFILE, profile, os.getpid(), errors])
+    watcher = _ChildWatcher()
+    selector = selectors.DefaultSelector()
+    selector.register(channel.sock, selectors.EVENT_READ, "server")
+    selector.register(watcher.read_fd, selectors.EVENT_READ, "child")
+    while True:
+        for key, _ in selector.select():
+            if key.data == "child":
+                watcher.drain()
+                _reap()
+                continue
+            messages = channel.receive_available()
+            if messages is None:
+                return 0
+            for message in messages:
+                if message[0] != wire.LOAD:
+                    continue
+                if os.fork() == 0:
+                    selector.close()
+                    channel.close()
+                    watcher.close()
+                    _become_revision_zygote(socket_path, message[1], message[2])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Stratus profile zygote (started by the server)")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--preload", default="")
+    args = parser.parse_args(argv)
+    preload = [module for module in args.preload.split(",") if module]
+    return run_profile_zygote(args.socket, args.profile, preload)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

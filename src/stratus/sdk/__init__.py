@@ -1,0 +1,1 @@
+"""What users import: the deployment decorator and the handler contexts."""

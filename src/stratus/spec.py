@@ -1,0 +1,149 @@
+"""Deployment specs: what a client asks for, and the resolved values a revision runs with.
+
+A value given in the request (manifest or CLI flag) wins over the one declared in code
+with ``@stratus.deployment``, which wins over the platform default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratus.sdk.options import DeploymentOptions
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+
+
+class CodeRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: str = Field(pattern=SHA256_PATTERN, description="sha256 of an uploaded code bundle")
+    entrypoint: str = Field(min_length=3, max_length=512, description="'file.py:Object'")
+
+
+class ScalingFields(BaseModel):
+    """Scaling settings live on the deployment: changing them creates no revision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int | None = Field(default=None, ge=0, le=1000)
+    max_replicas: int | None = Field(default=None, ge=1, le=1000)
+    target_concurrency: float | None = Field(default=None, gt=0, le=10000)
+    scale_to_zero_after_s: float | None = Field(default=None, ge=0, le=86400)
+    max_queued: int | None = Field(default=None, ge=0, le=1_000_000)
+    queue_timeout_s: float | None = Field(default=None, gt=0, le=3600)
+
+
+class RuntimeFields(BaseModel):
+    """Runtime settings belong to a revision: changing one creates a new revision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_concurrency: int | None = Field(default=None, ge=1, le=4096)
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    memory_mb: int | None = Field(default=None, ge=16, le=1_048_576)
+    threads: int | None = Field(default=None, ge=1, le=256)
+    preload: list[str] | None = Field(default=None, max_length=64)
+    env: dict[str, str] | None = None
+    config: dict[str, Any] | None = None
+
+
+class DeploymentRequest(ScalingFields, RuntimeFields):
+    """Body of ``POST /api/deployments``."""
+
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    code: CodeRef
+
+
+class DeploymentPatch(ScalingFields, RuntimeFields):
+    """Body of ``PATCH /api/deployments/{name}``: only the fields to change."""
+
+
+class ScalingSpec(BaseModel):
+    min_replicas: int = 0
+    max_replicas: int = 4
+    target_concurrency: float = 0.0  # 0 = derived from max_concurrency
+    scale_to_zero_after_s: float = 60.0
+    max_queued: int = 1000
+    queue_timeout_s: float = 60.0
+
+
+class RuntimeSpec(BaseModel):
+    """Everything a revision's replicas run with. Immutable once recorded."""
+
+    bundle: str
+    entrypoint: str
+    preload: list[str] = []
+    env: dict[str, str] = {}
+    config: dict[str, Any] = {}
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    memory_mb: int | None = None
+    threads: int = 1
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+    def code_key(self) -> str:
+        """Identifies what the zygote imports; revisions with equal code share a zygote."""
+        code = {
+            "bundle": self.bundle,
+            "entrypoint": self.entrypoint,
+            "preload": sorted(self.preload),
+            "env": self.env,
+        }
+        return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _pick(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def resolve_scaling(
+    request: ScalingFields, options: DeploymentOptions, current: ScalingSpec | None = None
+) -> ScalingSpec:
+    base = current or ScalingSpec()
+    spec = ScalingSpec(
+        min_replicas=_pick(request.min_replicas, options.min_replicas, base.min_replicas),
+        max_replicas=_pick(request.max_replicas, options.max_replicas, base.max_replicas),
+        target_concurrency=_pick(
+            request.target_concurrency, options.target_concurrency, base.target_concurrency
+        ),
+        scale_to_zero_after_s=_pick(
+            request.scale_to_zero_after_s, options.scale_to_zero_after_s, base.scale_to_zero_after_s
+        ),
+        max_queued=_pick(request.max_queued, base.max_queued),
+        queue_timeout_s=_pick(request.queue_timeout_s, base.queue_timeout_s),
+    )
+    if spec.min_replicas > spec.max_replicas:
+        spec.max_replicas = spec.min_replicas
+    return spec
+
+
+def resolve_runtime(
+    fields: RuntimeFields, code: CodeRef, options: DeploymentOptions, base: RuntimeSpec | None = None
+) -> RuntimeSpec:
+    default = base or RuntimeSpec(bundle=code.bundle, entrypoint=code.entrypoint)
+    return RuntimeSpec(
+        bundle=code.bundle,
+        entrypoint=code.entrypoint,
+        preload=_pick(fields.preload, default.preload),
+        env=_pick(fields.env, default.env),
+        config=_pick(fields.config, options.config or None, default.config),
+        max_concurrency=_pick(fields.max_concurrency, options.max_concurrency, default.max_concurrency),
+        timeout_s=_pick(fields.timeout_s, options.timeout_s, default.timeout_s),
+        memory_mb=_pick(fields.memory_mb, options.memory_mb, default.memory_mb),
+        threads=_pick(fields.threads, options.threads, default.threads),
+    )
+
+
+def target_concurrency(scaling: ScalingSpec, runtime: RuntimeSpec) -> float:
+    """Knative's default: aim at 70% of the hard per-replica limit."""
+    if scaling.target_concurrency > 0:
+        return scaling.target_concurrency
+    return max(1.0, 0.7 * runtime.max_concurrency)

@@ -1,0 +1,1 @@
+"""Stores: metadata (SQLAlchemy) and content-addressed artifacts."""

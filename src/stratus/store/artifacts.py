@@ -1,0 +1,97 @@
+"""Content-addressed blobs on the local file system, and code bundles unpacked from them.
+
+A blob lives at ``blobs/sha256/<ab>/<digest>``. Writes go to a temporary file that is
+renamed into place only after its digest checks out, so a crash mid-upload leaves
+nothing half-written and visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from stratus.errors import BadRequest, PayloadTooLarge
+
+CHUNK = 1 << 20
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.bundles = root / "bundles"
+        self.tmp = root / "tmp"
+        for directory in (self.blobs, self.bundles, self.tmp):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest[:2] / digest
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    async def write_blob(self, digest: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+        """Stream a blob to disk, verify it against ``digest`` and publish it atomically."""
+        hasher = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PayloadTooLarge(f"bundle exceeds the limit of {max_bytes} bytes")
+                    hasher.update(chunk)
+                    tmp.write(chunk)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            actual = hasher.hexdigest()
+            if actual != digest:
+                raise BadRequest(f"upload digest mismatch: expected {digest}, got {actual}")
+            target = self.blob_path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, target)
+            return size
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)  # still there only when the upload failed
+
+    def verify_blob(self, digest: str) -> bool:
+        hasher = hashlib.sha256()
+        with open(self.blob_path(digest), "rb") as blob:
+            while chunk := blob.read(CHUNK):
+                hasher.update(chunk)
+        return hasher.hexdigest() == digest
+
+    def unpack_bundle(self, digest: str) -> Path:
+        """Extract a code bundle (tar.gz) once, verified, into ``bundles/<digest>``."""
+        target = self.bundles / digest
+        if target.is_dir():
+            return target
+        if not self.has_blob(digest):
+            raise BadRequest(f"bundle {digest} has not been uploaded")
+        if not self.verify_blob(digest):
+            raise BadRequest(f"bundle {digest} is corrupt: its content does not match its digest")
+        staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix="bundle-"))
+        try:
+            try:
+                with tarfile.open(self.blob_path(digest), "r:gz") as archive:
+                    # The "data" filter refuses absolute paths, links out of the tree and devices.
+                    archive.extractall(staging, filter="data")
+            except (tarfile.TarError, OSError) as exc:
+                raise BadRequest(f"bundle {digest} is not a valid tar.gz archive: {exc}") from exc
+            try:
+                os.replace(staging, target)
+            except OSError:
+                if not target.is_dir():  # another request may have won the race
+                    raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return target

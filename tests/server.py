@@ -1,0 +1,163 @@
+"""A real `stratus serve` process for the tests, with helpers to deploy and invoke."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from stratus.cli.bundle import build_bundle
+
+APPS = Path(__file__).parent / "apps"
+STRATUS = str(Path(sys.executable).parent / "stratus")
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class StratusServer:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.key = "sk-test-" + os.urandom(6).hex()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "server.log"
+        self.http = httpx.Client(base_url=self.url, timeout=60,
+                                 headers={"authorization": f"Bearer {self.key}"})
+
+    # -- process ------------------------------------------------------------------
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "STRATUS_ADMIN_KEY": self.key, "STRATUS_URL": self.url,
+                "STRATUS_API_KEY": self.key, **self.extra_env}
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [STRATUS, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            env=self.env, stdout=log, stderr=log,
+        )
+        log.close()
+        wait_for(self._ready, 60, "the server to become ready")
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited ({self.process.returncode}):\n{self.log_tail()}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- API helpers ----------------------------------------------------------------
+    def upload(self, app: str) -> str:
+        bundle = build_bundle(APPS / app)
+        if self.http.head(f"/api/bundles/{bundle.digest}").status_code != 200:
+            response = self.http.put(f"/api/bundles/{bundle.digest}", content=bundle.data)
+            assert response.status_code in (200, 201), response.text
+        return bundle.digest
+
+    def deploy_raw(self, app: str, entrypoint: str, **fields: Any) -> httpx.Response:
+        digest = self.upload(app)
+        body = {"code": {"bundle": digest, "entrypoint": entrypoint}, **fields}
+        return self.http.post("/api/deployments", json=body)
+
+    def deploy(self, app: str, entrypoint: str, *, ready: int = 0, **fields: Any) -> dict[str, Any]:
+        response = self.deploy_raw(app, entrypoint, **fields)
+        assert response.status_code == 200, response.text
+        view: dict[str, Any] = response.json()
+        if ready:
+            view = self.wait_ready(view["name"], ready)
+        return view
+
+    def status(self, name: str) -> dict[str, Any]:
+        response = self.http.get(f"/api/deployments/{name}")
+        assert response.status_code == 200, response.text
+        view: dict[str, Any] = response.json()
+        return view
+
+    def wait_ready(self, name: str, replicas: int = 1, timeout: float = 60) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            view = self.status(name)
+            return view if view["replicas"]["ready"] >= replicas else None
+
+        return wait_for(check, timeout, f"{replicas} ready replica(s) of {name}")
+
+    def wait_replicas(self, name: str, total: int, timeout: float = 60) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            view = self.status(name)
+            counts = view["replicas"]
+            live = counts["ready"] + counts["starting"] + counts["draining"]
+            return view if live == total else None
+
+        return wait_for(check, timeout, f"{name} to have {total} replicas")
+
+    def invoke(self, name: str, payload: Any = None, **kwargs: Any) -> httpx.Response:
+        return self.http.post(f"/api/deployments/{name}/invoke", json=payload or {}, **kwargs)
+
+    def delete(self, name: str) -> None:
+        self.http.delete(f"/api/deployments/{name}")
+
+    def cli(self, *args: str, check: bool = True, stdin: str | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([STRATUS, *args], env=self.env, capture_output=True, text=True,
+                                input=stdin, timeout=120, cwd=cwd)
+        if check and result.returncode != 0:
+            raise AssertionError(f"stratus {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
