@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from server import StratusServer  # noqa: E402
+from server import StratusServer
 
 # Small limits so the tests can exceed them cheaply.
 TEST_ENV = {

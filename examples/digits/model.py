@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from network import DigitsCNN
 from safetensors.torch import load_file
 
 import stratus
-from network import DigitsCNN
 
 
 @stratus.deployment(

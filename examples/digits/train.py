@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import torch
+from network import DigitsCNN
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-
-from network import DigitsCNN
 
 WEIGHTS = Path(__file__).with_name("weights.safetensors")
 

@@ -6,6 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
 
@@ -43,7 +44,7 @@ TUNABLE = ("max_body_bytes", "max_bundle_bytes", "init_timeout_s", "heartbeat_ti
 
 def with_env_overrides(settings: Settings) -> Settings:
     """Limits and timings may be set as ``STRATUS_<FIELD>`` (e.g. ``STRATUS_MAX_BODY_BYTES``)."""
-    changes: dict[str, float | int] = {}
+    changes: dict[str, Any] = {}
     for name in TUNABLE:
         raw = os.environ.get(f"STRATUS_{name.upper()}")
         if raw:

@@ -17,7 +17,11 @@ from server import StratusServer, pid_alive, wait_for
 def assert_error(response: httpx.Response, status: int, error_type: str) -> dict[str, str]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, str] = response.json()["error"]
+    body = response.json()
+    if response.url.path.startswith("/v2/"):  # the OIP v2 shape
+        body = {"error": {"type": body["error_type"], "message": body["error"],
+                          "request_id": body["request_id"]}}
+    error: dict[str, str] = body["error"]
     assert error["type"] == error_type, error
     assert error["message"]
     assert error["request_id"] == response.headers["x-request-id"]

@@ -40,7 +40,7 @@ _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_
 def _respond(request: Request, error: StratusError) -> Response:
     state = request.scope.get("state", {})
     reply = error_reply(error, str(state.get("request_id", "")), state.get("principal"),
-                        dict(request.headers))
+                        dict(request.headers), request.url.path)
     return Response(reply.body, status_code=reply.status, media_type="application/json",
                     headers={k.decode(): v.decode() for k, v in reply.headers})
 

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stratus.errors import StratusError
 from stratus.gateway.edge import Authenticator, assign_request_id
-from stratus.gateway.http import Call, Reply, error_body, error_reply, header_map, read_body
+from stratus.gateway.http import Call, Reply, error_reply, header_map, read_body
 from stratus.gateway.invoke import native_invoke
 from stratus.gateway.middleware import send_reply
 from stratus.gateway.state import Components
@@ -59,7 +59,7 @@ class DataPlane:
         headers = header_map(scope["headers"])
         principal = self.authenticator.authenticate(scope)
         if isinstance(principal, StratusError):
-            reply = error_reply(principal, request_id.decode(), None, headers)
+            reply = error_reply(principal, request_id.decode(), None, headers, scope["path"])
         else:
             try:
                 body = await read_body(receive, headers, parts.settings.max_body_bytes)
@@ -67,11 +67,11 @@ class DataPlane:
                             scope["query_string"].decode("latin-1"), body)
                 reply = await adapter(parts, call)
             except StratusError as exc:
-                reply = error_reply(exc, request_id.decode(), principal, headers)
+                reply = error_reply(exc, request_id.decode(), principal, headers, scope["path"])
             except Exception:
                 log.exception("unhandled error on %s", scope["path"])
-                reply = Reply(500, error_body("internal_error", "internal server error",
-                                              request_id.decode()))
+                internal = StratusError("internal server error")
+                reply = error_reply(internal, request_id.decode(), principal, headers, scope["path"])
         await send_reply(send, reply, request_id)
 
 

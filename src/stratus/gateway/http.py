@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -83,13 +84,30 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
 
 
 def error_body(error_type: str, message: str, request_id: str, **extra: Any) -> bytes:
+    """The contract's error shape, used on every route outside ``/v2``."""
     return json.dumps(
         {"error": {"type": error_type, "message": message, "request_id": request_id, **extra}}
     ).encode()
 
 
+def v2_error_body(error_type: str, message: str, request_id: str, **extra: Any) -> bytes:
+    """The Open Inference Protocol's shape, ``{"error": "<message>"}``, which Triton clients
+    parse; the type and request id ride along as extra fields."""
+    return json.dumps(
+        {"error": message, "error_type": error_type, "request_id": request_id, **extra}
+    ).encode()
+
+
+def error_body_for(path: str) -> Callable[..., bytes]:
+    return v2_error_body if path.startswith("/v2/") else error_body
+
+
 def error_reply(
-    error: StratusError, request_id: str, principal: Principal | None, headers: dict[str, str]
+    error: StratusError,
+    request_id: str,
+    principal: Principal | None,
+    headers: dict[str, str],
+    path: str = "",
 ) -> Reply:
     extra: dict[str, Any] = {}
     if error.detail and principal is not None and principal.is_admin \
@@ -100,5 +118,5 @@ def error_reply(
     reply_headers: list[tuple[bytes, bytes]] = []
     if error.retry_after is not None:
         reply_headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
-    return Reply(error.status, error_body(error.type, error.message, request_id, **extra),
-                 reply_headers)
+    body = error_body_for(path)(error.type, error.message, request_id, **extra)
+    return Reply(error.status, body, reply_headers)

@@ -38,8 +38,8 @@ class EdgeMiddleware:
         if scope["path"] not in PUBLIC_PATHS:
             principal = self.authenticator.authenticate(scope)
             if isinstance(principal, StratusError):
-                await send_reply(send, error_reply(principal, request_id.decode(), None, {}),
-                                 request_id)
+                reply = error_reply(principal, request_id.decode(), None, {}, scope["path"])
+                await send_reply(send, reply, request_id)
                 return
 
         async def send_with_id(message: Message) -> None:
