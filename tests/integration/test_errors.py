@@ -128,6 +128,18 @@ def test_handler_that_hangs_times_out_and_the_replica_is_replaced(server: Stratu
     assert server.invoke("err-hang", {"action": "ok"}).status_code == 200
 
 
+def test_replica_that_stops_heartbeating_is_replaced(server: StratusServer) -> None:
+    # The test server declares a replica dead after 4 s without a heartbeat.
+    server.deploy("basic", "app.py:LoopBlocker", name="err-silent", timeout_s=60, max_replicas=1)
+    pid = server.invoke("err-silent", {}).json()["pid"]
+    started = time.monotonic()
+    error = assert_error(server.invoke("err-silent", {"block": 30}), 502, "replica_failed")
+    assert "no heartbeat" in error["message"]
+    assert time.monotonic() - started < 20
+    after = server.invoke("err-silent", {})
+    assert after.status_code == 200 and after.json()["pid"] != pid
+
+
 def test_handler_that_crashes_gives_502_and_a_replacement(server: StratusServer) -> None:
     server.deploy("basic", "app.py:Faulty", name="err-crash", max_replicas=1)
     first = server.invoke("err-crash", {"action": "ok"}).json()["pid"]

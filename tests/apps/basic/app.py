@@ -44,6 +44,18 @@ class AsyncEcho:
         return {"echo": request, "replica": self.replica}
 
 
+class LoopBlocker:
+    """An async handler that blocks its event loop: the replica stops heartbeating."""
+
+    def __init__(self, ctx: stratus.Context) -> None:
+        pass
+
+    async def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("block"):
+            time.sleep(float(request["block"]))
+        return {"ok": True, "pid": os.getpid()}
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda style: the event is the JSON body."""
     return {

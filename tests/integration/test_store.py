@@ -1,0 +1,99 @@
+"""The metadata store on its embedded default (SQLite) and on PostgreSQL, over real connections."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from server import StratusServer
+from stratus.spec import RuntimeSpec, ScalingSpec
+from stratus.store.db import make_engine, migrate, sqlite_url
+from stratus.store.metadata import MetadataStore, RevisionStatus
+
+POSTGRES = os.environ.get("STRATUS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+def _postgres_database() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    admin_url = POSTGRES.replace("postgresql+psycopg", "postgresql") + "/postgres"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES}: {exc}")
+    name = f"stratus_test_{os.getpid()}_{os.urandom(3).hex()}"
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url_iter: Iterator[str] = iter([sqlite_url(tmp_path)])
+    else:
+        url_iter = _postgres_database()
+    url = next(url_iter)
+    created = make_engine(url)
+    migrate(created)
+    migrate(created)  # idempotent at every start
+    yield created
+    created.dispose()
+    for _ in url_iter:  # runs the database's clean-up
+        pass
+
+
+def _runtime(**changes: object) -> RuntimeSpec:
+    return RuntimeSpec(bundle="a" * 64, entrypoint="app.py:Echo").model_copy(update=changes)
+
+
+def test_revisions_are_numbered_and_created_only_on_change(engine: Engine) -> None:
+    store = MetadataStore(engine)
+    deployment, revision, created = store.apply("default", "echo", _runtime(), ScalingSpec(),
+                                                {"kind": "class"})
+    assert (revision.number, created, deployment.latest_revision) == (1, True, 1)
+    _, same, created = store.apply("default", "echo", _runtime(), ScalingSpec(min_replicas=2), {})
+    assert (same.number, created) == (1, False)
+    assert store.get_deployment("default", "echo").scaling.min_replicas == 2  # type: ignore[union-attr]
+    _, second, created = store.apply("default", "echo", _runtime(timeout_s=5), ScalingSpec(), {})
+    assert (second.number, created) == (2, True)
+    assert [r.number for r in store.list_revisions("default", "echo")] == [1, 2]
+    store.set_serving("default", "echo", 2)
+    assert store.get_deployment("default", "echo").serving_revision == 2  # type: ignore[union-attr]
+    store.set_revision_status("default", "echo", 2, RevisionStatus.FAILED, "init failed")
+    assert store.get_revision("default", "echo", 2).status == "failed"  # type: ignore[union-attr]
+    assert store.get_revision("default", "echo", 1).runtime == _runtime()  # type: ignore[union-attr]
+
+
+def test_namespaces_keep_names_apart_and_delete_cascades(engine: Engine) -> None:
+    store = MetadataStore(engine)
+    store.apply("team-a", "model", _runtime(), ScalingSpec(), {})
+    store.apply("team-b", "model", _runtime(threads=2), ScalingSpec(), {})
+    assert [d.name for d in store.list_deployments("team-a")] == ["model"]
+    assert len(store.list_deployments()) == 2
+    assert store.delete_deployment("team-a", "model")
+    assert not store.delete_deployment("team-a", "model")
+    assert store.list_revisions("team-a", "model") == []
+    assert store.get_deployment("team-b", "model") is not None
+
+
+def test_server_on_postgres_keeps_deployments_across_a_restart(tmp_path: Path) -> None:
+    for url in _postgres_database():
+        server = StratusServer(tmp_path / "data", {"STRATUS_DATABASE_URL": url})
+        server.start()
+        try:
+            server.deploy("basic", "app.py:Echo", name="pg-echo", min_replicas=1, ready=1)
+            assert server.invoke("pg-echo", {"a": 1}).status_code == 200
+            server.stop()
+            server.start()
+            view = server.wait_ready("pg-echo")
+            assert view["revision"] == 1
+            assert server.invoke("pg-echo", {"a": 2}).json()["echo"] == {"a": 2}
+        finally:
+            server.stop()
