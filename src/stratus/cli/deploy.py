@@ -115,8 +115,7 @@ def deploy(
             console.print(f"[dim]preloading {', '.join(spec['preload'])} "
                           f"(imported by {loaded.source.name})[/dim]")
     bundle = build_bundle(loaded.root)
-    client = make_client(server, api_key, namespace)
-    try:
+    with make_client(server, api_key, namespace) as client:
         upload_bundle(client, bundle.data, bundle.digest)
         spec["code"] = {"bundle": bundle.digest, "entrypoint": loaded.entrypoint}
         with console.status("importing and validating the code"):
@@ -128,5 +127,3 @@ def deploy(
             console.print(f"[green]ready[/green]: {view['replicas']['ready']} replica(s)")
         elif view["scaling"]["min_replicas"] == 0:
             console.print("[green]ready[/green]: scaled to zero; the first request starts a replica")
-    finally:
-        client.close()

@@ -69,13 +69,10 @@ def invoke(
         json.loads(payload)
     except ValueError as exc:
         raise CliError(f"payload is not valid JSON: {exc}") from None
-    client = make_client(server, api_key, namespace)
-    try:
+    with make_client(server, api_key, namespace) as client:
         response = client.request("POST", f"/api/deployments/{name}/invoke",
                                   content=payload.encode(),
                                   headers={"content-type": "application/json"})
-    finally:
-        client.close()
     if include:
         for header in ("x-request-id", "x-stratus-revision", "x-stratus-cold-start"):
             err.print(f"[dim]{header}: {response.headers.get(header)}[/dim]")
@@ -86,11 +83,8 @@ def invoke(
 def list_deployments(server: Server = None, api_key: ApiKey = None,
                      namespace: Namespace = None) -> None:
     """List deployments."""
-    client = make_client(server, api_key, namespace)
-    try:
+    with make_client(server, api_key, namespace) as client:
         views: list[dict[str, Any]] = client.json("GET", "/api/deployments")["deployments"]
-    finally:
-        client.close()
     table = Table("NAME", "REVISION", "STATUS", "READY", "STARTING", "DRAINING", "MIN", "MAX")
     for view in views:
         replicas, scaling = view["replicas"], view["scaling"]
@@ -110,11 +104,8 @@ def status(
     namespace: Namespace = None,
 ) -> None:
     """Show a deployment's revision, replicas, autoscaler decision and last error."""
-    client = make_client(server, api_key, namespace)
-    try:
+    with make_client(server, api_key, namespace) as client:
         view: dict[str, Any] = client.json("GET", f"/api/deployments/{name}")
-    finally:
-        client.close()
     if as_json:
         sys.stdout.write(json.dumps(view, indent=2) + "\n")
         return
@@ -146,11 +137,8 @@ def remove(
     namespace: Namespace = None,
 ) -> None:
     """Delete a deployment: held requests fail, replicas drain and stop."""
-    client = make_client(server, api_key, namespace)
-    try:
+    with make_client(server, api_key, namespace) as client:
         client.json("DELETE", f"/api/deployments/{name}")
-    finally:
-        client.close()
     err.print(f"deleted {name}")
 
 
@@ -163,11 +151,8 @@ def logs(
     namespace: Namespace = None,
 ) -> None:
     """Print the tail of a deployment's replica logs."""
-    client = make_client(server, api_key, namespace)
-    try:
+    with make_client(server, api_key, namespace) as client:
         response = client.request("GET", f"/api/deployments/{name}/logs", params={"tail": tail})
-    finally:
-        client.close()
     sys.stdout.write(response.text)
 
 
