@@ -25,6 +25,8 @@ class StratusError(Exception):
         self.retry_after = retry_after
         # Stack traces and similar: logged, and shown only to admins who ask for them.
         self.detail = detail
+        # The revision that was serving when the error happened, once one was chosen.
+        self.revision: int | None = None
 
 
 class BadRequest(StratusError):

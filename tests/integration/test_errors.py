@@ -88,6 +88,7 @@ def test_handler_that_raises_gives_500_without_a_trace(server: StratusServer) ->
     error = assert_error(response, 500, "handler_error")
     assert "ValueError: boom" in error["message"]
     assert "Traceback" not in response.text
+    assert response.headers["x-stratus-revision"] == "1"
     debug = server.invoke("err-raise", {"action": "raise"}, headers={"x-stratus-debug": "true"})
     assert "Traceback" in debug.json()["error"]["detail"]  # admins may ask for the trace
     after = server.invoke("err-raise", {"action": "ok"})

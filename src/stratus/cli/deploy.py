@@ -85,6 +85,7 @@ def deploy(
     max_queued: Annotated[int | None, typer.Option(help="Held requests before 429")] = None,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads per replica")] = None,
     preload: Annotated[list[str] | None, typer.Option(help=PRELOAD_HELP)] = None,
+    no_preload: Annotated[bool, typer.Option("--no-preload", help="Preload nothing")] = False,
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the replicas (repeatable)")] = None,
     wait: Annotated[bool, typer.Option(help="Wait until min_replicas are ready")] = True,
     wait_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 600.0,
@@ -107,7 +108,9 @@ def deploy(
     spec.update({key: value for key, value in flags.items() if value is not None})
     if env:
         spec["env"] = {**spec.get("env", {}), **_parse_env(env)}
-    if preload:
+    if no_preload:
+        spec["preload"] = []
+    elif preload:
         spec["preload"] = preload
     elif "preload" not in spec:
         spec["preload"] = heavy_imports(loaded.source)

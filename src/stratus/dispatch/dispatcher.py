@@ -13,7 +13,7 @@ from typing import Any
 
 from stratus.dispatch.channel import ReplicaChannel
 from stratus.dispatch.pool import PoolReplica, RevisionPool
-from stratus.errors import NotFound, ReplicaLost, RequestTimeout, error_from_type
+from stratus.errors import NotFound, ReplicaLost, RequestTimeout, StratusError, error_from_type
 from stratus.runtime import wire
 
 
@@ -82,10 +82,13 @@ class Dispatcher:
             if replica is None:
                 replica = await pool.wait_for_slot(arrived)
             message = await self._call(pool, replica, invocation)
+            if message[0] == wire.ERROR:
+                raise error_from_type(message[3], message[4], detail=message[5])
+        except StratusError as error:
+            error.revision = pool.revision
+            raise
         finally:
             load.leave(time.monotonic())
-        if message[0] == wire.ERROR:
-            raise error_from_type(message[3], message[4], detail=message[5])
         ready_at = replica.ready_at
         return InvocationResult(
             revision=pool.revision,

@@ -118,5 +118,7 @@ def error_reply(
     reply_headers: list[tuple[bytes, bytes]] = []
     if error.retry_after is not None:
         reply_headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    if error.revision is not None:
+        reply_headers.append((b"x-stratus-revision", str(error.revision).encode()))
     body = error_body_for(path)(error.type, error.message, request_id, **extra)
     return Reply(error.status, body, reply_headers)

@@ -1,0 +1,141 @@
+"""Harness side of Stratus: start the server, deploy a handler, invoke, read replica counts.
+
+Written against the contract in the benchmark brief (the server is being built alongside);
+every call into Stratus lives here in one small function, so fixing a drift is one edit:
+
+* ``STRATUS_ADMIN_KEY=<key> stratus serve --host H --port P --data-dir D``; ready on
+  ``GET /readyz`` == 200;
+* ``stratus deploy file.py:Class --name N ...`` with ``STRATUS_URL`` / ``STRATUS_API_KEY``;
+* ``POST /api/deployments/{name}/invoke`` (Bearer auth, JSON in and out, headers
+  ``X-Stratus-Cold-Start`` and ``X-Stratus-Revision``);
+* ``GET /api/deployments/{name}`` -> ``{"replicas": {"ready", "starting", "draining"}}``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from common import (
+    BENCH_DIR,
+    MAIN_VENV,
+    REPO_ROOT,
+    Proc,
+    free_port,
+    http_call,
+    log,
+    start_process,
+    stop_process,
+    wait_until_ready,
+)
+
+# Override with STRATUS_BIN=/path/to/stratus to benchmark another build of the CLI.
+STRATUS_BIN = Path(os.environ.get("STRATUS_BIN", MAIN_VENV / "bin" / "stratus"))
+HANDLERS_DIR = BENCH_DIR / "handlers"
+ReplicaCounts = dict[str, int]
+
+
+def stratus_command() -> list[str]:
+    if not STRATUS_BIN.exists():
+        raise RuntimeError(
+            f"{STRATUS_BIN} not found: install the project into .venv "
+            "(`.venv/bin/pip install -e .`) or run with --only to skip Stratus"
+        )
+    return [str(STRATUS_BIN)]
+
+
+class StratusServer:
+    """A throwaway Stratus server on a free loopback port with its own data dir."""
+
+    def __init__(self, name: str = "stratus") -> None:
+        self.name = name
+        self.key = secrets.token_urlsafe(24)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = Path(tempfile.mkdtemp(prefix="stratus-bench-"))
+        self._proc: Proc | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, timeout: float = 120.0) -> None:
+        cmd = [
+            *stratus_command(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        self._proc = start_process(self.name, cmd, env={"STRATUS_ADMIN_KEY": self.key})
+        wait_until_ready(f"{self.base_url}/readyz", self._proc, timeout=timeout)
+        log(f"{self.name}: ready on {self.base_url}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop_process(self._proc)
+            self._proc = None
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # -- control plane -----------------------------------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def deploy(self, handler_file: str, class_name: str, name: str, flags: Sequence[str]) -> None:
+        """``stratus deploy bench/handlers/<file>:<Class> --name <name> <flags>``."""
+        target = f"{HANDLERS_DIR / handler_file}:{class_name}"
+        cmd = [*stratus_command(), "deploy", target, "--name", name, *flags]
+        env = {"STRATUS_URL": self.base_url, "STRATUS_API_KEY": self.key}
+        log(f"{self.name}: {' '.join(cmd[1:])}")
+        done = subprocess.run(
+            cmd,
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            output = f"{done.stdout}{done.stderr}"
+            raise RuntimeError(f"stratus deploy failed ({done.returncode}):\n{output}")
+
+    def replicas(self, name: str) -> ReplicaCounts:
+        resp = http_call("GET", f"{self.base_url}/api/deployments/{name}", headers=self.auth_headers())
+        if resp.status != 200:
+            raise RuntimeError(f"GET deployment {name}: {resp.status} {resp.body[:300]!r}")
+        counts = resp.json()["replicas"]
+        return {k: int(counts.get(k, 0)) for k in ("ready", "starting", "draining")}
+
+    def wait_for_replicas(
+        self, name: str, done: Callable[[ReplicaCounts], bool], timeout: float = 120.0
+    ) -> float:
+        """Poll the deployment until ``done(counts)``; returns seconds waited."""
+        started = time.monotonic()
+        counts = self.replicas(name)
+        while not done(counts):
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{self.name}: deployment {name} stuck at {counts}")
+            time.sleep(0.1)
+            counts = self.replicas(name)
+        return time.monotonic() - started
+
+    # -- data plane --------------------------------------------------------------------
+
+    def invoke_url(self, name: str) -> str:
+        return f"{self.base_url}/api/deployments/{name}/invoke"
+
+
+def no_replicas(counts: ReplicaCounts) -> bool:
+    return sum(counts.values()) == 0
+
+
+def has_ready_replica(counts: ReplicaCounts) -> bool:
+    return counts.get("ready", 0) >= 1
