@@ -52,7 +52,7 @@ class LoopBlocker:
 
     async def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("block"):
-            time.sleep(float(request["block"]))
+            time.sleep(float(request["block"]))  # noqa: ASYNC251 - blocks the loop on purpose
         return {"ok": True, "pid": os.getpid()}
 
 
