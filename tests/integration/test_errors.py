@@ -141,6 +141,18 @@ def test_replica_that_stops_heartbeating_is_replaced(server: StratusServer) -> N
     assert after.status_code == 200 and after.json()["pid"] != pid
 
 
+def test_async_handler_past_its_timeout_is_cancelled_and_the_replica_kept(
+        server: StratusServer) -> None:
+    server.deploy("basic", "app.py:AsyncEcho", name="err-async-hang", timeout_s=1.0,
+                  max_replicas=1, min_replicas=1)
+    pid = server.wait_ready("err-async-hang")["replicas"]["items"][0]["pid"]
+    assert_error(server.invoke("err-async-hang", {"sleep": 60}), 504, "timeout")
+    time.sleep(7)  # past the stuck-handler grace: a cancelled handler frees its slot
+    items = server.status("err-async-hang")["replicas"]["items"]
+    assert [(item["pid"], item["inflight"]) for item in items] == [(pid, 0)]
+    assert server.invoke("err-async-hang", {"n": 1}).status_code == 200
+
+
 def test_handler_that_crashes_gives_502_and_a_replacement(server: StratusServer) -> None:
     server.deploy("basic", "app.py:Faulty", name="err-crash", max_replicas=1)
     first = server.invoke("err-crash", {"action": "ok"}).json()["pid"]

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
-from stratus.errors import HandlerError, StratusError
+from stratus.errors import HandlerError, RequestTimeout, StratusError
 from stratus.runtime import codec, wire
 from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
 from stratus.sdk.context import Context, RequestContext, replica_logger
@@ -162,9 +162,9 @@ class ReplicaServer(asyncio.Protocol):
                 output = await self.handler(request)
             frame = self._ok_frame(rid, kind, output)
         except asyncio.CancelledError:
-            self.inflight.pop(rid, None)
-            self._maybe_finish_stop()
-            return
+            # Cancelled after its timeout: answering frees the slot the server still holds.
+            cancelled = RequestTimeout("the handler was cancelled after its timeout")
+            frame = self._error_frame(rid, cancelled, meta)
         except BaseException as exc:
             frame = self._error_frame(rid, exc, meta)
         self._finish(rid, frame)
