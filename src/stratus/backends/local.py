@@ -114,6 +114,7 @@ class LocalBackend:
         os.chmod(self.socket_path, 0o600)
 
     async def close(self) -> None:
+        self.events = None  # replicas exiting now are expected: nothing to react to
         for handle in list(self.handles.values()):
             if handle.channel is not None:
                 handle.channel.stop(0)
