@@ -82,7 +82,12 @@ def to_wire(value: Any, name: str) -> WireTensor:
 def from_wire(name: str, tensor: WireTensor) -> np.ndarray[Any, Any]:
     """Rebuild an array from the wire without copying numeric data."""
     datatype, shape, data = tensor
+    check_shape(name, shape)
     if datatype == BYTES:
+        if len(data) != element_count(shape):
+            raise InvalidTensor(
+                f"input {name!r}: {len(data)} BYTES elements do not fill shape {shape}"
+            )
         array = np.empty(len(data), dtype=object)
         array[:] = data
         return array.reshape(shape)

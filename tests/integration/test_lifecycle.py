@@ -124,6 +124,26 @@ def test_redeploy_moves_traffic_to_the_new_revision_without_failures(server: Str
     assert [r["revision"] for r in revisions_api] == [1, 2]
 
 
+def test_requests_held_during_a_cold_start_follow_a_redeploy(server: StratusServer) -> None:
+    """Requests waiting for revision 1's cold start move to revision 2 when it is deployed
+    meanwhile; they are served there, and say so in X-Stratus-Revision."""
+    server.deploy("basic", "app.py:Echo", name="life-move", min_replicas=0, max_replicas=1,
+                  config={"init_sleep": 1.5})
+    results: list[httpx.Response | Exception] = []
+    worker = threading.Thread(target=lambda: results.extend(
+        asyncio.run(_fire(server, "life-move", [{"i": i} for i in range(10)]))))
+    worker.start()
+    wait_for(lambda: server.status("life-move")["queued"] == 10, 10, "10 held requests")
+    server.deploy("basic", "app.py:Echo", name="life-move", min_replicas=0, max_replicas=1,
+                  config={"init_sleep": 0.1})
+    worker.join(60)
+    responses = [r for r in results if isinstance(r, httpx.Response)]
+    assert [r.status_code for r in responses] == [200] * 10, results
+    assert {r.headers["x-stratus-revision"] for r in responses} == {"2"}
+    assert {r.json()["revision"] for r in responses} == {2}
+    assert server.invoke("life-move", {}).status_code == 200
+
+
 def test_scaling_changes_apply_without_a_new_revision(server: StratusServer) -> None:
     server.deploy("basic", "app.py:Echo", name="life-patch", min_replicas=1)
     server.wait_ready("life-patch")

@@ -41,7 +41,14 @@ def _patterns(root: Path) -> list[str]:
 
 
 def _excluded(relative: str, name: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(relative, p) for p in patterns)
+    """gitignore-like: ``/build`` matches only at the root, ``build`` anywhere."""
+    for pattern in patterns:
+        if pattern.startswith("/"):
+            if fnmatch.fnmatch(relative, pattern[1:]):
+                return True
+        elif fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern):
+            return True
+    return False
 
 
 def collect_files(root: Path) -> list[Path]:

@@ -34,13 +34,19 @@ def load_target(target: str) -> Target:
     """``path/file.py:Object`` or a ``stratus.yaml`` path."""
     if target.endswith((".yaml", ".yml")):
         return _from_manifest(Path(target))
-    file_part, sep, attribute = target.rpartition(":")
-    if not sep or not file_part.endswith(".py") or not attribute:
+    if not _is_target(target):
         raise ManifestError(f"target {target!r} must be 'path/to/file.py:Object' or a stratus.yaml")
+    file_part, _, attribute = target.rpartition(":")
     source = Path(file_part).resolve()
     if not source.is_file():
         raise ManifestError(f"{file_part} does not exist")
     return Target(root=source.parent, entrypoint=f"{source.name}:{attribute}", source=source)
+
+
+def _is_target(target: str) -> bool:
+    """``file.py:Object``: a Python file and one identifier (the server imports no deeper)."""
+    file_part, sep, attribute = target.rpartition(":")
+    return bool(sep) and file_part.endswith(".py") and attribute.isidentifier()
 
 
 def _from_manifest(path: Path) -> Target:
@@ -56,7 +62,7 @@ def _from_manifest(path: Path) -> Target:
     if unknown:
         raise ManifestError(f"{path}: unknown keys {sorted(unknown)}")
     entrypoint = data.pop("entrypoint", None)
-    if not isinstance(entrypoint, str) or ":" not in entrypoint:
+    if not isinstance(entrypoint, str) or not _is_target(entrypoint):
         raise ManifestError(f"{path}: 'entrypoint: file.py:Object' is required")
     root = path.resolve().parent
     source = (root / entrypoint.rpartition(":")[0]).resolve()

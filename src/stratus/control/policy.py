@@ -70,10 +70,11 @@ class IdleTimeoutPolicy:
         while self.samples and self.samples[0].t < now - window:
             self.samples.popleft()
         peak = max((s.peak_concurrency for s in self.samples), default=0)
-        demand_now = bool(self.samples) and (
-            self.samples[-1].peak_concurrency > 0 or self.samples[-1].queued > 0
-        )
-        if peak == 0 and (self.last_active is None or now - self.last_active >= window):
+        last = self.samples[-1] if self.samples else None
+        # A request running or waiting now is never idleness, whatever the window.
+        demand_now = last is not None and (last.peak_concurrency > 0 or last.queued > 0)
+        idle_since_window = self.last_active is None or now - self.last_active >= window
+        if not demand_now and peak == 0 and idle_since_window:
             desired = config.min_replicas
             idle = "no requests yet" if self.last_active is None else (
                 f"idle for {now - self.last_active:.0f}s >= {window:g}s"

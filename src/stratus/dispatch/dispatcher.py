@@ -77,21 +77,24 @@ class Dispatcher:
         arrived = time.monotonic()
         load = pool.load
         load.enter(arrived)
+        serving = pool
         try:
             replica = pool.try_acquire()
             if replica is None:
                 replica = await pool.wait_for_slot(arrived)
-            message = await self._call(pool, replica, invocation)
+            # A held request may have moved to a new revision's pool while it waited.
+            serving = replica.pool
+            message = await self._call(serving, replica, invocation)
             if message[0] == wire.ERROR:
                 raise error_from_type(message[3], message[4], detail=message[5])
         except StratusError as error:
-            error.revision = pool.revision
+            error.revision = serving.revision
             raise
         finally:
             load.leave(time.monotonic())
         ready_at = replica.ready_at
         return InvocationResult(
-            revision=pool.revision,
+            revision=serving.revision,
             cold_start=ready_at is not None and ready_at > arrived,
             kind=message[3],
             payload=message[4],

@@ -34,6 +34,7 @@ class ReplicaState(enum.StrEnum):
 class PoolReplica:
     replica_id: str
     created_at: float
+    pool: RevisionPool  # the owner, whose queue a freed slot serves
     state: ReplicaState = ReplicaState.STARTING
     channel: ReplicaChannel | None = None
     pid: int | None = None
@@ -65,11 +66,13 @@ class FailureState:
 
 
 class _Waiter:
-    __slots__ = ("arrived", "future")
+    __slots__ = ("arrived", "future", "pool")
 
-    def __init__(self, future: asyncio.Future[PoolReplica], arrived: float) -> None:
+    def __init__(self, future: asyncio.Future[PoolReplica], arrived: float,
+                 pool: RevisionPool) -> None:
         self.future = future
         self.arrived = arrived
+        self.pool = pool  # the pool holding it now: traffic moves waiters between pools
 
 
 class RevisionPool:
@@ -136,7 +139,7 @@ class RevisionPool:
                 retry_after=1.0,
             )
         future: asyncio.Future[PoolReplica] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(future, arrived)
+        waiter = _Waiter(future, arrived, self)
         self.waiters.append(waiter)
         self.activate(self)
         self._serve_waiters()
@@ -144,14 +147,14 @@ class RevisionPool:
             async with asyncio.timeout(self.limits.queue_timeout_s):
                 return await future
         except TimeoutError:
-            self._abandon(waiter)
+            waiter.pool.abandon(waiter)
             raise Unavailable(
                 f"no replica of {self.deployment!r} became free within "
                 f"{self.limits.queue_timeout_s:g}s",
                 retry_after=1.0,
             ) from None
         except asyncio.CancelledError:
-            self._abandon(waiter)
+            waiter.pool.abandon(waiter)
             raise
 
     def release(self, replica: PoolReplica) -> None:
@@ -162,13 +165,14 @@ class RevisionPool:
         elif replica.state is ReplicaState.DRAINING and replica.inflight <= 0:
             self.on_drained(replica)
 
-    def _abandon(self, waiter: _Waiter) -> None:
+    def abandon(self, waiter: _Waiter) -> None:
         """The caller stopped waiting; a slot granted in that same instant goes back."""
         with contextlib.suppress(ValueError):
             self.waiters.remove(waiter)
         future = waiter.future
         if future.done() and not future.cancelled() and future.exception() is None:
-            self.release(future.result())
+            granted = future.result()
+            granted.pool.release(granted)
 
     def _serve_waiters(self) -> None:
         limit = self.limits.max_concurrency
@@ -195,6 +199,8 @@ class RevisionPool:
         return waiters
 
     def adopt_waiters(self, waiters: deque[_Waiter]) -> None:
+        for waiter in waiters:
+            waiter.pool = self
         self.waiters.extend(waiters)
         if self.waiters:
             self.activate(self)
@@ -202,7 +208,7 @@ class RevisionPool:
 
     # -- membership (driven by the controller) ------------------------------------
     def add_starting(self, replica_id: str) -> PoolReplica:
-        replica = PoolReplica(replica_id=replica_id, created_at=time.monotonic())
+        replica = PoolReplica(replica_id=replica_id, created_at=time.monotonic(), pool=self)
         self.replicas[replica_id] = replica
         return replica
 

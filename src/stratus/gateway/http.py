@@ -61,7 +61,7 @@ def header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
     """Read the whole body, refusing (413) anything over ``limit`` bytes before buffering it."""
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
     message = await receive()
     body = message.get("body", b"")

@@ -81,14 +81,22 @@ def _json_tensor(name: str, datatype: str, shape: list[int], data: Any) -> WireT
     allowed = {"b": "b", "i": "biu", "u": "biu", "f": "biuf"}[target.kind]
     if array.size and kind not in allowed:
         raise InvalidTensor(f"input {name!r}: {array.dtype} values cannot be {datatype}")
-    return [datatype, shape, np.ascontiguousarray(array, dtype=target).tobytes()]
+    if array.size and target.kind in "iu" and kind in "iu":
+        limits = np.iinfo(target)
+        if int(array.min()) < limits.min or int(array.max()) > limits.max:
+            raise InvalidTensor(f"input {name!r}: values outside the range of {datatype}")
+    with np.errstate(over="ignore"):  # overflow is detected just below, and refused
+        converted = np.ascontiguousarray(array, dtype=target)
+    if target.kind == "f" and np.isinf(converted).sum() > np.isinf(array).sum():
+        raise InvalidTensor(f"input {name!r}: values outside the range of {datatype}")
+    return [datatype, shape, converted.tobytes()]
 
 
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     binary = memoryview(b"")
     header = body
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise InvalidTensor(f"{HEADER_LENGTH} of {header_length!r} does not fit the body")
         split = int(header_length)
         header, binary = body[:split], memoryview(body)[split:]
@@ -104,6 +112,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise InvalidTensor("every input needs a 'name'")
         name = entry["name"]
+        if name in inputs:
+            raise InvalidTensor(f"input {name!r} is given twice")
         datatype = entry.get("datatype")
         if datatype not in DATATYPES:
             raise InvalidTensor(f"input {name!r}: unsupported datatype {datatype!r}")
@@ -139,6 +149,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             if not isinstance(output, dict) or not isinstance(output.get("name"), str):
                 raise InvalidTensor("every requested output needs a 'name'")
             output_parameters = output.get("parameters") or {}
+            if not isinstance(output_parameters, dict):
+                raise InvalidTensor(f"output {output['name']!r}: 'parameters' must be an object")
             requested.append((output["name"], bool(output_parameters.get("binary_data"))))
     request_id = document.get("id")
     return InferRequest(

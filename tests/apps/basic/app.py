@@ -19,6 +19,7 @@ _leaked: list[bytearray] = []
 class Echo:
     def __init__(self, ctx: stratus.Context) -> None:
         self.ctx = ctx
+        time.sleep(float(ctx.config.get("init_sleep", 0)))  # a slow model load
 
     def __call__(self, request: Any) -> dict[str, Any]:
         if isinstance(request, dict) and request.get("sleep"):
