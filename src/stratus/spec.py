@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from stratus.control.floors import Schedule
 from stratus.sdk.options import DeploymentOptions
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -26,6 +27,44 @@ class CodeRef(BaseModel):
     entrypoint: str = Field(min_length=3, max_length=512, description="'file.py:Object'")
 
 
+PolicyName = Literal["kpa", "fixed_keepalive", "hybrid_histogram"]
+
+
+class ScheduleSpec(BaseModel):
+    """A scheduled floor: from each time ``cron`` fires, keep ``replicas`` warm for
+    ``duration_s``. Also written ``"55 8 * * 1-5 for 9h5m keep 3"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str
+    duration_s: float = Field(gt=0, le=366 * 86400)
+    replicas: int = Field(ge=0, le=1000)
+    timezone: str = "UTC"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                parsed = Schedule.parse(value)
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+            return {"cron": parsed.cron, "duration_s": parsed.duration_s,
+                    "replicas": parsed.replicas}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleSpec:
+        try:
+            self.schedule()
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"invalid schedule: {exc}") from None
+        return self
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.cron, self.duration_s, self.replicas, self.timezone)
+
+
 class ScalingFields(BaseModel):
     """Scaling settings live on the deployment: changing them creates no revision."""
 
@@ -33,10 +72,16 @@ class ScalingFields(BaseModel):
 
     min_replicas: int | None = Field(default=None, ge=0, le=1000)
     max_replicas: int | None = Field(default=None, ge=1, le=1000)
+    initial_replicas: int | None = Field(default=None, ge=0, le=1000)
     target_concurrency: float | None = Field(default=None, gt=0, le=10000)
+    target_utilization: float | None = Field(default=None, gt=0, le=1)
     scale_to_zero_after_s: float | None = Field(default=None, ge=0, le=86400)
     max_queued: int | None = Field(default=None, ge=0, le=1_000_000)
     queue_timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    policy: PolicyName | None = None
+    policy_config: dict[str, Any] | None = None
+    provisioned_replicas: int | None = Field(default=None, ge=0, le=1000)
+    schedules: list[ScheduleSpec] | None = Field(default=None, max_length=64)
 
 
 class RuntimeFields(BaseModel):
@@ -67,10 +112,16 @@ class DeploymentPatch(ScalingFields, RuntimeFields):
 class ScalingSpec(BaseModel):
     min_replicas: int = 0
     max_replicas: int = 4
-    target_concurrency: float = 0.0  # 0 = derived from max_concurrency
+    initial_replicas: int = 0
+    target_concurrency: float = 0.0  # 0 = the revision's max_concurrency
+    target_utilization: float = 0.7
     scale_to_zero_after_s: float = 60.0
     max_queued: int = 1000
     queue_timeout_s: float = 60.0
+    policy: PolicyName = "kpa"
+    policy_config: dict[str, Any] = {}
+    provisioned_replicas: int = 0
+    schedules: list[ScheduleSpec] = []
 
 
 class RuntimeSpec(BaseModel):
@@ -119,6 +170,12 @@ def resolve_scaling(
         ),
         max_queued=_pick(request.max_queued, base.max_queued),
         queue_timeout_s=_pick(request.queue_timeout_s, base.queue_timeout_s),
+        initial_replicas=_pick(request.initial_replicas, base.initial_replicas),
+        target_utilization=_pick(request.target_utilization, base.target_utilization),
+        policy=_pick(request.policy, base.policy),
+        policy_config=_pick(request.policy_config, base.policy_config),
+        provisioned_replicas=_pick(request.provisioned_replicas, base.provisioned_replicas),
+        schedules=_pick(request.schedules, base.schedules),
     )
     if spec.min_replicas > spec.max_replicas:
         spec.max_replicas = spec.min_replicas
@@ -143,7 +200,7 @@ def resolve_runtime(
 
 
 def target_concurrency(scaling: ScalingSpec, runtime: RuntimeSpec) -> float:
-    """Knative's default: aim at 70% of the hard per-replica limit."""
-    if scaling.target_concurrency > 0:
-        return scaling.target_concurrency
-    return max(1.0, 0.7 * runtime.max_concurrency)
+    """As Knative: the target (by default the hard per-replica limit) times the target
+    utilization (by default 70%)."""
+    target = scaling.target_concurrency or float(runtime.max_concurrency)
+    return max(0.01, target * scaling.target_utilization)

@@ -33,7 +33,7 @@ def test_scale_to_zero_then_a_cold_start_serves_every_held_request(server: Strat
     server.wait_replicas("life-zero", 0, timeout=30)
     assert not pid_alive(old_pid), "a scaled-down replica must exit"
     view = server.status("life-zero")
-    assert view["autoscaler"]["desired"] == 0 and "idle" in view["autoscaler"]["reason"]
+    assert view["autoscaler"]["desired"] == 0 and "scale to zero" in view["autoscaler"]["reason"]
 
     responses = asyncio.run(_fire(server, "life-zero", [{"i": i} for i in range(30)]))
     assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in responses), responses

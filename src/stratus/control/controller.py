@@ -14,7 +14,7 @@ from typing import Any
 
 from stratus.backends.base import Backend, CodeSpec
 from stratus.config import Settings
-from stratus.control.metrics import MetricSample
+from stratus.control.autoscaling import validate_scaling
 from stratus.control.reconciler import Reconciler
 from stratus.control.unit import DeploymentUnit, LiveRevision, pool_limits
 from stratus.dispatch.dispatcher import Dispatcher
@@ -98,10 +98,10 @@ class Controller:
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.tick_s)
-            now = time.monotonic()
+            now, wall = time.monotonic(), time.time()
             for unit in list(self.units.values()):
                 try:
-                    self.reconciler.tick(unit, now)
+                    self.reconciler.tick(unit, now, wall)
                 except Exception:
                     log.exception("reconciling %s/%s failed", unit.namespace, unit.name)
 
@@ -116,18 +116,14 @@ class Controller:
     def _flush(self) -> None:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         for key in dirty:
             unit = self.units.get(key)
             live = unit.serving_revision() if unit is not None else None
             if unit is None or live is None or unit.policy is None:
                 continue
-            pool = live.pool
-            unit.policy.observe(MetricSample(
-                t=now, interval_s=0.0, average_concurrency=float(pool.load.current),
-                peak_concurrency=pool.load.current, arrivals=0, queued=len(pool.waiters),
-            ))
-            self.reconciler.decide(unit, now)
+            unit.policy.observe(live.pool.instant(now, wall))
+            self.reconciler.decide(unit, wall)
             self.reconciler.reconcile(unit)
 
     def schedule(self, unit: DeploymentUnit) -> None:
@@ -197,6 +193,7 @@ class Controller:
             raise DeployError("no deployment name: pass --name or declare @deployment(name=...)")
         runtime = resolve_runtime(request, request.code, options)
         scaling = resolve_scaling(request, options)
+        validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, meta, code)
 
     async def patch(self, namespace: str, name: str, patch: DeploymentPatch) -> dict[str, Any]:
@@ -209,6 +206,7 @@ class Controller:
                                                                include=set(RuntimeSpec.model_fields))}
         )
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
+        validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code)
 
     async def _record(self, namespace: str, name: str, runtime: RuntimeSpec, scaling: Any,

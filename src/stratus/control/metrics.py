@@ -7,24 +7,38 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class MetricSample:
-    """Load of one revision over one sampling interval ending at ``t``."""
+    """Load of one revision over one sampling interval ending at ``t`` (policy clock, s).
+
+    An ``interval_s`` of 0 marks an instant reading, taken when a request had to wait.
+    """
 
     t: float
     interval_s: float
     average_concurrency: float  # time-weighted requests in the system (executing + queued)
-    peak_concurrency: int
+    peak_concurrency: int  # the most at once during the interval, and at least those now
     arrivals: int
     queued: int  # waiting at the end of the interval
+    idle_gaps: tuple[float, ...] = ()  # idle times that ended in the interval: arrival - last finish
+    idle_for_s: float | None = None  # how long nothing has run, at ``t``; None while busy or never used
 
     @property
     def rps(self) -> float:
         return self.arrivals / self.interval_s if self.interval_s > 0 else 0.0
 
+    @property
+    def active(self) -> bool:
+        return self.peak_concurrency > 0 or self.arrivals > 0 or self.queued > 0
+
 
 class LoadRecorder:
-    """Accumulates concurrency over time on the request path; O(1) per event."""
+    """Accumulates concurrency over time on the request path; O(1) per event.
 
-    __slots__ = ("_area", "_last_change", "_last_sample", "_peak", "arrivals", "current")
+    ``now`` values are on the recorder's own clock (monotonic live, simulated offline);
+    ``sample`` stamps the result with the policy clock it is given.
+    """
+
+    __slots__ = ("_area", "_gaps", "_idle_since", "_last_change", "_last_sample", "_peak",
+                 "arrivals", "current")
 
     def __init__(self, now: float) -> None:
         self.current = 0
@@ -33,10 +47,14 @@ class LoadRecorder:
         self._peak = 0
         self._last_change = now
         self._last_sample = now
+        self._idle_since: float | None = None
+        self._gaps: list[float] = []
 
     def enter(self, now: float) -> None:
         self._area += self.current * (now - self._last_change)
         self._last_change = now
+        if self.current == 0 and self._idle_since is not None:
+            self._gaps.append(max(0.0, now - self._idle_since))
         self.current += 1
         self.arrivals += 1
         if self.current > self._peak:
@@ -46,22 +64,37 @@ class LoadRecorder:
         self._area += self.current * (now - self._last_change)
         self._last_change = now
         self.current -= 1
+        if self.current == 0:
+            self._idle_since = now
 
-    def sample(self, now: float, queued: int) -> MetricSample:
+    def sample(self, now: float, queued: int, t: float | None = None) -> MetricSample:
         self._area += self.current * (now - self._last_change)
         self._last_change = now
         interval = now - self._last_sample
         average = self._area / interval if interval > 0 else float(self.current)
+        idle_for = None
+        if self.current == 0 and self._idle_since is not None:
+            idle_for = max(0.0, now - self._idle_since)
         sample = MetricSample(
-            t=now,
+            t=now if t is None else t,
             interval_s=interval,
             average_concurrency=average,
             peak_concurrency=max(self._peak, self.current),
             arrivals=self.arrivals,
             queued=queued,
+            idle_gaps=tuple(self._gaps),
+            idle_for_s=idle_for,
         )
         self._area = 0.0
         self._peak = self.current
         self.arrivals = 0
+        self._gaps.clear()
         self._last_sample = now
         return sample
+
+    def instant(self, now: float, queued: int, t: float | None = None) -> MetricSample:
+        """A reading that leaves the interval's accumulators alone (for the activator)."""
+        return MetricSample(
+            t=now if t is None else t, interval_s=0.0, average_concurrency=float(self.current),
+            peak_concurrency=self.current, arrivals=0, queued=queued,
+        )

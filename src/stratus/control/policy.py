@@ -1,13 +1,14 @@
-"""Autoscaling policies: pure objects that turn load samples and a clock into a replica count.
+"""The autoscaling policy interface: pure objects that turn load samples and a clock into a
+replica count with a reason.
 
-A policy does no I/O and reads no clock of its own, so the live controller and an
-offline simulator can run the very same object.
+A policy does no I/O and reads no clock of its own, so the live controller and the offline
+simulator run the very same objects. The clock is Unix time in seconds (the simulator's
+trace time), which scheduled floors need.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +25,7 @@ class ReplicaCounts:
 class Decision:
     desired: int
     reason: str
+    mode: str = "stable"  # kpa: stable | panic; the others name their own states
 
 
 class ScalingPolicy(Protocol):
@@ -37,58 +39,23 @@ class ScalingPolicy(Protocol):
 
 
 @dataclass(frozen=True)
-class IdleTimeoutConfig:
+class Bounds:
+    """What every policy shares: the replica range and the per-replica target."""
+
     min_replicas: int
     max_replicas: int
-    target_concurrency: float
-    scale_to_zero_after_s: float
+    target: float  # requests in flight (or per second, for kpa on rps) one replica should carry
 
+    def replicas_for(self, load: float) -> int:
+        return math.ceil(load / self.target - 1e-9) if load > 0 else 0
 
-class IdleTimeoutPolicy:
-    """Enough replicas for the peak concurrency seen within the window; after a whole window
-    without requests, back to ``min_replicas`` (zero for a serverless deployment).
-
-    The window is ``scale_to_zero_after_s``: scaling down waits that long after the load
-    fell, so a burst does not pay a second cold start.
-    """
-
-    name = "idle_timeout"
-
-    def __init__(self, config: IdleTimeoutConfig) -> None:
-        self.config = config
-        self.samples: deque[MetricSample] = deque()
-        self.last_active: float | None = None
-
-    def observe(self, sample: MetricSample) -> None:
-        if sample.peak_concurrency > 0 or sample.arrivals > 0 or sample.queued > 0:
-            self.last_active = sample.t
-        self.samples.append(sample)
-
-    def decide(self, now: float, counts: ReplicaCounts) -> Decision:
-        config = self.config
-        window = config.scale_to_zero_after_s
-        while self.samples and self.samples[0].t < now - window:
-            self.samples.popleft()
-        peak = max((s.peak_concurrency for s in self.samples), default=0)
-        last = self.samples[-1] if self.samples else None
-        # A request running or waiting now is never idleness, whatever the window.
-        demand_now = last is not None and (last.peak_concurrency > 0 or last.queued > 0)
-        idle_since_window = self.last_active is None or now - self.last_active >= window
-        if not demand_now and peak == 0 and idle_since_window:
-            desired = config.min_replicas
-            idle = "no requests yet" if self.last_active is None else (
-                f"idle for {now - self.last_active:.0f}s >= {window:g}s"
-            )
-            reason = f"{idle}; holding min_replicas={desired}"
-        else:
-            desired = math.ceil(peak / config.target_concurrency)
-            reason = (
-                f"peak concurrency {peak} over the last {window:g}s at "
-                f"target {config.target_concurrency:g} per replica"
-            )
-            if demand_now:
-                desired = max(desired, 1)
-        clamped = min(max(desired, config.min_replicas), config.max_replicas)
+    def clamp(self, desired: int, reason: str, mode: str) -> Decision:
+        clamped = min(max(desired, self.min_replicas), self.max_replicas)
         if clamped != desired:
-            reason += f"; clamped to [{config.min_replicas}, {config.max_replicas}]"
-        return Decision(desired=clamped, reason=reason)
+            reason += f"; clamped to [{self.min_replicas}, {self.max_replicas}]"
+        return Decision(clamped, reason, mode)
+
+
+def demand_now(sample: MetricSample | None) -> bool:
+    """A request is running or waiting: a policy must never take the last replica away."""
+    return sample is not None and (sample.peak_concurrency > 0 or sample.queued > 0)

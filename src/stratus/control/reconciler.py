@@ -52,25 +52,26 @@ class Reconciler:
         return self.controller.units.get(unit.key) is unit
 
     # -- periodic work ------------------------------------------------------------
-    def tick(self, unit: DeploymentUnit, now: float) -> None:
+    def tick(self, unit: DeploymentUnit, now: float, wall: float) -> None:
+        """``now`` is monotonic (health timers); ``wall`` is the policies' Unix clock."""
         serving = unit.serving_revision()
         for live in list(unit.revisions.values()):
-            sample = live.pool.sample(now)
+            sample = live.pool.sample(now, wall)
             if live is serving and unit.policy is not None:
                 unit.policy.observe(sample)
             self._check_health(unit, live, now)
-        self.decide(unit, now)
+        self.decide(unit, wall)
         self.reconcile(unit)
         self._collect_retired()
 
-    def decide(self, unit: DeploymentUnit, now: float) -> None:
+    def decide(self, unit: DeploymentUnit, wall: float) -> None:
         serving = unit.serving_revision()
         if serving is None or unit.policy is None:
             return
         pool = serving.pool
         counts = ReplicaCounts(ready=pool.count(ReplicaState.READY),
                                starting=pool.count(ReplicaState.STARTING))
-        unit.decision = unit.policy.decide(now, counts)
+        unit.record(unit.policy.decide(wall, counts), wall, counts)
 
     def reconcile(self, unit: DeploymentUnit) -> None:
         if not self._is_live(unit):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from stratus.backends.base import CodeSpec
-from stratus.control.policy import Decision, IdleTimeoutConfig, IdleTimeoutPolicy, ScalingPolicy
+from stratus.control.autoscaling import build_policy
+from stratus.control.policy import Decision, ReplicaCounts, ScalingPolicy
 from stratus.dispatch.pool import PoolLimits, ReplicaState, RevisionPool
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
+
+HISTORY = 600  # decisions kept per deployment: ten minutes at one tick a second
 
 
 @dataclass
@@ -43,6 +47,9 @@ class DeploymentUnit:
     latest: int = 0
     policy: ScalingPolicy | None = None
     decision: Decision = field(default_factory=lambda: Decision(0, "no decision yet"))
+    decided_at: float | None = None
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    _policy_key: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -54,21 +61,29 @@ class DeploymentUnit:
     def latest_revision(self) -> LiveRevision | None:
         return self.revisions.get(self.latest)
 
-    def rebuild_policy(self) -> None:
-        """Scaling settings changed (or the serving revision did): start a fresh policy."""
+    def effective_target(self) -> float:
         serving = self.serving_revision() or self.latest_revision()
-        runtime = serving.runtime if serving is not None else None
-        target = target_concurrency(self.scaling, runtime) if runtime is not None else 1.0
-        self.policy = IdleTimeoutPolicy(
-            IdleTimeoutConfig(
-                min_replicas=self.scaling.min_replicas,
-                max_replicas=self.scaling.max_replicas,
-                target_concurrency=target,
-                scale_to_zero_after_s=self.scaling.scale_to_zero_after_s,
-            )
-        )
+        if serving is None:
+            return 1.0
+        return target_concurrency(self.scaling, serving.runtime)
+
+    def rebuild_policy(self) -> None:
+        """Build the policy anew when its settings or target changed; keep it (and what it
+        learned, such as the idle-time histogram) otherwise."""
+        target = self.effective_target()
+        key = f"{self.scaling.model_dump_json()}|{target}"
+        if key != self._policy_key or self.policy is None:
+            self.policy = build_policy(self.scaling, target)
+            self._policy_key = key
         for live in self.revisions.values():
             live.pool.limits = pool_limits(live.runtime, self.scaling)
+
+    def record(self, decision: Decision, now: float, counts: ReplicaCounts) -> None:
+        self.decision = decision
+        self.decided_at = now
+        self.history.append({"t": round(now, 3), "desired": decision.desired,
+                             "mode": decision.mode, "ready": counts.ready,
+                             "starting": counts.starting, "reason": decision.reason})
 
     def status(self) -> tuple[str, str | None]:
         latest = self.latest_revision()
@@ -115,9 +130,13 @@ class DeploymentUnit:
             "replicas": {**counts, "desired": self.decision.desired, "items": items},
             "queued": sum(len(live.pool.waiters) for live in self.revisions.values()),
             "autoscaler": {
-                "policy": self.policy.name if self.policy is not None else None,
+                "policy": self.scaling.policy,
+                "mode": self.decision.mode,
                 "desired": self.decision.desired,
+                "ready": counts[ReplicaState.READY.value],
+                "target_concurrency": round(self.effective_target(), 3),
                 "reason": self.decision.reason,
+                "decided_at": self.decided_at,
             },
             "scaling": self.scaling.model_dump(),
             "runtime": _public_runtime(latest.runtime) if latest is not None else None,

@@ -240,8 +240,12 @@ class RevisionPool:
     def count(self, state: ReplicaState) -> int:
         return sum(1 for r in self.replicas.values() if r.state is state)
 
-    def sample(self, now: float) -> MetricSample:
-        return self.load.sample(now, len(self.waiters))
+    def sample(self, now: float, t: float) -> MetricSample:
+        """``now`` on the monotonic clock; the sample is stamped ``t`` (the policy clock)."""
+        return self.load.sample(now, len(self.waiters), t)
+
+    def instant(self, now: float, t: float) -> MetricSample:
+        return self.load.instant(now, len(self.waiters), t)
 
     @property
     def busy(self) -> bool:

@@ -1,0 +1,93 @@
+"""Replica floors that combine with any policy: provisioned concurrency (always warm) and
+scheduled pre-warm windows given as cron expressions (croniter)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from stratus.control.metrics import MetricSample
+from stratus.control.policy import Decision, ReplicaCounts, ScalingPolicy
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_SCHEDULE = re.compile(r"^(?P<cron>.+?)\s+for\s+(?P<duration>\S+)\s+keep\s+(?P<replicas>\d+)$")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``9h5m`` -> seconds."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m or 9h5m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """From each time ``cron`` fires, keep at least ``replicas`` warm for ``duration_s``."""
+
+    cron: str
+    duration_s: float
+    replicas: int
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if not croniter.is_valid(self.cron):
+            raise ValueError(f"{self.cron!r} is not a valid cron expression")
+        if self.duration_s <= 0 or self.replicas < 0:
+            raise ValueError("a schedule needs a positive duration and a replica count >= 0")
+        ZoneInfo(self.timezone)  # raises for an unknown zone
+
+    @classmethod
+    def parse(cls, text: str) -> Schedule:
+        """``"55 8 * * 1-5 for 9h5m keep 3"``: weekdays 08:55 to 18:00, three replicas."""
+        match = _SCHEDULE.match(text.strip())
+        if match is None:
+            raise ValueError(f"{text!r} is not '<cron> for <duration> keep <replicas>'")
+        return cls(match["cron"], parse_duration(match["duration"]), int(match["replicas"]))
+
+    def active(self, now: float) -> bool:
+        moment = datetime.fromtimestamp(now, ZoneInfo(self.timezone))
+        # get_prev from just after now: a window that starts exactly now counts as open.
+        last_fire = croniter(self.cron, moment.timestamp() + 1e-3).get_prev(float)
+        return now < last_fire + self.duration_s
+
+    def describe(self) -> str:
+        return f"'{self.cron}' for {self.duration_s:g}s keep {self.replicas}"
+
+
+class WithFloors:
+    """Wraps a policy: its decision never drops below the active floors (within max)."""
+
+    def __init__(self, inner: ScalingPolicy, provisioned: int, schedules: list[Schedule],
+                 max_replicas: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.provisioned = provisioned
+        self.schedules = schedules
+        self.max_replicas = max_replicas
+
+    def observe(self, sample: MetricSample) -> None:
+        self.inner.observe(sample)
+
+    def floor(self, now: float) -> tuple[int, str]:
+        floor, why = self.provisioned, f"provisioned {self.provisioned}"
+        for schedule in self.schedules:
+            if schedule.replicas > floor and schedule.active(now):
+                floor, why = schedule.replicas, f"schedule {schedule.describe()}"
+        return floor, why
+
+    def decide(self, now: float, counts: ReplicaCounts) -> Decision:
+        decision = self.inner.decide(now, counts)
+        floor, why = self.floor(now)
+        floor = min(floor, self.max_replicas)
+        if floor > decision.desired:
+            return Decision(floor, f"{decision.reason}; floor {floor} from {why}", decision.mode)
+        return decision
