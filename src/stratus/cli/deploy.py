@@ -3,6 +3,7 @@ wait for the deployment to become ready."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from stratus.cli.options import ApiKey, Namespace, Server, make_client
 
 console = Console(stderr=True)
 UPLOAD_CHUNK = 256 * 1024
+SCHEDULE_HELP = "Scheduled floor, '<cron> for <duration> keep <n>', e.g. '55 8 * * 1-5 for 9h5m keep 3'"
 PRELOAD_HELP = (
     "Module to import once in the zygote (repeatable); "
     "default: the heavy modules (torch, transformers, ...) that the entrypoint file imports"
@@ -83,6 +85,12 @@ def deploy(
     memory: Annotated[int | None, typer.Option(help="Per-replica memory limit, MB")] = None,
     scale_to_zero_after: Annotated[float | None, typer.Option(help="Idle seconds, then scale to min")] = None,
     max_queued: Annotated[int | None, typer.Option(help="Held requests before 429")] = None,
+    policy: Annotated[str | None, typer.Option(help="kpa, fixed_keepalive or hybrid_histogram")] = None,
+    policy_config: Annotated[str | None, typer.Option(help="The policy's settings, as JSON")] = None,
+    initial_replicas: Annotated[int | None, typer.Option(help="Replicas right after deploy")] = None,
+    target_utilization: Annotated[float | None, typer.Option(help="Share of the target to aim at")] = None,
+    provisioned: Annotated[int | None, typer.Option(help="Replicas always kept warm")] = None,
+    schedule: Annotated[list[str] | None, typer.Option(help=SCHEDULE_HELP)] = None,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads per replica")] = None,
     preload: Annotated[list[str] | None, typer.Option(help=PRELOAD_HELP)] = None,
     no_preload: Annotated[bool, typer.Option("--no-preload", help="Preload nothing")] = False,
@@ -103,8 +111,15 @@ def deploy(
         "name": name, "min_replicas": min_replicas, "max_replicas": max_replicas,
         "target_concurrency": target_concurrency, "max_concurrency": max_concurrency,
         "timeout_s": timeout, "memory_mb": memory, "scale_to_zero_after_s": scale_to_zero_after,
-        "max_queued": max_queued, "threads": threads,
+        "max_queued": max_queued, "threads": threads, "policy": policy,
+        "initial_replicas": initial_replicas, "target_utilization": target_utilization,
+        "provisioned_replicas": provisioned, "schedules": schedule or None,
     }
+    if policy_config is not None:
+        try:
+            flags["policy_config"] = json.loads(policy_config)
+        except ValueError as exc:
+            raise CliError(f"--policy-config is not valid JSON: {exc}") from None
     spec.update({key: value for key, value in flags.items() if value is not None})
     if env:
         spec["env"] = {**spec.get("env", {}), **_parse_env(env)}

@@ -117,7 +117,9 @@ def status(
               f"{replicas['draining']} draining; desired {replicas['desired']}; "
               f"queued {view['queued']}")
     scaler = view["autoscaler"]
-    out.print(f"autoscaler: {scaler['policy']} -> {scaler['desired']} ({scaler['reason']})")
+    out.print(f"autoscaler: {scaler['policy']}, mode {scaler['mode']}: desired {scaler['desired']}, "
+              f"ready {scaler['ready']} (target {scaler['target_concurrency']:g} per replica)")
+    out.print(f"last decision: {scaler['reason']}")
     if replicas["items"]:
         table = Table("REPLICA", "REV", "STATE", "PID", "INFLIGHT", "INIT ms", "RSS MB")
         for item in replicas["items"]:

@@ -5,7 +5,7 @@ of the next; 1-minute bins over 4 hours by default). When it is representative, 
 deployment is unloaded after an invocation and pre-warmed at the 5th-percentile idle time
 (minus a 10% margin), then kept warm until the 99th percentile (plus 10%). When it is
 not, it falls back to a fixed keep-alive. While requests run, replicas follow the load at
-the target concurrency, held for ``cooldown_s`` after it falls.
+the target concurrency; those beyond the first are held for ``cooldown_s`` after it falls.
 
 Deviations from the paper (see docs/autoscaling.md): idle times beyond the range fall back
 to fixed keep-alive instead of an ARIMA forecast; the fallback keep-alive is configurable
@@ -130,6 +130,9 @@ class HybridHistogramPolicy:
         if demand_now(self.latest):
             desired = max(reactive, 1)
             return config.bounds.clamp(desired, f"serving: peak concurrency {load}", "active")
+        # Replicas a burst scaled out to are held for the cooldown; the single warm one
+        # follows the histogram, unloaded right after an invocation as in the paper.
+        reactive = reactive if reactive > 1 else 0
         if self.idle_since is None:
             return config.bounds.clamp(reactive, "no requests yet", "idle")
         idle = now - self.idle_since

@@ -101,8 +101,9 @@ class KpaPolicy:
             desired = max(want_panic, self.panic_desired)
             self.panic_desired = desired
             mode = "panic"
-            reason = (f"panic: {unit} {panic:.2f} over {config.panic_window_s:g}s wants {want_panic}"
-                      f" (>= {config.panic_threshold:g}x the {counts.ready} ready); not scaling down")
+            reason = (f"panic: {unit} {panic:.2f} over {config.panic_window_s:g}s wants {want_panic} "
+                      f"with {counts.ready} ready; no scale-down until {config.stable_window_s:g}s "
+                      f"pass without demand >= {config.panic_threshold:g}x ready")
         else:
             desired = want_stable
             mode = "stable"

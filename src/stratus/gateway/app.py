@@ -13,7 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
 import stratus
@@ -28,6 +29,7 @@ from stratus.gateway.edge import Authenticator
 from stratus.gateway.http import error_reply
 from stratus.gateway.middleware import EdgeMiddleware
 from stratus.gateway.state import Components
+from stratus.observe.metrics import registry_for
 from stratus.store.artifacts import ArtifactStore
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.metadata import MetadataStore
@@ -101,7 +103,7 @@ def create_app(settings: Settings) -> DataPlane:
         dispatcher = Dispatcher()
         backend = LocalBackend(settings.run_dir, settings.log_dir)
         controller = Controller(settings, MetadataStore(engine), artifacts, backend, dispatcher)
-        parts = Components(settings, controller, dispatcher, artifacts)
+        parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller))
         app.state.components = parts
         await controller.start()
         data_plane.components = parts
@@ -125,6 +127,12 @@ def create_app(settings: Settings) -> DataPlane:
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=PlainTextResponse)
+    async def metrics(request: Request) -> Response:
+        parts: Components = request.app.state.components
+        return Response(generate_latest(parts.metrics), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/readyz", tags=["operations"], summary="Readiness")
     async def readyz(request: Request) -> JSONResponse:

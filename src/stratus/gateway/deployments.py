@@ -81,6 +81,17 @@ async def list_revisions(
     }
 
 
+@router.get("/deployments/{name}/autoscaler", summary="The autoscaler's recent decisions")
+async def autoscaler_decisions(name: str, request: Request, parts: Parts) -> dict[str, Any]:
+    unit = parts.controller.get_unit(namespace_of(request), name)
+    return {
+        "policy": unit.scaling.policy,
+        "scaling": unit.scaling.model_dump(),
+        "target_concurrency": unit.effective_target(),
+        "decisions": list(unit.history),
+    }
+
+
 @router.get("/deployments/{name}/logs", summary="The tail of a deployment's replica logs",
             response_class=PlainTextResponse)
 async def deployment_logs(

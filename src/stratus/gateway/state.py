@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
 from stratus.config import Settings
@@ -21,6 +22,7 @@ class Components:
     controller: Controller
     dispatcher: Dispatcher
     artifacts: ArtifactStore
+    metrics: CollectorRegistry
     ready: bool = False
 
 

@@ -1,0 +1,1 @@
+"""Observability: metrics now; tracing, logs and usage records as they land."""

@@ -1,0 +1,54 @@
+"""Prometheus metrics read from the controller's state at scrape time, so the request path
+pays nothing for them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stratus.control.controller import Controller
+from stratus.dispatch.pool import ReplicaState
+
+STATES = (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING)
+
+
+class ControllerCollector(Collector):
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "deployment"]
+        replicas = GaugeMetricFamily("stratus_replicas", "Replicas by state",
+                                     labels=[*labels, "state"])
+        desired = GaugeMetricFamily("stratus_autoscaler_desired_replicas",
+                                    "Replicas the autoscaling policy asks for", labels=labels)
+        panic = GaugeMetricFamily("stratus_autoscaler_panic",
+                                  "1 while the kpa policy is in panic mode", labels=labels)
+        mode = GaugeMetricFamily("stratus_autoscaler_mode",
+                                 "1 for the policy and mode the autoscaler is in",
+                                 labels=[*labels, "policy", "mode"])
+        queued = GaugeMetricFamily("stratus_queue_depth", "Requests held for a replica slot",
+                                   labels=labels)
+        inflight = GaugeMetricFamily("stratus_inflight_requests",
+                                     "Requests in the system (running or queued)", labels=labels)
+        for unit in self.controller.units.values():
+            key = [unit.namespace, unit.name]
+            for state in STATES:
+                count = sum(live.pool.count(state) for live in unit.revisions.values())
+                replicas.add_metric([*key, state.value], count)
+            desired.add_metric(key, unit.decision.desired)
+            panic.add_metric(key, 1.0 if unit.decision.mode == "panic" else 0.0)
+            mode.add_metric([*key, unit.scaling.policy, unit.decision.mode], 1.0)
+            queued.add_metric(key, sum(len(live.pool.waiters) for live in unit.revisions.values()))
+            inflight.add_metric(key, sum(live.pool.load.current for live in unit.revisions.values()))
+        yield from (replicas, desired, panic, mode, queued, inflight)
+
+
+def registry_for(controller: Controller) -> CollectorRegistry:
+    """One registry per server, so two servers in one process never collide."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ControllerCollector(controller))
+    return registry
