@@ -1,4 +1,4 @@
-"""Unit tests for the time-weighted load recorder and its metric samples."""
+"""Unit tests for the time-weighted load recorder, its idle times and its metric samples."""
 
 from __future__ import annotations
 
@@ -115,6 +115,92 @@ def test_metric_sample_is_immutable() -> None:
         sample.queued = 3  # type: ignore[misc]
 
 
+def test_sample_is_stamped_with_the_policy_clock() -> None:
+    recorder = LoadRecorder(now=100.0)  # monotonic seconds
+    recorder.enter(101.0)
+    sample = recorder.sample(110.0, 0, t=1_767_225_600.0)  # Unix time
+    assert sample.t == 1_767_225_600.0
+    assert sample.interval_s == 10.0
+    assert recorder.sample(now=120.0, queued=0).t == 120.0  # by default, the recorder's own clock
+
+
+def test_idle_time_runs_from_the_last_finish_to_the_next_arrival() -> None:
+    recorder = LoadRecorder(now=0.0)
+    recorder.enter(1.0)  # the first request ever: no idle time before it
+    recorder.leave(3.0)
+    recorder.enter(7.0)  # idle 3 s -> 7 s
+    recorder.leave(8.0)
+    recorder.enter(8.0)  # back to back: an idle time of 0
+    recorder.leave(9.5)
+    sample = recorder.sample(now=10.0, queued=0)
+    assert sample.idle_gaps == (4.0, 0.0)
+    assert sample.idle_for_s == pytest.approx(0.5)
+
+
+def test_no_idle_time_while_another_request_runs() -> None:
+    recorder = LoadRecorder(now=0.0)
+    recorder.enter(1.0)
+    recorder.enter(2.0)
+    recorder.leave(3.0)
+    recorder.enter(4.0)  # one still ran: the deployment was never idle
+    recorder.leave(5.0)
+    recorder.leave(6.0)
+    recorder.enter(9.0)
+    sample = recorder.sample(now=10.0, queued=0)
+    assert sample.idle_gaps == (3.0,)
+    assert sample.idle_for_s is None  # busy at the end of the interval
+
+
+def test_an_idle_time_is_reported_in_the_interval_it_ends_in() -> None:
+    recorder = LoadRecorder(now=0.0)
+    recorder.enter(1.0)
+    recorder.leave(2.0)
+    first = recorder.sample(now=10.0, queued=0)
+    assert first.idle_gaps == ()
+    assert first.idle_for_s == 8.0
+    second = recorder.sample(now=20.0, queued=0)
+    assert (second.idle_gaps, second.idle_for_s) == ((), 18.0)  # still idle, since 2 s
+    recorder.enter(25.0)
+    third = recorder.sample(now=30.0, queued=0)
+    assert third.idle_gaps == (23.0,)
+    assert third.idle_for_s is None
+    recorder.leave(31.0)
+    fourth = recorder.sample(now=40.0, queued=0)
+    assert fourth.idle_gaps == ()  # reported once
+    assert fourth.idle_for_s == 9.0
+
+
+def test_never_used_is_not_idle() -> None:
+    sample = LoadRecorder(now=0.0).sample(now=600.0, queued=0)
+    assert (sample.idle_gaps, sample.idle_for_s) == ((), None)
+
+
+def test_instant_reading_leaves_the_interval_alone() -> None:
+    recorder = LoadRecorder(now=0.0)
+    recorder.enter(1.0)
+    recorder.leave(2.0)
+    recorder.enter(5.0)
+    recorder.enter(5.0)
+    reading = recorder.instant(now=5.0, queued=1, t=1000.0)
+    assert reading == MetricSample(t=1000.0, interval_s=0.0, average_concurrency=2.0, peak_concurrency=2,
+                                   arrivals=0, queued=1)
+    assert recorder.instant(now=5.0, queued=0).t == 5.0
+    # The periodic sample still sees everything since the last one.
+    sample = recorder.sample(now=10.0, queued=0)
+    assert (sample.arrivals, sample.peak_concurrency, sample.idle_gaps) == (3, 2, (3.0,))
+    assert sample.average_concurrency == pytest.approx((1 * 1 + 2 * 5) / 10)
+
+
+@pytest.mark.parametrize(
+    ("peak", "arrivals", "queued", "active"),
+    [(0, 0, 0, False), (1, 0, 0, True), (0, 1, 0, True), (0, 0, 1, True)],
+)
+def test_active_means_any_load_in_the_interval(peak: int, arrivals: int, queued: int, active: bool) -> None:
+    sample = MetricSample(t=1.0, interval_s=1.0, average_concurrency=0.0, peak_concurrency=peak,
+                          arrivals=arrivals, queued=queued)
+    assert sample.active is active
+
+
 events = st.lists(
     st.tuples(st.floats(min_value=0.0, max_value=5.0, allow_nan=False), st.booleans()),
     max_size=40,
@@ -128,6 +214,8 @@ def test_property_average_equals_the_integral_of_concurrency(
 ) -> None:
     recorder = LoadRecorder(now=start)
     now, level, area, peak, arrivals = start, 0, 0.0, 0, 0
+    gaps: list[float] = []
+    last_finish: float | None = None
     for gap, entering in steps:
         nxt = now + gap
         if not entering and level == 0:
@@ -135,6 +223,8 @@ def test_property_average_equals_the_integral_of_concurrency(
         area += level * (nxt - now)
         now = nxt
         if entering:
+            if level == 0 and last_finish is not None:
+                gaps.append(now - last_finish)
             recorder.enter(now)
             level += 1
             arrivals += 1
@@ -142,6 +232,8 @@ def test_property_average_equals_the_integral_of_concurrency(
         else:
             recorder.leave(now)
             level -= 1
+            if level == 0:
+                last_finish = now
     end = now + tail
     area += level * (end - now)
     sample = recorder.sample(now=end, queued=0)
@@ -151,3 +243,9 @@ def test_property_average_equals_the_integral_of_concurrency(
     assert sample.arrivals == arrivals
     assert 0.0 <= sample.average_concurrency <= sample.peak_concurrency + 1e-9
     assert recorder.current == level
+    assert sample.idle_gaps == pytest.approx(tuple(gaps))
+    assert all(g >= 0 for g in sample.idle_gaps)
+    if level == 0 and last_finish is not None:
+        assert sample.idle_for_s == pytest.approx(end - last_finish)
+    else:
+        assert sample.idle_for_s is None

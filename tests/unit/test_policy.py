@@ -1,218 +1,273 @@
-"""Unit tests for the idle-timeout autoscaling policy, driven by a fake clock."""
+"""Unit tests for the policy interface and the properties every autoscaling policy keeps."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratus.control.metrics import MetricSample
-from stratus.control.policy import (
-    Decision,
-    IdleTimeoutConfig,
-    IdleTimeoutPolicy,
-    ReplicaCounts,
-)
+from stratus.control.floors import Schedule, WithFloors
+from stratus.control.histogram import HistogramConfig, HybridHistogramPolicy
+from stratus.control.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
+from stratus.control.kpa import KpaConfig, KpaPolicy
+from stratus.control.metrics import LoadRecorder, MetricSample
+from stratus.control.policy import Bounds, Decision, ReplicaCounts, ScalingPolicy, demand_now
 
-COUNTS = ReplicaCounts(ready=0, starting=0)
-
-
-def make_policy(
-    *, min_replicas: int = 0, max_replicas: int = 10, target: float = 2.0, window: float = 60.0
-) -> IdleTimeoutPolicy:
-    return IdleTimeoutPolicy(
-        IdleTimeoutConfig(
-            min_replicas=min_replicas,
-            max_replicas=max_replicas,
-            target_concurrency=target,
-            scale_to_zero_after_s=window,
-        )
-    )
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: schedules make the absolute time matter
 
 
-def sample(
-    t: float, *, peak: int = 0, arrivals: int = 0, queued: int = 0, interval: float = 10.0
-) -> MetricSample:
-    return MetricSample(
-        t=t,
-        interval_s=interval,
-        average_concurrency=float(peak),
-        peak_concurrency=peak,
-        arrivals=arrivals,
-        queued=queued,
-    )
+def sample(t: float, *, peak: int = 0, queued: int = 0, arrivals: int = 0,
+           interval: float = 10.0) -> MetricSample:
+    return MetricSample(t=t, interval_s=interval, average_concurrency=float(peak),
+                        peak_concurrency=peak, arrivals=arrivals, queued=queued)
 
 
-def test_no_requests_yet_holds_min_replicas() -> None:
-    policy = make_policy(min_replicas=0)
-    decision = policy.decide(0.0, COUNTS)
-    assert decision.desired == 0
-    assert "no requests yet" in decision.reason
-    assert make_policy(min_replicas=2).decide(0.0, COUNTS).desired == 2
-
-
-def test_idle_samples_before_any_request_still_hold_min_replicas() -> None:
-    policy = make_policy(min_replicas=1)
-    for t in (10.0, 20.0, 30.0):
-        policy.observe(sample(t))
-    decision = policy.decide(30.0, COUNTS)
-    assert decision == Decision(desired=1, reason=decision.reason)
-    assert "no requests yet" in decision.reason
-    assert policy.last_active is None
+# -- Bounds, Decision, demand_now ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("peak", "target", "expected"),
-    [(1, 2.0, 1), (2, 2.0, 1), (3, 2.0, 2), (5, 2.0, 3), (7, 7.0, 1), (8, 7.0, 2), (1, 0.5, 2)],
+    ("load", "target", "expected"),
+    [(0.0, 1.0, 0), (-1.0, 1.0, 0), (0.001, 1.0, 1), (1.0, 1.0, 1), (1.5, 1.0, 2), (8.0, 8.0, 1),
+     (64.0, 8.0, 8), (64.1, 8.0, 9), (5.6, 5.6, 1), (3 * 0.7, 0.7, 3), (1.0, 0.5, 2)],
 )
-def test_desired_is_peak_over_target_rounded_up(peak: int, target: float, expected: int) -> None:
-    policy = make_policy(target=target, max_replicas=100)
-    policy.observe(sample(10.0, peak=peak, arrivals=peak))
-    decision = policy.decide(10.0, COUNTS)
+def test_replicas_for_is_load_over_target_rounded_up(load: float, target: float, expected: int) -> None:
+    assert Bounds(0, 100, target).replicas_for(load) == expected
+
+
+def test_replicas_for_forgives_float_noise_just_above_a_whole_number() -> None:
+    # 0.1 * 3 / 0.1 is 3.0000000000000004: still three replicas, not four.
+    assert Bounds(0, 100, 0.1).replicas_for(0.1 * 3) == 3
+
+
+@pytest.mark.parametrize(
+    ("desired", "expected", "clamped"),
+    [(0, 1, True), (1, 1, False), (3, 3, False), (5, 5, False), (6, 5, True), (100, 5, True)],
+)
+def test_clamp_keeps_the_range_and_says_so(desired: int, expected: int, clamped: bool) -> None:
+    decision = Bounds(1, 5, 1.0).clamp(desired, "why", "stable")
     assert decision.desired == expected
-    assert f"peak concurrency {peak}" in decision.reason
+    assert decision.mode == "stable"
+    assert decision.reason.startswith("why")
+    assert ("clamped to [1, 5]" in decision.reason) is clamped
 
 
-def test_desired_uses_the_peak_over_the_whole_window() -> None:
-    policy = make_policy(target=1.0, window=60.0)
-    policy.observe(sample(10.0, peak=6, arrivals=6))
-    policy.observe(sample(20.0, peak=2, arrivals=1))
-    policy.observe(sample(30.0, peak=1))
-    assert policy.decide(30.0, COUNTS).desired == 6  # the burst at t=10 is still in the window
-    # Once the burst's sample leaves the window, the lower peaks decide.
-    assert policy.decide(71.0, COUNTS).desired == 2
-    assert policy.decide(81.0, COUNTS).desired == 1
+def test_decision_defaults_to_the_stable_mode() -> None:
+    assert Decision(2, "r") == Decision(desired=2, reason="r", mode="stable")
 
 
-def test_clamped_to_max_replicas_with_a_reason() -> None:
-    policy = make_policy(max_replicas=3, target=1.0)
-    policy.observe(sample(1.0, peak=50, arrivals=50))
-    decision = policy.decide(1.0, COUNTS)
-    assert decision.desired == 3
-    assert "clamped to [0, 3]" in decision.reason
+@pytest.mark.parametrize(
+    ("reading", "expected"),
+    [
+        (None, False),
+        (sample(1.0), False),
+        (sample(1.0, arrivals=3), False),  # they came and went: nothing runs or waits now
+        (sample(1.0, peak=1), True),
+        (sample(1.0, queued=1), True),
+        (sample(1.0, queued=2, interval=0.0), True),
+    ],
+)
+def test_demand_now_means_running_or_waiting(reading: MetricSample | None, expected: bool) -> None:
+    assert demand_now(reading) is expected
 
 
-def test_clamped_up_to_min_replicas_with_a_reason() -> None:
-    policy = make_policy(min_replicas=4, max_replicas=10, target=5.0)
-    policy.observe(sample(1.0, peak=1, arrivals=1))
-    decision = policy.decide(1.0, COUNTS)
-    assert decision.desired == 4
-    assert "clamped to [4, 10]" in decision.reason
+# -- properties of every policy ---------------------------------------------------------
 
 
-def test_no_clamp_note_when_within_bounds() -> None:
-    policy = make_policy(min_replicas=1, max_replicas=10, target=1.0)
-    policy.observe(sample(1.0, peak=3, arrivals=3))
-    decision = policy.decide(1.0, COUNTS)
-    assert decision.desired == 3
-    assert "clamped" not in decision.reason
+@dataclass(frozen=True)
+class Observe:
+    sample: MetricSample
 
 
-def test_scales_to_min_only_after_a_whole_window_without_requests() -> None:
-    policy = make_policy(min_replicas=0, target=2.0, window=60.0)
-    policy.observe(sample(0.0, peak=4, arrivals=4))
-    for t in range(10, 130, 10):
-        policy.observe(sample(float(t)))  # idle samples keep arriving
-        decision = policy.decide(float(t), COUNTS)
-        if t <= 60:
-            assert decision.desired == 2, t  # the burst still counts within the window
+@dataclass(frozen=True)
+class Decide:
+    now: float
+    ready: int
+    starting: int
+
+
+Op = Observe | Decide
+
+
+GAPS = st.lists(st.sampled_from([0.0, 5.0, 30.0, 59.0, 61.0, 599.0, 3600.0, 20_000.0]) | st.floats(0.0, 2e4),
+                max_size=3)
+DELAYS = st.sampled_from([0.0, 1.0, 2.0, 10.0, 30.0, 61.0, 600.0]) | st.floats(0.0, 900.0)
+
+
+@st.composite
+def free_samples(draw: st.DrawFn, start: float) -> list[Op]:
+    """Samples with independent fields, however odd, on a clock that only moves forward."""
+    ops: list[Op] = []
+    now = start
+    for _ in range(draw(st.integers(0, 30))):
+        now += draw(DELAYS)
+        interval, peak, share, arrivals, queued, gaps, idle_for = draw(st.tuples(
+            st.sampled_from([1.0, 10.0, 0.0, 60.0]), st.integers(0, 80), st.sampled_from([1.0, 0.5, 0.0]),
+            st.integers(0, 100), st.sampled_from([0, 1, 7, 40]), GAPS,
+            st.sampled_from([None, 0.0, 30.0, 700.0, 5000.0])))
+        ops.append(Observe(MetricSample(
+            t=now, interval_s=interval, average_concurrency=peak * share, peak_concurrency=peak,
+            arrivals=arrivals, queued=queued, idle_gaps=tuple(gaps), idle_for_s=idle_for,
+        )))
+        for later, ready, starting in draw(st.lists(st.tuples(
+                DELAYS, st.integers(0, 12), st.sampled_from([0, 1, 4])), max_size=2)):
+            now += later  # decisions without a fresh sample, the clock still moving on
+            ops.append(Decide(now, ready, starting))
+    return ops
+
+
+@st.composite
+def recorded_samples(draw: st.DrawFn, start: float) -> list[Op]:
+    """Requests arrive and finish on a fake clock; a LoadRecorder turns them into samples."""
+    ops: list[Op] = []
+    now = start
+    recorder = LoadRecorder(now)
+    for _ in range(draw(st.integers(0, 60))):
+        now += draw(st.sampled_from([0.0, 0.5, 1.0, 5.0]) | st.floats(0.0, 700.0))
+        action = draw(st.sampled_from(["enter", "enter", "leave", "leave", "tick", "instant"]))
+        if action == "enter":
+            recorder.enter(now)
+        elif action == "leave" and recorder.current > 0:
+            recorder.leave(now)
         else:
-            assert decision.desired == 0, t
-            assert "idle for" in decision.reason
-            assert "holding min_replicas=0" in decision.reason
+            queued = draw(st.integers(0, recorder.current))
+            reading = recorder.instant(now, queued) if action == "instant" \
+                else recorder.sample(now, queued)
+            ops.append(Observe(reading))
+            ops.append(Decide(now, draw(st.integers(0, 12)), draw(st.integers(0, 4))))
+    return ops
 
 
-def test_scale_down_goes_to_min_replicas_not_zero() -> None:
-    policy = make_policy(min_replicas=2, target=1.0, window=30.0)
-    policy.observe(sample(0.0, peak=8, arrivals=8))
-    assert policy.decide(0.0, COUNTS).desired == 8
-    decision = policy.decide(100.0, COUNTS)
-    assert decision.desired == 2
-    assert "idle for 100s >= 30s" in decision.reason
+@st.composite
+def periodic_samples(draw: st.DrawFn, start: float) -> list[Op]:
+    """Requests every ``period`` seconds (with some jitter), sampled every ``period / 10``: the
+    idle-time pattern the hybrid histogram learns, and the idle stretches around it."""
+    period = draw(st.sampled_from([60.0, 300.0, 600.0, 1800.0]))
+    jitters = draw(st.lists(st.sampled_from([0.0, 0.0, 0.02, 0.1, 0.5]), max_size=10))
+    width = draw(st.sampled_from([1, 3]))
+    duration = draw(st.sampled_from([0.5, 5.0]))
+    ready = draw(st.integers(0, 3))
+    events: list[tuple[float, int]] = []  # (time, +1 enter / -1 leave)
+    for index, jitter in enumerate(jitters):
+        arrival = start + (index + 1) * period * (1 + jitter)
+        events += [(arrival, 1)] * width + [(arrival + duration, -1)] * width
+    events.sort(key=lambda event: (event[0], -event[1]))
+    recorder = LoadRecorder(start)
+    ops: list[Op] = []
+    tick = period / 10
+    now = start
+    end = start + (len(jitters) + 3) * period * 1.5
+    while now < end:
+        now += tick
+        while events and events[0][0] <= now:
+            at, step = events.pop(0)
+            if step > 0:
+                recorder.enter(at)
+            else:
+                recorder.leave(at)
+        ops.append(Observe(recorder.sample(now, 0)))
+        ops.append(Decide(now, ready, 0))
+    return ops
 
 
-def test_at_least_one_replica_while_a_request_is_waiting() -> None:
-    # An instant reading (interval 0) from the activator: nothing executes, one waits.
-    policy = make_policy(min_replicas=0, target=100.0, window=60.0)
-    policy.observe(sample(5.0, queued=1, interval=0.0))
-    decision = policy.decide(5.0, COUNTS)
-    assert decision.desired == 1
-    assert decision.reason
+def kpa(bounds: Bounds, draw: st.DrawFn, metric: str) -> ScalingPolicy:
+    return KpaPolicy(KpaConfig(
+        bounds=bounds, metric=metric,
+        stable_window_s=draw(st.sampled_from([6.0, 60.0, 120.0])),
+        panic_window_pct=draw(st.sampled_from([5.0, 10.0, 50.0, 100.0])),
+        panic_threshold=draw(st.sampled_from([1.0, 2.0, 3.5])),
+        max_scale_up_rate=draw(st.sampled_from([1.5, 2.0, 1000.0])),
+        max_scale_down_rate=draw(st.sampled_from([1.0, 2.0, 4.0])),
+        initial_replicas=draw(st.integers(0, 6)),
+        scale_to_zero_after_s=draw(st.sampled_from([0.0, 30.0, 60.0, 600.0])),
+    ))
 
 
-def test_waiting_request_after_a_long_idle_period_wakes_the_deployment() -> None:
-    policy = make_policy(min_replicas=0, target=4.0, window=60.0)
-    policy.observe(sample(0.0, peak=1, arrivals=1))
-    assert policy.decide(500.0, COUNTS).desired == 0
-    policy.observe(sample(500.0, queued=1, interval=0.0))
-    assert policy.decide(500.0, COUNTS).desired == 1
+def keepalive(bounds: Bounds, draw: st.DrawFn) -> ScalingPolicy:
+    return FixedKeepAlivePolicy(KeepAliveConfig(bounds, draw(st.sampled_from([0.0, 60.0, 600.0]))))
 
 
-def test_waiting_requests_are_capped_by_max_replicas() -> None:
-    policy = make_policy(min_replicas=0, max_replicas=0, target=1.0)
-    policy.observe(sample(1.0, queued=3, interval=0.0))
-    decision = policy.decide(1.0, COUNTS)
-    assert decision.desired == 0
-    assert "clamped" in decision.reason
+def hybrid(bounds: Bounds, draw: st.DrawFn) -> ScalingPolicy:
+    head = draw(st.sampled_from([0.0, 5.0, 25.0]))
+    return HybridHistogramPolicy(HistogramConfig(
+        bounds=bounds,
+        bin_s=draw(st.sampled_from([10.0, 60.0])),
+        range_s=draw(st.sampled_from([600.0, 4 * 3600.0])),
+        head_percentile=head,
+        tail_percentile=draw(st.sampled_from([head, 90.0, 99.0, 100.0])),
+        margin=draw(st.sampled_from([0.0, 0.1, 0.5])),
+        cv_threshold=draw(st.sampled_from([0.0, 2.0, 5.0])),
+        oob_threshold=draw(st.sampled_from([0.2, 0.5, 1.0])),
+        min_samples=draw(st.sampled_from([1, 5, 10])),
+        fallback_keepalive_s=draw(st.sampled_from([0.0, 60.0, 600.0])),
+    ))
 
 
-def test_old_samples_are_dropped_from_the_window() -> None:
-    policy = make_policy(window=20.0)
-    for t in range(0, 100, 10):
-        policy.observe(sample(float(t), peak=1, arrivals=1))
-    policy.decide(100.0, COUNTS)
-    assert [s.t for s in policy.samples] == [80.0, 90.0]
+POLICIES: dict[str, Callable[[Bounds, st.DrawFn], ScalingPolicy]] = {
+    "kpa": lambda bounds, draw: kpa(bounds, draw, "concurrency"),
+    "kpa-rps": lambda bounds, draw: kpa(bounds, draw, "rps"),
+    "fixed_keepalive": keepalive,
+    "hybrid_histogram": hybrid,
+}
+
+CRONS = ["*/15 * * * *", "0 * * * *", "30 23 * * *", "0 9 * * 1-5", "* * * * *"]
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"]
 
 
-def test_zero_window_still_starts_a_replica_for_a_waiting_request() -> None:
-    policy = make_policy(min_replicas=0, target=1.0, window=0.0)
-    policy.observe(sample(5.0, queued=1, interval=0.0))
-    assert policy.decide(5.0, COUNTS).desired >= 1
+@st.composite
+def scenarios(draw: st.DrawFn, kind: str) -> dict[str, Any]:
+    """Two copies of one policy, one of them wrapped in floors, and what to feed them."""
+    min_replicas = draw(st.integers(0, 3))
+    max_replicas = min_replicas + draw(st.integers(0, 8))
+    bounds = Bounds(min_replicas, max_replicas, draw(st.sampled_from([0.5, 0.7, 1.0, 5.6, 8.0])))
+    bare = POLICIES[kind](bounds, draw)
+    schedules = draw(st.lists(st.builds(
+        Schedule, st.sampled_from(CRONS), st.sampled_from([60.0, 900.0, 7200.0]),
+        st.integers(0, 12), st.sampled_from(ZONES)), max_size=3))
+    provisioned = draw(st.sampled_from([0, 0, 1, 3, 12]))
+    start = T0 + draw(st.integers(0, 365 * 86400))
+    ops = draw(st.one_of(free_samples(start), recorded_samples(start), periodic_samples(start)))
+    return {"bounds": bounds, "bare": bare, "provisioned": provisioned, "schedules": schedules,
+            "ops": ops}
 
 
-sample_strategy = st.builds(
-    lambda dt, peak, arrivals, queued: (dt, peak, arrivals, queued),
-    st.floats(min_value=0.0, max_value=30.0, allow_nan=False),
-    st.integers(min_value=0, max_value=40),
-    st.integers(min_value=0, max_value=40),
-    st.integers(min_value=0, max_value=40),
-)
+def twin(policy: ScalingPolicy) -> ScalingPolicy:
+    """A fresh policy of the same class and config (policies keep all their state on self)."""
+    return type(policy)(policy.config)  # type: ignore[attr-defined, call-arg]
 
 
-@given(
-    min_replicas=st.integers(min_value=0, max_value=5),
-    extra=st.integers(min_value=0, max_value=10),
-    target=st.floats(min_value=0.1, max_value=50.0, allow_nan=False),
-    window=st.floats(min_value=0.5, max_value=120.0, allow_nan=False),
-    steps=st.lists(sample_strategy, max_size=25),
-    later=st.floats(min_value=0.0, max_value=300.0, allow_nan=False),
-)
-def test_property_decisions_are_bounded_explained_and_wake_on_demand(
-    min_replicas: int,
-    extra: int,
-    target: float,
-    window: float,
-    steps: list[tuple[float, int, int, int]],
-    later: float,
+@pytest.mark.parametrize("kind", sorted(POLICIES))
+@settings(max_examples=60)  # each example is a whole trace: 4 x 60 traces, about a second each kind
+@given(data=st.data())
+def test_property_every_policy_stays_in_bounds_wakes_on_demand_and_honours_floors(
+    kind: str, data: st.DataObject
 ) -> None:
-    max_replicas = min_replicas + extra
-    policy = make_policy(
-        min_replicas=min_replicas, max_replicas=max_replicas, target=target, window=window
-    )
-    now = 0.0
-    for dt, peak, arrivals, queued in steps:
-        now += dt
-        policy.observe(sample(now, peak=peak, arrivals=arrivals, queued=queued))
-        decision = policy.decide(now, COUNTS)
-        assert min_replicas <= decision.desired <= max_replicas
-        assert decision.reason.strip()
-        if (peak or queued) and max_replicas >= 1:
-            assert decision.desired >= 1
-        in_window = [s.peak_concurrency for s in policy.samples]
-        wanted = math.ceil(max(in_window, default=0) / target)
-        assert decision.desired >= min(max(wanted, min_replicas), max_replicas)
-    final = policy.decide(now + later, COUNTS)
-    assert min_replicas <= final.desired <= max_replicas
-    assert final.reason.strip()
+    scenario = data.draw(scenarios(kind))
+    bounds: Bounds = scenario["bounds"]
+    bare: ScalingPolicy = scenario["bare"]
+    floored = WithFloors(twin(bare), scenario["provisioned"], scenario["schedules"], bounds.max_replicas)
+    assert floored.name == bare.name
+    latest: MetricSample | None = None
+    for op in scenario["ops"]:
+        if isinstance(op, Observe):
+            bare.observe(op.sample)
+            floored.observe(op.sample)
+            latest = op.sample
+            continue
+        counts = ReplicaCounts(op.ready, op.starting)
+        inner = bare.decide(op.now, counts)
+        decision = floored.decide(op.now, counts)
+        floor = min(floored.floor(op.now)[0], bounds.max_replicas)
+        for made in (inner, decision):
+            assert bounds.min_replicas <= made.desired <= bounds.max_replicas, made
+            assert made.reason.strip() and made.mode
+            if demand_now(latest) and bounds.max_replicas >= 1:
+                assert made.desired >= 1, (latest, made)
+        assert decision.desired >= floor
+        assert decision.desired == max(inner.desired, floor)
+        assert decision.mode == inner.mode
+        if decision.desired > inner.desired:
+            assert "floor" in decision.reason

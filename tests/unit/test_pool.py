@@ -447,7 +447,8 @@ async def test_sample_reports_queued_waiters() -> None:
     await settle()
     now = time.monotonic()
     pool.load.enter(now)
-    sample = pool.sample(now + 1.0)
+    sample = pool.sample(now + 1.0, t=1_800_000_000.0)
+    assert sample.t == 1_800_000_000.0  # stamped with the policy clock
     assert sample.queued == 2
     assert sample.arrivals == 1
     assert pool.busy

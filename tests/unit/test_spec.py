@@ -1,4 +1,4 @@
-"""Unit tests for deployment specs: precedence of settings, code keys, digests and targets."""
+"""Unit tests for deployment specs: precedence, schedules, code keys, digests and targets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from stratus.control.floors import Schedule
 from stratus.sdk.options import DeploymentOptions
 from stratus.spec import (
     CodeRef,
@@ -18,6 +19,7 @@ from stratus.spec import (
     RuntimeSpec,
     ScalingFields,
     ScalingSpec,
+    ScheduleSpec,
     resolve_runtime,
     resolve_scaling,
     target_concurrency,
@@ -98,8 +100,23 @@ def test_base_is_used_below_options_and_request() -> None:
 def test_scaling_defaults() -> None:
     assert resolve_scaling(ScalingFields(), DeploymentOptions()) == ScalingSpec(
         min_replicas=0, max_replicas=4, target_concurrency=0.0, scale_to_zero_after_s=60.0,
-        max_queued=1000, queue_timeout_s=60.0,
+        max_queued=1000, queue_timeout_s=60.0, initial_replicas=0, target_utilization=0.7,
+        policy="kpa", policy_config={}, provisioned_replicas=0, schedules=[],
     )
+
+
+def test_policy_fields_come_from_the_request_else_the_current_spec() -> None:
+    request = ScalingFields(initial_replicas=2, target_utilization=0.9, policy="hybrid_histogram",
+                            policy_config={"min_samples": 5}, provisioned_replicas=1,
+                            schedules=["0 9 * * 1-5 for 9h keep 3"])
+    spec = resolve_scaling(request, DeploymentOptions())
+    assert (spec.initial_replicas, spec.target_utilization, spec.policy) == (2, 0.9, "hybrid_histogram")
+    assert (spec.policy_config, spec.provisioned_replicas) == ({"min_samples": 5}, 1)
+    assert spec.schedules == [ScheduleSpec(cron="0 9 * * 1-5", duration_s=32_400.0, replicas=3)]
+    patched = resolve_scaling(DeploymentPatch(max_replicas=8), DeploymentOptions(), spec)
+    assert patched == spec.model_copy(update={"max_replicas": 8})
+    cleared = resolve_scaling(DeploymentPatch(schedules=[], policy_config={}), DeploymentOptions(), spec)
+    assert (cleared.schedules, cleared.policy_config, cleared.policy) == ([], {}, "hybrid_histogram")
 
 
 def test_scaling_precedence_request_over_options_over_defaults() -> None:
@@ -152,6 +169,9 @@ def test_deployment_request_carries_both_kinds_of_fields() -> None:
         {"scale_to_zero_after_s": -1}, {"queue_timeout_s": 0}, {"max_queued": -1},
         {"max_concurrency": 0}, {"timeout_s": 0}, {"memory_mb": 8}, {"threads": 0},
         {"replicas": 3}, {"name": "Bad_Name"}, {"name": "-lead"}, {"name": "a" * 64},
+        {"target_utilization": 0}, {"target_utilization": 1.5}, {"initial_replicas": -1},
+        {"policy": "idle_timeout"}, {"provisioned_replicas": -1}, {"schedules": ["every day keep 2"]},
+        {"schedules": ["0 9 * * * for 1h keep 2"] * 65},
     ],
 )
 def test_invalid_deployment_requests_are_rejected(fields: dict[str, Any]) -> None:
@@ -233,24 +253,78 @@ def test_every_runtime_field_is_covered_by_the_digest_tests() -> None:
     }
 
 
+# -- schedules ---------------------------------------------------------------------
+
+
+def test_schedule_string_form() -> None:
+    spec = ScheduleSpec.model_validate("55 8 * * 1-5 for 9h5m keep 3")
+    assert spec == ScheduleSpec(cron="55 8 * * 1-5", duration_s=32_700.0, replicas=3, timezone="UTC")
+    assert spec.schedule() == Schedule("55 8 * * 1-5", 32_700.0, 3, "UTC")
+
+
+def test_schedule_fields_form_with_a_timezone() -> None:
+    spec = ScheduleSpec.model_validate({"cron": "0 9 * * *", "duration_s": 3600, "replicas": 2,
+                                        "timezone": "Europe/Paris"})
+    assert spec.schedule() == Schedule("0 9 * * *", 3600.0, 2, "Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0 9 * * * keep 2", "is not '<cron> for <duration> keep <replicas>'"),
+        ("0 9 * * * for 1y keep 2", "is not a duration"),
+        ("61 9 * * * for 1h keep 2", "not a valid cron expression"),
+        ({"cron": "61 9 * * *", "duration_s": 60, "replicas": 1}, "not a valid cron expression"),
+        ({"cron": "0 9 * * *", "duration_s": 60, "replicas": 1, "timezone": "Mars/Base"}, "invalid schedule"),
+        ({"cron": "0 9 * * *", "duration_s": 0, "replicas": 1}, "greater than 0"),
+        ({"cron": "0 9 * * *", "duration_s": 367 * 86400, "replicas": 1}, "less than or equal"),
+        ({"cron": "0 9 * * *", "duration_s": 60, "replicas": 1001}, "less than or equal"),
+        ({"cron": "0 9 * * *", "duration_s": 60, "replicas": 1, "every": "day"}, "Extra inputs"),
+        (42, "valid dictionary"),
+    ],
+)
+def test_invalid_schedules_are_rejected(value: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ScheduleSpec.model_validate(value)
+
+
+def test_schedules_in_a_request_are_validated() -> None:
+    request = DeploymentRequest(code=CODE, schedules=["*/30 * * * * for 10m keep 1",
+                                                      {"cron": "0 0 * * 0", "duration_s": 60, "replicas": 4}])
+    assert [s.replicas for s in request.schedules or []] == [1, 4]
+    with pytest.raises(ValidationError, match="not a valid cron expression"):
+        DeploymentRequest(code=CODE, schedules=["* * * for 10m keep 1"])
+
+
 # -- target_concurrency ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("max_concurrency", "expected"), [(1, 1.0), (2, 1.4), (8, 5.6), (10, 7.0), (100, 70.0)]
+    ("max_concurrency", "expected"), [(1, 0.7), (2, 1.4), (8, 5.6), (10, 7.0), (100, 70.0)]
 )
 def test_default_target_is_seventy_percent_of_max_concurrency(max_concurrency: int, expected: float) -> None:
     target = target_concurrency(ScalingSpec(), runtime(max_concurrency=max_concurrency))
     assert target == pytest.approx(expected)
 
 
-def test_explicit_target_wins() -> None:
-    assert target_concurrency(ScalingSpec(target_concurrency=3.0), runtime(max_concurrency=100)) == 3.0
-    assert target_concurrency(ScalingSpec(target_concurrency=0.5), runtime(max_concurrency=1)) == 0.5
+@pytest.mark.parametrize(
+    ("target", "utilization", "max_concurrency", "expected"),
+    [(3.0, 0.7, 100, 2.1), (3.0, 1.0, 100, 3.0), (0.5, 1.0, 1, 0.5), (10.0, 0.5, 2, 5.0), (0.0, 0.5, 8, 4.0),
+     (0.01, 0.5, 8, 0.01)],
+)
+def test_explicit_target_is_scaled_by_the_utilization(
+    target: float, utilization: float, max_concurrency: int, expected: float
+) -> None:
+    spec = ScalingSpec(target_concurrency=target, target_utilization=utilization)
+    assert target_concurrency(spec, runtime(max_concurrency=max_concurrency)) == pytest.approx(expected)
 
 
-@given(max_concurrency=st.integers(min_value=1, max_value=4096))
-def test_property_default_target_is_at_least_one_and_at_most_the_limit(max_concurrency: int) -> None:
-    target = target_concurrency(ScalingSpec(), runtime(max_concurrency=max_concurrency))
-    assert 1.0 <= target <= max_concurrency
-    assert target == pytest.approx(max(1.0, 0.7 * max_concurrency))
+@given(max_concurrency=st.integers(min_value=1, max_value=4096),
+       utilization=st.floats(min_value=0.01, max_value=1.0))
+def test_property_default_target_is_positive_and_at_most_the_limit(
+    max_concurrency: int, utilization: float
+) -> None:
+    target = target_concurrency(ScalingSpec(target_utilization=utilization),
+                                runtime(max_concurrency=max_concurrency))
+    assert 0.0 < target <= max_concurrency
+    assert target == pytest.approx(max(0.01, utilization * max_concurrency))

@@ -15,6 +15,7 @@ from rich.table import Table
 from stratus.cli.client import CliError
 from stratus.cli.deploy import deploy
 from stratus.cli.options import ApiKey, Namespace, Server, make_client
+from stratus.cli.simulate import simulate
 
 app = typer.Typer(help="Stratus: serverless AI models.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -23,6 +24,7 @@ err = Console(stderr=True)
 DATABASE_HELP = "SQLAlchemy URL of the metadata store; default: SQLite in the data dir"
 
 app.command()(deploy)
+app.command()(simulate)
 
 
 @app.command()

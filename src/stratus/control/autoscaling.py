@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stratus.control.floors import WithFloors
 from stratus.control.histogram import HistogramConfig, HybridHistogramPolicy
@@ -46,7 +46,14 @@ class HistogramSettings(BaseModel):
     oob_threshold: float = Field(default=0.5, gt=0, le=1)
     min_samples: int = Field(default=5, ge=1)
     fallback_keepalive_s: float = Field(default=600.0, ge=0)
-    cooldown_s: float = Field(default=60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HistogramSettings:
+        if self.head_percentile > self.tail_percentile:
+            raise ValueError("head_percentile must not exceed tail_percentile")
+        if self.bin_s > self.range_s:
+            raise ValueError("bin_s must not exceed range_s")
+        return self
 
 
 SETTINGS: dict[str, type[BaseModel]] = {

@@ -4,8 +4,9 @@ Per deployment, a histogram of idle times (from the end of one invocation to the
 of the next; 1-minute bins over 4 hours by default). When it is representative, the
 deployment is unloaded after an invocation and pre-warmed at the 5th-percentile idle time
 (minus a 10% margin), then kept warm until the 99th percentile (plus 10%). When it is
-not, it falls back to a fixed keep-alive. While requests run, replicas follow the load at
-the target concurrency; those beyond the first are held for ``cooldown_s`` after it falls.
+not, it falls back to a fixed keep-alive. Replicas follow the load at the target concurrency;
+the first follows the histogram, and the capacity a burst scaled out to beyond it is held for
+the fixed keep-alive (not at all when the deployment is unloaded to be pre-warmed).
 
 Deviations from the paper (see docs/autoscaling.md): idle times beyond the range fall back
 to fixed keep-alive instead of an ARIMA forecast; the fallback keep-alive is configurable
@@ -34,7 +35,6 @@ class HistogramConfig:
     oob_threshold: float = 0.5  # share of idle times beyond the range that voids the histogram
     min_samples: int = 5
     fallback_keepalive_s: float = 600.0
-    cooldown_s: float = 60.0
 
 
 class IdleTimeHistogram:
@@ -47,7 +47,7 @@ class IdleTimeHistogram:
         self.out_of_range = 0
 
     def add(self, idle_s: float) -> None:
-        index = int(idle_s // self.bin_s)
+        index = int(max(0.0, idle_s) // self.bin_s)
         if index < len(self.counts):
             self.counts[index] += 1
             self.total += 1
@@ -84,15 +84,27 @@ class HybridHistogramPolicy:
         self.config = config
         bins = max(1, round(config.range_s / config.bin_s))
         self.histogram = IdleTimeHistogram(bins, config.bin_s)
-        self.samples: deque[MetricSample] = deque()
+        # (last busy time, peak), peaks decreasing from the front: the maximum of any
+        # suffix window is its first entry.
+        self.peaks: deque[tuple[float, int]] = deque()
+        self.longest_s = max(bins * config.bin_s * (1.0 + config.margin), config.fallback_keepalive_s)
         self.latest: MetricSample | None = None
         self.idle_since: float | None = None  # when the last invocation finished
+        self.busy_since: float | None = None  # when the current stretch of activity began
+        # (why not representative, pre-warm, keep-until): derived from the histogram, which
+        # changes only when an idle time arrives, so it is recomputed then, not every tick.
+        self._verdict: tuple[str | None, float, float] | None = None
 
     def observe(self, sample: MetricSample) -> None:
         for gap in sample.idle_gaps:
             self.histogram.add(gap)
+            self._verdict = None
         if sample.active:
-            self.samples.append(sample)
+            if self.idle_since is not None or self.busy_since is None:
+                self.busy_since = sample.t - sample.interval_s
+            while self.peaks and self.peaks[-1][1] <= sample.peak_concurrency:
+                self.peaks.pop()
+            self.peaks.append((sample.last_busy, sample.peak_concurrency))
         if sample.idle_for_s is not None:
             self.idle_since = sample.t - sample.idle_for_s
         elif sample.active:
@@ -121,35 +133,49 @@ class HybridHistogramPolicy:
         keep_until = (tail + 1) * config.bin_s * (1.0 + config.margin)
         return prewarm, keep_until
 
+    def verdict(self) -> tuple[str | None, float, float]:
+        if self._verdict is None:
+            why = self.representative()
+            prewarm, keep_until = self.windows() if why is None else (0.0, 0.0)
+            self._verdict = (why, prewarm, keep_until)
+        return self._verdict
+
+    def _peak_within(self, now: float, window: float) -> int:
+        for busy, peak in self.peaks:
+            if busy >= now - window:
+                return peak
+        return 0
+
     def decide(self, now: float, counts: ReplicaCounts) -> Decision:
-        config = self.config
-        while self.samples and self.samples[0].t < now - config.cooldown_s:
-            self.samples.popleft()
-        load = max((s.peak_concurrency for s in self.samples), default=0)
-        reactive = config.bounds.replicas_for(load)
+        config, bounds = self.config, self.config.bounds
+        while self.peaks and self.peaks[0][0] < now - self.longest_s:
+            self.peaks.popleft()
+        why_not, prewarm, keep_until = self.verdict()
+        # The histogram learns when the deployment is next used, not how many replicas that
+        # use will need: the capacity a burst scaled out to is held for the fixed keep-alive,
+        # unless the deployment is to be unloaded and pre-warmed.
+        hold = 0.0 if why_not is None and prewarm > 0 else config.fallback_keepalive_s
         if demand_now(self.latest):
-            desired = max(reactive, 1)
-            return config.bounds.clamp(desired, f"serving: peak concurrency {load}", "active")
-        # Replicas a burst scaled out to are held for the cooldown; the single warm one
-        # follows the histogram, unloaded right after an invocation as in the paper.
-        reactive = reactive if reactive > 1 else 0
+            since = now - self.busy_since if self.busy_since is not None else 0.0
+            peak = self._peak_within(now, max(hold, since))
+            return bounds.clamp(max(1, bounds.replicas_for(peak)),
+                                f"serving: peak concurrency {peak}", "active")
         if self.idle_since is None:
-            return config.bounds.clamp(reactive, "no requests yet", "idle")
+            return bounds.clamp(0, "no requests yet", "idle")
         idle = now - self.idle_since
-        why_not = self.representative()
         if why_not is not None:
-            warm = idle < config.fallback_keepalive_s
-            reason = (f"fixed keep-alive {config.fallback_keepalive_s:g}s ({why_not}); "
-                      f"idle {idle:.0f}s")
-            return config.bounds.clamp(max(reactive, int(warm)), reason, "fallback")
-        prewarm, keep_until = self.windows()
+            held = bounds.replicas_for(self._peak_within(now, hold)) if idle < hold else 0
+            reason = f"fixed keep-alive {hold:g}s ({why_not}); idle {idle:.0f}s"
+            return bounds.clamp(held, reason, "fallback")
         if idle < prewarm:
-            mode, warm = "unloaded", False
-            reason = f"unloaded; pre-warm at {prewarm:.0f}s idle (now {idle:.0f}s)"
-        elif idle < keep_until:
-            mode, warm = ("prewarmed" if prewarm > 0 else "keepalive"), True
-            reason = f"warm from {prewarm:.0f}s to {keep_until:.0f}s idle (now {idle:.0f}s)"
-        else:
-            mode, warm = "unloaded", False
-            reason = f"idle {idle:.0f}s beyond the {keep_until:.0f}s keep-alive"
-        return config.bounds.clamp(max(reactive, int(warm)), reason, mode)
+            return bounds.clamp(0, f"unloaded; pre-warm at {prewarm:.0f}s idle (now {idle:.0f}s)",
+                                "unloaded")
+        held = bounds.replicas_for(self._peak_within(now, hold)) if hold > 0 else 0
+        if idle < keep_until:
+            mode = "prewarmed" if prewarm > 0 else "keepalive"
+            return bounds.clamp(max(1, held), f"warm from {prewarm:.0f}s to {keep_until:.0f}s "
+                                f"idle (now {idle:.0f}s)", mode)
+        extra = f"; holding {held} for the burst" if held else ""
+        return bounds.clamp(held if held > 1 else 0,
+                            f"idle {idle:.0f}s beyond the {keep_until:.0f}s keep-alive{extra}",
+                            "unloaded")

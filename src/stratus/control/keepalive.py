@@ -24,21 +24,25 @@ class FixedKeepAlivePolicy:
 
     def __init__(self, config: KeepAliveConfig) -> None:
         self.config = config
-        self.samples: deque[MetricSample] = deque()
+        # (last busy time, peak), peaks decreasing from the front: a sliding-window maximum.
+        self.peaks: deque[tuple[float, int]] = deque()
         self.latest: MetricSample | None = None
         self.last_active: float | None = None
 
     def observe(self, sample: MetricSample) -> None:
         if sample.active:
-            self.last_active = sample.t
-            self.samples.append(sample)
+            busy = sample.last_busy
+            self.last_active = busy
+            while self.peaks and self.peaks[-1][1] <= sample.peak_concurrency:
+                self.peaks.pop()
+            self.peaks.append((busy, sample.peak_concurrency))
         self.latest = sample
 
     def decide(self, now: float, counts: ReplicaCounts) -> Decision:
         config = self.config
-        while self.samples and self.samples[0].t < now - config.keepalive_s:
-            self.samples.popleft()
-        peak = max((s.peak_concurrency for s in self.samples), default=0)
+        while self.peaks and self.peaks[0][0] < now - config.keepalive_s:
+            self.peaks.popleft()
+        peak = self.peaks[0][1] if self.peaks else 0
         desired = config.bounds.replicas_for(peak)
         if demand_now(self.latest):
             desired = max(desired, 1)

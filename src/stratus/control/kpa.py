@@ -47,37 +47,45 @@ class KpaPolicy:
         self.first_seen: float | None = None
         self.panic_since: float | None = None  # the last time the panic threshold was crossed
         self.panic_desired = 0
+        self._covered = 0.0
+        self._total = 0.0
 
     def observe(self, sample: MetricSample) -> None:
         if self.first_seen is None:
             self.first_seen = sample.t
         if sample.active:
-            self.last_active = sample.t
+            self.last_active = sample.last_busy
         self.latest = sample
         if sample.interval_s > 0:
             self.samples.append(sample)
+            self._covered += sample.interval_s
+            self._total += self._amount(sample)
 
-    def _average(self, since: float) -> float | None:
-        """The metric averaged over the samples that end after ``since``, or None if none."""
-        covered = 0.0
-        total = 0.0
+    def _amount(self, sample: MetricSample) -> float:
+        if self.config.metric == "rps":
+            return float(sample.arrivals)
+        return sample.average_concurrency * sample.interval_s
+
+    def _panic_average(self, since: float) -> float:
+        """The metric over the samples that end after ``since``: a short suffix of the window."""
+        covered = total = 0.0
         for sample in reversed(self.samples):
             if sample.t <= since:
                 break
             covered += sample.interval_s
-            if self.config.metric == "rps":
-                total += sample.arrivals
-            else:
-                total += sample.average_concurrency * sample.interval_s
-        return total / covered if covered > 0 else None
+            total += self._amount(sample)
+        return total / covered if covered > 0 else 0.0
 
     def decide(self, now: float, counts: ReplicaCounts) -> Decision:
         config = self.config
         bounds = config.bounds
         while self.samples and self.samples[0].t <= now - config.stable_window_s:
-            self.samples.popleft()
-        stable = self._average(now - config.stable_window_s) or 0.0
-        panic = self._average(now - config.panic_window_s) or 0.0
+            old = self.samples.popleft()
+            self._covered -= old.interval_s
+            self._total -= self._amount(old)
+        # Running sums keep the stable average O(1) per decision.
+        stable = max(0.0, self._total / self._covered) if self.samples and self._covered > 0 else 0.0
+        panic = self._panic_average(now - config.panic_window_s)
         latest = self.latest
         if latest is not None and latest.interval_s == 0 and config.metric == "concurrency":
             # An instant reading (requests waiting for capacity) is the freshest panic signal.
@@ -85,10 +93,12 @@ class KpaPolicy:
         ready = max(1, counts.ready)
         most = math.ceil(config.max_scale_up_rate * ready)
         least = math.floor(ready / config.max_scale_down_rate)
+        raw_panic = bounds.replicas_for(panic)
         want_stable = min(max(bounds.replicas_for(stable), least), most)
-        want_panic = min(max(bounds.replicas_for(panic), least), most)
+        want_panic = min(max(raw_panic, least), most)
 
-        if want_panic / ready >= config.panic_threshold:
+        # As Knative: the threshold looks at the demand itself, before the rate limits.
+        if raw_panic / ready >= config.panic_threshold:
             if self.panic_since is None:
                 self.panic_desired = 0
             self.panic_since = now
@@ -98,7 +108,8 @@ class KpaPolicy:
 
         unit = "rps" if config.metric == "rps" else "concurrency"
         if self.panic_since is not None:
-            desired = max(want_panic, self.panic_desired)
+            # Provision for the stable window too when it asks for more; never scale down.
+            desired = max(want_panic, want_stable, self.panic_desired)
             self.panic_desired = desired
             mode = "panic"
             reason = (f"panic: {unit} {panic:.2f} over {config.panic_window_s:g}s wants {want_panic} "

@@ -29,6 +29,11 @@ class MetricSample:
     def active(self) -> bool:
         return self.peak_concurrency > 0 or self.arrivals > 0 or self.queued > 0
 
+    @property
+    def last_busy(self) -> float:
+        """When something last ran in this interval: its end, or when the last request left."""
+        return self.t - self.idle_for_s if self.idle_for_s is not None else self.t
+
 
 class LoadRecorder:
     """Accumulates concurrency over time on the request path; O(1) per event.

@@ -34,6 +34,7 @@ class _Entry:
     live: LiveRevision
     replica: PoolReplica
     handle: ReplicaHandle | None = None
+    cancelled: bool = False
 
 
 class Reconciler:
@@ -103,11 +104,21 @@ class Reconciler:
             for _ in range(desired - ready - starting):
                 self._start(unit, live)
         elif desired < ready + starting:
+            excess = ready + starting - desired
+            if not pool.waiters:
+                # A replica still starting has served nothing: cancel it, newest first,
+                # rather than drain a warm one (held requests may still need it).
+                newest = sorted((r for r in pool.replicas.values()
+                                 if r.state is ReplicaState.STARTING),
+                                key=lambda r: r.created_at, reverse=True)
+                for replica in newest[:excess]:
+                    self._cancel(live, replica)
+                    excess -= 1
             idle_first = sorted(
                 (r for r in pool.replicas.values() if r.state is ReplicaState.READY),
                 key=lambda r: r.inflight,
             )
-            for replica in idle_first[: ready + starting - desired]:
+            for replica in idle_first[:excess]:
                 pool.mark_draining(replica)
 
     def _roll_out(self, unit: DeploymentUnit, serving: LiveRevision, latest: LiveRevision) -> None:
@@ -198,6 +209,17 @@ class Reconciler:
         entry = self.entries.get(spec.replica_id)
         if entry is not None:
             entry.handle = handle
+            if entry.cancelled:  # cancelled while the backend was still starting it
+                await self.controller.backend.stop(handle, False, "no longer needed")
+
+    def _cancel(self, live: LiveRevision, replica: PoolReplica) -> None:
+        live.pool.remove(replica.replica_id)
+        entry = self.entries.get(replica.replica_id)
+        if entry is None:
+            return
+        entry.cancelled = True
+        if entry.handle is not None:
+            self._spawn(self.controller.backend.stop(entry.handle, False, "no longer needed"))
 
     def on_drained(self, replica: PoolReplica) -> None:
         entry = self.entries.get(replica.replica_id)
@@ -249,7 +271,7 @@ class Reconciler:
 
     def replica_failed(self, replica_id: str, error: str, detail: str | None) -> None:
         entry = self.entries.pop(replica_id, None)
-        if entry is None:
+        if entry is None or entry.cancelled:  # a cancelled start is not a failure
             return
         entry.live.pool.remove(replica_id)
         self.controller.record_failure(entry.unit, entry.live, error, detail)

@@ -20,6 +20,7 @@ class DecisionRecord(NamedTuple):
     mode: str
     ready: int
     starting: int
+    reason: str
     source: str  # "tick" (the 1 s reconcile loop) or "activator" (a request had to wait)
 
 
@@ -94,7 +95,6 @@ class SimReport:
     runs: dict[str, DeploymentRun]
     deployments: dict[str, Metrics]
     total: Metrics
-    elapsed_s: float = 0.0  # wall time the simulation took (not part of to_dict: not reproducible)
 
     @classmethod
     def build(cls, runs: Iterable[DeploymentRun], prices: PriceSheet,
