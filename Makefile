@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stratus-installed
 
-.PHONY: demo test lint typecheck unit bench-noop bench-coldstart clean
+.PHONY: demo test lint typecheck unit bench-noop bench-coldstart bench-autoscaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
+
+BENCH_STAMP := $(VENV)/.stratus-bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,demo,bench]'
+	touch $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/digits/demo.py
@@ -32,11 +38,14 @@ unit: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -q
 
-bench-noop: $(STAMP)
+bench-noop: $(BENCH_STAMP)
 	$(BIN)/python bench/noop.py
 
-bench-coldstart: $(STAMP)
+bench-coldstart: $(BENCH_STAMP)
 	$(BIN)/python bench/coldstart.py
+
+bench-autoscaling: $(BENCH_STAMP)
+	$(BIN)/python bench/autoscaling.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -22,6 +22,7 @@ class DecisionRecord(NamedTuple):
     starting: int
     reason: str
     source: str  # "tick" (the 1 s reconcile loop) or "activator" (a request had to wait)
+    concurrency: float = 0.0  # the sample's average requests in the system (running + queued)
 
 
 @dataclass

@@ -156,7 +156,8 @@ class _DeploymentSim:
         self.desired = decision.desired
         if self.record:
             self.run.decisions.append(DecisionRecord(now, decision.desired, decision.mode, counts.ready,
-                                                     counts.starting, decision.reason, source))
+                                                     counts.starting, decision.reason, source,
+                                                     sample.average_concurrency))
         self._scale(now)
 
     def _scale(self, now: float) -> None:
