@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from server import APPS, StratusServer
 
@@ -66,3 +67,35 @@ def test_logs_show_replica_output(server: StratusServer) -> None:
     server.invoke("cli-logs", {"action": "raise"})
     logs = server.cli("logs", "cli-logs", "--tail", "50").stdout
     assert "ValueError: boom" in logs
+
+
+def test_deploy_with_autoscaling_flags_and_status(server: StratusServer) -> None:
+    server.cli("deploy", f"{APPS / 'basic' / 'app.py'}:Echo", "--name", "cli-scale",
+               "--policy", "hybrid_histogram", "--policy-config", '{"bin_s": 30, "min_samples": 3}',
+               "--provisioned", "1", "--schedule", "0 9 * * 1-5 for 8h keep 2",
+               "--initial-replicas", "1", "--target-utilization", "0.5", "--min-replicas", "0")
+    view = json.loads(server.cli("status", "cli-scale", "--json").stdout)
+    scaling = view["scaling"]
+    assert scaling["policy"] == "hybrid_histogram"
+    assert scaling["policy_config"] == {"bin_s": 30, "min_samples": 3}
+    assert scaling["provisioned_replicas"] == 1 and scaling["initial_replicas"] == 1
+    assert scaling["schedules"] == [{"cron": "0 9 * * 1-5", "duration_s": 28800.0, "replicas": 2,
+                                     "timezone": "UTC"}]
+    human = server.cli("status", "cli-scale").stdout
+    assert "hybrid_histogram" in human and "mode" in human and "last decision" in human
+    bad = server.cli("deploy", f"{APPS / 'basic' / 'app.py'}:Echo", "--name", "cli-scale",
+                     "--schedule", "whenever", check=False)
+    assert bad.returncode == 1 and "cron" in bad.stderr
+
+
+def test_simulate_generate_and_replay(server: StratusServer, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    server.cli("simulate", "--generate", str(trace), "--deployments", "5", "--hours", "1",
+               "--seed", "3")
+    assert trace.read_text().startswith("timestamp_s,deployment,duration_ms\n")
+    result = json.loads(server.cli("simulate", "--trace", str(trace), "--policy", "kpa",
+                                   "--cold-start-ms", "200", "--json").stdout)
+    for key in ("cold_start_fraction", "p50_latency_ms", "p99_latency_ms", "busy_replica_seconds",
+                "idle_replica_seconds", "cost"):
+        assert key in result, key
+    assert len(result["deployments"]) == 5
