@@ -20,6 +20,8 @@ class Settings:
     database_url: str = ""  # empty: SQLite in the data dir
     max_body_bytes: int = 64 * 1024 * 1024
     max_bundle_bytes: int = 512 * 1024 * 1024
+    max_blob_bytes: int = 256 * 1024**3  # one model file
+    memory_budget_mb: int = 0  # replicas of this host together; 0: no budget
     init_timeout_s: float = 300.0
     heartbeat_timeout_s: float = 15.0
     tick_s: float = 1.0
@@ -38,8 +40,8 @@ class Settings:
         return self.data_dir / "artifacts"
 
 
-TUNABLE = ("max_body_bytes", "max_bundle_bytes", "init_timeout_s", "heartbeat_timeout_s", "tick_s",
-           "max_backoff_s")
+TUNABLE = ("max_body_bytes", "max_bundle_bytes", "max_blob_bytes", "memory_budget_mb",
+           "init_timeout_s", "heartbeat_timeout_s", "tick_s", "max_backoff_s")
 
 
 def with_env_overrides(settings: Settings) -> Settings:

@@ -96,6 +96,8 @@ class RuntimeFields(BaseModel):
     preload: list[str] | None = Field(default=None, max_length=64)
     env: dict[str, str] | None = None
     config: dict[str, Any] | None = None
+    models: list[str] | None = Field(default=None, max_length=32,
+                                     description="model references: name@1.2.0 or name@production")
 
 
 class DeploymentRequest(ScalingFields, RuntimeFields):
@@ -136,6 +138,9 @@ class RuntimeSpec(BaseModel):
     timeout_s: float = 60.0
     memory_mb: int | None = None
     threads: int = 1
+    # Each: {"ref", "name", "version", "stage", "format", "files", "meta"}, resolved when the
+    # revision is recorded, so a revision always loads the same weights.
+    models: list[dict[str, Any]] = []
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()

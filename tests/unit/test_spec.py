@@ -238,9 +238,10 @@ def test_digest_is_stable_and_ignores_key_order() -> None:
 @pytest.mark.parametrize(
     "change",
     [{"bundle": OTHER_BUNDLE}, {"entrypoint": "app.py:Other"}, {"preload": ["torch"]}, {"env": {"A": "1"}},
-     {"config": {"k": 1}}, {"max_concurrency": 9}, {"timeout_s": 61.0}, {"memory_mb": 512}, {"threads": 2}],
+     {"config": {"k": 1}}, {"max_concurrency": 9}, {"timeout_s": 61.0}, {"memory_mb": 512}, {"threads": 2},
+     {"models": [{"ref": "m@1.0.0", "name": "m", "version": "1.0.0"}]}],
     ids=["bundle", "entrypoint", "preload", "env", "config", "max_concurrency", "timeout", "memory",
-         "threads"],
+         "threads", "models"],
 )
 def test_digest_changes_when_any_runtime_field_changes(change: dict[str, Any]) -> None:
     assert runtime(**change).digest() != runtime().digest()
@@ -249,7 +250,7 @@ def test_digest_changes_when_any_runtime_field_changes(change: dict[str, Any]) -
 def test_every_runtime_field_is_covered_by_the_digest_tests() -> None:
     assert set(RuntimeSpec.model_fields) == {
         "bundle", "entrypoint", "preload", "env", "config", "max_concurrency", "timeout_s", "memory_mb",
-        "threads",
+        "threads", "models",
     }
 
 

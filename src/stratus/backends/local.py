@@ -270,6 +270,7 @@ class LocalBackend:
 
     # -- replicas ---------------------------------------------------------------
     async def start(self, spec: ReplicaSpec) -> ReplicaHandle:
+        _read_ahead(spec.config.models)
         await self.prepare(spec.code)
         zygote = self.revisions[spec.code.code_key]
         config = dataclasses.replace(spec.config, socket_path=self.socket_path)
@@ -303,3 +304,19 @@ class LocalBackend:
 
     def list(self) -> list[ReplicaHandle]:
         return list(self.handles.values())
+
+
+def _read_ahead(models: list[dict[str, Any]]) -> None:
+    """Ask the kernel to pull a replica's weights into the page cache while the replica forks
+    and initialises: by the time it maps them, the reads have started (or are done)."""
+    for model in models:
+        for entry in model["files"].values():
+            try:
+                fd = os.open(entry["path"], os.O_RDONLY)
+            except OSError:
+                continue  # loading will report it clearly
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+

@@ -5,45 +5,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from stratus.cli.bundle import build_bundle
 from stratus.cli.client import Client, CliError
 from stratus.cli.manifest import ManifestError, heavy_imports, load_target
 from stratus.cli.options import ApiKey, Namespace, Server, make_client
+from stratus.cli.upload import upload
 
 console = Console(stderr=True)
-UPLOAD_CHUNK = 256 * 1024
+MODEL_HELP = "A model the handler loads, name@1.2.0 (pinned) or name@production (follows promotions)"
 SCHEDULE_HELP = "Scheduled floor, '<cron> for <duration> keep <n>', e.g. '55 8 * * 1-5 for 9h5m keep 3'"
 PRELOAD_HELP = (
     "Module to import once in the zygote (repeatable); "
     "default: the heavy modules (torch, transformers, ...) that the entrypoint file imports"
 )
-
-
-def _chunks(data: bytes, progress: Progress, task: Any) -> Iterator[bytes]:
-    for offset in range(0, len(data), UPLOAD_CHUNK):
-        chunk = data[offset : offset + UPLOAD_CHUNK]
-        progress.update(task, advance=len(chunk))
-        yield chunk
-
-
-def upload_bundle(client: Client, data: bytes, digest: str) -> None:
-    exists = client.request("HEAD", f"/api/bundles/{digest}", expect=(200, 404))
-    if exists.status_code == 200:
-        console.print(f"[dim]bundle {digest[:12]} already on the server[/dim]")
-        return
-    columns = (*Progress.get_default_columns()[:2], BarColumn(), DownloadColumn(),
-               TransferSpeedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(f"uploading {digest[:12]}", total=len(data))
-        client.upload(f"/api/bundles/{digest}", _chunks(data, progress, task), len(data))
-    console.print(f"uploaded bundle {digest[:12]} ({len(data) / 1024:.1f} KiB)")
 
 
 def wait_ready(client: Client, name: str, timeout_s: float) -> dict[str, Any]:
@@ -91,6 +70,7 @@ def deploy(
     target_utilization: Annotated[float | None, typer.Option(help="Share of the target to aim at")] = None,
     provisioned: Annotated[int | None, typer.Option(help="Replicas always kept warm")] = None,
     schedule: Annotated[list[str] | None, typer.Option(help=SCHEDULE_HELP)] = None,
+    model: Annotated[list[str] | None, typer.Option(help=MODEL_HELP)] = None,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads per replica")] = None,
     preload: Annotated[list[str] | None, typer.Option(help=PRELOAD_HELP)] = None,
     no_preload: Annotated[bool, typer.Option("--no-preload", help="Preload nothing")] = False,
@@ -114,6 +94,7 @@ def deploy(
         "max_queued": max_queued, "threads": threads, "policy": policy,
         "initial_replicas": initial_replicas, "target_utilization": target_utilization,
         "provisioned_replicas": provisioned, "schedules": schedule or None,
+        "models": model or None,
     }
     if policy_config is not None:
         try:
@@ -134,7 +115,7 @@ def deploy(
                           f"(imported by {loaded.source.name})[/dim]")
     bundle = build_bundle(loaded.root)
     with make_client(server, api_key, namespace) as client:
-        upload_bundle(client, bundle.data, bundle.digest)
+        upload(client, "bundles", bundle.data, bundle.digest, "code bundle")
         spec["code"] = {"bundle": bundle.digest, "entrypoint": loaded.entrypoint}
         with console.status("importing and validating the code"):
             view = client.json("POST", "/api/deployments", json=spec)

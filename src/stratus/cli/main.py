@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from stratus.cli import models
 from stratus.cli.client import CliError
 from stratus.cli.deploy import deploy
 from stratus.cli.options import ApiKey, Namespace, Server, make_client
@@ -24,6 +25,8 @@ err = Console(stderr=True)
 DATABASE_HELP = "SQLAlchemy URL of the metadata store; default: SQLite in the data dir"
 
 app.command()(deploy)
+app.add_typer(models.app, name="models")
+app.command()(models.gc)
 app.command()(simulate)
 
 

@@ -15,7 +15,7 @@ MANIFEST_KEYS = {
     "name", "entrypoint", "min_replicas", "max_replicas", "target_concurrency",
     "max_concurrency", "timeout_s", "memory_mb", "scale_to_zero_after_s", "max_queued",
     "queue_timeout_s", "threads", "preload", "env", "config", "policy", "policy_config",
-    "initial_replicas", "target_utilization", "provisioned_replicas", "schedules",
+    "initial_replicas", "target_utilization", "provisioned_replicas", "schedules", "models",
 }
 
 

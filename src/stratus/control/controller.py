@@ -20,6 +20,7 @@ from stratus.control.unit import DeploymentUnit, LiveRevision, pool_limits
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.dispatch.pool import FailureState, RevisionPool
 from stratus.errors import DeployError, DeploymentFailed, NotFound, StratusError
+from stratus.models.service import ModelService
 from stratus.sdk.options import DeploymentOptions, TensorSpec
 from stratus.spec import (
     DeploymentPatch,
@@ -49,10 +50,12 @@ class Controller:
         artifacts: ArtifactStore,
         backend: Backend,
         dispatcher: Dispatcher,
+        models: ModelService,
     ) -> None:
         self.settings = settings
         self.store = store
         self.artifacts = artifacts
+        self.models = models
         self.backend = backend
         self.dispatcher = dispatcher
         self.units: dict[tuple[str, str], DeploymentUnit] = {}
@@ -138,13 +141,15 @@ class Controller:
         )
 
     def _live_revision(
-        self, unit: DeploymentUnit, record: RevisionRecord, code: CodeSpec
+        self, unit: DeploymentUnit, record: RevisionRecord, code: CodeSpec,
+        models: list[dict[str, Any]] | None = None,
     ) -> LiveRevision:
         pool = RevisionPool(unit.namespace, unit.name, record.number,
                             pool_limits(record.runtime, unit.scaling), self.activate)
         pool.meta = record.code_meta
         pool.on_drained = self.reconciler.on_drained
-        live = LiveRevision(record.number, record.runtime, code, pool, record.created_at)
+        live = LiveRevision(record.number, record.runtime, code, pool, record.created_at,
+                            models or [])
         unit.revisions[record.number] = live
         self.dispatcher.register(pool)
         return live
@@ -162,7 +167,8 @@ class Controller:
                 continue
             try:
                 code = await self._code_spec(revision.runtime)
-                live = self._live_revision(unit, revision, code)
+                models = await asyncio.to_thread(self.models.lay_out, revision.runtime.models)
+                live = self._live_revision(unit, revision, code, models)
                 await self.backend.prepare(code)
             except StratusError as exc:
                 # Keep serving the rest; this revision answers 503 with the reason.
@@ -192,25 +198,69 @@ class Controller:
         if not name:
             raise DeployError("no deployment name: pass --name or declare @deployment(name=...)")
         runtime = resolve_runtime(request, request.code, options)
+        runtime.models = await asyncio.to_thread(self.models.resolve, namespace, request.models or [])
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
-        return await self._record(namespace, name, runtime, scaling, meta, code)
+        return await self._record(namespace, name, runtime, scaling, meta, code,
+                                  await self._lay_out(runtime))
+
+    async def _lay_out(self, runtime: RuntimeSpec) -> list[dict[str, Any]]:
+        try:
+            return await asyncio.to_thread(self.models.lay_out, runtime.models)
+        except StratusError as exc:  # a corrupted or missing blob: the deploy cannot proceed
+            raise DeployError(exc.message) from None
 
     async def patch(self, namespace: str, name: str, patch: DeploymentPatch) -> dict[str, Any]:
         unit = self.get_unit(namespace, name)
         latest = unit.latest_revision()
         if latest is None:
             raise NotFound(f"deployment {name!r} has no revision")
+        fields = set(RuntimeSpec.model_fields) - {"models"}
         runtime = RuntimeSpec.model_validate(
-            {**latest.runtime.model_dump(), **patch.model_dump(exclude_none=True,
-                                                               include=set(RuntimeSpec.model_fields))}
+            {**latest.runtime.model_dump(), **patch.model_dump(exclude_none=True, include=fields)}
         )
+        if patch.models is not None:
+            runtime.models = await asyncio.to_thread(self.models.resolve, namespace, patch.models)
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
         validate_scaling(scaling)
-        return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code)
+        return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code,
+                                  await self._lay_out(runtime))
+
+    async def follow_model(self, namespace: str, name: str) -> list[str]:
+        """A version of ``name`` changed stage: deployments that follow that stage get a new
+        revision with the newly resolved version, rolled out as any other. Returns them."""
+        followed = []
+        for unit in self.list_units(namespace):
+            latest = unit.latest_revision()
+            if latest is None or not any(m["name"] == name and m.get("stage")
+                                         for m in latest.runtime.models):
+                continue
+            try:
+                refs = [model["ref"] for model in latest.runtime.models]
+                resolved = await asyncio.to_thread(self.models.resolve, namespace, refs)
+                if resolved == latest.runtime.models:
+                    continue
+                runtime = latest.runtime.model_copy(update={"models": resolved})
+                await self._record(namespace, unit.name, runtime, unit.scaling, latest.pool.meta,
+                                   latest.code, await self._lay_out(runtime))
+                followed.append(unit.name)
+            except StratusError as exc:
+                log.error("deployment %s cannot follow model %s: %s", unit.name, name, exc.message)
+        return followed
+
+    def models_in_use(self, namespace: str, name: str, version: str | None) -> list[str]:
+        """Live revisions that load ``name`` (at ``version``, if given), as 'deployment (rev N)'."""
+        users = []
+        for unit in self.list_units(namespace):
+            for live in unit.revisions.values():
+                if any(m["name"] == name and (version is None or m["version"] == version)
+                       for m in live.runtime.models):
+                    users.append(f"{unit.name} (revision {live.number})")
+        return users
 
     async def _record(self, namespace: str, name: str, runtime: RuntimeSpec, scaling: Any,
-                      meta: dict[str, Any], code: CodeSpec) -> dict[str, Any]:
+                      meta: dict[str, Any], code: CodeSpec,
+                      models: list[dict[str, Any]]) -> dict[str, Any]:
         key = (namespace, name)
         async with self._lock(key):
             deployment, revision, created = await asyncio.to_thread(
@@ -224,7 +274,7 @@ class Controller:
             unit.scaling = scaling
             unit.updated_at = deployment.updated_at
             if revision.number not in unit.revisions:
-                self._live_revision(unit, revision, code)
+                self._live_revision(unit, revision, code, models)
             unit.latest = revision.number
             if unit.serving is None:
                 self.reconciler.switch_traffic(unit, revision.number)

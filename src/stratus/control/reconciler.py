@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stratus.backends.base import ReplicaHandle, ReplicaSpec
+from stratus.control.density import MIB, HostBudget
 from stratus.control.policy import ReplicaCounts
 from stratus.control.unit import DeploymentUnit, LiveRevision
 from stratus.dispatch.channel import ReplicaChannel
@@ -42,12 +43,16 @@ class Reconciler:
         self.controller = controller
         self.entries: dict[str, _Entry] = {}
         self.retired: list[DeploymentUnit] = []
+        self.budget = HostBudget(controller.settings.memory_budget_mb * MIB)
         self._background: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _all_units(self) -> list[DeploymentUnit]:
+        return [*self.controller.units.values(), *self.retired]
 
     def _is_live(self, unit: DeploymentUnit) -> bool:
         return self.controller.units.get(unit.key) is unit
@@ -99,9 +104,12 @@ class Reconciler:
                 # Back off after init failures, and then probe with one replica at a time.
                 if starting or time.monotonic() < failure.retry_at:
                     return
-                self._start(unit, live)
+                if self.budget.make_room(unit, live, self._all_units()):
+                    self._start(unit, live)
                 return
             for _ in range(desired - ready - starting):
+                if not self.budget.make_room(unit, live, self._all_units()):
+                    break
                 self._start(unit, live)
         elif desired < ready + starting:
             excess = ready + starting - desired
@@ -192,7 +200,7 @@ class Reconciler:
             max_concurrency=runtime.max_concurrency, timeout_s=runtime.timeout_s,
             memory_mb=runtime.memory_mb, threads=runtime.threads,
             log_path=str(settings.log_dir / unit.namespace / f"{unit.name}.log"),
-            config=runtime.config, env=runtime.env,
+            config=runtime.config, env=runtime.env, models=live.models,
         )
         self._spawn(self._launch(ReplicaSpec(replica_id, live.code, config)))
 

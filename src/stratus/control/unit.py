@@ -24,6 +24,7 @@ class LiveRevision:
     code: CodeSpec
     pool: RevisionPool
     created_at: datetime
+    models: list[dict[str, Any]] = field(default_factory=list)  # laid out for replicas to load
 
 
 def pool_limits(runtime: RuntimeSpec, scaling: ScalingSpec) -> PoolLimits:
@@ -85,6 +86,11 @@ class DeploymentUnit:
                              "mode": decision.mode, "ready": counts.ready,
                              "starting": counts.starting, "reason": decision.reason})
 
+    def memory_bytes(self) -> int:
+        """The PSS of its replicas: shared weights count once across them."""
+        return sum(replica.channel.memory.pss for live in self.revisions.values()
+                   for replica in live.pool.replicas.values() if replica.channel is not None)
+
     def status(self) -> tuple[str, str | None]:
         latest = self.latest_revision()
         if latest is not None and latest.pool.failure is not None:
@@ -115,7 +121,8 @@ class DeploymentUnit:
                     "inflight": replica.inflight,
                     "init_ms": round(replica.init_ms, 2) if replica.init_ms is not None else None,
                     "age_s": round(now - replica.created_at, 1),
-                    "rss_mb": round(channel.rss_bytes / 2**20, 1) if channel else None,
+                    "rss_mb": round(channel.memory.rss / 2**20, 1) if channel else None,
+                    "pss_mb": round(channel.memory.pss / 2**20, 1) if channel else None,
                 })
         status, reason = self.status()
         latest = self.latest_revision()
@@ -129,6 +136,9 @@ class DeploymentUnit:
             "reason": reason,
             "replicas": {**counts, "desired": self.decision.desired, "items": items},
             "queued": sum(len(live.pool.waiters) for live in self.revisions.values()),
+            "memory_mb": round(self.memory_bytes() / 2**20, 1),
+            "models": [{k: m[k] for k in ("ref", "version", "format")} for m in latest.runtime.models]
+            if latest is not None else [],
             "autoscaler": {
                 "policy": self.scaling.policy,
                 "mode": self.decision.mode,

@@ -10,6 +10,7 @@ from typing import Any
 from stratus.errors import ReplicaLost
 from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
+from stratus.runtime.memory import Memory
 
 # How long a lost connection waits for the zygote to say why the replica died.
 EXIT_REASON_WAIT_S = 0.25
@@ -27,7 +28,7 @@ class ReplicaChannel:
         self.next_rid = 1
         self.closed = False
         self.last_seen = time.monotonic()
-        self.rss_bytes = 0
+        self.memory = Memory()  # from the latest heartbeat
         self.exit_reason: str | None = None
         self.on_lost: Callable[[ReplicaChannel], None] | None = None
         self._fail_handle: asyncio.TimerHandle | None = None
@@ -58,7 +59,7 @@ class ReplicaChannel:
             if future is not None and not future.done():
                 future.set_result(message)
         elif kind == wire.HEARTBEAT:
-            self.rss_bytes = int(message[2])
+            self.memory = Memory(rss=int(message[2]), pss=int(message[3]), dirty=int(message[4]))
 
     def on_close(self) -> None:
         self.closed = True

@@ -41,6 +41,7 @@ class PoolReplica:
     inflight: int = 0
     ready_at: float | None = None
     init_ms: float | None = None
+    last_used: float = 0.0  # when it last finished a request (monotonic): eviction order
     stuck_since: list[float] = field(default_factory=list)  # start times of timed-out requests
 
     def load(self) -> int:
@@ -159,6 +160,7 @@ class RevisionPool:
 
     def release(self, replica: PoolReplica) -> None:
         replica.inflight -= 1
+        replica.last_used = time.monotonic()
         if replica.state is ReplicaState.READY:
             if self.waiters:
                 self._serve_waiters()

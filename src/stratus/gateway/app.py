@@ -23,16 +23,18 @@ from stratus.config import Settings
 from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.errors import BadRequest, InvalidJSON, StratusError
-from stratus.gateway import deployments, v2
+from stratus.gateway import blobs, deployments, models, v2
 from stratus.gateway.dataplane import DataPlane, openapi_paths
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.http import error_reply
 from stratus.gateway.middleware import EdgeMiddleware
 from stratus.gateway.state import Components
+from stratus.models.service import ModelService
 from stratus.observe.metrics import registry_for
 from stratus.store.artifacts import ArtifactStore
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.metadata import MetadataStore
+from stratus.store.models import ModelStore
 
 log = logging.getLogger("stratus.server")
 
@@ -102,8 +104,11 @@ def create_app(settings: Settings) -> DataPlane:
         artifacts = ArtifactStore(settings.artifacts_dir)
         dispatcher = Dispatcher()
         backend = LocalBackend(settings.run_dir, settings.log_dir)
-        controller = Controller(settings, MetadataStore(engine), artifacts, backend, dispatcher)
-        parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller))
+        model_service = ModelService(ModelStore(engine), artifacts)
+        controller = Controller(settings, MetadataStore(engine), artifacts, backend, dispatcher,
+                                model_service)
+        parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller),
+                           model_service)
         app.state.components = parts
         await controller.start()
         data_plane.components = parts
@@ -122,6 +127,8 @@ def create_app(settings: Settings) -> DataPlane:
                   docs_url="/docs", redoc_url=None)
     _install_error_handlers(app)
     app.include_router(deployments.router)
+    app.include_router(blobs.router)
+    app.include_router(models.router)
     app.include_router(v2.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")

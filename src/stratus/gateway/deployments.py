@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse
 
-from stratus.errors import BadRequest, NotFound
 from stratus.gateway.state import Parts, namespace_of
-from stratus.spec import SHA256_PATTERN, DeploymentPatch, DeploymentRequest
+from stratus.spec import DeploymentPatch, DeploymentRequest
 
 router = APIRouter(prefix="/api")
 
@@ -114,29 +112,3 @@ def _tail(path: Path, lines: int) -> str:
         handle.seek(max(0, handle.tell() - LOG_TAIL_MAX_BYTES))
         found = handle.read().splitlines()[-lines:]
     return b"\n".join(found).decode(errors="replace") + ("\n" if found else "")
-
-
-def _check_digest(digest: str) -> None:
-    if not re.fullmatch(SHA256_PATTERN, digest):
-        raise BadRequest("a bundle is addressed by its lowercase hex sha256")
-
-
-@router.head("/bundles/{digest}", summary="Whether a code bundle is already uploaded")
-async def has_bundle(digest: str, parts: Parts) -> Response:
-    _check_digest(digest)
-    if not parts.artifacts.has_blob(digest):
-        raise NotFound(f"bundle {digest} not found")
-    return Response(status_code=200)
-
-
-@router.put("/bundles/{digest}", summary="Upload a code bundle (tar.gz) by its sha256")
-async def put_bundle(
-    digest: str, request: Request, parts: Parts
-) -> JSONResponse:
-    _check_digest(digest)
-    if parts.artifacts.has_blob(digest):
-        return JSONResponse({"digest": digest, "created": False})
-    size = await parts.artifacts.write_blob(
-        digest, request.stream(), parts.settings.max_bundle_bytes
-    )
-    return JSONResponse({"digest": digest, "size": size, "created": True}, status_code=201)

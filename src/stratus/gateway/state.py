@@ -13,6 +13,7 @@ from stratus.config import Settings
 from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.gateway.http import Principal
+from stratus.models.service import ModelService
 from stratus.store.artifacts import ArtifactStore
 
 
@@ -23,6 +24,7 @@ class Components:
     dispatcher: Dispatcher
     artifacts: ArtifactStore
     metrics: CollectorRegistry
+    models: ModelService
     ready: bool = False
 
 

@@ -34,6 +34,8 @@ class ControllerCollector(Collector):
                                    labels=labels)
         inflight = GaugeMetricFamily("stratus_inflight_requests",
                                      "Requests in the system (running or queued)", labels=labels)
+        memory = GaugeMetricFamily("stratus_memory_bytes",
+                                   "Proportional set size of a deployment's replicas", labels=labels)
         for unit in self.controller.units.values():
             key = [unit.namespace, unit.name]
             for state in STATES:
@@ -44,7 +46,8 @@ class ControllerCollector(Collector):
             mode.add_metric([*key, unit.scaling.policy, unit.decision.mode], 1.0)
             queued.add_metric(key, sum(len(live.pool.waiters) for live in unit.revisions.values()))
             inflight.add_metric(key, sum(live.pool.load.current for live in unit.revisions.values()))
-        yield from (replicas, desired, panic, mode, queued, inflight)
+            memory.add_metric(key, unit.memory_bytes())
+        yield from (replicas, desired, panic, mode, queued, inflight, memory)
 
 
 def registry_for(controller: Controller) -> CollectorRegistry:

@@ -22,9 +22,8 @@ from typing import Any, NoReturn, cast
 from stratus.errors import HandlerError, RequestTimeout, StratusError
 from stratus.runtime import codec, wire
 from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
+from stratus.runtime.memory import read_memory
 from stratus.sdk.context import Context, RequestContext, replica_logger
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -44,15 +43,11 @@ class ReplicaConfig:
     heartbeat_s: float = 1.0
     config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)  # resolved, with blob paths
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ReplicaConfig:
         return cls(**data)
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * _PAGE_SIZE
 
 
 def _prepare_process(config: ReplicaConfig) -> None:
@@ -126,7 +121,9 @@ class ReplicaServer(asyncio.Protocol):
             self.transport.write(frame)
 
     def _heartbeat(self) -> None:
-        self._send(wire.encode([wire.HEARTBEAT, len(self.inflight), rss_bytes()]))
+        memory = read_memory()
+        self._send(wire.encode([wire.HEARTBEAT, len(self.inflight), memory.rss, memory.pss,
+                                memory.charged]))
         self.loop.call_later(self.config.heartbeat_s, self._heartbeat)
 
     # -- requests ---------------------------------------------------------------
@@ -227,6 +224,7 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
             deployment=config.deployment, namespace=config.namespace, revision=config.revision,
             replica_id=config.replica_id, config=config.config, env=config.env,
             memory_mb=config.memory_mb, timeout_s=config.timeout_s, logger=logger,
+            threads=config.threads, models=config.models,
         )
         started = time.perf_counter()
         try:

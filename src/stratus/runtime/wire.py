@@ -34,7 +34,7 @@ REQUEST = 30  # [30, rid, kind, payload, meta]
 RESPONSE = 31  # [31, rid, status, kind, payload]  status 0 = ok
 ERROR = 32  # [32, rid, status, error_type, message, traceback]
 CANCEL = 33  # [33, rid]
-HEARTBEAT = 34  # [34, inflight, rss_bytes]
+HEARTBEAT = 34  # [34, inflight, rss, pss, charged] (bytes)
 STOP = 35  # [35, drain_timeout_s]
 
 # Payload kinds, both directions.

@@ -25,25 +25,13 @@ from typing import Any, NoReturn
 from stratus.errors import DeployError
 from stratus.runtime import wire
 from stratus.runtime.loader import LoadedHandler, load_handler
+from stratus.runtime.memory import read_memory
 from stratus.runtime.replica import ReplicaConfig, run_replica
 
 # Imported here so that forked replicas find them already loaded.
 _RUNTIME_MODULES = ("asyncio", "concurrent.futures", "json", "uvloop", "numpy", "stratus.tensors")
 
 WATCHDOG_INTERVAL_S = 0.25
-
-
-def private_memory_bytes(pid: int) -> int:
-    """Memory a process owns alone (USS): its own allocations, not pages shared by the fork."""
-    total_kb = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
-            for line in rollup:
-                if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
-                    total_kb += int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return 0
-    return total_kb * 1024
 
 
 class _ChildWatcher:
@@ -143,11 +131,11 @@ class RevisionZygote:
 
     def _check_memory(self) -> None:
         for pid, limit in list(self.memory_limits.items()):
-            used = private_memory_bytes(pid)
+            used = read_memory(pid).charged
             if used > limit:
                 reason = (
-                    f"replica exceeded its memory limit: {used // 2**20} MiB private memory "
-                    f"> {limit // 2**20} MiB"
+                    f"replica exceeded its memory limit: {used // 2**20} MiB of its own "
+                    f"(written) memory > {limit // 2**20} MiB"
                 )
                 self._kill(self.children[pid], reason)
                 del self.memory_limits[pid]

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -59,6 +59,8 @@ class Context:
         memory_mb: int | None,
         timeout_s: float,
         logger: logging.Logger,
+        threads: int = 1,
+        models: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         self.deployment = deployment
         self.namespace = namespace
@@ -69,6 +71,39 @@ class Context:
         self.memory_mb = memory_mb
         self.timeout_s = timeout_s
         self.logger = logger
+        self.threads = threads
+        self._models = [dict(model) for model in models]
+
+    def _model(self, name: str, version: str | None, stage: str | None) -> dict[str, Any]:
+        for model in self._models:
+            if model["name"] != name:
+                continue
+            if version is not None and model["version"] != version:
+                raise LookupError(f"this deployment resolves {model['ref']} to version "
+                                  f"{model['version']}, not {version}")
+            if stage is not None and model.get("stage") != stage:
+                raise LookupError(f"this deployment declares {model['ref']}, not {name}@{stage}")
+            return model
+        declared = ", ".join(m["ref"] for m in self._models) or "none"
+        raise LookupError(f"model {name!r} is not declared by this deployment (declared: "
+                          f"{declared}); deploy with --model {name}@<version or stage>")
+
+    def load_model(self, name: str, version: str | None = None, stage: str | None = None,
+                   module: Any = None) -> Any:
+        """A declared model, ready to use: for safetensors a dict of name to tensor (or, given
+        ``module``, that torch module with the weights), memory-mapped and shared with the
+        other replicas; a transformers model; an onnxruntime session; a trusted pickle."""
+        from stratus.runtime.modelload import load
+
+        return load(self._model(name, version, stage), module=module, threads=self.threads)
+
+    def model_path(self, name: str) -> str:
+        """The directory holding a declared model's files (tokenizers, configs, ...)."""
+        return str(self._model(name, None, None)["dir"])
+
+    def model_info(self, name: str) -> dict[str, Any]:
+        model = self._model(name, None, None)
+        return {key: model[key] for key in ("name", "version", "stage", "format", "meta")}
 
 
 class RequestContext:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from stratus.errors import BadRequest, PayloadTooLarge
 
@@ -26,8 +29,9 @@ class ArtifactStore:
         self.root = root
         self.blobs = root / "blobs" / "sha256"
         self.bundles = root / "bundles"
+        self.models = root / "models"
         self.tmp = root / "tmp"
-        for directory in (self.blobs, self.bundles, self.tmp):
+        for directory in (self.blobs, self.bundles, self.models, self.tmp):
             directory.mkdir(parents=True, exist_ok=True)
 
     def blob_path(self, digest: str) -> Path:
@@ -95,3 +99,56 @@ class ArtifactStore:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
         return target
+
+    def model_dir(self, files: dict[str, dict[str, Any]]) -> Path:
+        """A directory of symlinks to a model version's blobs under their own file names (what
+        transformers and onnxruntime expect); the blobs stay the single copy on disk."""
+        key = hashlib.sha256(json.dumps(
+            {path: entry["sha256"] for path, entry in files.items()}, sort_keys=True
+        ).encode()).hexdigest()[:32]
+        target = self.models / key
+        if target.is_dir():
+            return target
+        staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix="model-"))
+        try:
+            for relative, entry in files.items():
+                link = staging / relative
+                if ".." in Path(relative).parts or Path(relative).is_absolute():
+                    raise BadRequest(f"model file path {relative!r} leaves its directory")
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(self.blob_path(entry["sha256"]), link)
+            try:
+                os.replace(staging, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def collect(self, referenced: set[str], grace_s: float) -> dict[str, int]:
+        """Delete blobs nothing references (and older than ``grace_s``, so an upload whose
+        version or deployment is being recorded right now survives), with what hangs off them."""
+        removed = freed = 0
+        cutoff = time.time() - grace_s
+        for path in self.blobs.glob("*/*"):
+            if path.name.endswith(".verified") or path.name in referenced:
+                continue
+            stat = path.stat()
+            if stat.st_mtime > cutoff:
+                continue
+            path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(path) + ".verified")
+            removed += 1
+            freed += stat.st_size
+        for bundle in self.bundles.iterdir():
+            if bundle.name not in referenced:
+                shutil.rmtree(bundle, ignore_errors=True)
+        for model in self.models.iterdir():
+            links = [link for link in model.rglob("*") if link.is_symlink()]
+            if any(not link.exists() for link in links):
+                shutil.rmtree(model, ignore_errors=True)
+        return {"blobs_removed": removed, "bytes_freed": freed}
+

@@ -192,3 +192,8 @@ class MetadataStore:
                 return False
             session.delete(row)
             return True
+
+    def all_bundles(self) -> set[str]:
+        """The code bundle of every recorded revision (for garbage collection)."""
+        with self._sessions() as session:
+            return {str(spec.get("bundle")) for spec in session.scalars(select(RevisionRow.spec))}

@@ -1,0 +1,39 @@
+"""How much memory a process uses, read from ``/proc/<pid>/smaps_rollup``.
+
+- ``pss``: its fair share: private pages plus shared pages divided by their sharers. Summed
+  over processes, the memory they really take. Used for budgets and reports.
+- ``dirty``: pages it wrote and owns alone (heap, copies). What a leak grows, and what a
+  replica's memory limit caps; file pages it only reads (mapped weights) are not its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_FIELDS = {b"Rss:": "rss", b"Pss:": "pss", b"Private_Dirty:": "dirty", b"Swap:": "swap"}
+
+
+@dataclass(frozen=True)
+class Memory:
+    rss: int = 0
+    pss: int = 0
+    dirty: int = 0
+    swap: int = 0
+
+    @property
+    def charged(self) -> int:
+        """What a memory limit counts: written pages, in memory or swapped out."""
+        return self.dirty + self.swap
+
+
+def read_memory(pid: int | str = "self") -> Memory:
+    values: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                key = _FIELDS.get(line.split(b" ", 1)[0])
+                if key is not None:
+                    values[key] = int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return Memory()
+    return Memory(**values)

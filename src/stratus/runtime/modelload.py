@@ -1,0 +1,139 @@
+"""Loads a model version inside a replica: safetensors memory-mapped without a copy (so every
+replica on a host shares one copy through the page cache), transformers models, ONNX
+sessions, and trusted pickles. Blobs are checked against their sha256 before use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+from stratus.errors import StratusError
+
+CHUNK = 4 << 20
+_TORCH_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}
+
+
+class ModelLoadError(StratusError):
+    status = 500
+    type = "model_load_error"
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_blob(path: str, sha256: str, size: int, label: str) -> None:
+    """A marker beside the blob records its size and mtime when it was last hashed; any change
+    since (a rewrite, a truncation, bit rot repaired in place) means hashing it again."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{label}: blob {sha256[:12]} is missing from the artifact store") from None
+    stamp = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    marker = path + ".verified"
+    try:
+        with open(marker) as handle:
+            if json.load(handle) == stamp:
+                return
+    except (FileNotFoundError, ValueError):
+        pass
+    actual = sha256_file(path) if stat.st_size == size else None
+    if actual != sha256:
+        found = f"sha256 {actual[:12]}" if actual else f"{stat.st_size} bytes, expected {size}"
+        raise ModelLoadError(f"{label} is corrupted: blob {sha256[:12]} now has {found}; "
+                             "push the version again")
+    temporary = f"{marker}.{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump(stamp, handle)
+    os.replace(temporary, marker)
+
+
+def mmap_safetensors(path: str) -> dict[str, Any]:
+    """Tensors that view the file's pages directly: no copy, shared by every process that
+    maps the file. A private mapping keeps writes (if any) out of the file."""
+    import torch
+
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    (length,) = struct.unpack("<Q", mapped[:8])
+    header = json.loads(mapped[8 : 8 + length])
+    base = 8 + length
+    tensors: dict[str, Any] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = getattr(torch, _TORCH_DTYPES[entry["dtype"]])
+        start, end = entry["data_offsets"]
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        count = (end - start) // itemsize
+        flat = torch.frombuffer(mapped, dtype=dtype, count=count, offset=base + start) if count \
+            else torch.empty(0, dtype=dtype)
+        tensors[name] = flat.reshape(entry["shape"])
+    return tensors
+
+
+def _as_module(tensors: dict[str, Any], module: Any) -> Any:
+    """Build the module without allocating weights, then adopt the mapped tensors as its
+    parameters (``assign=True``): a torch module with zero-copy weights."""
+    import torch
+
+    if isinstance(module, type):
+        with torch.device("meta"):
+            module = module()
+    try:
+        module.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"the weights do not fit {type(module).__name__}: {exc}") from None
+    return module.eval()
+
+
+def load(model: dict[str, Any], module: Any = None, threads: int = 1) -> Any:
+    label = f"model {model['name']}@{model['version']}"
+    for relative, entry in model["files"].items():
+        verify_blob(entry["path"], entry["sha256"], int(entry["size"]), f"{label} ({relative})")
+    directory = Path(model["dir"])
+    kind = model["format"]
+    if kind == "safetensors":
+        tensors: dict[str, Any] = {}
+        for relative in sorted(model["files"]):
+            if relative.endswith(".safetensors"):
+                tensors.update(mmap_safetensors(str(directory / relative)))
+        return _as_module(tensors, module) if module is not None else tensors
+    if kind == "transformers":
+        import transformers
+
+        config = transformers.AutoConfig.from_pretrained(directory)
+        architecture = (getattr(config, "architectures", None) or ["AutoModel"])[0]
+        cls = getattr(transformers, architecture, transformers.AutoModel)
+        return cls.from_pretrained(directory).eval()
+    if kind == "onnx":
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        path = next(str(directory / r) for r in model["files"] if r.endswith(".onnx"))
+        return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    if kind == "pickle":
+        if not model.get("meta", {}).get("trusted_pickle"):
+            raise ModelLoadError(f"{label} is a pickle that was not pushed as trusted")
+        path = str(directory / next(iter(model["files"])))
+        if path.endswith(".joblib"):
+            import joblib
+
+            return joblib.load(path)
+        with open(path, "rb") as handle:
+            return pickle.load(handle)
+    raise ModelLoadError(f"{label}: unknown format {kind!r}")

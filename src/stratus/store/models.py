@@ -1,0 +1,136 @@
+"""The model registry's tables: models and their versions, with stages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from stratus.errors import Conflict, NotFound
+from stratus.models.registry import EXCLUSIVE_STAGES, ModelVersionRecord, parse_version
+from stratus.store.tables import ModelRow, ModelVersionRow
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _record(namespace: str, name: str, row: ModelVersionRow) -> ModelVersionRecord:
+    return ModelVersionRecord(
+        namespace=namespace, name=name, version=row.version, stage=row.stage,
+        promoted_at=row.promoted_at, format=row.format, files=dict(row.files),
+        size_bytes=row.size_bytes, meta=dict(row.meta), created_at=row.created_at,
+    )
+
+
+class ModelStore:
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def _model(self, session: Session, namespace: str, name: str) -> ModelRow | None:
+        query = select(ModelRow).where(ModelRow.namespace == namespace, ModelRow.name == name)
+        return session.scalars(query).one_or_none()
+
+    def create_version(self, namespace: str, name: str, version: str, format: str,
+                       files: dict[str, dict[str, Any]], meta: dict[str, Any],
+                       stage: str = "dev") -> ModelVersionRecord:
+        major, minor, patch = parse_version(version)
+        now = _now()
+        try:
+            with self._sessions.begin() as session:
+                model = self._model(session, namespace, name)
+                if model is None:
+                    model = ModelRow(namespace=namespace, name=name, created_at=now)
+                    session.add(model)
+                    session.flush()
+                taken = select(ModelVersionRow.id).where(ModelVersionRow.model_id == model.id,
+                                                         ModelVersionRow.version == version)
+                if session.scalars(taken).first() is not None:
+                    raise Conflict(f"model {name!r} already has version {version}; versions are "
+                                   "immutable, push a new one")
+                row = ModelVersionRow(
+                    model_id=model.id, version=version, major=major, minor=minor, patch=patch,
+                    stage="dev", promoted_at=now, format=format, files=files,
+                    size_bytes=sum(int(entry["size"]) for entry in files.values()), meta=meta,
+                    created_at=now,
+                )
+                session.add(row)
+                session.flush()
+                if stage != "dev":
+                    self._set_stage(session, model, row, stage)
+                return _record(namespace, name, row)
+        except IntegrityError:
+            raise Conflict(f"model {name!r} version {version} was pushed concurrently") from None
+
+    def _set_stage(self, session: Session, model: ModelRow, row: ModelVersionRow, stage: str) -> None:
+        if stage in EXCLUSIVE_STAGES:
+            holders = select(ModelVersionRow).where(ModelVersionRow.model_id == model.id,
+                                                    ModelVersionRow.stage == stage,
+                                                    ModelVersionRow.id != row.id)
+            for holder in session.scalars(holders):
+                holder.stage = "archived"
+        row.stage = stage
+        row.promoted_at = _now()
+
+    def promote(self, namespace: str, name: str, version: str, stage: str) -> ModelVersionRecord:
+        with self._sessions.begin() as session:
+            model = self._model(session, namespace, name)
+            row = self._version_row(session, model, name, version)
+            assert model is not None
+            self._set_stage(session, model, row, stage)
+            session.flush()
+            return _record(namespace, name, row)
+
+    def _version_row(self, session: Session, model: ModelRow | None, name: str,
+                     version: str) -> ModelVersionRow:
+        if model is None:
+            raise NotFound(f"model {name!r} not found")
+        query = select(ModelVersionRow).where(ModelVersionRow.model_id == model.id,
+                                              ModelVersionRow.version == version)
+        row = session.scalars(query).one_or_none()
+        if row is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        return row
+
+    def versions(self, namespace: str, name: str) -> list[ModelVersionRecord]:
+        with self._sessions() as session:
+            model = self._model(session, namespace, name)
+            if model is None:
+                return []
+            query = select(ModelVersionRow).where(ModelVersionRow.model_id == model.id).order_by(
+                ModelVersionRow.major, ModelVersionRow.minor, ModelVersionRow.patch)
+            return [_record(namespace, name, row) for row in session.scalars(query)]
+
+    def names(self, namespace: str) -> list[str]:
+        with self._sessions() as session:
+            query = select(ModelRow.name).where(ModelRow.namespace == namespace).order_by(ModelRow.name)
+            return list(session.scalars(query))
+
+    def delete_version(self, namespace: str, name: str, version: str) -> None:
+        with self._sessions.begin() as session:
+            model = self._model(session, namespace, name)
+            row = self._version_row(session, model, name, version)
+            session.delete(row)
+            session.flush()
+            assert model is not None
+            remaining = select(ModelVersionRow.id).where(ModelVersionRow.model_id == model.id)
+            if session.scalars(remaining).first() is None:
+                session.delete(model)
+
+    def delete_model(self, namespace: str, name: str) -> None:
+        with self._sessions.begin() as session:
+            model = self._model(session, namespace, name)
+            if model is None:
+                raise NotFound(f"model {name!r} not found")
+            session.delete(model)
+
+    def all_digests(self) -> set[str]:
+        """Every blob any version of any namespace references (for garbage collection)."""
+        with self._sessions() as session:
+            digests: set[str] = set()
+            for files in session.scalars(select(ModelVersionRow.files)):
+                digests.update(entry["sha256"] for entry in files.values())
+            return digests
