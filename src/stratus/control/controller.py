@@ -198,11 +198,17 @@ class Controller:
         if not name:
             raise DeployError("no deployment name: pass --name or declare @deployment(name=...)")
         runtime = resolve_runtime(request, request.code, options)
-        runtime.models = await asyncio.to_thread(self.models.resolve, namespace, request.models or [])
+        runtime.models = await self._resolve(namespace, request.models or [])
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, meta, code,
                                   await self._lay_out(runtime))
+
+    async def _resolve(self, namespace: str, refs: list[str]) -> list[dict[str, Any]]:
+        try:
+            return await asyncio.to_thread(self.models.resolve, namespace, refs)
+        except NotFound as exc:  # the deploy names a model that is not there: its mistake
+            raise DeployError(exc.message) from None
 
     async def _lay_out(self, runtime: RuntimeSpec) -> list[dict[str, Any]]:
         try:
@@ -220,7 +226,7 @@ class Controller:
             {**latest.runtime.model_dump(), **patch.model_dump(exclude_none=True, include=fields)}
         )
         if patch.models is not None:
-            runtime.models = await asyncio.to_thread(self.models.resolve, namespace, patch.models)
+            runtime.models = await self._resolve(namespace, patch.models)
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code,
