@@ -51,6 +51,12 @@ class RayPeer:
         self.ray_version = str(ready.get("ray_version"))
         log(f"{self.name}: Ray {self.ray_version} Serve ready on {self.url}")
 
+    @property
+    def pid(self) -> int:
+        """The driver process (Ray's own processes are started under it)."""
+        assert self._proc is not None, "peer not started"
+        return self._proc.popen.pid
+
     def _read_stdout(self) -> None:
         assert self._proc is not None and self._proc.popen.stdout is not None
         with open(self._proc.log_path, "ab") as log_file:

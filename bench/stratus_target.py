@@ -8,7 +8,12 @@ every call into Stratus lives here in one small function, so fixing a drift is o
 * ``stratus deploy file.py:Class --name N ...`` with ``STRATUS_URL`` / ``STRATUS_API_KEY``;
 * ``POST /api/deployments/{name}/invoke`` (Bearer auth, JSON in and out, headers
   ``X-Stratus-Cold-Start`` and ``X-Stratus-Revision``);
-* ``GET /api/deployments/{name}`` -> ``{"replicas": {"ready", "starting", "draining"}}``.
+* ``GET /api/deployments/{name}`` -> ``{"replicas": {"ready", "starting", "draining",
+  "items": [{"pid", "state", ...}]}}``;
+* model store: ``stratus models push NAME PATH --version V`` (same env); blobs live under
+  ``<data-dir>/**/blobs/sha256/<ab>/<sha256>``; a handler deployed with ``--model NAME@V``
+  gets the weights from ``ctx.load_model(NAME)``;
+* zygotes: children of the server process whose cmdline contains ``stratus.runtime.zygote``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from common import (
     stop_process,
     wait_until_ready,
 )
+from procfs import children, cmdline
 
 # Override with STRATUS_BIN=/path/to/stratus to benchmark another build of the CLI.
 STRATUS_BIN = Path(os.environ.get("STRATUS_BIN", MAIN_VENV / "bin" / "stratus"))
@@ -78,6 +84,12 @@ class StratusServer:
         wait_until_ready(f"{self.base_url}/readyz", self._proc, timeout=timeout)
         log(f"{self.name}: ready on {self.base_url}")
 
+    @property
+    def pid(self) -> int:
+        """The ``stratus serve`` process."""
+        assert self._proc is not None, "server not started"
+        return self._proc.popen.pid
+
     def stop(self) -> None:
         if self._proc is not None:
             stop_process(self._proc)
@@ -89,10 +101,9 @@ class StratusServer:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    def deploy(self, handler_file: str, class_name: str, name: str, flags: Sequence[str]) -> None:
-        """``stratus deploy bench/handlers/<file>:<Class> --name <name> <flags>``."""
-        target = f"{HANDLERS_DIR / handler_file}:{class_name}"
-        cmd = [*stratus_command(), "deploy", target, "--name", name, *flags]
+    def _cli(self, args: Sequence[str], timeout: float = 300.0) -> str:
+        """Run ``stratus <args>`` against this server; returns its stdout."""
+        cmd = [*stratus_command(), *args]
         env = {"STRATUS_URL": self.base_url, "STRATUS_API_KEY": self.key}
         log(f"{self.name}: {' '.join(cmd[1:])}")
         done = subprocess.run(
@@ -101,11 +112,24 @@ class StratusServer:
             env={**os.environ, **env},
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=timeout,
         )
         if done.returncode != 0:
             output = f"{done.stdout}{done.stderr}"
-            raise RuntimeError(f"stratus deploy failed ({done.returncode}):\n{output}")
+            raise RuntimeError(f"stratus {args[0]} failed ({done.returncode}):\n{output}")
+        return done.stdout
+
+    def deploy(self, handler_file: str, class_name: str, name: str, flags: Sequence[str]) -> None:
+        """``stratus deploy bench/handlers/<file>:<Class> --name <name> <flags>``."""
+        self._cli(["deploy", f"{HANDLERS_DIR / handler_file}:{class_name}", "--name", name, *flags])
+
+    def push_model(self, name: str, path: Path, version: str) -> None:
+        """``stratus models push <name> <path> --version <version>``."""
+        self._cli(["models", "push", name, str(path), "--version", version], timeout=900)
+
+    def model_blobs(self, sha256: str) -> list[Path]:
+        """The store's copy of a pushed file, found by its digest in the data dir."""
+        return sorted(self.data_dir.glob(f"**/blobs/sha256/{sha256[:2]}/{sha256}"))
 
     def replicas(self, name: str) -> ReplicaCounts:
         resp = http_call("GET", f"{self.base_url}/api/deployments/{name}", headers=self.auth_headers())
@@ -113,6 +137,17 @@ class StratusServer:
             raise RuntimeError(f"GET deployment {name}: {resp.status} {resp.body[:300]!r}")
         counts = resp.json()["replicas"]
         return {k: int(counts.get(k, 0)) for k in ("ready", "starting", "draining")}
+
+    def replica_pids(self, name: str) -> list[int]:
+        """PIDs of the deployment's replicas, any state (``replicas.items[].pid``)."""
+        resp = http_call("GET", f"{self.base_url}/api/deployments/{name}", headers=self.auth_headers())
+        if resp.status != 200:
+            raise RuntimeError(f"GET deployment {name}: {resp.status} {resp.body[:300]!r}")
+        items = resp.json()["replicas"].get("items", [])
+        return [int(item["pid"]) for item in items if item.get("pid")]
+
+    def zygote_pids(self) -> list[int]:
+        return [pid for pid in children(self.pid) if "stratus.runtime.zygote" in cmdline(pid)]
 
     def wait_for_replicas(
         self, name: str, done: Callable[[ReplicaCounts], bool], timeout: float = 120.0

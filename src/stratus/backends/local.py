@@ -270,7 +270,9 @@ class LocalBackend:
 
     # -- replicas ---------------------------------------------------------------
     async def start(self, spec: ReplicaSpec) -> ReplicaHandle:
-        _read_ahead(spec.config.models)
+        if spec.config.models:
+            # Not awaited: the reads proceed beside the fork and the init.
+            asyncio.get_running_loop().run_in_executor(None, _read_ahead, spec.config.models)
         await self.prepare(spec.code)
         zygote = self.revisions[spec.code.code_key]
         config = dataclasses.replace(spec.config, socket_path=self.socket_path)
@@ -306,9 +308,13 @@ class LocalBackend:
         return list(self.handles.values())
 
 
+READ_AHEAD_CHUNK = 8 << 20  # the kernel acts on at most read_ahead_kb of one WILLNEED call
+
+
 def _read_ahead(models: list[dict[str, Any]]) -> None:
     """Ask the kernel to pull a replica's weights into the page cache while the replica forks
-    and initialises: by the time it maps them, the reads have started (or are done)."""
+    and initialises, so its first forward pass finds them read rather than faulting them in
+    page by page."""
     for model in models:
         for entry in model["files"].values():
             try:
@@ -316,7 +322,9 @@ def _read_ahead(models: list[dict[str, Any]]) -> None:
             except OSError:
                 continue  # loading will report it clearly
             try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                size = os.fstat(fd).st_size
+                for offset in range(0, size, READ_AHEAD_CHUNK):
+                    os.posix_fadvise(fd, offset, READ_AHEAD_CHUNK, os.POSIX_FADV_WILLNEED)
             finally:
                 os.close(fd)
 
