@@ -165,24 +165,32 @@ class Controller:
             )
             if revision is None:
                 continue
+            runtime = revision.runtime
             try:
-                code = await self._code_spec(revision.runtime)
-                models = await asyncio.to_thread(self.models.lay_out, revision.runtime.models)
-                live = self._live_revision(unit, revision, code, models)
+                code = await self._code_spec(runtime)
+            except StratusError as exc:  # the bundle is gone: only a redeploy can help
+                live = self._live_revision(unit, revision,
+                                           CodeSpec(runtime.code_key(), "", runtime.entrypoint))
+                self._restore_failed(live, record.name, exc, retry_s=self.settings.max_backoff_s)
+                continue
+            live = self._live_revision(unit, revision, code)
+            try:
+                # Models not laid out here are laid out again before a replica starts.
+                live.models = await asyncio.to_thread(self.models.lay_out, runtime.models)
                 await self.backend.prepare(code)
-            except StratusError as exc:
-                # Keep serving the rest; this revision answers 503 with the reason.
-                live = unit.revisions.get(number) or self._live_revision(
-                    unit, revision, CodeSpec(revision.runtime.code_key(), "", revision.runtime.entrypoint)
-                )
-                live.pool.failure = FailureState(exc.message, exc.detail, 1, time.monotonic() + 60)
-                log.error("revision %s of %s cannot load: %s", number, record.name, exc.message)
+            except StratusError as exc:  # keep serving the rest; this one answers 503
+                self._restore_failed(live, record.name, exc, retry_s=60.0)
         self.units[unit.key] = unit
         unit.rebuild_policy()
         serving = unit.serving_revision()
         if serving is not None:
             self.dispatcher.set_route(serving.pool)
         self.schedule(unit)
+
+    @staticmethod
+    def _restore_failed(live: LiveRevision, name: str, exc: StratusError, retry_s: float) -> None:
+        live.pool.failure = FailureState(exc.message, exc.detail, 1, time.monotonic() + retry_s)
+        log.error("revision %s of %s cannot load: %s", live.number, name, exc.message)
 
     # -- API operations ---------------------------------------------------------
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:

@@ -55,6 +55,7 @@ def plan_room(need: int, budget: int, residents: list[Resident]) -> list[str] | 
 class HostBudget:
     def __init__(self, budget: int) -> None:
         self.budget = budget  # bytes; 0: no budget
+        self.warned: set[tuple[str, str]] = set()
 
     def estimate(self, live: LiveRevision) -> int:
         observed = (r.channel.memory.pss for r in live.pool.replicas.values() if r.channel is not None)
@@ -66,14 +67,19 @@ class HostBudget:
         where: dict[str, tuple[LiveRevision, PoolReplica]] = {}
         for other in units:
             floor = max(other.scaling.min_replicas, other.scaling.provisioned_replicas)
-            ready = sum(live.pool.count(ReplicaState.READY) for live in other.revisions.values())
+            ready = [(live, replica) for live in other.revisions.values()
+                     for replica in live.pool.replicas.values()
+                     if replica.state is ReplicaState.READY]
+            # Only as many as stand above the deployment's floor, its least recently used.
+            idle = sorted((pair for pair in ready if pair[1].inflight == 0),
+                          key=lambda pair: pair[1].last_used)
+            spare = {id(replica) for _, replica in idle[: max(0, len(ready) - floor)]}
             for live in other.revisions.values():
                 for replica in live.pool.replicas.values():
                     if replica.state is ReplicaState.DRAINING:
                         continue  # on its way out
                     pss = replica.channel.memory.pss if replica.channel is not None else 0
-                    evictable = (other is not unit and replica.state is ReplicaState.READY
-                                 and replica.inflight == 0 and ready > floor)
+                    evictable = other is not unit and id(replica) in spare
                     residents.append(Resident(replica.replica_id, pss or self.estimate(live),
                                               replica.last_used, evictable))
                     where[replica.replica_id] = (live, replica)
@@ -95,10 +101,18 @@ class HostBudget:
                        f"{used // MIB} MiB in use)")
             if live.pool.waiters:
                 live.pool.fail_waiters(Unavailable(message, retry_after=5.0))
-            log.warning("%s", message)
+            if unit.key not in self.warned:  # once, not every tick it keeps asking
+                self.warned.add(unit.key)
+                log.warning("%s", message)
             return False
+        self.warned.discard(unit.key)
         for key in evict:
             victim_live, victim = where[key]
             log.info("evicting idle replica %s to make room for %s", key, unit.name)
             victim_live.pool.mark_draining(victim)
+            for other in units:
+                if victim_live in other.revisions.values():
+                    # Its policy still remembers recent load; without a request it must not
+                    # start again (and evict in turn) until a request asks for it.
+                    other.evicted = True
         return True

@@ -6,6 +6,7 @@ that crash, hang or stop answering. It also receives the backend's replica event
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -99,6 +100,9 @@ class Reconciler:
         ready = pool.count(ReplicaState.READY)
         starting = pool.count(ReplicaState.STARTING)
         if desired > ready + starting:
+            if unit.evicted and not pool.busy:
+                return  # evicted for room: what the policy remembers is no request
+            unit.evicted = False
             failure = pool.failure
             if failure is not None:
                 # Back off after init failures, and then probe with one replica at a time.
@@ -202,10 +206,15 @@ class Reconciler:
             log_path=str(settings.log_dir / unit.namespace / f"{unit.name}.log"),
             config=runtime.config, env=runtime.env, models=live.models,
         )
-        self._spawn(self._launch(ReplicaSpec(replica_id, live.code, config)))
+        self._spawn(self._launch(live, ReplicaSpec(replica_id, live.code, config)))
 
-    async def _launch(self, spec: ReplicaSpec) -> None:
+    async def _launch(self, live: LiveRevision, spec: ReplicaSpec) -> None:
         try:
+            if live.runtime.models and not live.models:  # could not be laid out at start-up
+                live.models = await asyncio.to_thread(self.controller.models.lay_out,
+                                                      live.runtime.models)
+                spec = dataclasses.replace(
+                    spec, config=dataclasses.replace(spec.config, models=live.models))
             handle = await self.controller.backend.start(spec)
         except StratusError as exc:
             self.replica_failed(spec.replica_id, exc.message, exc.detail)

@@ -49,6 +49,7 @@ class DeploymentUnit:
     policy: ScalingPolicy | None = None
     decision: Decision = field(default_factory=lambda: Decision(0, "no decision yet"))
     decided_at: float | None = None
+    evicted: bool = False  # replicas taken for room: start again only on a request
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     _policy_key: str = ""
 

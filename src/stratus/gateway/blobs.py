@@ -24,14 +24,14 @@ def _check_digest(digest: str) -> None:
 
 async def _head(digest: str, parts: Components) -> Response:
     _check_digest(digest)
-    if not parts.artifacts.has_blob(digest):
+    if not await asyncio.to_thread(parts.artifacts.has_sound_blob, digest):
         raise NotFound(f"blob {digest} not found")
     return Response(status_code=200)
 
 
 async def _put(digest: str, request: Request, parts: Components, limit: int) -> JSONResponse:
     _check_digest(digest)
-    if parts.artifacts.has_blob(digest):
+    if await asyncio.to_thread(parts.artifacts.has_sound_blob, digest):
         return JSONResponse({"digest": digest, "created": False})
     size = await parts.artifacts.write_blob(digest, request.stream(), limit)
     return JSONResponse({"digest": digest, "size": size, "created": True}, status_code=201)

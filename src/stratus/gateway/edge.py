@@ -17,8 +17,8 @@ from stratus.gateway.http import Principal
 
 DEFAULT_NAMESPACE = "default"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def scope_header(scope: Scope, name: bytes) -> bytes | None:
@@ -31,7 +31,7 @@ def scope_header(scope: Scope, name: bytes) -> bytes | None:
 def assign_request_id(scope: Scope) -> bytes:
     """The client's ``X-Request-Id`` when it is sane, else a fresh one; kept in scope state."""
     given = scope_header(scope, b"x-request-id")
-    raw = given if given is not None and _REQUEST_ID.match(given) else os.urandom(8).hex().encode()
+    raw = given if given is not None and _REQUEST_ID.fullmatch(given) else os.urandom(8).hex().encode()
     scope.setdefault("state", {})["request_id"] = raw.decode()
     return raw
 
@@ -50,7 +50,7 @@ class Authenticator:
         if not hmac.compare_digest(token.strip(), self.admin_key):
             return Unauthorized("invalid API key")
         namespace = (scope_header(scope, b"x-stratus-namespace") or b"").decode(errors="replace")
-        if namespace and not _NAMESPACE.match(namespace):
+        if namespace and not _NAMESPACE.fullmatch(namespace):
             return BadRequest("invalid namespace name")
         principal = Principal(namespace or DEFAULT_NAMESPACE, is_admin=True)
         state = scope.setdefault("state", {})

@@ -34,8 +34,11 @@ async def get_model(name: str, request: Request, parts: Parts) -> dict[str, Any]
              status_code=201)
 async def push_version(name: str, body: ModelPushRequest, request: Request,
                        parts: Parts) -> JSONResponse:
-    record = await asyncio.to_thread(parts.models.push, namespace_of(request), name, body)
-    return JSONResponse(record.view(), status_code=201)
+    namespace = namespace_of(request)
+    record = await asyncio.to_thread(parts.models.push, namespace, name, body)
+    # A version pushed straight into a stage moves the deployments that follow it.
+    followed = await parts.controller.follow_model(namespace, name)
+    return JSONResponse({**record.view(), "deployments_updated": followed}, status_code=201)
 
 
 @router.get("/{name}/versions/{version}", summary="One version")

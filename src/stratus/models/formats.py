@@ -105,7 +105,8 @@ def prepare(path: Path, trust_pickle: bool = False) -> PreparedModel:
             for name in weights:
                 check_safetensors(files[name])
             return PreparedModel("transformers", dict(files))
-        if weights and len(weights) == len(files):
+        indexes = [name for name in files if name.endswith(".index.json")]
+        if weights and len(weights) + len(indexes) == len(files):  # shards, maybe with an index
             for name in weights:
                 check_safetensors(files[name])
             return PreparedModel("safetensors", dict(files))

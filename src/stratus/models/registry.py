@@ -13,12 +13,12 @@ STAGES = ("dev", "staging", "production", "archived")
 # Promoting into these moves the version that held the stage to "archived".
 EXCLUSIVE_STAGES = ("staging", "production")
 FORMATS = ("safetensors", "transformers", "onnx", "pickle")
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
-    match = _SEMVER.match(text)
+    match = _SEMVER.fullmatch(text)
     if match is None:
         raise BadRequest(f"version {text!r} is not MAJOR.MINOR.PATCH (for example 1.4.0)")
     major, minor, patch = (int(part) for part in match.groups())
@@ -26,7 +26,7 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise BadRequest(f"model name {name!r} must be lowercase letters, digits and dashes")
     return name
 
@@ -83,7 +83,7 @@ class ModelRef:
         check_name(name)
         if not selector:
             return cls(name)
-        if _SEMVER.match(selector):
+        if _SEMVER.fullmatch(selector):
             return cls(name, version=selector)
         if selector in STAGES:
             return cls(name, stage=selector)

@@ -18,9 +18,9 @@ from stratus.models.registry import (
     check_stage,
     parse_version,
 )
-from stratus.runtime.modelload import ModelLoadError, verify_blob
 from stratus.spec import SHA256_PATTERN
 from stratus.store.artifacts import ArtifactStore
+from stratus.store.integrity import CorruptBlob, verify_blob
 from stratus.store.models import ModelStore
 
 
@@ -88,7 +88,7 @@ class ModelService:
                 raise BadRequest(f"{relative}: blob {entry.sha256[:12]} has not been uploaded")
             try:
                 verify_blob(str(path), entry.sha256, entry.size, f"{name}@{body.version} ({relative})")
-            except ModelLoadError as exc:
+            except CorruptBlob as exc:
                 raise BadRequest(exc.message) from None
         meta = body.model_dump(include={"framework", "task", "signature", "parameters", "metrics",
                                         "tags", "trusted_pickle", "source_format"})

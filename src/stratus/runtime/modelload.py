@@ -4,61 +4,29 @@ sessions, and trusted pickles. Blobs are checked against their sha256 before use
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
-import os
 import pickle
 import struct
 from pathlib import Path
 from typing import Any
 
 from stratus.errors import StratusError
+from stratus.store.integrity import verify_blob
 
-CHUNK = 4 << 20
+# safetensors dtype names -> torch dtype attribute names (those this torch build has).
 _TORCH_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+    "C64": "complex64", "C128": "complex128",
 }
 
 
 class ModelLoadError(StratusError):
     status = 500
     type = "model_load_error"
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify_blob(path: str, sha256: str, size: int, label: str) -> None:
-    """A marker beside the blob records its size and mtime when it was last hashed; any change
-    since (a rewrite, a truncation, bit rot repaired in place) means hashing it again."""
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        raise ModelLoadError(f"{label}: blob {sha256[:12]} is missing from the artifact store") from None
-    stamp = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    marker = path + ".verified"
-    try:
-        with open(marker) as handle:
-            if json.load(handle) == stamp:
-                return
-    except (FileNotFoundError, ValueError):
-        pass
-    actual = sha256_file(path) if stat.st_size == size else None
-    if actual != sha256:
-        found = f"sha256 {actual[:12]}" if actual else f"{stat.st_size} bytes, expected {size}"
-        raise ModelLoadError(f"{label} is corrupted: blob {sha256[:12]} now has {found}; "
-                             "push the version again")
-    temporary = f"{marker}.{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(stamp, handle)
-    os.replace(temporary, marker)
 
 
 def mmap_safetensors(path: str) -> dict[str, Any]:
@@ -75,7 +43,10 @@ def mmap_safetensors(path: str) -> dict[str, Any]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        dtype = getattr(torch, _TORCH_DTYPES[entry["dtype"]])
+        dtype = getattr(torch, _TORCH_DTYPES.get(entry["dtype"], "-"), None)
+        if dtype is None:
+            raise ModelLoadError(f"{path}: tensor {name!r} has dtype {entry['dtype']}, which "
+                                 "this torch build cannot hold")
         start, end = entry["data_offsets"]
         itemsize = torch.empty((), dtype=dtype).element_size()
         count = (end - start) // itemsize
@@ -85,19 +56,38 @@ def mmap_safetensors(path: str) -> dict[str, Any]:
     return tensors
 
 
-def _as_module(tensors: dict[str, Any], module: Any) -> Any:
-    """Build the module without allocating weights, then adopt the mapped tensors as its
-    parameters (``assign=True``): a torch module with zero-copy weights."""
+def _build(cls: type, device: str | None) -> Any:
     import torch
 
-    if isinstance(module, type):
-        with torch.device("meta"):
-            module = module()
+    try:
+        if device is None:
+            return cls()
+        with torch.device(device):
+            return cls()
+    except TypeError as exc:
+        raise ModelLoadError(f"cannot build {cls.__name__}() without arguments ({exc}); pass "
+                             "an instance as module= instead") from None
+
+
+def _adopt(module: Any, tensors: dict[str, Any]) -> Any:
     try:
         module.load_state_dict(tensors, strict=True, assign=True)
     except RuntimeError as exc:
         raise ModelLoadError(f"the weights do not fit {type(module).__name__}: {exc}") from None
-    return module.eval()
+    return module
+
+
+def _as_module(tensors: dict[str, Any], module: Any) -> Any:
+    """Build the module without allocating weights, then adopt the mapped tensors as its
+    parameters (``assign=True``): a torch module with zero-copy weights."""
+    if not isinstance(module, type):
+        return _adopt(module, tensors).eval()
+    built = _adopt(_build(module, "meta"), tensors)
+    if any(t.is_meta for t in [*built.parameters(), *built.buffers()]):
+        # Buffers outside the state dict (persistent=False, e.g. rotary frequencies) only get
+        # values from the module's own init: build it for real, then adopt the weights.
+        built = _adopt(_build(module, None), tensors)
+    return built.eval()
 
 
 def load(model: dict[str, Any], module: Any = None, threads: int = 1) -> Any:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stratus.errors import BadRequest, PayloadTooLarge
+from stratus.store.integrity import CorruptBlob, verify_blob
 
 CHUNK = 1 << 20
 
@@ -39,6 +40,21 @@ class ArtifactStore:
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
+
+    def has_sound_blob(self, digest: str) -> bool:
+        """Present and matching its digest. A corrupted blob is removed, so that uploading the
+        same content again repairs it (and every version that shares it)."""
+        path = self.blob_path(digest)
+        if not path.is_file():
+            return False
+        try:
+            verify_blob(str(path), digest, None, f"blob {digest[:12]}")
+        except CorruptBlob:
+            for stale in (path, Path(f"{path}.verified")):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+            return False
+        return True
 
     async def write_blob(self, digest: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         """Stream a blob to disk, verify it against ``digest`` and publish it atomically."""
