@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stratus-installed
 
-.PHONY: demo test lint typecheck unit bench-noop bench-coldstart bench-autoscaling clean
+.PHONY: demo test lint typecheck unit bench-noop bench-coldstart bench-autoscaling bench-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-coldstart: $(BENCH_STAMP)
 
 bench-autoscaling: $(BENCH_STAMP)
 	$(BIN)/python bench/autoscaling.py
+
+bench-models: $(BENCH_STAMP)
+	$(BIN)/python bench/models.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
