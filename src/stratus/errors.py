@@ -48,6 +48,12 @@ class UnencodableOutput(BadRequest):
     type = "unencodable_output"
 
 
+class ContextLengthExceeded(BadRequest):
+    """A prompt (plus the tokens asked for) does not fit the model's context window."""
+
+    type = "context_length_exceeded"
+
+
 class DeployError(BadRequest):
     """The code could not be imported or validated."""
 
@@ -121,8 +127,10 @@ _BY_TYPE: dict[str, type[StratusError]] = {
         InvalidJSON,
         InvalidTensor,
         UnencodableOutput,
+        ContextLengthExceeded,
         DeployError,
         NotFound,
+        Shed,
         HandlerError,
         ReplicaLost,
         Unavailable,

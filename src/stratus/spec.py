@@ -100,11 +100,52 @@ class RuntimeFields(BaseModel):
                                      description="model references: name@1.2.0 or name@production")
 
 
+ApiKind = Literal["native", "llm", "embeddings"]
+
+# The handlers Stratus ships: ``--llm`` and ``--embeddings`` deploy these with no code upload.
+BUILTIN_ENTRYPOINTS: dict[str, str] = {
+    "llm": "stratus.llm.server:LLMServer",
+    "embeddings": "stratus.llm.embeddings:EmbeddingServer",
+}
+MODEL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.+_-]*$"
+
+
 class DeploymentRequest(ScalingFields, RuntimeFields):
-    """Body of ``POST /api/deployments``."""
+    """Body of ``POST /api/deployments``: user code, or a model for a built-in server."""
 
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
-    code: CodeRef
+    code: CodeRef | None = None
+    llm: str | None = Field(default=None, pattern=MODEL_REF_PATTERN,
+                            description="serve this causal LM (name@version or name@stage) "
+                                        "with the continuous-batching engine")
+    embeddings: str | None = Field(default=None, pattern=MODEL_REF_PATTERN,
+                                   description="serve this embedding model")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DeploymentRequest:
+        given = [key for key in ("code", "llm", "embeddings") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'code', 'llm' or 'embeddings'"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    @property
+    def api(self) -> ApiKind:
+        if self.llm is not None:
+            return "llm"
+        if self.embeddings is not None:
+            return "embeddings"
+        return "native"
+
+    @property
+    def served_model(self) -> str | None:
+        """The model a built-in server serves."""
+        return self.llm or self.embeddings
+
+    def code_ref(self) -> CodeRef:
+        if self.code is not None:
+            return self.code
+        return CodeRef.model_construct(bundle="", entrypoint=BUILTIN_ENTRYPOINTS[self.api])
 
 
 class DeploymentPatch(ScalingFields, RuntimeFields):
@@ -129,8 +170,9 @@ class ScalingSpec(BaseModel):
 class RuntimeSpec(BaseModel):
     """Everything a revision's replicas run with. Immutable once recorded."""
 
-    bundle: str
+    bundle: str  # "" for a built-in server, which imports from the installed package
     entrypoint: str
+    api: ApiKind = "native"  # which protocol adapters may call it
     preload: list[str] = []
     env: dict[str, str] = {}
     config: dict[str, Any] = {}
@@ -188,12 +230,14 @@ def resolve_scaling(
 
 
 def resolve_runtime(
-    fields: RuntimeFields, code: CodeRef, options: DeploymentOptions, base: RuntimeSpec | None = None
+    fields: RuntimeFields, code: CodeRef, options: DeploymentOptions,
+    base: RuntimeSpec | None = None, api: ApiKind = "native",
 ) -> RuntimeSpec:
     default = base or RuntimeSpec(bundle=code.bundle, entrypoint=code.entrypoint)
     return RuntimeSpec(
         bundle=code.bundle,
         entrypoint=code.entrypoint,
+        api=api,
         preload=_pick(fields.preload, default.preload),
         env=_pick(fields.env, default.env),
         config=_pick(fields.config, options.config or None, default.config),

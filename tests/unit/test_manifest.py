@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from stratus.cli.manifest import MANIFEST_KEYS, ManifestError, Target, heavy_imports, load_target
+from stratus.cli.manifest import (
+    BUILTIN_KEYS,
+    MANIFEST_KEYS,
+    ManifestError,
+    Target,
+    heavy_imports,
+    load_target,
+)
 
 
 @pytest.fixture
@@ -118,9 +125,27 @@ def test_manifest_target_with_settings(app_dir: Path) -> None:
 
 
 def test_every_documented_key_is_accepted(app_dir: Path) -> None:
-    lines = [f"{key}: null" for key in sorted(MANIFEST_KEYS - {"entrypoint"})]
+    code_keys = MANIFEST_KEYS - {"entrypoint", *BUILTIN_KEYS}
+    lines = [f"{key}: null" for key in sorted(code_keys)]
     path = write_manifest(app_dir, "\n".join(["entrypoint: app.py:Model", *lines]) + "\n")
-    assert set(load_target(str(path)).settings) == MANIFEST_KEYS - {"entrypoint"}
+    assert set(load_target(str(path)).settings) == code_keys
+
+
+@pytest.mark.parametrize("key", BUILTIN_KEYS)
+def test_a_builtin_server_manifest_has_no_code(app_dir: Path, key: str) -> None:
+    path = write_manifest(app_dir, f"{key}: tiny@production\nname: chat\nmin_replicas: 1\n")
+    target = load_target(str(path))
+    assert target.root is None and target.entrypoint is None and target.source is None
+    assert target.settings == {key: "tiny@production", "name": "chat", "min_replicas": 1}
+
+
+def test_a_builtin_server_manifest_refuses_an_entrypoint_too(app_dir: Path) -> None:
+    path = write_manifest(app_dir, "entrypoint: app.py:Model\nllm: tiny@1.0.0\n")
+    with pytest.raises(ManifestError, match="one of"):
+        load_target(str(path))
+    path = write_manifest(app_dir, "llm: [1, 2]\n")
+    with pytest.raises(ManifestError, match="model reference"):
+        load_target(str(path))
 
 
 def test_yml_extension_and_relative_path(app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -239,9 +239,9 @@ def test_digest_is_stable_and_ignores_key_order() -> None:
     "change",
     [{"bundle": OTHER_BUNDLE}, {"entrypoint": "app.py:Other"}, {"preload": ["torch"]}, {"env": {"A": "1"}},
      {"config": {"k": 1}}, {"max_concurrency": 9}, {"timeout_s": 61.0}, {"memory_mb": 512}, {"threads": 2},
-     {"models": [{"ref": "m@1.0.0", "name": "m", "version": "1.0.0"}]}],
+     {"models": [{"ref": "m@1.0.0", "name": "m", "version": "1.0.0"}]}, {"api": "llm"}],
     ids=["bundle", "entrypoint", "preload", "env", "config", "max_concurrency", "timeout", "memory",
-         "threads", "models"],
+         "threads", "models", "api"],
 )
 def test_digest_changes_when_any_runtime_field_changes(change: dict[str, Any]) -> None:
     assert runtime(**change).digest() != runtime().digest()
@@ -250,8 +250,31 @@ def test_digest_changes_when_any_runtime_field_changes(change: dict[str, Any]) -
 def test_every_runtime_field_is_covered_by_the_digest_tests() -> None:
     assert set(RuntimeSpec.model_fields) == {
         "bundle", "entrypoint", "preload", "env", "config", "max_concurrency", "timeout_s", "memory_mb",
-        "threads", "models",
+        "threads", "models", "api",
     }
+
+
+def test_a_request_names_exactly_one_source() -> None:
+    with pytest.raises(ValidationError, match="exactly one"):
+        DeploymentRequest.model_validate({})
+    with pytest.raises(ValidationError, match="got code, llm"):
+        DeploymentRequest.model_validate({"code": CODE.model_dump(), "llm": "gpt@1.0.0"})
+    with pytest.raises(ValidationError):
+        DeploymentRequest.model_validate({"llm": "no-version"})
+
+
+def test_builtin_servers_need_no_code_bundle() -> None:
+    request = DeploymentRequest.model_validate({"llm": "tiny-gpt@production"})
+    assert request.api == "llm"
+    assert request.served_model == "tiny-gpt@production"
+    assert request.code_ref().bundle == ""
+    assert request.code_ref().entrypoint == "stratus.llm.server:LLMServer"
+    embeddings = DeploymentRequest.model_validate({"embeddings": "mini@1.0.0"})
+    assert embeddings.api == "embeddings"
+    assert embeddings.code_ref().entrypoint == "stratus.llm.embeddings:EmbeddingServer"
+    native = DeploymentRequest.model_validate({"code": CODE.model_dump()})
+    assert native.api == "native"
+    assert native.code_ref() == CODE
 
 
 # -- schedules ---------------------------------------------------------------------

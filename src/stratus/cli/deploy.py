@@ -54,7 +54,15 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def deploy(
-    target: Annotated[str, typer.Argument(help="path/to/file.py:Object or a stratus.yaml")],
+    target: Annotated[str | None, typer.Argument(
+        help="path/to/file.py:Object or a stratus.yaml (none with --llm or --embeddings)")] = None,
+    llm: Annotated[str | None, typer.Option(
+        help="Serve this causal LM from the model store (name@version or name@stage) with "
+             "continuous batching, on /v1/completions and /v1/chat/completions")] = None,
+    embeddings: Annotated[str | None, typer.Option(
+        help="Serve this embedding model from the model store on /v1/embeddings")] = None,
+    config: Annotated[str | None, typer.Option(
+        help="Handler config as JSON (for --llm: max_num_seqs, max_num_tokens, max_queue)")] = None,
     name: Annotated[str | None, typer.Option(help="Deployment name")] = None,
     min_replicas: Annotated[int | None, typer.Option(help="Replicas kept warm (0 = serverless)")] = None,
     max_replicas: Annotated[int | None, typer.Option(help="Upper bound on replicas")] = None,
@@ -81,12 +89,24 @@ def deploy(
     api_key: ApiKey = None,
     namespace: Namespace = None,
 ) -> None:
-    """Deploy a handler (a class or a function) from a file or a stratus.yaml manifest."""
+    """Deploy a handler (a class or a function) from a file or a stratus.yaml manifest, or a
+    model from the store with a built-in server (--llm, --embeddings)."""
+    if sum(x is not None for x in (target, llm, embeddings)) != 1:
+        raise CliError("give exactly one of TARGET, --llm MODEL_REF or --embeddings MODEL_REF")
     try:
-        loaded = load_target(target)
+        loaded = load_target(target) if target is not None else None
     except ManifestError as exc:
         raise CliError(str(exc)) from None
-    spec: dict[str, Any] = dict(loaded.settings)
+    spec: dict[str, Any] = dict(loaded.settings) if loaded is not None else {}
+    if llm is not None:
+        spec["llm"] = llm
+    if embeddings is not None:
+        spec["embeddings"] = embeddings
+    if config is not None:
+        try:
+            spec["config"] = json.loads(config)
+        except ValueError as exc:
+            raise CliError(f"--config is not valid JSON: {exc}") from None
     flags = {
         "name": name, "min_replicas": min_replicas, "max_replicas": max_replicas,
         "target_concurrency": target_concurrency, "max_concurrency": max_concurrency,
@@ -108,15 +128,16 @@ def deploy(
         spec["preload"] = []
     elif preload:
         spec["preload"] = preload
-    elif "preload" not in spec:
+    elif "preload" not in spec and loaded is not None and loaded.source is not None:
         spec["preload"] = heavy_imports(loaded.source)
         if spec["preload"]:
             console.print(f"[dim]preloading {', '.join(spec['preload'])} "
                           f"(imported by {loaded.source.name})[/dim]")
-    bundle = build_bundle(loaded.root)
     with make_client(server, api_key, namespace) as client:
-        upload(client, "bundles", bundle.data, bundle.digest, "code bundle")
-        spec["code"] = {"bundle": bundle.digest, "entrypoint": loaded.entrypoint}
+        if loaded is not None and loaded.root is not None:
+            bundle = build_bundle(loaded.root)
+            upload(client, "bundles", bundle.data, bundle.digest, "code bundle")
+            spec["code"] = {"bundle": bundle.digest, "entrypoint": loaded.entrypoint}
         with console.status("importing and validating the code"):
             view = client.json("POST", "/api/deployments", json=spec)
         console.print(f"deployment [bold]{view['name']}[/bold] at revision {view['revision']} "

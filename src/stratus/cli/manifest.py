@@ -16,7 +16,9 @@ MANIFEST_KEYS = {
     "max_concurrency", "timeout_s", "memory_mb", "scale_to_zero_after_s", "max_queued",
     "queue_timeout_s", "threads", "preload", "env", "config", "policy", "policy_config",
     "initial_replicas", "target_utilization", "provisioned_replicas", "schedules", "models",
+    "llm", "embeddings",
 }
+BUILTIN_KEYS = ("llm", "embeddings")  # serve a model from the store; no code to upload
 
 
 class ManifestError(ValueError):
@@ -25,9 +27,12 @@ class ManifestError(ValueError):
 
 @dataclass
 class Target:
-    root: Path
-    entrypoint: str
-    source: Path
+    """What to deploy: code (root, entrypoint, source), or only settings naming a built-in
+    server (``llm: name@stage``), in which case the three code fields are None."""
+
+    root: Path | None
+    entrypoint: str | None
+    source: Path | None
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,6 +67,13 @@ def _from_manifest(path: Path) -> Target:
     unknown = set(data) - MANIFEST_KEYS
     if unknown:
         raise ManifestError(f"{path}: unknown keys {sorted(unknown)}")
+    builtins = [key for key in BUILTIN_KEYS if key in data]
+    if builtins:
+        if len(builtins) > 1 or "entrypoint" in data:
+            raise ManifestError(f"{path}: give one of 'entrypoint', 'llm' or 'embeddings'")
+        if not isinstance(data[builtins[0]], str):
+            raise ManifestError(f"{path}: '{builtins[0]}' takes a model reference, name@version")
+        return Target(root=None, entrypoint=None, source=None, settings=data)
     entrypoint = data.pop("entrypoint", None)
     if not isinstance(entrypoint, str) or not _is_target(entrypoint):
         raise ManifestError(f"{path}: 'entrypoint: file.py:Object' is required")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,12 @@ from stratus.store.artifacts import ArtifactStore
 from stratus.store.metadata import DeploymentRecord, MetadataStore, RevisionRecord, RevisionStatus
 
 log = logging.getLogger("stratus.controller")
+
+
+def _deployment_name(model_ref: str) -> str:
+    """A built-in server's default name: its model's, made fit for a deployment name."""
+    name = re.sub(r"[^a-z0-9-]+", "-", model_ref.partition("@")[0].lower()).strip("-")
+    return name[:63].strip("-")
 
 
 def options_from_meta(meta: dict[str, Any]) -> DeploymentOptions:
@@ -134,7 +141,11 @@ class Controller:
 
     # -- revisions --------------------------------------------------------------
     async def _code_spec(self, runtime: RuntimeSpec) -> CodeSpec:
-        bundle_dir = await asyncio.to_thread(self.artifacts.unpack_bundle, runtime.bundle)
+        if runtime.bundle:
+            bundle_dir = await asyncio.to_thread(self.artifacts.unpack_bundle, runtime.bundle)
+        else:  # a built-in server: its code is the installed package; it runs in an empty dir
+            bundle_dir = self.settings.data_dir / "builtin"
+            bundle_dir.mkdir(parents=True, exist_ok=True)
         return CodeSpec(
             code_key=runtime.code_key(), bundle_dir=str(bundle_dir),
             entrypoint=runtime.entrypoint, preload=tuple(runtime.preload), env=dict(runtime.env),
@@ -147,6 +158,7 @@ class Controller:
         pool = RevisionPool(unit.namespace, unit.name, record.number,
                             pool_limits(record.runtime, unit.scaling), self.activate)
         pool.meta = record.code_meta
+        pool.api = record.runtime.api
         pool.on_drained = self.reconciler.on_drained
         live = LiveRevision(record.number, record.runtime, code, pool, record.created_at,
                             models or [])
@@ -198,15 +210,21 @@ class Controller:
 
     async def apply(self, namespace: str, request: DeploymentRequest) -> dict[str, Any]:
         """Create or update a deployment. Returns once the code imports and validates."""
-        provisional = resolve_runtime(request, request.code, DeploymentOptions())
+        source = request.code_ref()
+        provisional = resolve_runtime(request, source, DeploymentOptions(), api=request.api)
         code = await self._code_spec(provisional)
         meta = await self.backend.prepare(code)
         options = options_from_meta(meta)
-        name = request.name or options.name
+        served = request.served_model
+        name = request.name or options.name or (served and _deployment_name(served))
         if not name:
             raise DeployError("no deployment name: pass --name or declare @deployment(name=...)")
-        runtime = resolve_runtime(request, request.code, options)
-        runtime.models = await self._resolve(namespace, request.models or [])
+        runtime = resolve_runtime(request, source, options, api=request.api)
+        refs = [served, *(request.models or [])] if served else request.models or []
+        runtime.models = await self._resolve(namespace, refs)
+        if served:
+            # A built-in server learns which declared model it serves from its config.
+            runtime.config = {**runtime.config, "model": runtime.models[0]["name"]}
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, meta, code,
@@ -233,8 +251,12 @@ class Controller:
         runtime = RuntimeSpec.model_validate(
             {**latest.runtime.model_dump(), **patch.model_dump(exclude_none=True, include=fields)}
         )
+        served = latest.runtime.models[:1] if runtime.api != "native" else []
         if patch.models is not None:
-            runtime.models = await self._resolve(namespace, patch.models)
+            refs = [m["ref"] for m in served] + patch.models
+            runtime.models = await self._resolve(namespace, refs)
+        if served:  # a built-in server keeps serving its model whatever the patch says
+            runtime.config = {**runtime.config, "model": served[0]["name"]}
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code,

@@ -1,4 +1,5 @@
-"""The data path to one replica: sends REQUEST frames and matches the answers to futures."""
+"""The data path to one replica: sends REQUEST frames and matches the answers to futures;
+the CHUNK frames of a streamed answer go to the request's sink as they arrive."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from stratus.errors import ReplicaLost
 from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.memory import Memory
+
+# Receives (payload kind, payload) for each CHUNK of a streamed answer.
+ChunkSink = Callable[[int, Any], None]
 
 # How long a lost connection waits for the zygote to say why the replica died.
 EXIT_REASON_WAIT_S = 0.25
@@ -25,6 +29,7 @@ class ReplicaChannel:
         self.connection = connection
         self.loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[list[Any]]] = {}
+        self.sinks: dict[int, ChunkSink] = {}
         self.next_rid = 1
         self.closed = False
         self.last_seen = time.monotonic()
@@ -33,18 +38,23 @@ class ReplicaChannel:
         self.on_lost: Callable[[ReplicaChannel], None] | None = None
         self._fail_handle: asyncio.TimerHandle | None = None
 
-    def request(self, kind: int, payload: Any, meta: dict[str, Any]) -> tuple[int, asyncio.Future[list[Any]]]:
+    def request(
+        self, kind: int, payload: Any, meta: dict[str, Any], sink: ChunkSink | None = None
+    ) -> tuple[int, asyncio.Future[list[Any]]]:
         if self.closed:
             raise ReplicaLost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
         rid = self.next_rid
         self.next_rid = rid + 1
         future: asyncio.Future[list[Any]] = self.loop.create_future()
         self.pending[rid] = future
+        if sink is not None:
+            self.sinks[rid] = sink
         self.connection.send([wire.REQUEST, rid, kind, payload, meta])
         return rid, future
 
     def cancel(self, rid: int) -> None:
         """Ask the replica to cancel a request; its answer (if any) still arrives."""
+        self.sinks.pop(rid, None)
         self.connection.send([wire.CANCEL, rid])
 
     def stop(self, drain_timeout_s: float) -> None:
@@ -54,7 +64,12 @@ class ReplicaChannel:
     def on_message(self, message: list[Any]) -> None:
         self.last_seen = time.monotonic()
         kind = message[0]
-        if kind == wire.RESPONSE or kind == wire.ERROR:
+        if kind == wire.CHUNK:
+            sink = self.sinks.get(message[1])
+            if sink is not None:
+                sink(message[2], message[3])
+        elif kind == wire.RESPONSE or kind == wire.ERROR:
+            self.sinks.pop(message[1], None)
             future = self.pending.pop(message[1], None)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -90,6 +105,7 @@ class ReplicaChannel:
             self._fail_handle.cancel()
             self._fail_handle = None
         pending, self.pending = self.pending, {}
+        self.sinks.clear()
         for future in pending.values():
             if not future.done():
                 future.set_exception(

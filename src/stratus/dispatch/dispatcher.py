@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from stratus.dispatch.channel import ReplicaChannel
+from stratus.dispatch.channel import ChunkSink, ReplicaChannel
 from stratus.dispatch.pool import PoolReplica, RevisionPool
 from stratus.errors import NotFound, ReplicaLost, RequestTimeout, StratusError, error_from_type
 from stratus.runtime import wire
@@ -25,6 +25,7 @@ class Invocation:
     payload: Any
     request_id: str
     revision: int | None = None  # pin a live revision instead of following the route
+    on_chunk: ChunkSink | None = None  # receives a streamed answer's items as they arrive
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class Dispatcher:
                 invocation.kind,
                 invocation.payload,
                 {"request_id": invocation.request_id, "timeout": timeout},
+                invocation.on_chunk,
             )
         except ReplicaLost:
             pool.release(replica)

@@ -100,6 +100,7 @@ class RevisionPool:
         self.rng = random.Random()
         self.on_drained: Callable[[PoolReplica], None] = lambda replica: None
         self.meta: dict[str, Any] = {}  # what the zygote reported about the code
+        self.api = "native"  # or "llm" / "embeddings": which protocol adapters may call it
 
     # -- request path -----------------------------------------------------------
     def try_acquire(self) -> PoolReplica | None:

@@ -23,7 +23,7 @@ from stratus.config import Settings
 from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.errors import BadRequest, InvalidJSON, StratusError
-from stratus.gateway import blobs, deployments, models, v2
+from stratus.gateway import blobs, deployments, models, openai_models, v2
 from stratus.gateway.dataplane import DataPlane, openapi_paths
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.http import error_reply
@@ -130,6 +130,7 @@ def create_app(settings: Settings) -> DataPlane:
     app.include_router(blobs.router)
     app.include_router(models.router)
     app.include_router(v2.router)
+    app.include_router(openai_models.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

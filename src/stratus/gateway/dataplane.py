@@ -20,17 +20,22 @@ from stratus.gateway.edge import Authenticator, assign_request_id
 from stratus.gateway.http import Call, Reply, error_reply, header_map, read_body
 from stratus.gateway.invoke import native_invoke
 from stratus.gateway.middleware import send_reply
+from stratus.gateway.openai import chat_completions, completions, embeddings
 from stratus.gateway.state import Components
+from stratus.gateway.streaming import StreamReply, send_stream
 from stratus.gateway.v2 import v2_infer
 
 log = logging.getLogger("stratus.gateway")
 
-Adapter = Callable[[Components, Call], Awaitable[Reply]]
+Adapter = Callable[[Components, Call], Awaitable[Reply | StreamReply]]
 
 # (suffix checked first, pattern, adapter): a suffix test keeps control-plane paths cheap.
 ROUTES: tuple[tuple[str, re.Pattern[str], Adapter], ...] = (
     ("/invoke", re.compile(r"^/api/deployments/([^/]+)/invoke$"), native_invoke),
     ("/infer", re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$"), v2_infer),
+    ("/chat/completions", re.compile(r"^/v1/chat/completions$"), chat_completions),
+    ("/completions", re.compile(r"^/v1/completions$"), completions),
+    ("/embeddings", re.compile(r"^/v1/embeddings$"), embeddings),
 )
 
 
@@ -58,6 +63,7 @@ class DataPlane:
         request_id = assign_request_id(scope)
         headers = header_map(scope["headers"])
         principal = self.authenticator.authenticate(scope)
+        reply: Reply | StreamReply
         if isinstance(principal, StratusError):
             reply = error_reply(principal, request_id.decode(), None, headers, scope["path"])
         else:
@@ -72,7 +78,10 @@ class DataPlane:
                 log.exception("unhandled error on %s", scope["path"])
                 internal = StratusError("internal server error")
                 reply = error_reply(internal, request_id.decode(), principal, headers, scope["path"])
-        await send_reply(send, reply, request_id)
+        if isinstance(reply, StreamReply):
+            await send_stream(send, receive, reply, request_id)
+        else:
+            await send_reply(send, reply, request_id)
 
 
 def openapi_paths() -> dict[str, Any]:

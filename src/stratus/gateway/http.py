@@ -98,6 +98,25 @@ def v2_error_body(error_type: str, message: str, request_id: str, **extra: Any) 
     ).encode()
 
 
+# OpenAI's error categories by HTTP status; our specific type travels as ``code``.
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                 403: "permission_error", 404: "invalid_request_error",
+                 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def openai_error_body(error: StratusError, request_id: str, **extra: Any) -> bytes:
+    """OpenAI's shape on ``/v1``: ``{"error": {"message", "type", "param", "code"}}``, which
+    its clients parse; the request id rides along."""
+    return json.dumps({"error": {
+        "message": error.message,
+        "type": _OPENAI_TYPES.get(error.status, "server_error"),
+        "param": getattr(error, "param", None),
+        "code": error.type,
+        "request_id": request_id,
+        **extra,
+    }}).encode()
+
+
 def error_body_for(path: str) -> Callable[..., bytes]:
     return v2_error_body if path.startswith("/v2/") else error_body
 
@@ -120,5 +139,8 @@ def error_reply(
         reply_headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
     if error.revision is not None:
         reply_headers.append((b"x-stratus-revision", str(error.revision).encode()))
-    body = error_body_for(path)(error.type, error.message, request_id, **extra)
+    if path.startswith("/v1/"):
+        body = openai_error_body(error, request_id, **extra)
+    else:
+        body = error_body_for(path)(error.type, error.message, request_id, **extra)
     return Reply(error.status, body, reply_headers)

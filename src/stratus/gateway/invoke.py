@@ -1,13 +1,17 @@
-"""The native invoke adapter: JSON in, JSON out (``POST /api/deployments/{name}/invoke``)."""
+"""The native invoke adapter: JSON in, JSON out (``POST /api/deployments/{name}/invoke``);
+a handler that yields streams NDJSON to a client that accepts it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from stratus.dispatch.dispatcher import Invocation, InvocationResult
-from stratus.errors import BadRequest, InvalidJSON
-from stratus.gateway.http import Call, Reply
+from stratus.errors import BadRequest, InvalidJSON, StratusError
+from stratus.gateway.http import Call, Reply, error_body
 from stratus.gateway.state import Components
+from stratus.gateway.streaming import InvocationStream, StreamReply
 from stratus.runtime import wire
 
 
@@ -18,7 +22,7 @@ def stratus_headers(result: InvocationResult) -> list[tuple[bytes, bytes]]:
     ]
 
 
-async def native_invoke(parts: Components, call: Call) -> Reply:
+async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
     mode = call.query_param("mode", "sync") if call.query else "sync"
     if mode != "sync":
         raise BadRequest(f"unsupported invoke mode {mode!r}; this server supports 'sync'")
@@ -29,15 +33,28 @@ async def native_invoke(parts: Components, call: Call) -> Reply:
         json.loads(body)
     except ValueError as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
-    result = await parts.dispatcher.invoke(
-        Invocation(
-            namespace=call.principal.namespace,
-            deployment=call.params[0],
-            kind=wire.KIND_JSON,
-            payload=body,
-            request_id=call.request_id,
-        )
+    invocation = Invocation(
+        namespace=call.principal.namespace,
+        deployment=call.params[0],
+        kind=wire.KIND_JSON,
+        payload=body,
+        request_id=call.request_id,
     )
+    accept = call.headers.get("accept", "")
+    if "application/x-ndjson" in accept or "text/event-stream" in accept:
+        return await _invoke_streaming(parts, invocation)
+    # A handler that streams, called without asking for a stream, answers with the list
+    # of its items once it is done.
+    items: list[bytes] = []
+    result = await parts.dispatcher.invoke(
+        replace(invocation, on_chunk=lambda kind, payload: items.append(payload))
+    )
+    if items:
+        return Reply(200, b"[" + b",".join(items) + b"]", stratus_headers(result))
+    return _plain_reply(result)
+
+
+def _plain_reply(result: InvocationResult) -> Reply:
     headers = stratus_headers(result)
     if result.kind == wire.KIND_HTTP:
         status, handler_headers, data = result.payload
@@ -48,3 +65,24 @@ async def native_invoke(parts: Components, call: Call) -> Reply:
     if result.kind != wire.KIND_JSON:
         raise BadRequest("the handler answered with tensors; call it through /v2/models/{name}/infer")
     return Reply(200, result.payload, headers)
+
+
+async def _invoke_streaming(parts: Components, invocation: Invocation) -> Reply | StreamReply:
+    """Newline-delimited JSON, one line per item as the handler yields it."""
+    stream = InvocationStream(parts.dispatcher, invocation)
+    first = await stream.next_item()
+    if first is None:
+        return _plain_reply(await stream.result())
+
+    async def lines() -> AsyncIterator[bytes]:
+        try:
+            yield first[1] + b"\n"
+            while (item := await stream.next_item()) is not None:
+                yield item[1] + b"\n"
+            await stream.result()
+        except StratusError as exc:
+            yield error_body(exc.type, exc.message, invocation.request_id) + b"\n"
+        finally:
+            await stream.close()
+
+    return StreamReply(200, lines(), content_type=b"application/x-ndjson")

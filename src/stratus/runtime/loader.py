@@ -56,6 +56,11 @@ def _positional_arity(function: Any) -> int:
     return sum(1 for p in parameters if p.kind in kinds)
 
 
+def _runs_on_loop(function: Any) -> bool:
+    """Coroutines and async generators run on the replica's event loop, not its threads."""
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+
+
 def _classify(target: Any, entrypoint: str) -> tuple[HandlerKind, bool]:
     if inspect.isclass(target):
         call = getattr(target, "__call__", None)  # noqa: B004 - the class attribute, not callable()
@@ -66,13 +71,13 @@ def _classify(target: Any, entrypoint: str) -> tuple[HandlerKind, bool]:
         init_arity = _positional_arity(target.__init__)
         if init_arity not in (1, 2):
             raise DeployError(f"{entrypoint}: __init__ must take (self) or (self, ctx)")
-        return HandlerKind.CLASS, inspect.iscoroutinefunction(call)
+        return HandlerKind.CLASS, _runs_on_loop(call)
     if inspect.isfunction(target) or inspect.ismethod(target):
         arity = _positional_arity(target)
         if arity == 2:
-            return HandlerKind.LAMBDA, inspect.iscoroutinefunction(target)
+            return HandlerKind.LAMBDA, _runs_on_loop(target)
         if arity == 1:
-            return HandlerKind.FUNCTION, inspect.iscoroutinefunction(target)
+            return HandlerKind.FUNCTION, _runs_on_loop(target)
         raise DeployError(
             f"{entrypoint}: a function handler takes (request) or (event, context), not {arity} "
             "arguments"

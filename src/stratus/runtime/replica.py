@@ -2,12 +2,14 @@
 requests that arrive as frames on its Unix socket to the server.
 
 Sync handlers run on a thread pool sized to ``max_concurrency`` so the event loop stays free
-for heartbeats and cancellation; async handlers run as tasks on the loop.
+for heartbeats and cancellation; async handlers run as tasks on the loop. A handler that
+returns a generator streams: each item goes out as a CHUNK frame, then an empty RESPONSE.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import random
 import signal
@@ -15,6 +17,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
@@ -76,6 +79,10 @@ def _prepare_process(config: ReplicaConfig) -> None:
         # The zygote never ran torch ops, so its intra-op pool starts here, after the fork.
         torch.set_num_threads(config.threads)
         torch.seed()
+
+
+def _end_of_stream(rid: int) -> bytes:
+    return wire.encode([wire.RESPONSE, rid, 0, wire.KIND_JSON, b"null"])
 
 
 class ReplicaServer(asyncio.Protocol):
@@ -145,7 +152,12 @@ class ReplicaServer(asyncio.Protocol):
                 output = self.handler(request, self._context(meta))
             else:
                 output = self.handler(request)
-            frame = self._ok_frame(rid, kind, output)
+            if inspect.isgenerator(output):
+                for item in output:
+                    self.loop.call_soon_threadsafe(self._send, self._chunk_frame(rid, kind, item))
+                frame = _end_of_stream(rid)
+            else:
+                frame = self._ok_frame(rid, kind, output)
         except BaseException as exc:
             frame = self._error_frame(rid, exc, meta)
         self.loop.call_soon_threadsafe(self._finish, rid, frame)
@@ -154,10 +166,16 @@ class ReplicaServer(asyncio.Protocol):
         try:
             request = codec.decode_request(kind, payload)
             if self.lambda_style:
-                output = await self.handler(request, self._context(meta))
+                output = self.handler(request, self._context(meta))
             else:
-                output = await self.handler(request)
-            frame = self._ok_frame(rid, kind, output)
+                output = self.handler(request)
+            if inspect.isasyncgen(output):
+                await self._stream(rid, kind, output)
+                frame = _end_of_stream(rid)
+            else:
+                if inspect.isawaitable(output):
+                    output = await output
+                frame = self._ok_frame(rid, kind, output)
         except asyncio.CancelledError:
             # Cancelled after its timeout: answering frees the slot the server still holds.
             cancelled = RequestTimeout("the handler was cancelled after its timeout")
@@ -165,6 +183,19 @@ class ReplicaServer(asyncio.Protocol):
         except BaseException as exc:
             frame = self._error_frame(rid, exc, meta)
         self._finish(rid, frame)
+
+    async def _stream(self, rid: int, kind: int, items: AsyncGenerator[Any, Any]) -> None:
+        """Each item goes out as a CHUNK as soon as it is made; closing the generator on
+        cancellation lets the handler free what the stream held (an LLM sequence)."""
+        try:
+            async for item in items:
+                self._send(self._chunk_frame(rid, kind, item))
+        finally:
+            await items.aclose()
+
+    def _chunk_frame(self, rid: int, kind: int, item: Any) -> bytes:
+        chunk_kind, body = codec.encode_response(kind, False, item)
+        return wire.encode([wire.CHUNK, rid, chunk_kind, body])
 
     def _ok_frame(self, rid: int, kind: int, output: Any) -> bytes:
         response_kind, body = codec.encode_response(kind, self.lambda_style, output)

@@ -36,6 +36,7 @@ ERROR = 32  # [32, rid, status, error_type, message, traceback]
 CANCEL = 33  # [33, rid]
 HEARTBEAT = 34  # [34, inflight, rss, pss, charged] (bytes)
 STOP = 35  # [35, drain_timeout_s]
+CHUNK = 36  # [36, rid, kind, payload]: one item of a streamed answer; RESPONSE/ERROR ends it
 
 # Payload kinds, both directions.
 KIND_JSON = 0  # payload: JSON bytes

@@ -128,3 +128,31 @@ class Mirror:
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {f"{name}_out": value for name, value in inputs.items()}
+
+
+class Counter:
+    """Streams ``n`` items; with ``pause`` between them. Records a cancelled stream in a file
+    so a test can see that the replica stopped producing."""
+
+    def __init__(self, ctx: stratus.Context) -> None:
+        self.marker_dir = str(ctx.config.get("marker_dir", "."))
+
+    async def __call__(self, request: dict[str, Any]) -> Any:
+        for index in range(int(request.get("n", 3))):
+            if index == request.get("fail_at"):
+                raise ValueError(f"failed at item {index}")
+            yield {"index": index}
+            await asyncio.sleep(float(request.get("pause", 0)))
+        marker = request.get("marker")
+        if marker:
+            with open(os.path.join(self.marker_dir, f"{marker}.done"), "w"):
+                pass
+
+
+class SyncCounter:
+    def __init__(self, ctx: stratus.Context) -> None:
+        pass
+
+    def __call__(self, request: dict[str, Any]) -> Any:
+        for index in range(int(request.get("n", 3))):
+            yield {"index": index, "square": index * index}
