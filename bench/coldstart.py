@@ -14,7 +14,6 @@ with ``--json``, which prints the JSON document on stdout instead).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -31,8 +30,8 @@ from common import (
     markdown_table,
     parse_only,
     percentile,
+    publish,
     timestamp,
-    write_results,
 )
 from ray_target import RayPeer, ensure_ray_venv
 from stratus_target import StratusServer, no_replicas
@@ -224,11 +223,7 @@ def main() -> int:
         "ray_over_stratus_median": ratio,
         "failures": failures,
     }
-    path = write_results("coldstart", payload)
-    print(render(summaries, failures), file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(json.dumps(payload, indent=2))
-    log(f"results written to {path}")
+    publish("coldstart", payload, render(summaries, failures), args.json)
     return 1 if failures else 0
 
 

@@ -281,6 +281,17 @@ def write_results(kind: str, payload: Mapping[str, Any]) -> Path:
     return path
 
 
+def publish(kind: str, payload: Mapping[str, Any], table: str, as_json: bool) -> Path:
+    """Write the results file and print the table; with ``--json`` the payload goes to
+    stdout and the table to stderr."""
+    path = write_results(kind, payload)
+    print(table, file=sys.stderr if as_json else sys.stdout)
+    if as_json:
+        print(json.dumps(payload, indent=2, default=_json_default))
+    log(f"results written to {path}")
+    return path
+
+
 def _json_default(value: object) -> object:
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)  # type: ignore[call-overload]

@@ -22,7 +22,6 @@ and a markdown table (on stderr with ``--json``, which prints the JSON on stdout
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -34,8 +33,8 @@ from common import (
     markdown_table,
     parse_only,
     percentile,
+    publish,
     timestamp,
-    write_results,
 )
 from model_targets import TARGETS, ModelTarget, ray_memory, stratus_memory
 from modelkit import (
@@ -263,11 +262,7 @@ def main() -> int:
         "failures": failures,
     }
     payload["markdown"] = table = render(cold, memory, reference, failures)
-    path = write_results("models", payload)
-    print(table, file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(json.dumps(payload, indent=2))
-    log(f"results written to {path}")
+    publish("models", payload, table, args.json)
     return 1 if failures else 0
 
 

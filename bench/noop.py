@@ -11,7 +11,6 @@ machine info, go to ``bench/results/noop-<timestamp>.json``; a markdown table is
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -28,11 +27,11 @@ from common import (
     machine_info,
     markdown_table,
     parse_only,
+    publish,
     start_process,
     stop_process,
     timestamp,
     wait_until_ready,
-    write_results,
 )
 from loadgen import run_wrk, write_post_lua
 from ray_target import RayPeer, ensure_ray_venv
@@ -208,12 +207,7 @@ def main() -> int:
         "results": rows,
         "failures": failures,
     }
-    path = write_results("noop", payload)
-    table = render(rows, failures)
-    print(table, file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(json.dumps(payload, indent=2))
-    log(f"results written to {path}")
+    publish("noop", payload, render(rows, failures), args.json)
     return 1 if failures else 0
 
 

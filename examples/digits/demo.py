@@ -4,14 +4,9 @@ through the CLI, and print cold- and warm-start latency. Everything shuts down a
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,32 +14,10 @@ import httpx
 from sklearn.datasets import load_digits
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
-
-def step(message: str) -> None:
-    print(f"\n==> {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with code {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the server did not become ready")
+from demo_server import STRATUS, demo_server, step  # noqa: E402
 
 
 def wait_for_zero(client: httpx.Client, name: str, timeout: float = 60) -> None:
@@ -65,32 +38,12 @@ def main() -> None:
     accuracy = train()
     print(f"    held-out accuracy {accuracy:.3f}, trained in {time.perf_counter() - started:.1f}s")
 
-    port, key = free_port(), "sk-demo-" + secrets.token_hex(8)
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "STRATUS_ADMIN_KEY": key, "STRATUS_URL": url, "STRATUS_API_KEY": key}
-    with tempfile.TemporaryDirectory(prefix="stratus-demo-") as data_dir:
-        step(f"starting `stratus serve` on {url} (SQLite and local processes in {data_dir})")
-        server = subprocess.Popen(
-            [str(BIN / "stratus"), "serve", "--port", str(port), "--data-dir", data_dir,
-             "--log-level", "warning"],
-            env=env,
-        )
-        try:
-            wait_until_ready(url, server)
-            run_demo(url, key, env)
-        finally:
-            step("shutting down")
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            # uvicorn re-raises SIGTERM after its graceful shutdown, hence -15.
-            print(f"    server stopped (exit status {server.returncode})")
+    with demo_server() as server:
+        run_demo(server.url, server.key, server.env)
 
 
 def run_demo(url: str, key: str, env: dict[str, str]) -> None:
-    stratus = str(BIN / "stratus")
+    stratus = STRATUS
     step("deploying examples/digits/model.py:Digits with --min-replicas 0")
     subprocess.run([stratus, "deploy", str(HERE / "model.py:Digits"), "--min-replicas", "0",
                     "--scale-to-zero-after", "2"], env=env, check=True)

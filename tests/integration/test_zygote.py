@@ -43,8 +43,9 @@ def test_zygotes_hold_one_thread_and_replicas_set_their_own(server: StratusServe
     assert len(body["y"][0]) == 4
 
     assert server.process is not None
+    # Other tests on this server preload more (torch,transformers): match the exact list.
     profiles = [pid for pid in _children(server.process.pid) if "stratus.runtime.zygote" in _cmdline(pid)
-                and "--preload torch" in _cmdline(pid)]
+                and "--preload torch " in _cmdline(pid) + " "]
     assert len(profiles) == 1
     revision_zygotes = _children(profiles[0])
     assert revision_zygotes, "the profile zygote forks one zygote per code bundle"

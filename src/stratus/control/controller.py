@@ -210,6 +210,9 @@ class Controller:
 
     async def apply(self, namespace: str, request: DeploymentRequest) -> dict[str, Any]:
         """Create or update a deployment. Returns once the code imports and validates."""
+        if request.served_model and request.preload is None:
+            # The built-in servers load transformers models: import both once, in the zygote.
+            request = request.model_copy(update={"preload": ["torch", "transformers"]})
         source = request.code_ref()
         provisional = resolve_runtime(request, source, DeploymentOptions(), api=request.api)
         code = await self._code_spec(provisional)

@@ -277,6 +277,7 @@ class Reconciler:
         pool = entry.live.pool
         recovered = pool.failure is not None
         pool.mark_ready(entry.replica, channel, init_ms)
+        channel.on_batch_sizes = entry.unit.batch_sizes.merge
         if recovered:
             self.controller.record_recovery(entry.unit, entry.live)
         log.info("replica %s ready (init %.1f ms)", replica_id, init_ms)

@@ -12,6 +12,7 @@ from stratus.backends.base import CodeSpec
 from stratus.control.autoscaling import build_policy
 from stratus.control.policy import Decision, ReplicaCounts, ScalingPolicy
 from stratus.dispatch.pool import PoolLimits, ReplicaState, RevisionPool
+from stratus.sdk.batching import BatchSizeHistogram
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
 
 HISTORY = 600  # decisions kept per deployment: ten minutes at one tick a second
@@ -51,6 +52,7 @@ class DeploymentUnit:
     decided_at: float | None = None
     evicted: bool = False  # replicas taken for room: start again only on a request
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    batch_sizes: BatchSizeHistogram = field(default_factory=BatchSizeHistogram)  # @stratus.batch
     _policy_key: str = ""
 
     @property

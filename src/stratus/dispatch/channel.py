@@ -34,6 +34,9 @@ class ReplicaChannel:
         self.closed = False
         self.last_seen = time.monotonic()
         self.memory = Memory()  # from the latest heartbeat
+        self.handler_stats: dict[str, float] = {}  # the handler's gauges, from the heartbeat
+        # Receives each heartbeat's batch-size deltas; set by whoever knows the deployment.
+        self.on_batch_sizes: Callable[[Any], None] | None = None
         self.exit_reason: str | None = None
         self.on_lost: Callable[[ReplicaChannel], None] | None = None
         self._fail_handle: asyncio.TimerHandle | None = None
@@ -75,6 +78,10 @@ class ReplicaChannel:
                 future.set_result(message)
         elif kind == wire.HEARTBEAT:
             self.memory = Memory(rss=int(message[2]), pss=int(message[3]), dirty=int(message[4]))
+            reports = message[5] if len(message) > 5 and isinstance(message[5], dict) else {}
+            self.handler_stats = reports.get("stats") or {}
+            if self.on_batch_sizes is not None and "batch_sizes" in reports:
+                self.on_batch_sizes(reports["batch_sizes"])
 
     def on_close(self) -> None:
         self.closed = True

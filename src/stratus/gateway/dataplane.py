@@ -111,4 +111,9 @@ def openapi_paths() -> dict[str, Any]:
         "/v2/models/{name}/infer": operation("Open Inference Protocol v2 inference", ["name"]),
         "/v2/models/{name}/versions/{version}/infer": operation(
             "Open Inference Protocol v2 inference on one version", ["name", "version"]),
+        "/v1/completions": operation(
+            "OpenAI-compatible completions (server-sent events with stream: true)", []),
+        "/v1/chat/completions": operation(
+            "OpenAI-compatible chat completions (server-sent events with stream: true)", []),
+        "/v1/embeddings": operation("OpenAI-compatible embeddings", []),
     }

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stratus.control.controller import Controller
 from stratus.dispatch.pool import ReplicaState
+from stratus.sdk.batching import BUCKETS
 
 STATES = (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING)
 
@@ -36,8 +37,25 @@ class ControllerCollector(Collector):
                                      "Requests in the system (running or queued)", labels=labels)
         memory = GaugeMetricFamily("stratus_memory_bytes",
                                    "Proportional set size of a deployment's replicas", labels=labels)
+        sequences = GaugeMetricFamily("stratus_llm_sequences",
+                                      "Sequences in the LLM engines of a deployment",
+                                      labels=[*labels, "state"])
+        kv_tokens = GaugeMetricFamily("stratus_llm_budget_tokens",
+                                      "Tokens of the engines' budget held by running sequences",
+                                      labels=labels)
+        batch_size = HistogramMetricFamily("stratus_batch_size", "Items per batch run by @stratus.batch",
+                                           labels=[*labels, "method"])
+        bounds = [*(str(float(bound)) for bound in BUCKETS), "+Inf"]
         for unit in self.controller.units.values():
             key = [unit.namespace, unit.name]
+            for method, cumulative, total in unit.batch_sizes.series():
+                batch_size.add_metric([*key, method], list(zip(bounds, cumulative, strict=True)), total)
+            if any(live.runtime.api == "llm" for live in unit.revisions.values()):
+                stats = [replica.channel.handler_stats for live in unit.revisions.values()
+                         for replica in live.pool.replicas.values() if replica.channel is not None]
+                for state in ("running", "waiting"):
+                    sequences.add_metric([*key, state], sum(s.get(state, 0.0) for s in stats))
+                kv_tokens.add_metric(key, sum(s.get("tokens_budget_used", 0.0) for s in stats))
             for state in STATES:
                 count = sum(live.pool.count(state) for live in unit.revisions.values())
                 replicas.add_metric([*key, state.value], count)
@@ -47,7 +65,8 @@ class ControllerCollector(Collector):
             queued.add_metric(key, sum(len(live.pool.waiters) for live in unit.revisions.values()))
             inflight.add_metric(key, sum(live.pool.load.current for live in unit.revisions.values()))
             memory.add_metric(key, unit.memory_bytes())
-        yield from (replicas, desired, panic, mode, queued, inflight, memory)
+        yield from (replicas, desired, panic, mode, queued, inflight, memory, sequences, kv_tokens,
+                    batch_size)
 
 
 def registry_for(controller: Controller) -> CollectorRegistry:

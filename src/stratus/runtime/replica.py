@@ -26,6 +26,7 @@ from stratus.errors import HandlerError, RequestTimeout, StratusError
 from stratus.runtime import codec, wire
 from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
 from stratus.runtime.memory import read_memory
+from stratus.sdk.batching import take_batch_sizes
 from stratus.sdk.context import Context, RequestContext, replica_logger
 
 
@@ -129,9 +130,26 @@ class ReplicaServer(asyncio.Protocol):
 
     def _heartbeat(self) -> None:
         memory = read_memory()
+        reports = self._reports()
         self._send(wire.encode([wire.HEARTBEAT, len(self.inflight), memory.rss, memory.pss,
-                                memory.charged]))
+                                memory.charged, reports]))
         self.loop.call_later(self.config.heartbeat_s, self._heartbeat)
+
+    def _reports(self) -> dict[str, Any]:
+        """What rides on a heartbeat besides memory: the handler's own gauges, if it keeps any
+        (the LLM engine's running and waiting sequences), and the sizes of the batches that
+        ``@stratus.batch`` ran since the last beat."""
+        reports: dict[str, Any] = {}
+        batch_sizes = take_batch_sizes()
+        if batch_sizes:
+            reports["batch_sizes"] = batch_sizes
+        stats = getattr(self.handler, "stats", None)
+        if callable(stats):
+            try:
+                reports["stats"] = {str(k): float(v) for k, v in stats().items()}
+            except Exception:  # a broken stats() must not stop the heartbeat
+                self.ctx.logger.exception("stats() of the handler failed")
+        return reports
 
     # -- requests ---------------------------------------------------------------
     def _start(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:

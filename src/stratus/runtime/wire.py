@@ -34,7 +34,9 @@ REQUEST = 30  # [30, rid, kind, payload, meta]
 RESPONSE = 31  # [31, rid, status, kind, payload]  status 0 = ok
 ERROR = 32  # [32, rid, status, error_type, message, traceback]
 CANCEL = 33  # [33, rid]
-HEARTBEAT = 34  # [34, inflight, rss, pss, charged] (bytes)
+# HEARTBEAT reports (optional, each key too): {"stats": {name: value}, "batch_sizes":
+# {method: {batch size: batches run since the last heartbeat}}}
+HEARTBEAT = 34  # [34, inflight, rss, pss, charged (bytes), reports]
 STOP = 35  # [35, drain_timeout_s]
 CHUNK = 36  # [36, rid, kind, payload]: one item of a streamed answer; RESPONSE/ERROR ends it
 
