@@ -189,6 +189,10 @@ def test_a_transformers_directory(tmp_path: Path) -> None:
     save_file({"w": torch.ones(2)}, tmp_path / "model.safetensors")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "HEAD").write_text("ref")
+    # Hub checkouts carry these; the server refuses hidden paths, so they are never sent.
+    (tmp_path / ".gitattributes").write_text("*.safetensors filter=lfs")
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / ".hidden").write_text("x")
     prepared = prepare(tmp_path)
     assert prepared.format == "transformers"
     assert sorted(prepared.files) == ["config.json", "model.safetensors", "tokenizer.json"]

@@ -28,7 +28,7 @@ PICKLE_REFUSAL = (
     "untrusted source can take over the replica. Convert it (safetensors or ONNX), or pass "
     "--trust-pickle if you trust where it came from."
 )
-_SKIP = (".git", "__pycache__", ".DS_Store")
+_SKIP = ("__pycache__",)  # and every hidden file or directory: .git, .gitattributes, ...
 
 
 @dataclass
@@ -88,7 +88,8 @@ def _directory(path: Path) -> dict[str, Path]:
     return {
         str(item.relative_to(path).as_posix()): item
         for item in sorted(path.rglob("*"))
-        if item.is_file() and not any(part in _SKIP for part in item.relative_to(path).parts)
+        if item.is_file() and not any(part in _SKIP or part.startswith(".")
+                                      for part in item.relative_to(path).parts)
     }
 
 
