@@ -57,7 +57,9 @@ def test_kpa_burst_from_zero_panics_scales_out_then_back_to_zero(server: Stratus
     history = decisions(server, "as-burst")
     during = [d for d in history if started <= d["t"] <= reached]
     first_full = next(i for i, d in enumerate(during) if d["desired"] >= wanted)
-    assert first_full <= 10, f"desired reached {wanted} only at decision {first_full}"
+    # Panic acts on the first tick that sees the burst; the bound leaves room for a loaded
+    # machine that delays the requests' arrival and the ticks (16 ticks = 3.2 s).
+    assert first_full <= 16, f"desired reached {wanted} only at decision {first_full}"
     assert any(d["mode"] == "panic" for d in during), "a burst from zero is a panic"
     assert view["autoscaler"]["policy"] == "kpa"
 

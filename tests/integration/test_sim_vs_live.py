@@ -77,6 +77,7 @@ def test_simulator_and_live_controller_agree(server: StratusServer,
 
     # The same sequence of replica counts ...
     assert [value for _, value in live] == [value for _, value in simulated], (live, simulated)
-    # ... each change within a couple of ticks (plus request round trips) of the other.
+    # ... each change within a few ticks (plus request round trips) of the other; a shared
+    # CI machine can hold the live controller's tick back by a tick or two.
     for (live_t, value), (sim_t, _) in zip(live, simulated, strict=True):
-        assert abs(live_t - sim_t) <= 2 * TICK_S + 0.35, (value, live_t, sim_t)
+        assert abs(live_t - sim_t) <= 3 * TICK_S + 0.5, (value, live_t, sim_t)
