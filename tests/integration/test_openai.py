@@ -120,6 +120,8 @@ def test_raw_stream_ends_with_done(deployed: StratusServer) -> None:
     with deployed.http.stream("POST", "/v1/completions", json=body) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-stratus-revision"] == "1"
+        assert response.headers["x-stratus-cold-start"] == "false"
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     assert all(line.startswith("data: ") for line in lines)

@@ -22,7 +22,12 @@ def test_async_generator_streams_ndjson(server: StratusServer) -> None:
     response = server.invoke("st-count", {"n": 4}, headers=NDJSON)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/x-ndjson")
+    assert response.headers["x-stratus-revision"] == "1"
+    assert response.headers["x-stratus-cold-start"] == "true"  # the first request started it
+    assert response.headers["x-request-id"]
     assert _lines(response) == [{"index": i} for i in range(4)]
+    again = server.invoke("st-count", {"n": 1}, headers=NDJSON)
+    assert again.headers["x-stratus-cold-start"] == "false"
 
 
 def test_items_arrive_before_the_handler_finishes(server: StratusServer) -> None:

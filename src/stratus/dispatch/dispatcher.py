@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,9 @@ class Invocation:
     request_id: str
     revision: int | None = None  # pin a live revision instead of following the route
     on_chunk: ChunkSink | None = None  # receives a streamed answer's items as they arrive
+    # Told (revision, cold start) once a replica is chosen: a stream's headers go out before
+    # the result exists.
+    on_start: Callable[[int, bool], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,8 @@ class Dispatcher:
                 replica = await pool.wait_for_slot(arrived)
             # A held request may have moved to a new revision's pool while it waited.
             serving = replica.pool
+            if invocation.on_start is not None:
+                invocation.on_start(serving.revision, _cold(replica, arrived))
             message = await self._call(serving, replica, invocation)
             if message[0] == wire.ERROR:
                 raise error_from_type(message[3], message[4], detail=message[5])
@@ -93,10 +99,9 @@ class Dispatcher:
             raise
         finally:
             load.leave(time.monotonic())
-        ready_at = replica.ready_at
         return InvocationResult(
             revision=serving.revision,
-            cold_start=ready_at is not None and ready_at > arrived,
+            cold_start=_cold(replica, arrived),
             kind=message[3],
             payload=message[4],
             replica_id=replica.replica_id,
@@ -136,6 +141,11 @@ class Dispatcher:
         timer.cancel()
         pool.release(replica)
         return message
+
+
+def _cold(replica: PoolReplica, arrived: float) -> bool:
+    """The request waited for this replica to start: it paid a cold start."""
+    return replica.ready_at is not None and replica.ready_at > arrived
 
 
 def _hand_over_slot(

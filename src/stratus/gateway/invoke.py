@@ -85,4 +85,4 @@ async def _invoke_streaming(parts: Components, invocation: Invocation) -> Reply 
         finally:
             await stream.close()
 
-    return StreamReply(200, lines(), content_type=b"application/x-ndjson")
+    return StreamReply(200, lines(), stream.headers(), content_type=b"application/x-ndjson")

@@ -181,7 +181,7 @@ async def _stream(parts: Components, call: Call, shape: Shape, invocation: Invoc
         finally:
             await stream.close()
 
-    return StreamReply(200, events())
+    return StreamReply(200, events(), stream.headers())
 
 
 async def completions(parts: Components, call: Call) -> Reply | StreamReply:

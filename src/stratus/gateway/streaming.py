@@ -22,11 +22,24 @@ class InvocationStream:
 
     def __init__(self, dispatcher: Dispatcher, invocation: Invocation) -> None:
         self._items: asyncio.Queue[Any] = asyncio.Queue()
+        self.revision: int | None = None
+        self.cold_start = False
         self.task: asyncio.Task[InvocationResult] = asyncio.create_task(
-            dispatcher.invoke(replace(invocation, on_chunk=self._put))
+            dispatcher.invoke(replace(invocation, on_chunk=self._put, on_start=self._started))
         )
         self.task.add_done_callback(lambda _: self._items.put_nowait(_END))
         self._ended = False
+
+    def _started(self, revision: int, cold_start: bool) -> None:
+        self.revision = revision
+        self.cold_start = cold_start
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The contract's revision and cold-start headers, known once a replica took it."""
+        if self.revision is None:
+            return []
+        return [(b"x-stratus-revision", str(self.revision).encode()),
+                (b"x-stratus-cold-start", b"true" if self.cold_start else b"false")]
 
     def _put(self, kind: int, payload: Any) -> None:
         self._items.put_nowait((kind, payload))
