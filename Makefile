@@ -6,7 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stratus-installed
 
-.PHONY: demo demo-embeddings test lint typecheck unit bench-noop bench-coldstart bench-autoscaling bench-models bench-llm bench-batching clean
+BENCHES := noop coldstart autoscaling models batching llm  # each is bench/<name>.py
+
+.PHONY: demo demo-embeddings test lint typecheck unit clean $(addprefix bench-,$(BENCHES))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,23 +45,9 @@ unit: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -q
 
-bench-noop: $(BENCH_STAMP)
-	$(BIN)/python bench/noop.py
-
-bench-coldstart: $(BENCH_STAMP)
-	$(BIN)/python bench/coldstart.py
-
-bench-autoscaling: $(BENCH_STAMP)
-	$(BIN)/python bench/autoscaling.py
-
-bench-models: $(BENCH_STAMP)
-	$(BIN)/python bench/models.py
-
-bench-batching: $(BENCH_STAMP)
-	$(BIN)/python bench/batching.py
-
-bench-llm: $(BENCH_STAMP)
-	$(BIN)/python bench/llm.py
+# `make bench-noop`, `make bench-llm`, ...: one command per benchmark.
+$(addprefix bench-,$(BENCHES)): bench-%: $(BENCH_STAMP)
+	$(BIN)/python bench/$*.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

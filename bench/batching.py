@@ -36,7 +36,16 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from common import http_call, log, machine_info, markdown_table, parse_only, publish
+from common import (
+    http_call,
+    load_arguments,
+    log,
+    machine_info,
+    markdown_table,
+    parse_load_arguments,
+    publish,
+    run_notes,
+)
 from loadgen import run_wrk, write_post_lua
 from ray_target import RayPeer, ensure_ray_venv
 from stratus_target import StratusServer, has_ready_replica
@@ -78,7 +87,7 @@ def stratus_endpoints(names: list[str], threads: int) -> Iterator[dict[str, Endp
         for target in names:
             handler, deployment = DEPLOYMENTS[target]
             flags = ["--min-replicas", "1", "--max-replicas", "1", "--max-concurrency", "32",
-                     "--threads", str(threads)]
+                     "--threads", str(threads), "--preload", "torch"]
             server.deploy("mlp.py", handler, deployment, flags)
             server.wait_for_replicas(deployment, has_ready_replica)
             sizes = (lambda d=deployment: stratus_batch_sizes(server, d)) if target == "batched" else None
@@ -169,25 +178,15 @@ def render(rows: list[dict[str, Any]], failures: dict[str, str]) -> str:
           r["non_2xx"] + sum(r["socket_errors"].values()),
           f"{r['vs_unbatched']:.2f}x" if r["vs_unbatched"] else None] for r in rows],
     )
-    notes = [f"- {r['system']} c={r['concurrency']}: errors, NOT a valid measurement"
-             for r in rows if r["non_2xx"] or any(r["socket_errors"].values())]
-    notes += [f"- {name} FAILED: {error.splitlines()[0]}" for name, error in failures.items()]
+    notes = run_notes(rows, failures)
     return "\n".join([table, *notes])
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser = load_arguments(__doc__, TARGETS, duration=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="measurements per target and level")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per level")
-    parser.add_argument("--concurrency", default="1,32", help="comma-separated connection counts")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per replica")
-    parser.add_argument("--only", default=",".join(TARGETS), help="subset of " + ",".join(TARGETS))
-    parser.add_argument("--json", action="store_true", help="print the JSON result on stdout")
-    args = parser.parse_args()
-    args.targets = parse_only(args.only, TARGETS)
-    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    return args
+    return parse_load_arguments(parser, TARGETS)
 
 
 def run_targets(args: argparse.Namespace, rows: list[dict[str, Any]], meta: dict[str, Any],

@@ -6,6 +6,7 @@ so ``bench/noop.py`` and ``bench/coldstart.py`` stay thin.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import json
@@ -279,6 +280,39 @@ def write_results(kind: str, payload: Mapping[str, Any]) -> Path:
     path = RESULTS_DIR / f"{kind}-{timestamp()}.json"
     path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
     return path
+
+
+def run_notes(rows: Sequence[Mapping[str, Any]], failures: Mapping[str, str]) -> list[str]:
+    """Lines under a wrk results table: rows that saw errors, and targets that failed."""
+    notes = [
+        f"- {r['system']} c={r['concurrency']}: {r['non_2xx']} non-2xx responses, socket errors "
+        f"{r['socket_errors']}: NOT a valid measurement"
+        for r in rows
+        if r["non_2xx"] or any(r["socket_errors"].values())
+    ]
+    notes += [f"- {name} FAILED: {error.splitlines()[0]}" for name, error in failures.items()]
+    return notes
+
+
+def load_arguments(description: str | None, targets: Sequence[str],
+                   duration: float) -> argparse.ArgumentParser:
+    """The options every wrk benchmark takes; add its own, then ``parse_load_arguments``."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--duration", type=float, default=duration, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per level")
+    parser.add_argument("--concurrency", default="1,32", help="comma-separated connection counts")
+    parser.add_argument("--only", default=",".join(targets), help="subset of " + ",".join(targets))
+    parser.add_argument("--json", action="store_true", help="print the JSON result on stdout")
+    return parser
+
+
+def parse_load_arguments(parser: argparse.ArgumentParser,
+                         targets: Sequence[str]) -> argparse.Namespace:
+    args = parser.parse_args()
+    args.targets = parse_only(args.only, targets)
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    return args
 
 
 def publish(kind: str, payload: Mapping[str, Any], table: str, as_json: bool) -> Path:

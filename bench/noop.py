@@ -23,11 +23,13 @@ from common import (
     NOOP_BODY,
     free_port,
     http_call,
+    load_arguments,
     log,
     machine_info,
     markdown_table,
-    parse_only,
+    parse_load_arguments,
     publish,
+    run_notes,
     start_process,
     stop_process,
     timestamp,
@@ -159,28 +161,14 @@ def render(rows: list[dict[str, Any]], failures: dict[str, str]) -> str:
             for r in rows
         ],
     )
-    notes = [
-        f"- {r['system']} c={r['concurrency']}: {r['non_2xx']} non-2xx responses, socket errors "
-        f"{r['socket_errors']}: NOT a valid measurement"
-        for r in rows
-        if r["non_2xx"] or any(r["socket_errors"].values())
-    ]
-    notes += [f"- {name} FAILED: {error.splitlines()[0]}" for name, error in failures.items()]
+    notes = run_notes(rows, failures)
     return "\n".join([table, *notes])
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per level")
-    parser.add_argument("--concurrency", default="1,32", help="comma-separated connection counts")
+    parser = load_arguments(__doc__, TARGETS, duration=10.0)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--only", default=",".join(TARGETS), help="subset of " + ",".join(TARGETS))
-    parser.add_argument("--json", action="store_true", help="print the JSON result on stdout")
-    args = parser.parse_args()
-    args.targets = parse_only(args.only, TARGETS)
-    args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    return args
+    return parse_load_arguments(parser, TARGETS)
 
 
 def main() -> int:

@@ -69,16 +69,20 @@ def _wordpiece_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _quiet_save(model: Any, directory: Path) -> None:
+def _save(directory: Path, model_class: Any, config: Any, seed: int, tokenizer: Any) -> Path:
+    """Build ``model_class(config)`` with seeded random weights and save it with its tokenizer."""
     # transformers logs a warning per unused config key and draws progress bars; tests need neither
     logging.getLogger("transformers").setLevel(logging.ERROR)
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    model.save_pretrained(str(directory), safe_serialization=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model_class(config).eval().save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    return directory
 
 
 def build_tiny_gpt2(directory: Path, *, chat_template: bool = False, n_positions: int = 256) -> Path:
     """A 2-layer GPT-2 with random weights; a wide initializer keeps greedy near-ties rare."""
-    directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _bpe_tokenizer()
     if chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
@@ -87,15 +91,11 @@ def build_tiny_gpt2(directory: Path, *, chat_template: bool = False, n_positions
         vocab_size=len(tokenizer), n_positions=n_positions, n_embd=64, n_layer=2, n_head=4,
         initializer_range=0.2, bos_token_id=eos, eos_token_id=eos,
     )
-    torch.manual_seed(1234)
-    _quiet_save(GPT2LMHeadModel(config).eval(), directory)  # type: ignore[no-untyped-call]
-    tokenizer.save_pretrained(str(directory))
-    return directory
+    return _save(directory, GPT2LMHeadModel, config, 1234, tokenizer)
 
 
 def build_tiny_llama(directory: Path, *, n_positions: int = 256) -> Path:
     """A 2-layer Llama (rotary positions, grouped-query attention) with random weights."""
-    directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _bpe_tokenizer()
     eos = int(tokenizer.convert_tokens_to_ids(EOS))  # type: ignore[arg-type]
     config = LlamaConfig(
@@ -103,15 +103,11 @@ def build_tiny_llama(directory: Path, *, n_positions: int = 256) -> Path:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=n_positions,
         initializer_range=0.2, bos_token_id=eos, eos_token_id=eos, tie_word_embeddings=False,
     )
-    torch.manual_seed(4321)
-    _quiet_save(LlamaForCausalLM(config).eval(), directory)  # type: ignore[no-untyped-call]
-    tokenizer.save_pretrained(str(directory))
-    return directory
+    return _save(directory, LlamaForCausalLM, config, 4321, tokenizer)
 
 
 def build_tiny_bert(directory: Path, *, max_positions: int = 64) -> Path:
     """A 2-layer BERT encoder with random weights and a WordPiece tokenizer, for embeddings."""
-    directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _wordpiece_tokenizer()
     tokenizer.model_max_length = max_positions
     config = BertConfig(
@@ -119,10 +115,7 @@ def build_tiny_bert(directory: Path, *, max_positions: int = 64) -> Path:
         intermediate_size=128, max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(99)
-    _quiet_save(BertModel(config).eval(), directory)  # type: ignore[no-untyped-call]
-    tokenizer.save_pretrained(str(directory))
-    return directory
+    return _save(directory, BertModel, config, 99, tokenizer)
 
 
 _BUILDERS: dict[str, Callable[..., Path]] = {

@@ -11,26 +11,25 @@ Environment: ``BENCH_MLP_WIDTH`` (4096), ``BENCH_MLP_DEPTH`` (3), ``BENCH_MLP_TH
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
-from ray import serve
+from ray import cloudpickle, serve
 from ray_driver import QUIET_LOGGING, parse_args, serve_forever
 from starlette.requests import Request
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "handlers"))
+import mlp_model
+from mlp_model import build_mlp, forward_rows
+
+# Ray's workers cannot import from bench/handlers: ship the module with the deployment.
+cloudpickle.register_pickle_by_value(mlp_model)
 
 WIDTH = int(os.environ.get("BENCH_MLP_WIDTH", "4096"))
 DEPTH = int(os.environ.get("BENCH_MLP_DEPTH", "3"))
 THREADS = int(os.environ.get("BENCH_MLP_THREADS", "2"))
-INPUTS, OUTPUTS = 64, 16
-
-
-def build_mlp(width: int, depth: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    layers: list[torch.nn.Module] = [torch.nn.Linear(INPUTS, width), torch.nn.ReLU()]
-    for _ in range(depth):
-        layers += [torch.nn.Linear(width, width), torch.nn.ReLU()]
-    layers.append(torch.nn.Linear(width, OUTPUTS))
-    return torch.nn.Sequential(*layers).eval()
 
 
 @serve.deployment(
@@ -47,9 +46,7 @@ class BatchedMLP:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def forward(self, rows: list[list[float]]) -> list[dict[str, Any]]:
-        with torch.inference_mode():
-            out = self.model(torch.tensor(rows, dtype=torch.float32))
-        return [{"y": y} for y in out.tolist()]
+        return forward_rows(self.model, rows)
 
     async def __call__(self, request: Request) -> dict[str, Any]:
         body = await request.json()

@@ -42,6 +42,13 @@ def _deployment_name(model_ref: str) -> str:
     return name[:63].strip("-")
 
 
+def _point_at_served_model(runtime: RuntimeSpec) -> None:
+    """A built-in server learns which of its declared models it serves (the first) from its
+    config, whatever a request or patch put there."""
+    if runtime.api != "native" and runtime.models:
+        runtime.config = {**runtime.config, "model": runtime.models[0]["name"]}
+
+
 def options_from_meta(meta: dict[str, Any]) -> DeploymentOptions:
     raw = dict(meta.get("options") or {})
     raw["inputs"] = [TensorSpec(**spec) for spec in raw.get("inputs") or []]
@@ -225,9 +232,7 @@ class Controller:
         runtime = resolve_runtime(request, source, options, api=request.api)
         refs = [served, *(request.models or [])] if served else request.models or []
         runtime.models = await self._resolve(namespace, refs)
-        if served:
-            # A built-in server learns which declared model it serves from its config.
-            runtime.config = {**runtime.config, "model": runtime.models[0]["name"]}
+        _point_at_served_model(runtime)
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, meta, code,
@@ -254,12 +259,12 @@ class Controller:
         runtime = RuntimeSpec.model_validate(
             {**latest.runtime.model_dump(), **patch.model_dump(exclude_none=True, include=fields)}
         )
-        served = latest.runtime.models[:1] if runtime.api != "native" else []
         if patch.models is not None:
+            # A built-in server keeps serving its model whatever the patch says.
+            served = latest.runtime.models[:1] if runtime.api != "native" else []
             refs = [m["ref"] for m in served] + patch.models
             runtime.models = await self._resolve(namespace, refs)
-        if served:  # a built-in server keeps serving its model whatever the patch says
-            runtime.config = {**runtime.config, "model": served[0]["name"]}
+        _point_at_served_model(runtime)
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code,

@@ -8,6 +8,7 @@ import hashlib
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import accumulate
 
 from stratus.errors import BadRequest
@@ -58,8 +59,12 @@ class TrafficSplit:
         bucket = int.from_bytes(digest[:8], "big") % BUCKETS
         return self._at(bucket * TOTAL / BUCKETS)
 
+    @cached_property
+    def _cumulative(self) -> list[int]:
+        return list(accumulate(self.weights))
+
     def _at(self, point: float) -> int:
-        index = bisect_right(list(accumulate(self.weights)), point)
+        index = bisect_right(self._cumulative, point)
         return self.revisions[min(index, len(self.revisions) - 1)]
 
 

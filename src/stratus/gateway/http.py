@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -117,8 +116,13 @@ def openai_error_body(error: StratusError, request_id: str, **extra: Any) -> byt
     }}).encode()
 
 
-def error_body_for(path: str) -> Callable[..., bytes]:
-    return v2_error_body if path.startswith("/v2/") else error_body
+def render_error(error: StratusError, request_id: str, path: str, **extra: Any) -> bytes:
+    """The error in the shape its route's clients parse: OpenAI's on ``/v1``, the Open
+    Inference Protocol's on ``/v2``, the contract's everywhere else."""
+    if path.startswith("/v1/"):
+        return openai_error_body(error, request_id, **extra)
+    shape = v2_error_body if path.startswith("/v2/") else error_body
+    return shape(error.type, error.message, request_id, **extra)
 
 
 def error_reply(
@@ -139,8 +143,4 @@ def error_reply(
         reply_headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
     if error.revision is not None:
         reply_headers.append((b"x-stratus-revision", str(error.revision).encode()))
-    if path.startswith("/v1/"):
-        body = openai_error_body(error, request_id, **extra)
-    else:
-        body = error_body_for(path)(error.type, error.message, request_id, **extra)
-    return Reply(error.status, body, reply_headers)
+    return Reply(error.status, render_error(error, request_id, path, **extra), reply_headers)

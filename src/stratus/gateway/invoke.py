@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 from stratus.dispatch.dispatcher import Invocation, InvocationResult
 from stratus.errors import BadRequest, InvalidJSON, StratusError
@@ -33,22 +32,21 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
         json.loads(body)
     except ValueError as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    # A handler that streams, called without asking for a stream, answers with the list
+    # of its items once it is done.
+    items: list[bytes] = []
     invocation = Invocation(
         namespace=call.principal.namespace,
         deployment=call.params[0],
         kind=wire.KIND_JSON,
         payload=body,
         request_id=call.request_id,
+        on_chunk=lambda kind, payload: items.append(payload),
     )
     accept = call.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/event-stream" in accept:
-        return await _invoke_streaming(parts, invocation)
-    # A handler that streams, called without asking for a stream, answers with the list
-    # of its items once it is done.
-    items: list[bytes] = []
-    result = await parts.dispatcher.invoke(
-        replace(invocation, on_chunk=lambda kind, payload: items.append(payload))
-    )
+        return await _invoke_streaming(parts, invocation)  # takes the items itself
+    result = await parts.dispatcher.invoke(invocation)
     if items:
         return Reply(200, b"[" + b",".join(items) + b"]", stratus_headers(result))
     return _plain_reply(result)
