@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stratus.control.floors import Schedule
 from stratus.sdk.options import DeploymentOptions
+from stratus.traffic_spec import RolloutRequest, RolloutStrategy, StickySpec, TrafficUpdate
+
+__all__ = ["RolloutRequest", "RolloutStrategy", "StickySpec", "TrafficUpdate"]  # re-exported
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -120,6 +123,8 @@ class DeploymentRequest(ScalingFields, RuntimeFields):
                                         "with the continuous-batching engine")
     embeddings: str | None = Field(default=None, pattern=MODEL_REF_PATTERN,
                                    description="serve this embedding model")
+    rollout: RolloutStrategy | None = Field(
+        default=None, description="how a new revision takes traffic; default: blue-green")
 
     @model_validator(mode="after")
     def _one_source(self) -> DeploymentRequest:
@@ -253,3 +258,4 @@ def target_concurrency(scaling: ScalingSpec, runtime: RuntimeSpec) -> float:
     utilization (by default 70%)."""
     target = scaling.target_concurrency or float(runtime.max_concurrency)
     return max(0.01, target * scaling.target_utilization)
+

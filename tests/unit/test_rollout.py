@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from stratus.control.rollout import RollbackThresholds, WindowStats, canary_plan, judge
+from stratus.control.rollout import (
+    RollbackThresholds,
+    RolloutState,
+    Step,
+    WindowStats,
+    advance,
+    apply,
+    canary_plan,
+    judge,
+    judging_window,
+    warm_replicas,
+)
 from stratus.errors import BadRequest
 
 
@@ -40,14 +51,94 @@ def test_the_error_threshold_is_relative_to_the_baseline() -> None:
 
 
 def test_latency_regression_is_rolled_back_but_only_with_enough_requests() -> None:
-    slow = WindowStats(requests=100, errors=0, p95_ms=31.0)
+    slow = WindowStats(requests=100, errors=0, p95_ms=41.0)
     assert judge(slow, HEALTHY).action == "rollback"
     assert "p95" in judge(slow, HEALTHY).reason
     assert judge(WindowStats(requests=100, errors=0, p95_ms=29.0), HEALTHY).action == "continue"
+    # 50% worse but only 10 ms: noise, below the absolute floor.
+    assert judge(WindowStats(requests=100, errors=0, p95_ms=0.9),
+                 WindowStats(requests=100, errors=0, p95_ms=0.4)).action == "continue"
     assert judge(WindowStats(requests=5, errors=0, p95_ms=90.0), HEALTHY).action == "wait"
 
 
 def test_thresholds_are_configurable() -> None:
-    strict = RollbackThresholds(p95_relative=0.1, min_requests=1)
+    strict = RollbackThresholds(p95_relative=0.1, min_requests=1, p95_min_delta_ms=0)
     assert judge(WindowStats(requests=3, errors=0, p95_ms=23.0), HEALTHY, strict).action == \
         "rollback"
+
+
+def _state(plan: list[int], interval_s: float = 10.0) -> RolloutState:
+    return RolloutState(source=1, target=2, plan=plan, interval_s=interval_s, window_s=interval_s,
+                        thresholds=RollbackThresholds(), started_at=0.0)
+
+
+QUIET = WindowStats(requests=0, errors=0, p95_ms=None)
+
+
+def _step(state: RolloutState, now: float, ready: int = 1, baseline_ready: int = 2,
+          failure: str | None = None, candidate: WindowStats = QUIET,
+          baseline: WindowStats = QUIET) -> Step:
+    return advance(state, now, target_ready=ready, baseline_ready=baseline_ready, min_replicas=0,
+                   target_failure=failure, candidate=candidate, baseline=baseline)
+
+
+def test_a_canary_walks_its_plan_warming_before_each_stage() -> None:
+    state = _state([10, 50, 100])
+    step = _step(state, 0.0, ready=0)
+    assert (step.action, step.replicas) == ("warm", 1)
+    assert state.weight == 0
+    step = _step(state, 1.0, ready=1)
+    assert (step.action, step.weight) == ("shift", 10)
+    assert apply(state, step, 1.0) and state.weight == 10 and state.judged_since == 1.0
+    assert _step(state, 5.0, candidate=HEALTHY, baseline=HEALTHY).action == "hold"
+    step = _step(state, 11.0, ready=1, baseline_ready=4, candidate=HEALTHY, baseline=HEALTHY)
+    assert (step.action, step.weight, step.replicas) == ("warm", 50, 2)
+    assert not apply(state, step, 11.0)
+    assert state.phase == "warming" and state.weight == 10, "the old stage holds while warming"
+    step = _step(state, 12.0, ready=2, baseline_ready=4)
+    assert step.action == "shift" and apply(state, step, 12.0) and state.weight == 50
+    step = _step(state, 22.0, ready=4, baseline_ready=4, candidate=HEALTHY, baseline=HEALTHY)
+    assert (step.action, step.weight) == ("warm", 100)
+    apply(state, step, 22.0)
+    step = _step(state, 23.0, ready=4, baseline_ready=4)
+    assert step.action == "shift" and apply(state, step, 23.0)
+    step = _step(state, 23.0)
+    assert step.action == "complete" and apply(state, step, 23.0)
+    assert state.phase == "succeeded" and not state.active and state.weight == 100
+
+
+def test_blue_green_switches_once_warm_and_scales_from_zero_with_nothing_warm() -> None:
+    state = _state([100])
+    assert _step(state, 0.0, ready=1, baseline_ready=3).replicas == 3
+    assert _step(state, 0.0, ready=3, baseline_ready=3).action == "shift"
+    assert warm_replicas(100, 0, 0) == 0, "a deployment at zero switches at once"
+    assert warm_replicas(10, 0, 2) == 1 and warm_replicas(25, 4, 0) == 1
+    assert _step(state, 0.0, ready=0, baseline_ready=0).action == "shift"
+
+
+def test_a_failing_canary_is_rolled_back_but_only_after_it_had_traffic() -> None:
+    state = _state([10, 100])
+    failing = WindowStats(requests=100, errors=30, p95_ms=20.0)
+    assert _step(state, 0.0, ready=0, candidate=failing, baseline=HEALTHY).action == "warm"
+    apply(state, _step(state, 1.0), 1.0)
+    step = _step(state, 2.0, candidate=failing, baseline=HEALTHY)
+    assert step.action == "rollback" and "30.0%" in step.reason
+    assert apply(state, step, 2.0) and state.phase == "rolled_back" and state.weight == 0
+    broken = _state([10, 100])
+    step = _step(broken, 0.0, failure="ImportError: no module named x")
+    assert step.action == "rollback" and "cannot start" in step.reason
+
+
+def test_the_judging_window_starts_with_the_first_traffic() -> None:
+    state = _state([10, 100], interval_s=60.0)
+    assert judging_window(state, 100.0) == 100.0
+    apply(state, Step("shift", weight=10), 30.0)
+    assert judging_window(state, 50.0) == 30.0
+    assert judging_window(state, 200.0) == 140.0
+
+
+def test_rollout_state_round_trips_through_json() -> None:
+    state = _state([10, 25, 50, 75, 100])
+    apply(state, Step("shift", weight=10), 5.0)
+    copy = RolloutState.from_json(state.to_json())
+    assert copy == state

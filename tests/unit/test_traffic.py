@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
+from stratus.dispatch.pool import PoolLimits, RevisionPool
+from stratus.dispatch.route import Route
 from stratus.dispatch.traffic import TrafficSplit, choose, pinned_revision
 from stratus.errors import BadRequest
 
@@ -94,3 +96,32 @@ def test_a_pick_is_always_a_revision_with_weight(shares: dict[int, int], draw: f
         return
     split = TrafficSplit.of(shares)
     assert split.pick(draw) in {rev for rev, weight in shares.items() if weight > 0}
+
+
+def _route(**sticky: str) -> Route:
+    pools = {rev: RevisionPool("default", "d", rev, LIMITS, lambda pool: None) for rev in (1, 2)}
+    return Route(split=TrafficSplit.of({1: 50, 2: 50}), pools=pools, primary=pools[1], **sticky)
+
+
+LIMITS = PoolLimits(max_concurrency=1, timeout_s=1.0, max_queued=1, queue_timeout_s=1.0)
+
+
+def test_a_route_reads_the_sticky_key_from_a_header_or_a_json_field() -> None:
+    by_header = _route(sticky_header="x-user")
+    assert by_header.sticky_key({"x-user": "ann"}, b"{}") == "ann"
+    assert by_header.sticky_key({}, b"{}") is None
+    by_field = _route(sticky_field="user")
+    assert by_field.sticky_key(None, b'{"user": "ann"}') == "ann"
+    assert by_field.sticky_key(None, {"user": 42}) == "42"
+    assert by_field.sticky_key(None, b"not json") is None
+    assert by_field.sticky_key(None, b'["a list"]') is None
+    assert by_field.sticky_key(None, None) is None
+
+
+def test_a_route_picks_pins_keys_and_draws() -> None:
+    route = _route()
+    assert route.pick(2, "ann", 0.0) is route.pools[2]
+    assert route.pick(7, None, 0.0) is None
+    assert route.pick(None, None, 0.0) is route.pools[1]
+    assert route.pick(None, None, 0.99) is route.pools[2]
+    assert route.pick(None, "ann", 0.0) is route.pick(None, "ann", 0.99), "keys ignore the draw"

@@ -14,6 +14,7 @@ from stratus.cli.bundle import build_bundle
 from stratus.cli.client import Client, CliError
 from stratus.cli.manifest import ManifestError, heavy_imports, load_target
 from stratus.cli.options import ApiKey, Namespace, Server, make_client
+from stratus.cli.traffic import parse_duration
 from stratus.cli.upload import upload
 
 console = Console(stderr=True)
@@ -83,6 +84,14 @@ def deploy(
     preload: Annotated[list[str] | None, typer.Option(help=PRELOAD_HELP)] = None,
     no_preload: Annotated[bool, typer.Option("--no-preload", help="Preload nothing")] = False,
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the replicas (repeatable)")] = None,
+    canary: Annotated[int | None, typer.Option(
+        help="Roll a new revision out as a canary starting at this percent (default: "
+             "blue-green, all traffic once warm)")] = None,
+    step: Annotated[int, typer.Option(help="Canary step, percent")] = 25,
+    interval: Annotated[str, typer.Option(help="Canary stage length, e.g. 60s or 5m")] = "60s",
+    promote: Annotated[bool, typer.Option(
+        help="Send a new revision traffic (--no-promote: record it; `stratus rollout` later)")
+    ] = True,
     wait: Annotated[bool, typer.Option(help="Wait until min_replicas are ready")] = True,
     wait_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 600.0,
     server: Server = None,
@@ -124,6 +133,14 @@ def deploy(
     spec.update({key: value for key, value in flags.items() if value is not None})
     if env:
         spec["env"] = {**spec.get("env", {}), **_parse_env(env)}
+    if canary is not None or not promote:
+        spec["rollout"] = {**spec.get("rollout", {}), "promote": promote}
+        if canary is not None:
+            try:
+                interval_s = parse_duration(interval)
+            except ValueError as exc:
+                raise CliError(f"--interval: {exc}") from None
+            spec["rollout"].update(canary=canary, step=step, interval_s=interval_s)
     if no_preload:
         spec["preload"] = []
     elif preload:
@@ -142,7 +159,14 @@ def deploy(
             view = client.json("POST", "/api/deployments", json=spec)
         console.print(f"deployment [bold]{view['name']}[/bold] at revision {view['revision']} "
                       f"({view['handler']['kind']} handler)")
-        if wait and view["scaling"]["min_replicas"] > 0:
+        strategy = spec.get("rollout") or {}
+        if view["revision"] != view["serving_revision"] and (
+                strategy.get("canary") is not None or strategy.get("promote") is False):
+            state = "recorded; it takes no traffic until `stratus rollout`" \
+                if strategy.get("promote") is False else "rolling out as a canary"
+            console.print(f"revision {view['revision']} {state}; "
+                          f"see `stratus traffic {view['name']}`")
+        elif wait and view["scaling"]["min_replicas"] > 0:
             view = wait_ready(client, view["name"], wait_timeout)
             console.print(f"[green]ready[/green]: {view['replicas']['ready']} replica(s)")
         elif view["scaling"]["min_replicas"] == 0:

@@ -12,11 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stratus.cli import models
+from stratus.cli import experiments, models
 from stratus.cli.client import CliError
 from stratus.cli.deploy import deploy
-from stratus.cli.options import ApiKey, Namespace, Server, make_client
+from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
 from stratus.cli.simulate import simulate
+from stratus.cli.traffic import revisions, rollback, rollout, traffic
 
 app = typer.Typer(help="Stratus: serverless AI models.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -26,8 +27,13 @@ DATABASE_HELP = "SQLAlchemy URL of the metadata store; default: SQLite in the da
 
 app.command()(deploy)
 app.add_typer(models.app, name="models")
+app.add_typer(experiments.app, name="experiments")
 app.command()(models.gc)
 app.command()(simulate)
+app.command()(revisions)
+app.command()(traffic)
+app.command()(rollout)
+app.command()(rollback)
 
 
 @app.command()
@@ -103,7 +109,7 @@ def list_deployments(server: Server = None, api_key: ApiKey = None,
 @app.command()
 def status(
     name: Annotated[str, typer.Argument(help="Deployment name")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON")] = False,
+    as_json: AsJson = False,
     server: Server = None,
     api_key: ApiKey = None,
     namespace: Namespace = None,

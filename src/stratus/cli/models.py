@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stratus.cli.client import CliError
-from stratus.cli.options import ApiKey, Namespace, Server, make_client
+from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
 from stratus.cli.upload import digest_of, size_of, upload
 from stratus.errors import StratusError
 from stratus.models.formats import prepare
@@ -104,7 +104,7 @@ def list_models(server: Server = None, api_key: ApiKey = None, namespace: Namesp
 @app.command()
 def show(
     name: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON")] = False,
+    as_json: AsJson = False,
     server: Server = None,
     api_key: ApiKey = None,
     namespace: Namespace = None,

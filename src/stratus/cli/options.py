@@ -18,6 +18,7 @@ ApiKey = Annotated[
 Namespace = Annotated[
     str | None, typer.Option("--namespace", envvar="STRATUS_NAMESPACE", help="Namespace (admins)")
 ]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the raw JSON")]
 
 
 def make_client(server: str | None, api_key: str | None, namespace: str | None) -> Client:

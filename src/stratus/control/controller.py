@@ -17,16 +17,21 @@ from stratus.backends.base import Backend, CodeSpec
 from stratus.config import Settings
 from stratus.control.autoscaling import validate_scaling
 from stratus.control.reconciler import Reconciler
+from stratus.control.router import Router, traffic_view
+from stratus.control.routing import Routing
 from stratus.control.unit import DeploymentUnit, LiveRevision, pool_limits
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.dispatch.pool import FailureState, RevisionPool
-from stratus.errors import DeployError, DeploymentFailed, NotFound, StratusError
+from stratus.errors import BadRequest, DeployError, DeploymentFailed, NotFound, StratusError
 from stratus.models.service import ModelService
 from stratus.sdk.options import DeploymentOptions, TensorSpec
 from stratus.spec import (
     DeploymentPatch,
     DeploymentRequest,
+    RolloutRequest,
+    RolloutStrategy,
     RuntimeSpec,
+    TrafficUpdate,
     resolve_runtime,
     resolve_scaling,
 )
@@ -74,6 +79,7 @@ class Controller:
         self.dispatcher = dispatcher
         self.units: dict[tuple[str, str], DeploymentUnit] = {}
         self.reconciler = Reconciler(self)
+        self.router = Router(self)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._writes: asyncio.Queue[Callable[[], object]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,10 +142,9 @@ class Controller:
         now, wall = time.monotonic(), time.time()
         for key in dirty:
             unit = self.units.get(key)
-            live = unit.serving_revision() if unit is not None else None
-            if unit is None or live is None or unit.policy is None:
+            if unit is None:
                 continue
-            unit.policy.observe(live.pool.instant(now, wall))
+            self.reconciler.observe_now(unit, now, wall)
             self.reconciler.decide(unit, wall)
             self.reconciler.reconcile(unit)
 
@@ -177,34 +182,59 @@ class Controller:
         unit = DeploymentUnit(record.namespace, record.name, record.scaling,
                               record.created_at, record.updated_at)
         unit.latest = record.latest_revision
-        unit.serving = record.serving_revision or record.latest_revision
-        for number in sorted({unit.serving, unit.latest}):
-            revision = await asyncio.to_thread(
-                self.store.get_revision, record.namespace, record.name, number
-            )
-            if revision is None:
-                continue
-            runtime = revision.runtime
-            try:
-                code = await self._code_spec(runtime)
-            except StratusError as exc:  # the bundle is gone: only a redeploy can help
-                live = self._live_revision(unit, revision,
-                                           CodeSpec(runtime.code_key(), "", runtime.entrypoint))
-                self._restore_failed(live, record.name, exc, retry_s=self.settings.max_backoff_s)
-                continue
-            live = self._live_revision(unit, revision, code)
-            try:
-                # Models not laid out here are laid out again before a replica starts.
-                live.models = await asyncio.to_thread(self.models.lay_out, runtime.models)
-                await self.backend.prepare(code)
-            except StratusError as exc:  # keep serving the rest; this one answers 503
-                self._restore_failed(live, record.name, exc, retry_s=60.0)
+        stable = record.serving_revision or record.latest_revision
+        if record.routing:
+            unit.routing = Routing.from_json(record.routing)
+        else:  # recorded before traffic splits: all of it went to the serving revision
+            unit.routing = Routing(traffic={stable: 100}, stable=stable)
+        legacy = {unit.latest} if not record.routing else set()
+        for number in sorted(unit.routing.needed() | legacy):
+            await self._bring_up(unit, number, restoring=True)
         self.units[unit.key] = unit
         unit.rebuild_policy()
-        serving = unit.serving_revision()
-        if serving is not None:
-            self.dispatcher.set_route(serving.pool)
+        if not unit.routing.traffic or not set(unit.routing.traffic) <= set(unit.revisions):
+            unit.routing.traffic = {stable: 100}
+            unit.routing.stable = stable
+        self.router.publish(unit, persist=False)
+        if not record.routing and unit.latest != unit.stable and unit.latest in unit.revisions:
+            # Recorded mid-switch before routing was kept: finish the switch.
+            self.router.start_rollout(unit, RolloutRequest(to=unit.latest))
         self.schedule(unit)
+
+    async def _bring_up(self, unit: DeploymentUnit, number: int, restoring: bool) -> None:
+        """Make a recorded revision live: its code prepared in a zygote and its models laid
+        out. While restoring, a revision that cannot load stays live and answers 503."""
+        if number in unit.revisions:
+            return
+        revision = await asyncio.to_thread(
+            self.store.get_revision, unit.namespace, unit.name, number
+        )
+        if revision is None:
+            if restoring:
+                return
+            raise BadRequest(f"deployment {unit.name!r} has no revision {number}")
+        runtime = revision.runtime
+        try:
+            code = await self._code_spec(runtime)
+        except StratusError as exc:  # the bundle is gone: only a redeploy can help
+            if not restoring:
+                raise DeployError(f"revision {number} cannot be restored: {exc.message}") from None
+            live = self._live_revision(unit, revision,
+                                       CodeSpec(runtime.code_key(), "", runtime.entrypoint))
+            self._restore_failed(live, unit.name, exc, retry_s=self.settings.max_backoff_s)
+            return
+        if not restoring:
+            models = await self._lay_out(runtime)
+            await self.backend.prepare(code)
+            self._live_revision(unit, revision, code, models)
+            return
+        live = self._live_revision(unit, revision, code)
+        try:
+            # Models not laid out here are laid out again before a replica starts.
+            live.models = await asyncio.to_thread(self.models.lay_out, runtime.models)
+            await self.backend.prepare(code)
+        except StratusError as exc:  # keep serving the rest; this one answers 503
+            self._restore_failed(live, unit.name, exc, retry_s=60.0)
 
     @staticmethod
     def _restore_failed(live: LiveRevision, name: str, exc: StratusError, retry_s: float) -> None:
@@ -236,7 +266,7 @@ class Controller:
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, meta, code,
-                                  await self._lay_out(runtime))
+                                  await self._lay_out(runtime), request.rollout)
 
     async def _resolve(self, namespace: str, refs: list[str]) -> list[dict[str, Any]]:
         try:
@@ -303,8 +333,8 @@ class Controller:
         return users
 
     async def _record(self, namespace: str, name: str, runtime: RuntimeSpec, scaling: Any,
-                      meta: dict[str, Any], code: CodeSpec,
-                      models: list[dict[str, Any]]) -> dict[str, Any]:
+                      meta: dict[str, Any], code: CodeSpec, models: list[dict[str, Any]],
+                      strategy: RolloutStrategy | None = None) -> dict[str, Any]:
         key = (namespace, name)
         async with self._lock(key):
             deployment, revision, created = await asyncio.to_thread(
@@ -320,13 +350,54 @@ class Controller:
             if revision.number not in unit.revisions:
                 self._live_revision(unit, revision, code, models)
             unit.latest = revision.number
-            if unit.serving is None:
-                self.reconciler.switch_traffic(unit, revision.number)
             unit.rebuild_policy()
             if created:
                 log.info("deployment %s/%s: revision %d recorded", namespace, name, revision.number)
+            routing = unit.routing
+            if routing.stable is None:
+                routing.traffic, routing.stable = {revision.number: 100}, revision.number
+                self.router.publish(unit)
+            elif revision.number != routing.stable and not (
+                    routing.rollout is not None and routing.rollout.active
+                    and routing.rollout.target == revision.number):
+                strategy = strategy or RolloutStrategy()
+                if strategy.promote:
+                    steps = strategy.model_dump(exclude={"promote"})
+                    self.router.start_rollout(unit, RolloutRequest(to=revision.number, **steps))
             self.reconciler.reconcile(unit)
             return unit.view()
+
+    # -- traffic ----------------------------------------------------------------
+    async def set_traffic(self, namespace: str, name: str, update: TrafficUpdate) -> dict[str, Any]:
+        unit = self.get_unit(namespace, name)
+        async with self._lock(unit.key):
+            wanted = set(update.traffic or {})
+            if update.shadow is not None:
+                wanted.add(update.shadow)
+            for number in sorted(wanted):
+                await self._bring_up(unit, number, restoring=False)
+            self.router.set_traffic(unit, update)
+            self.reconciler.reconcile(unit)
+            return traffic_view(unit)
+
+    async def rollout(self, namespace: str, name: str, request: RolloutRequest) -> dict[str, Any]:
+        unit = self.get_unit(namespace, name)
+        async with self._lock(unit.key):
+            await self._bring_up(unit, request.to, restoring=False)
+            self.router.start_rollout(unit, request)
+            self.reconciler.reconcile(unit)
+            return traffic_view(unit)
+
+    async def rollback(self, namespace: str, name: str) -> dict[str, Any]:
+        unit = self.get_unit(namespace, name)
+        async with self._lock(unit.key):
+            previous = unit.routing.previous
+            rollout = unit.routing.rollout
+            if previous is not None and not (rollout is not None and rollout.active):
+                await self._bring_up(unit, previous, restoring=False)
+            self.router.rollback(unit)
+            self.reconciler.reconcile(unit)
+            return traffic_view(unit)
 
     async def delete(self, namespace: str, name: str) -> None:
         key = (namespace, name)

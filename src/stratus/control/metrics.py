@@ -103,3 +103,22 @@ class LoadRecorder:
             t=now if t is None else t, interval_s=0.0, average_concurrency=float(self.current),
             peak_concurrency=self.current, arrivals=0, queued=queued,
         )
+
+
+def combine(samples: list[MetricSample]) -> MetricSample | None:
+    """The load of several revisions as one deployment's: concurrency and arrivals add up;
+    the deployment is idle only as long as all of them are."""
+    if len(samples) <= 1:
+        return samples[0] if samples else None
+    # A revision that never ran anything says nothing about how long the deployment idled.
+    idle = [s.idle_for_s for s in samples if s.idle_for_s is not None or s.active]
+    return MetricSample(
+        t=max(s.t for s in samples),
+        interval_s=max(s.interval_s for s in samples),
+        average_concurrency=sum(s.average_concurrency for s in samples),
+        peak_concurrency=sum(s.peak_concurrency for s in samples),
+        arrivals=sum(s.arrivals for s in samples),
+        queued=sum(s.queued for s in samples),
+        idle_gaps=tuple(gap for s in samples for gap in s.idle_gaps),
+        idle_for_s=None if not idle or None in idle else min(i for i in idle if i is not None),
+    )

@@ -1,6 +1,7 @@
-"""The reconciler: brings each deployment's running replicas to what its policy wants, moves
-traffic to a new revision once it is ready, retires old revisions, and replaces replicas
-that crash, hang or stop answering. It also receives the backend's replica events.
+"""The reconciler: brings each revision's running replicas to its share of what the
+deployment's policy wants, lets the router move rollouts on, retires revisions that left the
+route, and replaces replicas that crash, hang or stop answering. It also receives the
+backend's replica events.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stratus.backends.base import ReplicaHandle, ReplicaSpec
+from stratus.control.apportion import apportion
 from stratus.control.density import MIB, HostBudget
+from stratus.control.metrics import combine
 from stratus.control.policy import ReplicaCounts
 from stratus.control.unit import DeploymentUnit, LiveRevision
 from stratus.dispatch.channel import ReplicaChannel
@@ -61,40 +64,58 @@ class Reconciler:
     # -- periodic work ------------------------------------------------------------
     def tick(self, unit: DeploymentUnit, now: float, wall: float) -> None:
         """``now`` is monotonic (health timers); ``wall`` is the policies' Unix clock."""
-        serving = unit.serving_revision()
+        members = unit.routing.members()
+        samples = []
         for live in list(unit.revisions.values()):
             sample = live.pool.sample(now, wall)
-            if live is serving and unit.policy is not None:
-                unit.policy.observe(sample)
+            if live.number in members:
+                samples.append(sample)
+                unit.demand[live.number] = sample.average_concurrency + sample.queued
             self._check_health(unit, live, now)
+        combined = combine(samples)
+        if combined is not None and unit.policy is not None:
+            unit.policy.observe(combined)
         self.decide(unit, wall)
         self.reconcile(unit)
         self._collect_retired()
 
+    def observe_now(self, unit: DeploymentUnit, now: float, wall: float) -> None:
+        """The activator's reading: a request waits, so the policy hears of it at once."""
+        combined = combine([pool.instant(now, wall) for pool in unit.member_pools()])
+        if combined is not None and unit.policy is not None:
+            unit.policy.observe(combined)
+
     def decide(self, unit: DeploymentUnit, wall: float) -> None:
-        serving = unit.serving_revision()
-        if serving is None or unit.policy is None:
+        pools = unit.member_pools()
+        if not pools or unit.policy is None:
             return
-        pool = serving.pool
-        counts = ReplicaCounts(ready=pool.count(ReplicaState.READY),
-                               starting=pool.count(ReplicaState.STARTING))
+        counts = ReplicaCounts(ready=sum(pool.count(ReplicaState.READY) for pool in pools),
+                               starting=sum(pool.count(ReplicaState.STARTING) for pool in pools))
         unit.record(unit.policy.decide(wall, counts), wall, counts)
 
     def reconcile(self, unit: DeploymentUnit) -> None:
         if not self._is_live(unit):
             return
-        serving = unit.serving_revision()
-        latest = unit.latest_revision()
-        if serving is not None and latest is not None and latest is not serving:
-            self._roll_out(unit, serving, latest)
-            serving = unit.serving_revision()
-        if serving is not None:
-            self._scale(unit, serving, unit.decision.desired)
+        warm = self.controller.router.advance(unit, time.time())
+        routing = unit.routing
+        demand = {n: max(unit.demand.get(n, 0.0), pool.load.current + len(pool.waiters))
+                  for n in routing.members() if n in unit.revisions
+                  for pool in (unit.revisions[n].pool,)}
+        desired = apportion(unit.decision.desired, routing.traffic, demand)
+        if routing.shadow is not None and routing.shadow in unit.revisions:
+            # The shadow gets a copy of every request: it needs the whole deployment's capacity.
+            shadow = unit.revisions[routing.shadow].pool
+            mirrored = max(unit.decision.desired, 1 if shadow.busy else 0)
+            desired[routing.shadow] = max(desired.get(routing.shadow, 0), mirrored)
+        needed = routing.needed()
         for live in list(unit.revisions.values()):
-            if live is not serving and live is not latest:
+            if live.number in needed:
+                self._scale(unit, live, max(desired.get(live.number, 0),
+                                            warm.get(live.number, 0)))
+            else:
                 self._retire(unit, live)
 
-    # -- scaling and rollout ------------------------------------------------------
+    # -- scaling ---------------------------------------------------------------------
     def _scale(self, unit: DeploymentUnit, live: LiveRevision, desired: int) -> None:
         pool = live.pool
         ready = pool.count(ReplicaState.READY)
@@ -132,26 +153,6 @@ class Reconciler:
             )
             for replica in idle_first[:excess]:
                 pool.mark_draining(replica)
-
-    def _roll_out(self, unit: DeploymentUnit, serving: LiveRevision, latest: LiveRevision) -> None:
-        """Warm the new revision to the capacity serving now, then switch traffic to it."""
-        needed = max(serving.pool.count(ReplicaState.READY), unit.scaling.min_replicas)
-        if needed == 0 or latest.pool.count(ReplicaState.READY) >= needed:
-            self.switch_traffic(unit, latest.number)
-            return
-        self._scale(unit, latest, needed)
-
-    def switch_traffic(self, unit: DeploymentUnit, number: int) -> None:
-        live = unit.revisions[number]
-        previous = unit.serving
-        self.controller.dispatcher.set_route(live.pool)
-        unit.serving = number
-        unit.rebuild_policy()
-        store = self.controller.store
-        self.controller.persist(lambda: store.set_serving(unit.namespace, unit.name, number))
-        if previous is not None and previous != number:
-            log.info("deployment %s: traffic moved from revision %d to %d",
-                     unit.name, previous, number)
 
     def _retire(self, unit: DeploymentUnit, live: LiveRevision) -> None:
         for replica in list(live.pool.replicas.values()):
@@ -282,7 +283,7 @@ class Reconciler:
             self.controller.record_recovery(entry.unit, entry.live)
         log.info("replica %s ready (init %.1f ms)", replica_id, init_ms)
         unit = entry.unit
-        if not self._is_live(unit) or entry.live.number not in (unit.serving, unit.latest):
+        if not self._is_live(unit) or entry.live.number not in unit.routing.needed():
             pool.mark_draining(entry.replica)
             return
         self.controller.schedule(unit)

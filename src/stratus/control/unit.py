@@ -11,6 +11,7 @@ from typing import Any
 from stratus.backends.base import CodeSpec
 from stratus.control.autoscaling import build_policy
 from stratus.control.policy import Decision, ReplicaCounts, ScalingPolicy
+from stratus.control.routing import Routing
 from stratus.dispatch.pool import PoolLimits, ReplicaState, RevisionPool
 from stratus.sdk.batching import BatchSizeHistogram
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
@@ -45,8 +46,9 @@ class DeploymentUnit:
     created_at: datetime
     updated_at: datetime
     revisions: dict[int, LiveRevision] = field(default_factory=dict)
-    serving: int | None = None
+    routing: Routing = field(default_factory=Routing)
     latest: int = 0
+    demand: dict[int, float] = field(default_factory=dict)  # per revision, at the last tick
     policy: ScalingPolicy | None = None
     decision: Decision = field(default_factory=lambda: Decision(0, "no decision yet"))
     decided_at: float | None = None
@@ -59,14 +61,27 @@ class DeploymentUnit:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
-    def serving_revision(self) -> LiveRevision | None:
-        return self.revisions.get(self.serving) if self.serving is not None else None
+    @property
+    def stable(self) -> int | None:
+        return self.routing.stable
+
+    @property
+    def traffic(self) -> dict[int, int]:
+        return self.routing.traffic
+
+    def stable_revision(self) -> LiveRevision | None:
+        return self.revisions.get(self.stable) if self.stable is not None else None
+
+    def member_pools(self) -> list[RevisionPool]:
+        """The pools serving client traffic (not the shadow's copies)."""
+        return [self.revisions[n].pool for n in sorted(self.routing.members())
+                if n in self.revisions]
 
     def latest_revision(self) -> LiveRevision | None:
         return self.revisions.get(self.latest)
 
     def effective_target(self) -> float:
-        serving = self.serving_revision() or self.latest_revision()
+        serving = self.stable_revision() or self.latest_revision()
         if serving is None:
             return 1.0
         return target_concurrency(self.scaling, serving.runtime)
@@ -95,14 +110,18 @@ class DeploymentUnit:
                    for replica in live.pool.replicas.values() if replica.channel is not None)
 
     def status(self) -> tuple[str, str | None]:
+        rollout = self.routing.rollout
+        if rollout is not None and rollout.active:
+            return "deploying", (f"rolling out revision {rollout.target}: {rollout.phase} at "
+                                 f"{rollout.weight}% of traffic")
+        stable = self.stable_revision()
+        if stable is not None and stable.pool.failure is not None:
+            return "failed", stable.pool.failure.reason
         latest = self.latest_revision()
+        if rollout is not None and rollout.target == self.latest and rollout.phase == "rolled_back":
+            return "failed", f"revision {self.latest} was rolled back: {rollout.reason}"
         if latest is not None and latest.pool.failure is not None:
             return "failed", latest.pool.failure.reason
-        serving = self.serving_revision()
-        if serving is not None and serving.pool.failure is not None:
-            return "failed", serving.pool.failure.reason
-        if self.serving != self.latest:
-            return "deploying", f"rolling out revision {self.latest}"
         return "ready", None
 
     def view(self) -> dict[str, Any]:
@@ -134,7 +153,8 @@ class DeploymentUnit:
             "namespace": self.namespace,
             "name": self.name,
             "revision": self.latest,
-            "serving_revision": self.serving,
+            "serving_revision": self.stable,
+            "traffic": {str(rev): weight for rev, weight in sorted(self.routing.traffic.items())},
             "status": status,
             "reason": reason,
             "replicas": {**counts, "desired": self.decision.desired, "items": items},

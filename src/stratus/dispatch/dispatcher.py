@@ -7,15 +7,28 @@ Protocol adapters call ``invoke``; nothing here knows about HTTP.
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from stratus.dispatch.channel import ChunkSink, ReplicaChannel
+from stratus.dispatch.outcomes import Outcome, OutcomeListener
 from stratus.dispatch.pool import PoolReplica, RevisionPool
-from stratus.errors import NotFound, ReplicaLost, RequestTimeout, StratusError, error_from_type
+from stratus.dispatch.route import Route
+from stratus.errors import (
+    NotFound,
+    ReplicaLost,
+    RequestTimeout,
+    StratusError,
+    Unavailable,
+    error_from_type,
+)
 from stratus.runtime import wire
+
+log = logging.getLogger("stratus.dispatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +38,13 @@ class Invocation:
     kind: int  # wire.KIND_*
     payload: Any
     request_id: str
-    revision: int | None = None  # pin a live revision instead of following the route
+    revision: int | None = None  # pinned (x-stratus-revision): skips the traffic split
     on_chunk: ChunkSink | None = None  # receives a streamed answer's items as they arrive
     # Told (revision, cold start) once a replica is chosen: a stream's headers go out before
     # the result exists.
     on_start: Callable[[int, bool], None] | None = None
+    headers: Mapping[str, str] | None = None  # where a sticky A/B key may come from
+    document: Any = None  # the request's JSON, if the payload is not it (sticky JSON fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +56,32 @@ class InvocationResult:
     replica_id: str
 
 
+SHADOW_MAX_QUEUED = 64  # copies held for a cold or saturated shadow; beyond, copies are dropped
+
+
 class Dispatcher:
     def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], RevisionPool] = {}
+        self.routes: dict[tuple[str, str], Route] = {}
         self.pools: dict[tuple[str, str, int], RevisionPool] = {}
+        self.listeners: list[OutcomeListener] = []  # told of every finished invocation
+        self.shadow_dropped = 0
+        self._rng = random.Random()
+        self._shadows: set[asyncio.Task[None]] = set()
+
+    def route_for(self, namespace: str, deployment: str) -> Route:
+        route = self.routes.get((namespace, deployment))
+        if route is None:
+            raise NotFound(f"deployment {deployment!r} not found")
+        return route
 
     def pool_for(self, namespace: str, deployment: str, revision: int | None = None) -> RevisionPool:
+        """The pool a pinned request goes to, or the route's primary one."""
+        route = self.route_for(namespace, deployment)
         if revision is None:
-            pool = self.routes.get((namespace, deployment))
-        else:
-            pool = self.pools.get((namespace, deployment, revision))
+            return route.primary
+        pool = route.pick(revision, None, 0.0)
         if pool is None:
-            what = f"deployment {deployment!r}"
-            if revision is not None and (namespace, deployment) in self.routes:
-                what += f" revision {revision}"
-            raise NotFound(f"{what} not found")
+            raise _not_routed(deployment, revision)
         return pool
 
     def register(self, pool: RevisionPool) -> None:
@@ -66,23 +92,68 @@ class Dispatcher:
         if self.pools.get(key) is pool:
             del self.pools[key]
 
-    def set_route(self, pool: RevisionPool) -> None:
-        """Send new traffic to ``pool``; requests held by the previous pool move with it."""
-        key = (pool.namespace, pool.deployment)
+    def set_route(self, route: Route) -> None:
+        """Send new traffic along ``route``. Requests held by a pool that left it move to the
+        primary; copies held for a shadow that left are dropped."""
+        primary = route.primary
+        key = (primary.namespace, primary.deployment)
         previous = self.routes.get(key)
-        self.routes[key] = pool
-        if previous is not None and previous is not pool:
-            pool.adopt_waiters(previous.take_waiters())
+        self.routes[key] = route
+        if previous is None:
+            return
+        staying = {id(pool) for pool in route.pools.values()}
+        for pool in previous.pools.values():
+            if id(pool) not in staying:
+                primary.adopt_waiters(pool.take_waiters())
+        old_shadow = previous.shadow
+        if old_shadow is not None and old_shadow is not route.shadow \
+                and id(old_shadow) not in staying:
+            old_shadow.fail_waiters(Unavailable("the shadow revision was removed"))
 
-    def remove_route(self, namespace: str, deployment: str) -> RevisionPool | None:
+    def remove_route(self, namespace: str, deployment: str) -> Route | None:
         return self.routes.pop((namespace, deployment), None)
 
     async def invoke(self, invocation: Invocation) -> InvocationResult:
-        pool = self.pool_for(invocation.namespace, invocation.deployment, invocation.revision)
+        route = self.route_for(invocation.namespace, invocation.deployment)
+        key = None
+        if route.sticky_header is not None or route.sticky_field is not None:
+            body = invocation.document if invocation.document is not None else invocation.payload
+            key = route.sticky_key(invocation.headers, body)
+        pool = route.pick(invocation.revision, key, self._rng.random())
+        if pool is None:
+            raise _not_routed(invocation.deployment, invocation.revision)
+        shadow = route.shadow
+        if shadow is not None and pool is not shadow:
+            self._mirror(shadow, invocation)
+        return await self._run(pool, invocation, False)
+
+    def _mirror(self, shadow: RevisionPool, invocation: Invocation) -> None:
+        """Send a copy to the shadow revision and never wait for it: the client's answer owes
+        the shadow nothing, not even latency."""
+        if len(shadow.waiters) >= SHADOW_MAX_QUEUED:
+            self.shadow_dropped += 1
+            return
+        copy = replace(invocation, request_id=f"{invocation.request_id}-shadow", revision=None,
+                       on_chunk=_discard, on_start=None)
+        task = asyncio.create_task(self._run_shadow(shadow, copy))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _run_shadow(self, shadow: RevisionPool, copy: Invocation) -> None:
+        try:
+            await self._run(shadow, copy, True)
+        except StratusError as exc:
+            log.debug("shadow copy %s failed: %s", copy.request_id, exc.message)
+        except Exception:
+            log.exception("shadow copy %s failed", copy.request_id)
+
+    async def _run(self, pool: RevisionPool, invocation: Invocation,
+                   shadow: bool) -> InvocationResult:
         arrived = time.monotonic()
         load = pool.load
         load.enter(arrived)
         serving = pool
+        ok: bool | None = True  # None: the caller left, which says nothing of the revision
         try:
             replica = pool.try_acquire()
             if replica is None:
@@ -96,9 +167,16 @@ class Dispatcher:
                 raise error_from_type(message[3], message[4], detail=message[5])
         except StratusError as error:
             error.revision = serving.revision
+            ok = error.status < 500
+            raise
+        except asyncio.CancelledError:
+            ok = None
             raise
         finally:
-            load.leave(time.monotonic())
+            now = time.monotonic()
+            load.leave(now)
+            if ok is not None:
+                self._record(serving, ok, now - arrived, shadow)
         return InvocationResult(
             revision=serving.revision,
             cold_start=_cold(replica, arrived),
@@ -106,6 +184,14 @@ class Dispatcher:
             payload=message[4],
             replica_id=replica.replica_id,
         )
+
+    def _record(self, pool: RevisionPool, ok: bool, latency_s: float, shadow: bool) -> None:
+        pool.outcomes.add(ok, latency_s)
+        if self.listeners:
+            outcome = Outcome(pool.namespace, pool.deployment, pool.revision, ok, latency_s,
+                              shadow, time.time())
+            for listener in self.listeners:
+                listener(outcome)
 
     async def _call(
         self, pool: RevisionPool, replica: PoolReplica, invocation: Invocation
@@ -141,6 +227,15 @@ class Dispatcher:
         timer.cancel()
         pool.release(replica)
         return message
+
+
+def _not_routed(deployment: str, revision: int | None) -> NotFound:
+    return NotFound(f"revision {revision} of deployment {deployment!r} takes no traffic; add it "
+                    "to the traffic split (at weight 0 only pinned requests reach it)")
+
+
+def _discard(kind: int, payload: Any) -> None:
+    """A shadow's streamed items go nowhere."""
 
 
 def _cold(replica: PoolReplica, arrived: float) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from stratus.control.metrics import LoadRecorder, MetricSample
 from stratus.dispatch.channel import ReplicaChannel
+from stratus.dispatch.outcomes import OutcomeLog
 from stratus.dispatch.picker import power_of_two_choices
 from stratus.errors import DeploymentFailed, Shed, StratusError, Unavailable
 
@@ -101,6 +102,7 @@ class RevisionPool:
         self.on_drained: Callable[[PoolReplica], None] = lambda replica: None
         self.meta: dict[str, Any] = {}  # what the zygote reported about the code
         self.api = "native"  # or "llm" / "embeddings": which protocol adapters may call it
+        self.outcomes = OutcomeLog()  # judged during rollouts
 
     # -- request path -----------------------------------------------------------
     def try_acquire(self) -> PoolReplica | None:

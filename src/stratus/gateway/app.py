@@ -21,9 +21,10 @@ import stratus
 from stratus.backends.local import LocalBackend
 from stratus.config import Settings
 from stratus.control.controller import Controller
+from stratus.control.experiments import ExperimentBook
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.errors import BadRequest, InvalidJSON, StratusError
-from stratus.gateway import blobs, deployments, models, openai_models, v2
+from stratus.gateway import blobs, deployments, experiments, models, openai_models, v2
 from stratus.gateway.dataplane import DataPlane, openapi_paths
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.http import error_reply
@@ -33,6 +34,7 @@ from stratus.models.service import ModelService
 from stratus.observe.metrics import registry_for
 from stratus.store.artifacts import ArtifactStore
 from stratus.store.db import make_engine, migrate, sqlite_url
+from stratus.store.experiments import ExperimentStore
 from stratus.store.metadata import MetadataStore
 from stratus.store.models import ModelStore
 
@@ -110,6 +112,10 @@ def create_app(settings: Settings) -> DataPlane:
         parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller),
                            model_service)
         app.state.components = parts
+        book = ExperimentBook(ExperimentStore(engine), controller)
+        app.state.experiments = book
+        await book.start()
+        dispatcher.listeners.append(book.observe)
         await controller.start()
         data_plane.components = parts
         parts.ready = True
@@ -121,12 +127,14 @@ def create_app(settings: Settings) -> DataPlane:
             parts.ready = False
             data_plane.components = None
             await controller.close()
+            await book.close()  # after the controller: the last drained requests count too
             engine.dispose()
 
     app = FastAPI(title="Stratus", version=stratus.__version__, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     _install_error_handlers(app)
     app.include_router(deployments.router)
+    app.include_router(experiments.router)
     app.include_router(blobs.router)
     app.include_router(models.router)
     app.include_router(v2.router)

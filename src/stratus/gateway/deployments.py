@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 
+from stratus.control.router import traffic_view
 from stratus.gateway.state import Parts, namespace_of
-from stratus.spec import DeploymentPatch, DeploymentRequest
+from stratus.spec import DeploymentPatch, DeploymentRequest, RolloutRequest, TrafficUpdate
 
 router = APIRouter(prefix="/api")
 
@@ -70,13 +71,47 @@ async def list_revisions(
                 "revision": record.number,
                 "status": record.status,
                 "reason": record.reason,
-                "serving": record.number == unit.serving,
+                "serving": record.number == unit.stable,
+                "weight": unit.routing.traffic.get(record.number, 0),
+                "routed": record.number in unit.routing.traffic,
+                "shadow": record.number == unit.routing.shadow,
+                "live": record.number in unit.revisions,
                 "created_at": record.created_at.isoformat(),
                 "spec": {**record.runtime.model_dump(), "env": sorted(record.runtime.env)},
             }
             for record in records
         ]
     }
+
+
+@router.get("/deployments/{name}/traffic", summary="The traffic split and rollout")
+async def get_traffic(name: str, request: Request, parts: Parts) -> dict[str, Any]:
+    """Weights per revision, shadow, sticky key, the rollout in flight, recent routing events,
+    and each routed revision's requests, errors and latency over the last five minutes."""
+    return traffic_view(parts.controller.get_unit(namespace_of(request), name))
+
+
+@router.put("/deployments/{name}/traffic", summary="Set the traffic split")
+async def set_traffic(
+    name: str, body: TrafficUpdate, request: Request, parts: Parts
+) -> dict[str, Any]:
+    """Weights sum to 100; fields left out keep their value. Ends any rollout in flight."""
+    return await parts.controller.set_traffic(namespace_of(request), name, body)
+
+
+@router.post("/deployments/{name}/rollout", summary="Roll out a revision")
+async def start_rollout(
+    name: str, body: RolloutRequest, request: Request, parts: Parts
+) -> dict[str, Any]:
+    """Blue-green without ``canary``; a gradual canary with it, rolled back automatically when
+    the new revision's error ratio or p95 latency is worse than the previous one's."""
+    return await parts.controller.rollout(namespace_of(request), name, body)
+
+
+@router.post("/deployments/{name}/rollback", summary="Roll back")
+async def rollback(name: str, request: Request, parts: Parts) -> dict[str, Any]:
+    """Stops a rollout in flight, or returns traffic to the previous stable revision."""
+    return await parts.controller.rollback(namespace_of(request), name)
 
 
 @router.get("/deployments/{name}/autoscaler", summary="The autoscaler's recent decisions")

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive
 
+from stratus.dispatch.traffic import pinned_revision
 from stratus.errors import PayloadTooLarge, StratusError
 
 log = logging.getLogger("stratus.gateway")
@@ -37,6 +38,10 @@ class Call:
     headers: dict[str, str]
     query: str
     body: bytes
+
+    def pinned_revision(self) -> int | None:
+        """The revision an ``x-stratus-revision`` header pins the request to, if any."""
+        return pinned_revision(self.headers.get("x-stratus-revision"))
 
     def query_param(self, name: str, default: str) -> str:
         for key, value in parse_qsl(self.query):

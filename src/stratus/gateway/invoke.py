@@ -41,7 +41,9 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
         kind=wire.KIND_JSON,
         payload=body,
         request_id=call.request_id,
+        revision=call.pinned_revision(),
         on_chunk=lambda kind, payload: items.append(payload),
+        headers=call.headers,
     )
     accept = call.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/event-stream" in accept:

@@ -99,7 +99,7 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 def _check_model(parts: Components, call: Call, model: str, api: str, what: str) -> None:
     try:
-        pool = parts.dispatcher.pool_for(call.principal.namespace, model)
+        pool = parts.dispatcher.pool_for(call.principal.namespace, model, call.pinned_revision())
     except NotFound:
         raise ModelNotFound(f"The model '{model}' does not exist") from None
     if pool.api == "native":
@@ -113,7 +113,8 @@ def _check_model(parts: Components, call: Call, model: str, api: str, what: str)
 def _invocation(call: Call, model: str, payload: dict[str, Any]) -> Invocation:
     return Invocation(namespace=call.principal.namespace, deployment=model,
                       kind=wire.KIND_JSON, payload=json.dumps(payload).encode(),
-                      request_id=call.request_id)
+                      request_id=call.request_id, revision=call.pinned_revision(),
+                      headers=call.headers, document=call.body)
 
 
 def _shape(call: Call, model: str, chat: bool) -> Shape:

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 def _model_object(unit: DeploymentUnit) -> dict[str, Any] | None:
-    serving = unit.serving_revision() or unit.latest_revision()
+    serving = unit.stable_revision() or unit.latest_revision()
     if serving is None or serving.runtime.api == "native":
         return None
     served = serving.runtime.models[0] if serving.runtime.models else {}

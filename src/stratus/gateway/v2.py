@@ -51,7 +51,7 @@ def _unit(request: Request, parts: Components, name: str, version: str | None) -
 
 
 def _metadata(unit: DeploymentUnit, version: str | None) -> dict[str, Any]:
-    number = int(version) if version is not None else unit.serving or unit.latest
+    number = int(version) if version is not None else unit.stable or unit.latest
     handler = unit.revisions[number].pool.meta.get("options", {}) if number in unit.revisions else {}
     return {
         "name": unit.name,
@@ -63,7 +63,7 @@ def _metadata(unit: DeploymentUnit, version: str | None) -> dict[str, Any]:
 
 
 def _is_ready(unit: DeploymentUnit, version: str | None) -> bool:
-    number = int(version) if version is not None else unit.serving
+    number = int(version) if version is not None else unit.stable
     live = unit.revisions.get(number) if number is not None else None
     # Scaled to zero is still ready: the next request starts a replica.
     return live is not None and live.pool.failure is None
@@ -108,8 +108,10 @@ async def v2_infer(parts: Components, call: Call) -> Reply:
         if not version.isdigit() or int(version) not in unit.revisions:
             raise NotFound(f"model {name!r} has no live version {version!r}")
         number = int(version)
+    else:
+        number = call.pinned_revision()
     infer = parse_infer_request(call.body, call.headers.get(HEADER_LENGTH))
-    live = unit.revisions.get(number if number is not None else unit.serving or unit.latest)
+    live = unit.revisions.get(number if number is not None else unit.stable or unit.latest)
     meta = live.pool.meta if live is not None else {}
     if meta.get("kind") == "lambda":
         raise BadRequest(f"{name!r} is a Lambda-style handler; invoke it on the native route")
@@ -122,6 +124,7 @@ async def v2_infer(parts: Components, call: Call) -> Reply:
             payload=infer.inputs,
             request_id=call.request_id,
             revision=number,
+            headers=call.headers,
         )
     )
     if result.kind != wire.KIND_TENSORS:

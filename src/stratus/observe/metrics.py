@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stratus.control.controller import Controller
@@ -45,9 +45,24 @@ class ControllerCollector(Collector):
                                       labels=labels)
         batch_size = HistogramMetricFamily("stratus_batch_size", "Items per batch run by @stratus.batch",
                                            labels=[*labels, "method"])
+        weight = GaugeMetricFamily("stratus_traffic_weight",
+                                   "Percent of a deployment's traffic a revision gets",
+                                   labels=[*labels, "revision"])
+        outcomes = CounterMetricFamily(
+            "stratus_revision_outcomes", "Finished invocations per live revision; role=shadow "
+            "counts the copies a shadow revision served", labels=[*labels, "revision", "role",
+                                                                  "outcome"])
         bounds = [*(str(float(bound)) for bound in BUCKETS), "+Inf"]
         for unit in self.controller.units.values():
             key = [unit.namespace, unit.name]
+            for number, share in unit.routing.traffic.items():
+                weight.add_metric([*key, str(number)], share)
+            for live in unit.revisions.values():
+                log = live.pool.outcomes
+                role = "shadow" if live.number == unit.routing.shadow else "primary"
+                revision = [*key, str(live.number), role]
+                outcomes.add_metric([*revision, "ok"], log.total - log.errors)
+                outcomes.add_metric([*revision, "error"], log.errors)
             for method, cumulative, total in unit.batch_sizes.series():
                 batch_size.add_metric([*key, method], list(zip(bounds, cumulative, strict=True)), total)
             if any(live.runtime.api == "llm" for live in unit.revisions.values()):
@@ -66,7 +81,7 @@ class ControllerCollector(Collector):
             inflight.add_metric(key, sum(live.pool.load.current for live in unit.revisions.values()))
             memory.add_metric(key, unit.memory_bytes())
         yield from (replicas, desired, panic, mode, queued, inflight, memory, sequences, kv_tokens,
-                    batch_size)
+                    batch_size, weight, outcomes)
 
 
 def registry_for(controller: Controller) -> CollectorRegistry:

@@ -34,6 +34,7 @@ class DeploymentRecord:
     name: str
     latest_revision: int
     serving_revision: int | None
+    routing: dict[str, Any] | None
     scaling: ScalingSpec
     created_at: datetime
     updated_at: datetime
@@ -43,15 +44,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every one stored is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _deployment(row: DeploymentRow) -> DeploymentRecord:
     return DeploymentRecord(
         namespace=row.namespace,
         name=row.name,
         latest_revision=row.latest_revision,
         serving_revision=row.serving_revision,
+        routing=dict(row.routing) if row.routing else None,
         scaling=ScalingSpec.model_validate(row.scaling),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
     )
 
 
@@ -62,7 +69,7 @@ def _revision(row: RevisionRow) -> RevisionRecord:
         code_meta=dict(row.code_meta),
         status=row.status,
         reason=row.reason,
-        created_at=row.created_at,
+        created_at=_aware(row.created_at),
     )
 
 
@@ -168,6 +175,14 @@ class MetadataStore:
             row = self._find(session, namespace, name)
             if row is not None:
                 row.serving_revision = revision
+                row.updated_at = _now()
+
+    def set_routing(self, namespace: str, name: str, routing: dict[str, Any]) -> None:
+        with self._sessions.begin() as session:
+            row = self._find(session, namespace, name)
+            if row is not None:
+                row.routing = routing
+                row.serving_revision = routing.get("stable")
                 row.updated_at = _now()
 
     def set_revision_status(

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -21,7 +31,9 @@ class DeploymentRow(Base):
     namespace: Mapped[str] = mapped_column(String(63), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(63), nullable=False)
     latest_revision: Mapped[int] = mapped_column(Integer, nullable=False)
-    serving_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    serving_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the stable one
+    # Traffic split, shadow, sticky key, rollout in flight and recent routing events.
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     scaling: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -85,3 +97,23 @@ class ModelVersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
     model: Mapped[ModelRow] = relationship(back_populates="versions")
+
+
+class ExperimentRow(Base):
+    """An experiment over a deployment's revisions, with what it has counted so far."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    deployment: Mapped[str] = mapped_column(String(63), nullable=False)
+    variants: Mapped[list[Any]] = mapped_column(JSON, nullable=False)  # [[name, revision], ...]
+    control: Mapped[str] = mapped_column(String(63), nullable=False)
+    alpha: Mapped[float] = mapped_column(Float, nullable=False)
+    traffic: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    sticky: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    conversions: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # variant -> count
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # variant -> counters
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -1,0 +1,84 @@
+"""What happened to each invocation, per revision: success or server-side error and latency,
+kept for a bounded time so that rollouts can judge a revision and experiments can compare."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stratus.control.rollout import WindowStats
+
+KEEP_S = 3600.0  # an hour of outcomes per revision
+KEEP_MAX = 100_000  # and never more than this many
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One finished invocation. ``ok`` is False for server-side failures only (status >= 500):
+    a client's bad request or a shed request says nothing about the revision's health."""
+
+    namespace: str
+    deployment: str
+    revision: int
+    ok: bool
+    latency_s: float
+    shadow: bool  # a copy sent to the shadow revision, whose answer nobody saw
+    at: float  # wall clock (Unix seconds) when it finished
+
+
+OutcomeListener = Callable[[Outcome], None]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The nearest-rank ``q`` percentile (0..100) of ``values``, or None if there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+class OutcomeLog:
+    """A revision's recent outcomes as (monotonic time, ok, latency seconds)."""
+
+    __slots__ = ("_entries", "errors", "total")
+
+    def __init__(self) -> None:
+        self._entries: deque[tuple[float, bool, float]] = deque(maxlen=KEEP_MAX)
+        self.total = 0  # ever, for the Prometheus counters
+        self.errors = 0
+
+    def add(self, ok: bool, latency_s: float, now: float | None = None) -> None:
+        self.total += 1
+        if not ok:
+            self.errors += 1
+        now = time.monotonic() if now is None else now
+        entries = self._entries
+        entries.append((now, ok, latency_s))
+        while entries and entries[0][0] < now - KEEP_S:
+            entries.popleft()
+
+    def since(self, start: float) -> list[tuple[float, bool, float]]:
+        return [entry for entry in self._entries if entry[0] >= start]
+
+    def window(self, start: float) -> WindowStats:
+        """Requests, server errors and p95 latency (ms) since ``start`` (monotonic)."""
+        entries = self.since(start)
+        errors = sum(1 for _, ok, _ in entries if not ok)
+        p95 = percentile([latency for _, _, latency in entries], 95)
+        return WindowStats(len(entries), errors, p95 * 1000 if p95 is not None else None)
+
+    def summary(self, start: float) -> dict[str, float | int | None]:
+        """The public view of the window: counts and p50/p95 in milliseconds."""
+        entries = self.since(start)
+        latencies = [latency for _, _, latency in entries]
+        p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+        return {
+            "requests": len(entries),
+            "errors": sum(1 for _, ok, _ in entries if not ok),
+            "p50_ms": round(p50 * 1000, 3) if p50 is not None else None,
+            "p95_ms": round(p95 * 1000, 3) if p95 is not None else None,
+        }
