@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stratus-installed
 
-BENCHES := noop coldstart autoscaling models batching llm  # each is bench/<name>.py
+BENCHES := noop coldstart autoscaling models batching llm traffic  # each is bench/<name>.py
 
 .PHONY: demo demo-embeddings test lint typecheck unit clean $(addprefix bench-,$(BENCHES))
 

@@ -210,10 +210,10 @@ def run_stratus(streams: int, tokens: int, rounds: int) -> dict[str, Any]:
     server = StratusServer("stratus-llm")
     server.start()
     try:
-        server._cli(["models", "push", "bench-gpt2", str(MODEL_DIR), "--version", "1.0.0"],
+        server.cli(["models", "push", "bench-gpt2", str(MODEL_DIR), "--version", "1.0.0"],
                     timeout=900)
         config = json.dumps({"max_num_seqs": streams})
-        server._cli(["deploy", "--llm", "bench-gpt2@1.0.0", "--name", "bench-llm",
+        server.cli(["deploy", "--llm", "bench-gpt2@1.0.0", "--name", "bench-llm",
                      "--min-replicas", "1", "--max-replicas", "1", "--threads", str(THREADS),
                      "--timeout", "900", "--config", config], timeout=900)
         return asyncio.run(measure_stratus(server, streams, tokens, rounds))

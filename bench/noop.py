@@ -105,30 +105,36 @@ def check_endpoint(name: str, endpoint: Endpoint) -> None:
     resp.json()
 
 
-def bench_target(name: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def measure(name: str, endpoint: Endpoint, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """wrk at each concurrency of ``args`` after a warm-up: one row per level."""
     rows: list[dict[str, Any]] = []
+    check_endpoint(name, endpoint)
+    lua = write_post_lua(NOOP_BODY, endpoint.headers)
+    try:
+        for conns in args.concurrency:
+            log(f"{name}: warm-up {args.warmup:g}s at c={conns}")
+            run_wrk(endpoint.url, conns, args.warmup, lua, threads=args.threads)
+            log(f"{name}: measuring {args.duration:g}s at c={conns}")
+            result = run_wrk(endpoint.url, conns, args.duration, lua, threads=args.threads)
+            log(
+                f"{name} c={conns}: {result.requests_per_sec:,.0f} req/s, "
+                f"p50 {result.p50_ms:.3f} ms, p99 {result.p99_ms:.3f} ms"
+            )
+            rows.append({"system": name, "concurrency": conns, **asdict(result)})
+    finally:
+        lua.unlink(missing_ok=True)
+    return rows
+
+
+def bench_target(name: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     with ENDPOINTS[name]() as endpoint:
-        check_endpoint(name, endpoint)
-        lua = write_post_lua(NOOP_BODY, endpoint.headers)
-        try:
-            for conns in args.concurrency:
-                log(f"{name}: warm-up {args.warmup:g}s at c={conns}")
-                run_wrk(endpoint.url, conns, args.warmup, lua, threads=args.threads)
-                log(f"{name}: measuring {args.duration:g}s at c={conns}")
-                result = run_wrk(endpoint.url, conns, args.duration, lua, threads=args.threads)
-                log(
-                    f"{name} c={conns}: {result.requests_per_sec:,.0f} req/s, "
-                    f"p50 {result.p50_ms:.3f} ms, p99 {result.p99_ms:.3f} ms"
-                )
-                rows.append({"system": name, "concurrency": conns, **asdict(result)})
-        finally:
-            lua.unlink(missing_ok=True)
+        rows = measure(name, endpoint, args)
     return rows, endpoint.meta
 
 
-def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Throughput ratio vs Starlette at the highest concurrency, p50 delta at c=1."""
-    base = {r["concurrency"]: r for r in rows if r["system"] == BASELINE}
+def add_ratios(rows: list[dict[str, Any]], baseline: str = BASELINE) -> None:
+    """Throughput ratio vs the baseline at the highest concurrency, p50 delta at c=1."""
+    base = {r["concurrency"]: r for r in rows if r["system"] == baseline}
     top = max((r["concurrency"] for r in rows), default=0)
     for row in rows:
         ref = base.get(row["concurrency"])

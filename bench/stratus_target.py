@@ -101,7 +101,7 @@ class StratusServer:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    def _cli(self, args: Sequence[str], timeout: float = 300.0) -> str:
+    def cli(self, args: Sequence[str], timeout: float = 300.0) -> str:
         """Run ``stratus <args>`` against this server; returns its stdout."""
         cmd = [*stratus_command(), *args]
         env = {"STRATUS_URL": self.base_url, "STRATUS_API_KEY": self.key}
@@ -121,11 +121,11 @@ class StratusServer:
 
     def deploy(self, handler_file: str, class_name: str, name: str, flags: Sequence[str]) -> None:
         """``stratus deploy bench/handlers/<file>:<Class> --name <name> <flags>``."""
-        self._cli(["deploy", f"{HANDLERS_DIR / handler_file}:{class_name}", "--name", name, *flags])
+        self.cli(["deploy", f"{HANDLERS_DIR / handler_file}:{class_name}", "--name", name, *flags])
 
     def push_model(self, name: str, path: Path, version: str) -> None:
         """``stratus models push <name> <path> --version <version>``."""
-        self._cli(["models", "push", name, str(path), "--version", version], timeout=900)
+        self.cli(["models", "push", name, str(path), "--version", version], timeout=900)
 
     def model_blobs(self, sha256: str) -> list[Path]:
         """The store's copy of a pushed file, found by its digest in the data dir."""
