@@ -109,9 +109,13 @@ def test_sticky_keys_keep_their_revision_across_a_restart(fresh_server: StratusS
     first = assignment()
     assert set(first.values()) == {1, 2}, "40 keys over a 50/50 split land on both"
     assert assignment() == first
+    assert _deploy(server, "tr-sticky", rollout={"promote": False}, v=3) == 3
     server.stop()
     server.start()
-    assert _traffic(server, "tr-sticky")["sticky"] == {"header": "x-user", "field": None}
+    view = _traffic(server, "tr-sticky")
+    assert view["sticky"] == {"header": "x-user", "field": None}
+    assert view["traffic"] == {"1": 50, "2": 50} and view["latest"] == 3, \
+        "the split persists, and a revision recorded without promotion stays out of it"
     assert assignment() == first, "md5 of the key, not hash(): stable across restarts"
     # A JSON field works the same way, and a request without the key still gets an answer.
     _set(server, "tr-sticky", sticky={"field": "user"})
