@@ -23,6 +23,7 @@ BENCH_STAMP := $(VENV)/.stratus-bench-installed
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,demo,bench]'
+	command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk  # Debian's load generator
 	touch $(BENCH_STAMP)
 
 demo: $(STAMP)

@@ -71,6 +71,11 @@ class Backend(Protocol):
 
     def list(self) -> list[ReplicaHandle]: ...
 
+    def set_priority(self, handle: ReplicaHandle, background: bool) -> None:
+        """Run a replica in the background (a shadow's), so it never takes CPU from the
+        replicas whose answers clients wait for; or in the foreground again."""
+        ...
+
     async def release(self, code_key: str) -> None:
         """The code is no longer needed: free what ``prepare`` holds."""
         ...

@@ -307,7 +307,22 @@ class LocalBackend:
     def list(self) -> list[ReplicaHandle]:
         return list(self.handles.values())
 
+    def set_priority(self, handle: ReplicaHandle, background: bool) -> None:
+        if handle.pid is None:
+            return
+        # Niceness is per thread on Linux: set every thread's; threads started later inherit.
+        try:
+            threads = [int(tid) for tid in os.listdir(f"/proc/{handle.pid}/task")]
+        except OSError:
+            threads = [handle.pid]
+        for tid in threads:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE if background else 0)
+            except OSError as exc:  # gone, or not allowed to raise priority back
+                log.debug("cannot renice %s thread %d: %s", handle.replica_id, tid, exc)
 
+
+BACKGROUND_NICE = 19  # the lowest CPU priority: a shadow's replicas run on leftover CPU
 READ_AHEAD_CHUNK = 8 << 20  # the kernel acts on at most read_ahead_kb of one WILLNEED call
 
 

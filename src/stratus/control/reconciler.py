@@ -40,6 +40,7 @@ class _Entry:
     replica: PoolReplica
     handle: ReplicaHandle | None = None
     cancelled: bool = False
+    background: bool = False  # runs at the lowest CPU priority (a shadow's replica)
 
 
 class Reconciler:
@@ -114,6 +115,21 @@ class Reconciler:
                                             warm.get(live.number, 0)))
             else:
                 self._retire(unit, live)
+        self._prioritise(unit)
+
+    def _prioritise(self, unit: DeploymentUnit) -> None:
+        """A shadow that serves no client traffic runs its replicas in the background."""
+        routing = unit.routing
+        shadow = routing.shadow if not routing.traffic.get(routing.shadow or 0) else None
+        for live in unit.revisions.values():
+            for replica_id in live.pool.replicas:
+                entry = self.entries.get(replica_id)
+                if entry is None or entry.handle is None:
+                    continue
+                background = live.number == shadow
+                if entry.background != background:
+                    self.controller.backend.set_priority(entry.handle, background)
+                    entry.background = background
 
     # -- scaling ---------------------------------------------------------------------
     def _scale(self, unit: DeploymentUnit, live: LiveRevision, desired: int) -> None:

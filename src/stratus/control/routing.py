@@ -29,8 +29,9 @@ class Routing:
         return TrafficSplit.of(self.traffic)
 
     def members(self) -> set[int]:
-        """Revisions that serve client traffic: by weight, or by pin at weight 0."""
-        return set(self.traffic)
+        """Revisions that serve client traffic: by weight, or by pin at weight 0. A shadow at
+        weight 0 is not one: its load is copies, which must not scale the deployment."""
+        return {rev for rev, weight in self.traffic.items() if weight or rev != self.shadow}
 
     def needed(self) -> set[int]:
         """Revisions that must stay live: members, the shadow and a rollout's target."""

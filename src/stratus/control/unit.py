@@ -147,7 +147,8 @@ class DeploymentUnit:
                     "pss_mb": round(channel.memory.pss / 2**20, 1) if channel else None,
                 })
         status, reason = self.status()
-        latest = self.latest_revision()
+        # A revision recorded without promotion is not live: describe the stable one then.
+        latest = self.latest_revision() or self.stable_revision()
         failure = latest.pool.failure if latest is not None else None
         return {
             "namespace": self.namespace,

@@ -129,8 +129,11 @@ class Dispatcher:
 
     def _mirror(self, shadow: RevisionPool, invocation: Invocation) -> None:
         """Send a copy to the shadow revision and never wait for it: the client's answer owes
-        the shadow nothing, not even latency."""
-        if len(shadow.waiters) >= SHADOW_MAX_QUEUED:
+        the shadow nothing, not even latency. A warm shadow with no free slot drops the copy:
+        copies never queue behind copies, so the shadow takes only the capacity it has."""
+        limit = shadow.limits.max_concurrency
+        saturated = bool(shadow.ready) and all(r.inflight >= limit for r in shadow.ready)
+        if saturated or len(shadow.waiters) >= SHADOW_MAX_QUEUED:
             self.shadow_dropped += 1
             return
         copy = replace(invocation, request_id=f"{invocation.request_id}-shadow", revision=None,
