@@ -3,6 +3,7 @@ header pins, shadow copies, a zero-downtime canary under load, and automatic rol
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -129,6 +130,10 @@ def test_shadow_gets_copies_and_its_failures_and_slowness_stay_hidden(
     _two_revisions(server, "tr-shadow", second={"sleep_s": 1.0, "fail_ratio": 1.0})
     _set(server, "tr-shadow", traffic={"1": 100, "2": 0}, shadow=2)
     wait_for(lambda: _revision_of(server.invoke("tr-shadow", {})) == 1, 30, "revision 1")
+    wait_for(lambda: (stats := _traffic(server, "tr-shadow")["revisions"]["2"])["requests"] == 1
+             and stats, 30, "the first copy to warm the shadow up")
+    wait_for(lambda: any(i["revision"] == 2 and i["state"] == "ready"
+                         for i in server.status("tr-shadow")["replicas"]["items"]), 30, "shadow")
     started = time.monotonic()
     responses = [server.invoke("tr-shadow", {"n": i}) for i in range(10)]
     elapsed = time.monotonic() - started
@@ -138,13 +143,20 @@ def test_shadow_gets_copies_and_its_failures_and_slowness_stay_hidden(
 
     def shadow_done() -> dict[str, Any] | None:
         stats = _traffic(server, "tr-shadow")["revisions"]["2"]
-        return stats if stats["requests"] >= 10 else None
+        return stats if stats["requests"] + stats["copies_dropped"] >= 11 else None
 
+    # Its eight slots (max_concurrency) take eight copies; copies never queue behind copies
+    # on a warm shadow, so the other two are dropped and counted.
     stats = wait_for(shadow_done, 30, "the shadow to answer its copies")
+    assert (stats["requests"], stats["copies_dropped"]) == (9, 2), stats
     assert stats["shadow"] is True and stats["errors"] == stats["requests"]
     assert _traffic(server, "tr-shadow")["revisions"]["1"]["errors"] == 0
+    shadow_pids = [item["pid"] for item in server.status("tr-shadow")["replicas"]["items"]
+                   if item["revision"] == 2 and item["pid"]]
+    assert shadow_pids and all(os.getpriority(os.PRIO_PROCESS, pid) == 19 for pid in shadow_pids), \
+        "a shadow's replicas run at the lowest CPU priority"
     counted = _outcomes(server, "tr-shadow")
-    assert counted[("2", "shadow", "error")] >= 10 and counted.get(("2", "shadow", "ok")) == 0
+    assert counted[("2", "shadow", "error")] == 9 and counted.get(("2", "shadow", "ok")) == 0
     assert counted[("1", "primary", "ok")] >= 10 and counted[("1", "primary", "error")] == 0
 
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from stratus.control.apportion import apportion
 from stratus.control.metrics import MetricSample, combine
+from stratus.control.routing import Routing
 
 
 def test_one_revision_gets_everything() -> None:
@@ -65,3 +66,11 @@ def test_combined_samples_add_load_and_idle_only_when_all_idle() -> None:
         "a revision that never ran says nothing about idleness"
     busy = combine([_sample(0.0, 0, 30.0), _sample(1.0, 3, None)])
     assert busy is not None and busy.idle_for_s is None
+
+
+def test_a_shadow_at_weight_zero_is_no_member_of_the_split() -> None:
+    routing = Routing(traffic={1: 100, 2: 0, 3: 0}, stable=1, shadow=2)
+    assert routing.members() == {1, 3}
+    assert routing.needed() == {1, 2, 3}
+    routing.traffic = {1: 50, 2: 50}
+    assert routing.members() == {1, 2}, "a shadow with a weight also serves clients"

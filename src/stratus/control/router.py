@@ -263,7 +263,8 @@ def traffic_view(unit: DeploymentUnit) -> dict[str, Any]:
     for number, live in sorted(unit.revisions.items()):
         if number in routing.needed():
             stats[str(number)] = {**live.pool.outcomes.summary(now - 300.0),
-                                  "shadow": number == routing.shadow}
+                                  "shadow": number == routing.shadow,
+                                  "copies_dropped": live.pool.copies_dropped}
     data = routing.to_json()
     rollout = data.get("rollout")
     if rollout is not None:

@@ -64,7 +64,6 @@ class Dispatcher:
         self.routes: dict[tuple[str, str], Route] = {}
         self.pools: dict[tuple[str, str, int], RevisionPool] = {}
         self.listeners: list[OutcomeListener] = []  # told of every finished invocation
-        self.shadow_dropped = 0
         self._rng = random.Random()
         self._shadows: set[asyncio.Task[None]] = set()
 
@@ -134,7 +133,7 @@ class Dispatcher:
         limit = shadow.limits.max_concurrency
         saturated = bool(shadow.ready) and all(r.inflight >= limit for r in shadow.ready)
         if saturated or len(shadow.waiters) >= SHADOW_MAX_QUEUED:
-            self.shadow_dropped += 1
+            shadow.copies_dropped += 1
             return
         copy = replace(invocation, request_id=f"{invocation.request_id}-shadow", revision=None,
                        on_chunk=_discard, on_start=None)

@@ -103,6 +103,7 @@ class RevisionPool:
         self.meta: dict[str, Any] = {}  # what the zygote reported about the code
         self.api = "native"  # or "llm" / "embeddings": which protocol adapters may call it
         self.outcomes = OutcomeLog()  # judged during rollouts
+        self.copies_dropped = 0  # as a shadow: copies it had no room for
 
     # -- request path -----------------------------------------------------------
     def try_acquire(self) -> PoolReplica | None:
