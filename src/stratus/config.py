@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
+CONFIG_ENV = "STRATUS_CONFIG"
+# Sections of the server's config file; each feature validates its own.
+CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,12 @@ class Settings:
     heartbeat_timeout_s: float = 15.0
     tick_s: float = 1.0
     max_backoff_s: float = 300.0
+    sections: dict[str, Any] = field(default_factory=dict)  # from the config file
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section of the config file, ``{}`` when it is absent."""
+        found: dict[str, Any] = self.sections.get(name) or {}
+        return found
 
     @property
     def log_dir(self) -> Path:
@@ -56,6 +67,32 @@ def with_env_overrides(settings: Settings) -> Settings:
             except ValueError:
                 raise ValueError(f"STRATUS_{name.upper()} must be a number, not {raw!r}") from None
     return replace(settings, **changes)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """The server's YAML config file: a mapping of known sections."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read the config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"the config file {path} must be a mapping of sections")
+    unknown = sorted(set(data) - set(CONFIG_SECTIONS))
+    if unknown:
+        raise ValueError(f"the config file {path} has unknown sections {unknown}; "
+                         f"known: {', '.join(CONFIG_SECTIONS)}")
+    return data
+
+
+def with_config_file(settings: Settings, path: Path | None) -> Settings:
+    """Sections from ``path``, else ``$STRATUS_CONFIG``, else ``<data-dir>/stratus.yaml``."""
+    chosen = path or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if chosen is None:
+        default = settings.data_dir / "stratus.yaml"
+        chosen = default if default.is_file() else None
+    if chosen is None:
+        return settings
+    return replace(settings, sections=load_config_file(chosen))
 
 
 def resolve_admin_key(data_dir: Path) -> tuple[str, Path | None]:

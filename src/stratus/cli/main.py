@@ -43,11 +43,14 @@ def serve(
     data_dir: Annotated[Path, typer.Option(help="Metadata, artifacts and logs")] = Path(".stratus"),
     database_url: Annotated[str, typer.Option(envvar="STRATUS_DATABASE_URL", help=DATABASE_HELP)] = "",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    config: Annotated[Path | None, typer.Option(
+        help="YAML config file (sections: alerts, prices, tracing, logging); default "
+             "$STRATUS_CONFIG or <data-dir>/stratus.yaml")] = None,
 ) -> None:
     """Run the control plane and the gateway."""
     import uvicorn
 
-    from stratus.config import Settings, resolve_admin_key, with_env_overrides
+    from stratus.config import Settings, resolve_admin_key, with_config_file, with_env_overrides
     from stratus.gateway.app import create_app
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
@@ -58,6 +61,10 @@ def serve(
         err.print(f"admin API key: {key_file}")
     settings = with_env_overrides(Settings(data_dir=data_dir, host=host, port=port, admin_key=key,
                                            database_url=database_url))
+    try:
+        settings = with_config_file(settings, config)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     uvicorn.run(create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
                 access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=30)
 

@@ -45,6 +45,7 @@ class Invocation:
     on_start: Callable[[int, bool], None] | None = None
     headers: Mapping[str, str] | None = None  # where a sticky A/B key may come from
     document: Any = None  # the request's JSON, if the payload is not it (sticky JSON fields)
+    protocol: str = "native"  # which adapter made it: native, v2 or openai (for metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +156,14 @@ class Dispatcher:
         load = pool.load
         load.enter(arrived)
         serving = pool
-        ok: bool | None = True  # None: the caller left, which says nothing of the revision
+        replica: PoolReplica | None = None
+        status: int | None = 200  # None: the caller left, which says nothing of the revision
+        waited = 0.0
         try:
             replica = pool.try_acquire()
             if replica is None:
                 replica = await pool.wait_for_slot(arrived)
+                waited = time.monotonic() - arrived
             # A held request may have moved to a new revision's pool while it waited.
             serving = replica.pool
             if invocation.on_start is not None:
@@ -169,16 +173,16 @@ class Dispatcher:
                 raise error_from_type(message[3], message[4], detail=message[5])
         except StratusError as error:
             error.revision = serving.revision
-            ok = error.status < 500
+            status = error.status
             raise
         except asyncio.CancelledError:
-            ok = None
+            status = None
             raise
         finally:
             now = time.monotonic()
             load.leave(now)
-            if ok is not None:
-                self._record(serving, ok, now - arrived, shadow)
+            if status is not None:
+                self._record(serving, invocation, replica, status, arrived, now, waited, shadow)
         return InvocationResult(
             revision=serving.revision,
             cold_start=_cold(replica, arrived),
@@ -187,11 +191,18 @@ class Dispatcher:
             replica_id=replica.replica_id,
         )
 
-    def _record(self, pool: RevisionPool, ok: bool, latency_s: float, shadow: bool) -> None:
-        pool.outcomes.add(ok, latency_s)
+    def _record(self, pool: RevisionPool, invocation: Invocation, replica: PoolReplica | None,
+                status: int, arrived: float, now: float, waited: float, shadow: bool) -> None:
+        ok = status < 500
+        pool.outcomes.add(ok, now - arrived, now)
         if self.listeners:
-            outcome = Outcome(pool.namespace, pool.deployment, pool.revision, ok, latency_s,
-                              shadow, time.time())
+            outcome = Outcome(
+                namespace=pool.namespace, deployment=pool.deployment, revision=pool.revision,
+                ok=ok, latency_s=now - arrived, shadow=shadow, at=time.time(),
+                request_id=invocation.request_id, protocol=invocation.protocol, status=status,
+                queue_wait_s=waited, cold_start=replica is not None and _cold(replica, arrived),
+                replica_id=replica.replica_id if replica is not None else None,
+            )
             for listener in self.listeners:
                 listener(outcome)
 

@@ -17,8 +17,9 @@ KEEP_MAX = 100_000  # and never more than this many
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One finished invocation. ``ok`` is False for server-side failures only (status >= 500):
-    a client's bad request or a shed request says nothing about the revision's health."""
+    """One finished invocation, as every observer sees it (rollouts, experiments, metrics,
+    usage). ``ok`` is False for server-side failures only (status >= 500): a client's bad
+    request or a shed request says nothing about the revision's health."""
 
     namespace: str
     deployment: str
@@ -27,6 +28,12 @@ class Outcome:
     latency_s: float
     shadow: bool  # a copy sent to the shadow revision, whose answer nobody saw
     at: float  # wall clock (Unix seconds) when it finished
+    request_id: str = ""
+    protocol: str = "native"  # native, v2 or openai
+    status: int = 200  # the HTTP status the error maps to; 200 for an answer
+    queue_wait_s: float = 0.0  # held for a slot (a cold start's wait included)
+    cold_start: bool = False
+    replica_id: str | None = None  # None when no replica was reached
 
 
 OutcomeListener = Callable[[Outcome], None]

@@ -114,7 +114,7 @@ def _invocation(call: Call, model: str, payload: dict[str, Any]) -> Invocation:
     return Invocation(namespace=call.principal.namespace, deployment=model,
                       kind=wire.KIND_JSON, payload=json.dumps(payload).encode(),
                       request_id=call.request_id, revision=call.pinned_revision(),
-                      headers=call.headers, document=call.body)
+                      headers=call.headers, document=call.body, protocol="openai")
 
 
 def _shape(call: Call, model: str, chat: bool) -> Shape:

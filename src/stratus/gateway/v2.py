@@ -125,6 +125,7 @@ async def v2_infer(parts: Components, call: Call) -> Reply:
             request_id=call.request_id,
             revision=number,
             headers=call.headers,
+            protocol="v2",
         )
     )
     if result.kind != wire.KIND_TENSORS:
