@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.stratus-installed
 
 BENCHES := noop coldstart autoscaling models batching llm traffic  # each is bench/<name>.py
 
-.PHONY: demo demo-embeddings test lint typecheck unit clean $(addprefix bench-,$(BENCHES))
+.PHONY: demo demo-embeddings test test-tools lint typecheck unit clean $(addprefix bench-,$(BENCHES))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,15 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: lint typecheck
+# Debian packages the end-to-end tests drive: a real Prometheus server and the browser for the
+# dashboard test. Installed only when missing.
+TEST_TOOLS := prometheus chromium
+
+test-tools:
+	@for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then apt-get install -y --no-install-recommends $$missing; fi
+
+test: lint typecheck test-tools
 	$(BIN)/pytest -q
 
 # `make bench-noop`, `make bench-llm`, ...: one command per benchmark.

@@ -247,6 +247,9 @@ def test_a_revision_failing_30_percent_is_rolled_back_and_a_healthy_one_promoted
     assert failed["status"] == "failed" and "error ratio" in failed["reason"]
     assert server.status("tr-auto")["serving_revision"] == 2
     assert "ALERT" in server.log_tail(400) and "rolled_back" in server.log_tail(400)
+    alerts = server.http.get("/api/alerts").json()["alerts"]
+    assert any(a["name"] == "rollout_rolled_back" and a["deployment"] == "tr-auto"
+               and a["state"] == "firing" for a in alerts)
     # A healthy revision walks the same canary to the end.
     assert _deploy(server, "tr-auto", rollout={"promote": False}, v=4) == 4
     assert _traffic(server, "tr-auto")["traffic"] == {"2": 100}, "not promoted: no traffic"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +13,9 @@ from rich.table import Table
 
 from stratus.cli import experiments, models
 from stratus.cli.client import CliError
+from stratus.cli.cost import cost
 from stratus.cli.deploy import deploy
+from stratus.cli.logs import logs
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
 from stratus.cli.simulate import simulate
 from stratus.cli.traffic import revisions, rollback, rollout, traffic
@@ -26,6 +27,8 @@ err = Console(stderr=True)
 DATABASE_HELP = "SQLAlchemy URL of the metadata store; default: SQLite in the data dir"
 
 app.command()(deploy)
+app.command()(cost)
+app.command()(logs)
 app.add_typer(models.app, name="models")
 app.add_typer(experiments.app, name="experiments")
 app.command()(models.gc)
@@ -42,7 +45,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     data_dir: Annotated[Path, typer.Option(help="Metadata, artifacts and logs")] = Path(".stratus"),
     database_url: Annotated[str, typer.Option(envvar="STRATUS_DATABASE_URL", help=DATABASE_HELP)] = "",
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    log_level: Annotated[str | None, typer.Option(
+        help="debug, info, warning or error [default: logging.level of the config, else info]")] = None,
     config: Annotated[Path | None, typer.Option(
         help="YAML config file (sections: alerts, prices, tracing, logging); default "
              "$STRATUS_CONFIG or <data-dir>/stratus.yaml")] = None,
@@ -52,9 +56,8 @@ def serve(
 
     from stratus.config import Settings, resolve_admin_key, with_config_file, with_env_overrides
     from stratus.gateway.app import create_app
+    from stratus.observe.logs import setup_logging
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = data_dir.resolve()
     key, key_file = resolve_admin_key(data_dir)
     if key_file is not None:
@@ -63,10 +66,14 @@ def serve(
                                            database_url=database_url))
     try:
         settings = with_config_file(settings, config)
+        logged = setup_logging(settings.section("logging"), settings.log_dir, log_level)
+        application = create_app(settings)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    uvicorn.run(create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level=log_level.lower(), timeout_graceful_shutdown=30)
+    # log_config=None: uvicorn's records go to the root logger's handlers set up above.
+    uvicorn.run(application, host=host, port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level=logged.level.lower(), log_config=None,
+                timeout_graceful_shutdown=30)
 
 
 @app.command()
@@ -160,20 +167,6 @@ def remove(
     with make_client(server, api_key, namespace) as client:
         client.json("DELETE", f"/api/deployments/{name}")
     err.print(f"deleted {name}")
-
-
-@app.command()
-def logs(
-    name: Annotated[str, typer.Argument(help="Deployment name")],
-    tail: Annotated[int, typer.Option(help="Lines from the end")] = 200,
-    server: Server = None,
-    api_key: ApiKey = None,
-    namespace: Namespace = None,
-) -> None:
-    """Print the tail of a deployment's replica logs."""
-    with make_client(server, api_key, namespace) as client:
-        response = client.request("GET", f"/api/deployments/{name}/logs", params={"tail": tail})
-    sys.stdout.write(response.text)
 
 
 def main() -> None:

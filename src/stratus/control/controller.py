@@ -85,6 +85,10 @@ class Controller:
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty: set[tuple[str, str]] = set()
         self._flush_scheduled = False
+        # Observers: (namespace, deployment, seconds from start to ready) for each new replica,
+        # and (namespace, deployment) for each deleted deployment.
+        self.on_replica_started: list[Callable[[str, str, float], None]] = []
+        self.on_deleted: list[Callable[[str, str], None]] = []
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
@@ -409,6 +413,8 @@ class Controller:
                 raise NotFound(f"deployment {name!r} not found")
             if unit is not None:
                 self.reconciler.retire_all(unit, NotFound(f"deployment {name!r} was deleted"))
+            for observer in self.on_deleted:
+                observer(namespace, name)
 
     def get_unit(self, namespace: str, name: str) -> DeploymentUnit:
         unit = self.units.get((namespace, name))

@@ -299,6 +299,9 @@ class Reconciler:
             self.controller.record_recovery(entry.unit, entry.live)
         log.info("replica %s ready (init %.1f ms)", replica_id, init_ms)
         unit = entry.unit
+        started_s = time.monotonic() - entry.replica.created_at
+        for observer in self.controller.on_replica_started:
+            observer(unit.namespace, unit.name, started_s)
         if not self._is_live(unit) or entry.live.number not in unit.routing.needed():
             pool.mark_draining(entry.replica)
             return

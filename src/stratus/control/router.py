@@ -27,15 +27,19 @@ from stratus.spec import RolloutRequest, TrafficUpdate
 from stratus.store.metadata import RevisionStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stratus.control.controller import Controller
 
 log = logging.getLogger("stratus.router")
-alerts = logging.getLogger("stratus.alerts")  # until alert hooks exist, alerts are log records
+alerts = logging.getLogger("stratus.alerts")  # where alerts go when no hook is set
 
 
 class Router:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
+        # (name, namespace, deployment, message): the server's alerts take rollbacks
+        self.on_alert: Callable[[str, str, str, str], None] | None = None
 
     # -- publishing ---------------------------------------------------------------
     def publish(self, unit: DeploymentUnit, persist: bool = True) -> None:
@@ -63,7 +67,9 @@ class Router:
     def event(self, unit: DeploymentUnit, kind: str, message: str, alert: bool = False) -> None:
         unit.routing.event(kind, message)
         log.info("deployment %s/%s: %s", unit.namespace, unit.name, message)
-        if alert:
+        if alert and self.on_alert is not None:
+            self.on_alert(f"rollout_{kind}", unit.namespace, unit.name, message)
+        elif alert:
             alerts.warning("ALERT deployment %s/%s %s: %s", unit.namespace, unit.name, kind,
                            message)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stratus.errors import ReplicaLost
+from stratus.observe import tracing
 from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.memory import Memory
@@ -34,6 +35,7 @@ class ReplicaChannel:
         self.closed = False
         self.last_seen = time.monotonic()
         self.memory = Memory()  # from the latest heartbeat
+        self.peak_rss = 0  # the most resident memory the replica has had (bytes), for usage
         self.handler_stats: dict[str, float] = {}  # the handler's gauges, from the heartbeat
         # Receives each heartbeat's batch-size deltas; set by whoever knows the deployment.
         self.on_batch_sizes: Callable[[Any], None] | None = None
@@ -76,10 +78,13 @@ class ReplicaChannel:
             future = self.pending.pop(message[1], None)
             if future is not None and not future.done():
                 future.set_result(message)
+        elif kind == wire.SPANS:
+            tracing.receive(self.replica_id, self.pid, message[1])
         elif kind == wire.HEARTBEAT:
             self.memory = Memory(rss=int(message[2]), pss=int(message[3]), dirty=int(message[4]))
             reports = message[5] if len(message) > 5 and isinstance(message[5], dict) else {}
             self.handler_stats = reports.get("stats") or {}
+            self.peak_rss = max(self.peak_rss, self.memory.rss, int(reports.get("peak_rss", 0)))
             if self.on_batch_sizes is not None and "batch_sizes" in reports:
                 self.on_batch_sizes(reports["batch_sizes"])
 

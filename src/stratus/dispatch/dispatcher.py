@@ -12,7 +12,10 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
+
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from stratus.dispatch.channel import ChunkSink, ReplicaChannel
 from stratus.dispatch.outcomes import Outcome, OutcomeListener
@@ -26,6 +29,7 @@ from stratus.errors import (
     Unavailable,
     error_from_type,
 )
+from stratus.observe import tracing
 from stratus.runtime import wire
 
 log = logging.getLogger("stratus.dispatch")
@@ -158,11 +162,15 @@ class Dispatcher:
         serving = pool
         replica: PoolReplica | None = None
         status: int | None = 200  # None: the caller left, which says nothing of the revision
+        error_type: str | None = None
         waited = 0.0
         try:
             replica = pool.try_acquire()
             if replica is None:
-                replica = await pool.wait_for_slot(arrived)
+                if tracing.recording():
+                    replica = await self._queued(pool, arrived)
+                else:
+                    replica = await pool.wait_for_slot(arrived)
                 waited = time.monotonic() - arrived
             # A held request may have moved to a new revision's pool while it waited.
             serving = replica.pool
@@ -173,7 +181,7 @@ class Dispatcher:
                 raise error_from_type(message[3], message[4], detail=message[5])
         except StratusError as error:
             error.revision = serving.revision
-            status = error.status
+            status, error_type = error.status, error.type
             raise
         except asyncio.CancelledError:
             status = None
@@ -182,7 +190,8 @@ class Dispatcher:
             now = time.monotonic()
             load.leave(now)
             if status is not None:
-                self._record(serving, invocation, replica, status, arrived, now, waited, shadow)
+                self._record(serving, invocation, replica, status, arrived, now, waited, shadow,
+                             error_type)
         return InvocationResult(
             revision=serving.revision,
             cold_start=_cold(replica, arrived),
@@ -191,8 +200,21 @@ class Dispatcher:
             replica_id=replica.replica_id,
         )
 
+    async def _queued(self, pool: RevisionPool, arrived: float) -> PoolReplica:
+        """Wait for a slot under a queue span; a request that found a free slot has none,
+        which keeps the common path one span cheaper."""
+        span = tracing.dispatch_tracer.start_span("stratus.queue")
+        try:
+            return await pool.wait_for_slot(arrived)
+        except StratusError as error:
+            span.set_status(Status(StatusCode.ERROR, error.type))
+            raise
+        finally:
+            span.end()
+
     def _record(self, pool: RevisionPool, invocation: Invocation, replica: PoolReplica | None,
-                status: int, arrived: float, now: float, waited: float, shadow: bool) -> None:
+                status: int, arrived: float, now: float, waited: float, shadow: bool,
+                error_type: str | None = None) -> None:
         ok = status < 500
         pool.outcomes.add(ok, now - arrived, now)
         if self.listeners:
@@ -202,6 +224,7 @@ class Dispatcher:
                 request_id=invocation.request_id, protocol=invocation.protocol, status=status,
                 queue_wait_s=waited, cold_start=replica is not None and _cold(replica, arrived),
                 replica_id=replica.replica_id if replica is not None else None,
+                error_type=error_type,
             )
             for listener in self.listeners:
                 listener(outcome)
@@ -212,16 +235,24 @@ class Dispatcher:
         channel = replica.channel
         assert channel is not None
         timeout = pool.limits.timeout_s
+        meta: dict[str, Any] = {"request_id": invocation.request_id, "timeout": timeout}
+        span: Span | None = None
+        if tracing.recording():
+            # The round trip to the replica; its traceparent makes the replica's spans children.
+            span = tracing.dispatch_tracer.start_span("stratus.dispatch", None, SpanKind.CLIENT, {
+                "stratus.deployment": pool.deployment, "stratus.revision": pool.revision,
+                "stratus.replica_id": replica.replica_id})
+            meta["traceparent"] = tracing.traceparent(span)
         try:
-            rid, future = channel.request(
-                invocation.kind,
-                invocation.payload,
-                {"request_id": invocation.request_id, "timeout": timeout},
-                invocation.on_chunk,
-            )
-        except ReplicaLost:
+            rid, future = channel.request(invocation.kind, invocation.payload, meta,
+                                          invocation.on_chunk)
+        except ReplicaLost as lost:
+            if span is not None:
+                _end_span(span, lost)
             pool.release(replica)
             raise
+        if span is not None:
+            future.add_done_callback(partial(_end_dispatch_span, span))
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout, _expire, pool, replica, channel, rid, future, timeout)
         try:
@@ -249,6 +280,25 @@ def _not_routed(deployment: str, revision: int | None) -> NotFound:
 
 def _discard(kind: int, payload: Any) -> None:
     """A shadow's streamed items go nowhere."""
+
+
+def _end_span(span: Span, error: BaseException | None) -> None:
+    if isinstance(error, StratusError):
+        span.set_status(Status(StatusCode.ERROR, error.type))
+    span.end()
+
+
+def _end_dispatch_span(span: Span, future: asyncio.Future[list[Any]]) -> None:
+    """Every way a request to a replica ends resolves its future: answer, timeout, loss."""
+    if future.cancelled():
+        span.end()
+    elif future.exception() is not None:
+        _end_span(span, future.exception())
+    else:
+        message = future.result()
+        if message and message[0] == wire.ERROR:
+            span.set_status(Status(StatusCode.ERROR, str(message[3])))
+        span.end()
 
 
 def _cold(replica: PoolReplica, arrived: float) -> bool:

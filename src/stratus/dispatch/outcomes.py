@@ -34,6 +34,7 @@ class Outcome:
     queue_wait_s: float = 0.0  # held for a slot (a cold start's wait included)
     cold_start: bool = False
     replica_id: str | None = None  # None when no replica was reached
+    error_type: str | None = None  # the error's type (handler_error, timeout, ...)
 
 
 OutcomeListener = Callable[[Outcome], None]

@@ -25,19 +25,29 @@ from stratus.control.controller import Controller
 from stratus.control.experiments import ExperimentBook
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.errors import BadRequest, InvalidJSON, StratusError
-from stratus.gateway import blobs, deployments, experiments, models, openai_models, v2
+from stratus.gateway import alerts, blobs, dashboard, deployments, experiments, models, openai_models, v2
 from stratus.gateway.dataplane import DataPlane, openapi_paths
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.http import error_reply
 from stratus.gateway.middleware import EdgeMiddleware
 from stratus.gateway.state import Components
+from stratus.gateway.traces import router as traces_router
+from stratus.gateway.usage import router as usage_router
 from stratus.models.service import ModelService
+from stratus.observe import tracing
+from stratus.observe.alerts import AlertManager, alerts_config
+from stratus.observe.cost import prices_from
+from stratus.observe.logs import AccessLog
 from stratus.observe.metrics import registry_for
+from stratus.observe.request_metrics import RequestMetrics
+from stratus.observe.series import SeriesBook
+from stratus.observe.usage import controller_meter
 from stratus.store.artifacts import ArtifactStore
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.experiments import ExperimentStore
 from stratus.store.metadata import MetadataStore
 from stratus.store.models import ModelStore
+from stratus.store.usage import UsageStore
 
 log = logging.getLogger("stratus.server")
 
@@ -99,6 +109,9 @@ def create_app(settings: Settings) -> DataPlane:
     """The ASGI app: the data plane in front of the control-plane FastAPI app."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     authenticator = Authenticator(settings.admin_key)
+    alerting = AlertManager(alerts_config(settings.section("alerts")))  # invalid: fail now
+    prices = prices_from(settings.section("prices"))
+    tracing.parse_config(settings.section("tracing"))  # invalid: fail now
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -112,11 +125,27 @@ def create_app(settings: Settings) -> DataPlane:
                                 model_service)
         parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller),
                            model_service)
+        request_metrics = RequestMetrics(parts.metrics)
+        dispatcher.listeners.append(request_metrics.observe)
+        controller.on_replica_started.append(request_metrics.replica_started)
+        controller.on_deleted.append(request_metrics.forget)
         app.state.components = parts
+        app.state.tracing = tracer = tracing.install(settings.section("tracing"))
+        dispatcher.listeners += [AccessLog(), alerting.observe]
+        controller.router.on_alert = alerting.one_shot
+        app.state.alerts = alerting
+        await alerting.start()
+        parts.usage = meter = controller_meter(UsageStore(engine), controller, prices)
+        await meter.start()
+        dispatcher.listeners.append(meter.observe)
+        meter.on_records.append(request_metrics.metered)
         book = ExperimentBook(ExperimentStore(engine), controller)
         app.state.experiments = book
         await book.start()
         dispatcher.listeners.append(book.observe)
+        series = app.state.series = SeriesBook(controller.units)
+        dispatcher.listeners.append(series.observe)
+        series.start()
         await controller.start()
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
         # as long as the server. Frozen, it is no longer walked by every full collection,
@@ -134,7 +163,11 @@ def create_app(settings: Settings) -> DataPlane:
             data_plane.components = None
             await controller.close()
             await book.close()  # after the controller: the last drained requests count too
+            await meter.close()
+            await alerting.close()
+            await series.close()
             engine.dispose()
+            await asyncio.to_thread(tracer.shutdown)  # flushes spans still bound for OTLP
 
     app = FastAPI(title="Stratus", version=stratus.__version__, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
@@ -145,6 +178,11 @@ def create_app(settings: Settings) -> DataPlane:
     app.include_router(models.router)
     app.include_router(v2.router)
     app.include_router(openai_models.router)
+    app.include_router(traces_router)
+    app.include_router(usage_router)
+    app.include_router(alerts.router)
+    app.include_router(dashboard.router)
+    dashboard.mount_ui(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -24,6 +24,7 @@ from stratus.gateway.openai import chat_completions, completions, embeddings
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import StreamReply, send_stream
 from stratus.gateway.v2 import v2_infer
+from stratus.observe import tracing
 
 log = logging.getLogger("stratus.gateway")
 
@@ -63,25 +64,36 @@ class DataPlane:
         request_id = assign_request_id(scope)
         headers = header_map(scope["headers"])
         principal = self.authenticator.authenticate(scope)
-        reply: Reply | StreamReply
-        if isinstance(principal, StratusError):
-            reply = error_reply(principal, request_id.decode(), None, headers, scope["path"])
-        else:
-            try:
-                body = await read_body(receive, headers, parts.settings.max_body_bytes)
-                call = Call(principal, request_id.decode(), params, headers,
-                            scope["query_string"].decode("latin-1"), body)
-                reply = await adapter(parts, call)
-            except StratusError as exc:
-                reply = error_reply(exc, request_id.decode(), principal, headers, scope["path"])
-            except Exception:
-                log.exception("unhandled error on %s", scope["path"])
-                internal = StratusError("internal server error")
-                reply = error_reply(internal, request_id.decode(), principal, headers, scope["path"])
-        if isinstance(reply, StreamReply):
-            await send_stream(send, receive, reply, request_id)
-        else:
-            await send_reply(send, reply, request_id)
+        span = tracing.start_request_span(
+            headers, scope["path"], request_id.decode(),
+            None if isinstance(principal, StratusError) else principal.namespace)
+        token = tracing.enter(span)
+        try:
+            reply: Reply | StreamReply
+            if isinstance(principal, StratusError):
+                reply = error_reply(principal, request_id.decode(), None, headers, scope["path"])
+            else:
+                try:
+                    body = await read_body(receive, headers, parts.settings.max_body_bytes)
+                    call = Call(principal, request_id.decode(), params, headers,
+                                scope["query_string"].decode("latin-1"), body)
+                    reply = await adapter(parts, call)
+                except StratusError as exc:
+                    reply = error_reply(exc, request_id.decode(), principal, headers, scope["path"])
+                except Exception:
+                    log.exception("unhandled error on %s", scope["path"])
+                    internal = StratusError("internal server error")
+                    reply = error_reply(internal, request_id.decode(), principal, headers,
+                                        scope["path"])
+            if span is not None:
+                reply.headers.append((b"x-trace-id", tracing.trace_id_of(span)))
+                tracing.set_http_status(span, reply.status)
+            if isinstance(reply, StreamReply):
+                await send_stream(send, receive, reply, request_id)
+            else:
+                await send_reply(send, reply, request_id)
+        finally:
+            tracing.leave(token, span)
 
 
 def openapi_paths() -> dict[str, Any]:
@@ -94,7 +106,8 @@ def openapi_paths() -> dict[str, Any]:
         "200": {"description": "The handler's answer",
                 "headers": {"X-Stratus-Revision": {"schema": {"type": "integer"}},
                             "X-Stratus-Cold-Start": {"schema": {"type": "boolean"}},
-                            "X-Request-Id": {"schema": {"type": "string"}}}},
+                            "X-Request-Id": {"schema": {"type": "string"}},
+                            "X-Trace-Id": {"schema": {"type": "string"}}}},
         **{code: error for code in ("400", "401", "404", "413", "429", "500", "502", "503", "504")},
     }
     body = {"required": True, "content": {"application/json": {"schema": {}}}}

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from stratus.control.router import traffic_view
+from stratus.errors import BadRequest
 from stratus.gateway.state import Parts, namespace_of
+from stratus.observe.logread import follow as follow_log
+from stratus.observe.logread import read_tail
+from stratus.observe.logs import parse_since
 from stratus.spec import DeploymentPatch, DeploymentRequest, RolloutRequest, TrafficUpdate
 
 router = APIRouter(prefix="/api")
-
-LOG_TAIL_MAX_BYTES = 4 * 1024 * 1024
 
 
 @router.post("/deployments", status_code=200, summary="Create or update a deployment")
@@ -125,25 +125,25 @@ async def autoscaler_decisions(name: str, request: Request, parts: Parts) -> dic
     }
 
 
-@router.get("/deployments/{name}/logs", summary="The tail of a deployment's replica logs",
+@router.get("/deployments/{name}/logs", summary="A deployment's replica logs (JSON lines)",
             response_class=PlainTextResponse)
 async def deployment_logs(
     name: str,
     request: Request,
     parts: Parts,
-    tail: int = Query(200, ge=1, le=100_000),
-) -> PlainTextResponse:
+    tail: int = Query(200, ge=0, le=100_000),
+    since: str | None = Query(None, description="a duration (10m, 2h) or an ISO time"),
+    follow: bool = Query(False, description="keep the response open and send new lines"),
+) -> Response:
     namespace = namespace_of(request)
     parts.controller.get_unit(namespace, name)
     path = parts.settings.log_dir / namespace / f"{name}.log"
-    return PlainTextResponse(await asyncio.to_thread(_tail, path, tail))
-
-
-def _tail(path: Path, lines: int) -> str:
-    if not path.is_file():
-        return ""
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, handle.tell() - LOG_TAIL_MAX_BYTES))
-        found = handle.read().splitlines()[-lines:]
-    return b"\n".join(found).decode(errors="replace") + ("\n" if found else "")
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    text, offset = await asyncio.to_thread(read_tail, path, tail, start)
+    if not follow:
+        return PlainTextResponse(text)
+    return StreamingResponse(follow_log(path, offset, text, lambda: parts.ready),
+                             media_type="text/plain; charset=utf-8")

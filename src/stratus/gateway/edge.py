@@ -17,6 +17,7 @@ from stratus.gateway.http import Principal
 
 DEFAULT_NAMESPACE = "default"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+UI_PREFIX = "/ui"  # the dashboard's static page and assets; the page itself sends the key
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -26,6 +27,11 @@ def scope_header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+def is_public(path: str) -> bool:
+    """Routes served without credentials: health checks and the dashboard's static files."""
+    return path in PUBLIC_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def assign_request_id(scope: Scope) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stratus.errors import StratusError
-from stratus.gateway.edge import PUBLIC_PATHS, Authenticator, assign_request_id
+from stratus.gateway.edge import Authenticator, assign_request_id, is_public
 from stratus.gateway.http import Reply, error_reply
 
 
@@ -35,7 +35,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = assign_request_id(scope)
-        if scope["path"] not in PUBLIC_PATHS:
+        if not is_public(scope["path"]):
             principal = self.authenticator.authenticate(scope)
             if isinstance(principal, StratusError):
                 reply = error_reply(principal, request_id.decode(), None, {}, scope["path"])

@@ -97,6 +97,12 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
             "total_tokens": prompt + completion}
 
 
+def _count(parts: Components, request_id: str, prompt: int, completion: int) -> None:
+    """Hand an invocation's tokens to the usage meter, for its record."""
+    if parts.usage is not None:
+        parts.usage.tokens(request_id, prompt, completion)
+
+
 def _check_model(parts: Components, call: Call, model: str, api: str, what: str) -> None:
     try:
         pool = parts.dispatcher.pool_for(call.principal.namespace, model, call.pinned_revision())
@@ -139,6 +145,7 @@ async def _generate(parts: Components, invocation: Invocation) -> tuple[Generati
     generation = Generation("".join(texts), final.get("finish_reason") or "stop",
                             int(usage.get("prompt_tokens", 0)),
                             int(usage.get("completion_tokens", 0)))
+    _count(parts, invocation.request_id, generation.prompt_tokens, generation.completion_tokens)
     return generation, result
 
 
@@ -171,6 +178,8 @@ async def _stream(parts: Components, call: Call, shape: Shape, invocation: Invoc
                     counts = event.get("usage", {})
                     usage = _usage(int(counts.get("prompt_tokens", 0)),
                                    int(counts.get("completion_tokens", 0)))
+                    _count(parts, call.request_id, usage["prompt_tokens"],
+                           usage["completion_tokens"])
                 item = await stream.next_item()
             await stream.result()
             yield shape.chunk(None, finish)
@@ -222,6 +231,7 @@ async def embeddings(parts: Components, call: Call) -> Reply:
             embedding = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     tokens = int(answer.get("prompt_tokens", 0))
+    _count(parts, call.request_id, tokens, 0)
     body = {"object": "list", "data": data, "model": request.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
     return Reply(200, json.dumps(body).encode(), stratus_headers(result))

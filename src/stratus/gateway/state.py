@@ -14,6 +14,7 @@ from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.gateway.http import Principal
 from stratus.models.service import ModelService
+from stratus.observe.usage import UsageMeter
 from stratus.store.artifacts import ArtifactStore
 
 
@@ -25,6 +26,7 @@ class Components:
     artifacts: ArtifactStore
     metrics: CollectorRegistry
     models: ModelService
+    usage: UsageMeter | None = None  # set once metering runs; adapters hand it tokens
     ready: bool = False
 
 

@@ -3,9 +3,10 @@ pays nothing for them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -16,9 +17,48 @@ from stratus.sdk.batching import BUCKETS
 STATES = (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process, from /proc; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+class CpuAccount:
+    """CPU seconds of each deployment's replicas, summed into a counter that keeps what
+    replicas used after they stop (a counter never goes down)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, str], float] = {}
+        self._seen: dict[str, float] = {}  # replica id -> CPU seconds at the last scrape
+
+    def update(self, controller: Controller) -> None:
+        seen: dict[str, float] = {}
+        totals: dict[tuple[str, str], float] = {}  # a deleted deployment's series ends
+        for unit in controller.units.values():
+            key = (unit.namespace, unit.name)
+            total = self.totals.get(key, 0.0)
+            for live in unit.revisions.values():
+                for replica in live.pool.replicas.values():
+                    used = cpu_seconds(replica.pid) if replica.pid is not None else None
+                    if used is None:
+                        continue
+                    total += max(0.0, used - self._seen.get(replica.replica_id, 0.0))
+                    seen[replica.replica_id] = used
+            totals[key] = total
+        self.totals, self._seen = totals, seen
+
+
 class ControllerCollector(Collector):
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
+        self.cpu = CpuAccount()
 
     def collect(self) -> Iterator[Metric]:
         labels = ["namespace", "deployment"]
@@ -52,9 +92,21 @@ class ControllerCollector(Collector):
             "stratus_revision_outcomes", "Finished invocations per live revision; role=shadow "
             "counts the copies a shadow revision served", labels=[*labels, "revision", "role",
                                                                   "outcome"])
+        cpu = CounterMetricFamily("stratus_replica_cpu_seconds",
+                                  "CPU time used by a deployment's replica processes",
+                                  labels=labels)
+        resident = GaugeMetricFamily("stratus_replica_resident_memory_bytes",
+                                     "Resident set size of a deployment's replicas, summed",
+                                     labels=labels)
+        self.cpu.update(self.controller)
+        for (namespace, name), seconds in self.cpu.totals.items():
+            cpu.add_metric([namespace, name], seconds)
         bounds = [*(str(float(bound)) for bound in BUCKETS), "+Inf"]
         for unit in self.controller.units.values():
             key = [unit.namespace, unit.name]
+            resident.add_metric(key, sum(
+                replica.channel.memory.rss for live in unit.revisions.values()
+                for replica in live.pool.replicas.values() if replica.channel is not None))
             for number, share in unit.routing.traffic.items():
                 weight.add_metric([*key, str(number)], share)
             for live in unit.revisions.values():
@@ -81,11 +133,12 @@ class ControllerCollector(Collector):
             inflight.add_metric(key, sum(live.pool.load.current for live in unit.revisions.values()))
             memory.add_metric(key, unit.memory_bytes())
         yield from (replicas, desired, panic, mode, queued, inflight, memory, sequences, kv_tokens,
-                    batch_size, weight, outcomes)
+                    batch_size, weight, outcomes, cpu, resident)
 
 
 def registry_for(controller: Controller) -> CollectorRegistry:
     """One registry per server, so two servers in one process never collide."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ControllerCollector(controller))
+    ProcessCollector(registry=registry)  # the server's own CPU and memory
     return registry

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 
 _FIELDS = {b"Rss:": "rss", b"Pss:": "pss", b"Private_Dirty:": "dirty", b"Swap:": "swap"}
@@ -37,3 +38,20 @@ def read_memory(pid: int | str = "self") -> Memory:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return Memory()
     return Memory(**values)
+
+
+def peak_rss() -> int:
+    """This process's peak resident set so far, in bytes (Linux counts ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def read_peak_rss(pid: int) -> int:
+    """Another process's peak resident set (``VmHWM``) in bytes; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0

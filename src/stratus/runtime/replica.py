@@ -22,10 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
 from stratus.errors import HandlerError, RequestTimeout, StratusError
+from stratus.observe import tracing
 from stratus.runtime import codec, wire
+from stratus.runtime.capture import capture_output, finish_capture
 from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
-from stratus.runtime.memory import read_memory
+from stratus.runtime.memory import peak_rss, read_memory
 from stratus.sdk.batching import take_batch_sizes
 from stratus.sdk.context import Context, RequestContext, replica_logger
 
@@ -60,14 +65,8 @@ def _prepare_process(config: ReplicaConfig) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when replicas stop
-    os.makedirs(os.path.dirname(config.log_path), exist_ok=True)
-    log_fd = os.open(config.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(line_buffering=True)
+    capture_output(config.log_path, {"namespace": config.namespace, "deployment": config.deployment,
+                                     "revision": config.revision, "replica": config.replica_id})
     # Every fork inherits the zygote's RNG state; without a reseed replicas draw alike.
     random.seed()
     threads = str(config.threads)
@@ -102,6 +101,7 @@ class ReplicaServer(asyncio.Protocol):
         self.pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="handler")
         self.stopping = False
         self.done: asyncio.Future[None] = self.loop.create_future()
+        self.tracer, self.spans = tracing.install_replica()
 
     # -- connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -131,15 +131,17 @@ class ReplicaServer(asyncio.Protocol):
     def _heartbeat(self) -> None:
         memory = read_memory()
         reports = self._reports()
-        self._send(wire.encode([wire.HEARTBEAT, len(self.inflight), memory.rss, memory.pss,
-                                memory.charged, reports]))
+        # Spans that ended after their request's answer (a handler's background work) too.
+        self._send(self._spans_frame() + wire.encode([wire.HEARTBEAT, len(self.inflight),
+                                                      memory.rss, memory.pss, memory.charged,
+                                                      reports]))
         self.loop.call_later(self.config.heartbeat_s, self._heartbeat)
 
     def _reports(self) -> dict[str, Any]:
         """What rides on a heartbeat besides memory: the handler's own gauges, if it keeps any
         (the LLM engine's running and waiting sequences), and the sizes of the batches that
         ``@stratus.batch`` ran since the last beat."""
-        reports: dict[str, Any] = {}
+        reports: dict[str, Any] = {"peak_rss": peak_rss()}
         batch_sizes = take_batch_sizes()
         if batch_sizes:
             reports["batch_sizes"] = batch_sizes
@@ -153,54 +155,69 @@ class ReplicaServer(asyncio.Protocol):
 
     # -- requests ---------------------------------------------------------------
     def _start(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:
+        # From the frame's arrival to the answer's departure, a child of the dispatch span.
+        span = tracing.replica_span(self.tracer, meta)
         if self.is_async:
-            self.inflight[rid] = self.loop.create_task(self._serve_async(rid, kind, payload, meta))
+            self.inflight[rid] = self.loop.create_task(
+                self._serve_async(rid, kind, payload, meta, span))
         else:
             self.inflight[rid] = None
-            self.pool.submit(self._serve_sync, rid, kind, payload, meta)
+            self.pool.submit(self._serve_sync, rid, kind, payload, meta, span)
+
+    def _handler_span(self, replica_span: Span) -> Any:
+        """The current span while the handler runs, so ``ctx.span`` nests under it. Failures
+        are marked by ``_error_frame``: a traceback never goes into a span."""
+        if not replica_span.is_recording():  # unsampled: ctx.span must see that, and no more
+            return trace.use_span(replica_span, record_exception=False,
+                                  set_status_on_exception=False)
+        return self.tracer.start_as_current_span(
+            "stratus.handler", trace.set_span_in_context(replica_span),
+            record_exception=False, set_status_on_exception=False)
 
     def _context(self, meta: dict[str, Any]) -> RequestContext:
         deadline = time.monotonic() + float(meta.get("timeout", self.config.timeout_s))
         return RequestContext(self.ctx, str(meta.get("request_id", "")), deadline)
 
-    def _serve_sync(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:
-        try:
-            request = codec.decode_request(kind, payload)
-            if self.lambda_style:
-                output = self.handler(request, self._context(meta))
-            else:
-                output = self.handler(request)
-            if inspect.isgenerator(output):
-                for item in output:
-                    self.loop.call_soon_threadsafe(self._send, self._chunk_frame(rid, kind, item))
-                frame = _end_of_stream(rid)
-            else:
-                frame = self._ok_frame(rid, kind, output)
-        except BaseException as exc:
-            frame = self._error_frame(rid, exc, meta)
-        self.loop.call_soon_threadsafe(self._finish, rid, frame)
+    def _call_handler(self, kind: int, payload: Any, meta: dict[str, Any]) -> Any:
+        request = codec.decode_request(kind, payload)
+        if self.lambda_style:
+            return self.handler(request, self._context(meta))
+        return self.handler(request)
 
-    async def _serve_async(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:
-        try:
-            request = codec.decode_request(kind, payload)
-            if self.lambda_style:
-                output = self.handler(request, self._context(meta))
-            else:
-                output = self.handler(request)
-            if inspect.isasyncgen(output):
-                await self._stream(rid, kind, output)
-                frame = _end_of_stream(rid)
-            else:
-                if inspect.isawaitable(output):
-                    output = await output
-                frame = self._ok_frame(rid, kind, output)
-        except asyncio.CancelledError:
-            # Cancelled after its timeout: answering frees the slot the server still holds.
-            cancelled = RequestTimeout("the handler was cancelled after its timeout")
-            frame = self._error_frame(rid, cancelled, meta)
-        except BaseException as exc:
-            frame = self._error_frame(rid, exc, meta)
-        self._finish(rid, frame)
+    def _serve_sync(self, rid: int, kind: int, payload: Any, meta: dict[str, Any],
+                    span: Span) -> None:
+        with self._handler_span(span):
+            try:
+                output = self._call_handler(kind, payload, meta)
+                if inspect.isgenerator(output):
+                    for item in output:
+                        self.loop.call_soon_threadsafe(self._send, self._chunk_frame(rid, kind, item))
+                    frame = _end_of_stream(rid)
+                else:
+                    frame = self._ok_frame(rid, kind, output)
+            except BaseException as exc:
+                frame = self._error_frame(rid, exc, meta, span)
+        self.loop.call_soon_threadsafe(self._finish, rid, frame, span)
+
+    async def _serve_async(self, rid: int, kind: int, payload: Any, meta: dict[str, Any],
+                           span: Span) -> None:
+        with self._handler_span(span):
+            try:
+                output = self._call_handler(kind, payload, meta)
+                if inspect.isasyncgen(output):
+                    await self._stream(rid, kind, output)
+                    frame = _end_of_stream(rid)
+                else:
+                    if inspect.isawaitable(output):
+                        output = await output
+                    frame = self._ok_frame(rid, kind, output)
+            except asyncio.CancelledError:
+                # Cancelled after its timeout: answering frees the slot the server still holds.
+                cancelled = RequestTimeout("the handler was cancelled after its timeout")
+                frame = self._error_frame(rid, cancelled, meta, span)
+            except BaseException as exc:
+                frame = self._error_frame(rid, exc, meta, span)
+        self._finish(rid, frame, span)
 
     async def _stream(self, rid: int, kind: int, items: AsyncGenerator[Any, Any]) -> None:
         """Each item goes out as a CHUNK as soon as it is made; closing the generator on
@@ -219,23 +236,39 @@ class ReplicaServer(asyncio.Protocol):
         response_kind, body = codec.encode_response(kind, self.lambda_style, output)
         return wire.encode([wire.RESPONSE, rid, 0, response_kind, body])
 
-    def _error_frame(self, rid: int, exc: BaseException, meta: dict[str, Any]) -> bytes:
+    def _error_frame(self, rid: int, exc: BaseException, meta: dict[str, Any],
+                     span: Span) -> bytes:
         if isinstance(exc, StratusError):
             error: StratusError = exc
-            trace = None
+            stack = None
         else:
-            trace = traceback.format_exc()
+            stack = traceback.format_exc()
             error = HandlerError(f"{type(exc).__name__}: {exc}")
             self.ctx.logger.error(
                 "handler raised %s", type(exc).__name__,
                 exc_info=exc, extra={"request_id": meta.get("request_id")},
             )
-        return wire.encode([wire.ERROR, rid, error.status, error.type, error.message, trace])
+        failed = Status(StatusCode.ERROR, f"{error.type}: {error.message}")
+        span.set_status(failed)
+        trace.get_current_span().set_status(failed)  # the handler span
+        return wire.encode([wire.ERROR, rid, error.status, error.type, error.message, stack])
 
-    def _finish(self, rid: int, frame: bytes) -> None:
+    def _finish(self, rid: int, frame: bytes, span: Span) -> None:
         self.inflight.pop(rid, None)
-        self._send(frame)
+        span.end()
+        # The request's spans go first, so the trace is whole when the client has its answer.
+        self._send(self._spans_frame() + frame)
         self._maybe_finish_stop()
+
+    def _spans_frame(self) -> bytes:
+        records = self.spans.take()
+        if not records:
+            return b""
+        try:
+            return wire.encode([wire.SPANS, records])
+        except (TypeError, ValueError, OverflowError):  # an attribute msgpack cannot carry
+            self.ctx.logger.warning("dropped %d spans that could not be encoded", len(records))
+            return b""
 
     # -- shutdown ---------------------------------------------------------------
     def _stop(self, drain_timeout: float) -> None:
@@ -298,6 +331,5 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
     except BaseException:
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        finish_capture()  # flushes stdout and stderr, then writes out what the pipes hold
         os._exit(code)

@@ -39,6 +39,8 @@ CANCEL = 33  # [33, rid]
 HEARTBEAT = 34  # [34, inflight, rss, pss, charged (bytes), reports]
 STOP = 35  # [35, drain_timeout_s]
 CHUNK = 36  # [36, rid, kind, payload]: one item of a streamed answer; RESPONSE/ERROR ends it
+# Spans the replica finished (observe/spans.py records); sent before the answer they belong to.
+SPANS = 37  # [37, [record, ...]]
 
 # Payload kinds, both directions.
 KIND_JSON = 0  # payload: JSON bytes

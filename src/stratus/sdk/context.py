@@ -7,7 +7,14 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
+
+# A proxy until the replica installs its provider; outside a replica its spans record nothing.
+_tracer = trace.get_tracer("stratus.handler")
 
 
 class _JsonLineFormatter(logging.Formatter):
@@ -74,6 +81,12 @@ class Context:
         self.threads = threads
         self._models = [dict(model) for model in models]
 
+    def span(self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+             ) -> AbstractContextManager[trace.Span]:
+        """A child span of the request being handled: ``with ctx.span("tokenize"): ...``.
+        It ends with the block; an exception marks it failed (without its traceback)."""
+        return _tracer.start_as_current_span(name, attributes=attributes, record_exception=False)
+
     def _model(self, name: str, version: str | None, stage: str | None) -> dict[str, Any]:
         for model in self._models:
             if model["name"] != name:
@@ -120,6 +133,11 @@ class RequestContext:
         self.env = replica.env
         self.logger = replica.logger
         self._deadline = deadline
+
+    def span(self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+             ) -> AbstractContextManager[trace.Span]:
+        """As ``Context.span``: a child span of this request's handler span."""
+        return self.replica.span(name, attributes)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -117,3 +119,48 @@ class ExperimentRow(Base):
     conversions: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # variant -> count
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # variant -> counters
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class UsageRow(Base):
+    """One invocation as it is billed: its time, memory, GB-seconds and tokens."""
+
+    __tablename__ = "usage"
+    __table_args__ = (Index("ix_usage_namespace_started_at", "namespace", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)
+    deployment: Mapped[str] = mapped_column(String(63), nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    request_id: Mapped[str] = mapped_column(String(160), nullable=False)
+    replica_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    protocol: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    shadow: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    cold_start: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    started_at: Mapped[float] = mapped_column(Float, nullable=False)  # Unix seconds
+    duration_s: Mapped[float] = mapped_column(Float, nullable=False)  # on the replica, billed
+    queue_wait_s: Mapped[float] = mapped_column(Float, nullable=False)
+    memory_limit_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    peak_rss_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)  # 0: not reported
+    billed_memory_mb: Mapped[int] = mapped_column(Integer, nullable=False)
+    gb_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class CapacityRow(Base):
+    """Replicas kept up by one revision in one minute; revision 0 is the whole deployment, whose
+    peak is not the sum of its revisions' peaks."""
+
+    __tablename__ = "usage_capacity"
+    __table_args__ = (UniqueConstraint("namespace", "deployment", "revision", "minute"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)
+    deployment: Mapped[str] = mapped_column(String(63), nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    minute: Mapped[int] = mapped_column(BigInteger, nullable=False)  # Unix seconds, a multiple of 60
+    observed_s: Mapped[float] = mapped_column(Float, nullable=False)
+    peak_replicas: Mapped[int] = mapped_column(Integer, nullable=False)
+    replica_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    busy_replica_seconds: Mapped[float] = mapped_column(Float, nullable=False)

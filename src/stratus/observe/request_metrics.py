@@ -1,0 +1,90 @@
+"""Per-request Prometheus metrics, fed by the dispatcher's outcome listeners: requests by
+status, their duration and queue wait, and replica cold starts. Label sets stay bounded:
+namespace, deployment, revision, protocol and status code, never a request id."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from stratus.dispatch.outcomes import Outcome
+from stratus.store.usage import UsageRecord
+
+# Sub-millisecond to a minute: a no-op answers in ~0.2 ms, an LLM stream in tens of seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0, 60.0, 120.0)
+START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class RequestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("namespace", "deployment", "revision", "protocol")
+        self.requests = Counter("stratus_requests", "Finished client requests by status code",
+                                [*labels, "code"], registry=registry)
+        self.duration = Histogram("stratus_request_duration_seconds",
+                                  "Time from arrival at the dispatcher to the answer",
+                                  labels, buckets=LATENCY_BUCKETS, registry=registry)
+        self.queue_wait = Histogram("stratus_queue_wait_seconds",
+                                    "Time a request was held for a replica slot (cold starts "
+                                    "included); 0 for one that found a free slot",
+                                    ("namespace", "deployment"), buckets=LATENCY_BUCKETS,
+                                    registry=registry)
+        self.cold_starts = Counter("stratus_cold_starts", "Replicas started and ready to serve",
+                                   ("namespace", "deployment"), registry=registry)
+        self.cold_start_duration = Histogram(
+            "stratus_cold_start_duration_seconds",
+            "From a replica's start (fork from its zygote) to ready (init done)",
+            ("namespace", "deployment"), buckets=START_BUCKETS, registry=registry)
+        self.tokens = Counter("stratus_tokens", "Tokens billed to LLM and embedding requests",
+                              ("namespace", "deployment", "kind"), registry=registry)
+        self.gb_seconds = Counter("stratus_invocation_gb_seconds",
+                                  "Billed memory times billed duration of invocations (see "
+                                  "docs/observability.md, Usage and cost)",
+                                  ("namespace", "deployment"), registry=registry)
+        # labels() costs a lock and a dict lookup; these skip it on the request path.
+        self._children: dict[tuple[str, ...], tuple[Counter, Histogram, Histogram]] = {}
+
+    def observe(self, outcome: Outcome) -> None:
+        """A dispatcher listener; shadow copies are no client's requests and are not counted."""
+        if outcome.shadow:
+            return
+        key = (outcome.namespace, outcome.deployment, str(outcome.revision), outcome.protocol,
+               str(outcome.status))
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.duration.labels(*key[:4]),
+                        self.queue_wait.labels(*key[:2]))
+            self._children[key] = children
+        requests, duration, queue_wait = children
+        requests.inc()
+        duration.observe(outcome.latency_s)
+        queue_wait.observe(outcome.queue_wait_s)
+
+    def metered(self, records: list[UsageRecord]) -> None:
+        """A usage-meter callback, once per batch: tokens and GB-seconds as the bill counts
+        them (shadow copies included: they used real replicas)."""
+        for record in records:
+            key = (record.namespace, record.deployment)
+            self.gb_seconds.labels(*key).inc(record.gb_seconds)
+            if record.prompt_tokens:
+                self.tokens.labels(*key, "prompt").inc(record.prompt_tokens)
+            if record.completion_tokens:
+                self.tokens.labels(*key, "completion").inc(record.completion_tokens)
+
+    def replica_started(self, namespace: str, deployment: str, seconds: float) -> None:
+        self.cold_starts.labels(namespace, deployment).inc()
+        self.cold_start_duration.labels(namespace, deployment).observe(seconds)
+
+    def forget(self, namespace: str, deployment: str) -> None:
+        """A deleted deployment's series go, so label sets do not grow without bound."""
+        for key in [k for k in self._children if k[:2] == (namespace, deployment)]:
+            del self._children[key]
+            with contextlib.suppress(KeyError):
+                self.requests.remove(*key)
+            with contextlib.suppress(KeyError):
+                self.duration.remove(*key[:4])
+        for metric in (self.queue_wait, self.cold_starts, self.cold_start_duration,
+                       self.gb_seconds):
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, deployment)
