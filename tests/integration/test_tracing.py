@@ -79,7 +79,19 @@ def test_a_client_trace_spans_gateway_queue_dispatch_replica_and_handler(
     assert all(span["duration_ms"] >= 0 and span["status"] == "unset" for span in trace["spans"])
 
 
-def test_a_request_without_traceparent_starts_a_trace_it_names(server: StratusServer) -> None:
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StratusServer]:
+    """A server that traces every request, not the default 1% of those without a traceparent."""
+    data = tmp_path_factory.mktemp("traced")
+    (data / "stratus.yaml").write_text("tracing:\n  sample_ratio: 1\n")
+    instance = StratusServer(data)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def test_a_request_without_traceparent_starts_a_trace_it_names(traced: StratusServer) -> None:
+    server = traced
     server.deploy("tracing", "app.py:AsyncTraced", name="tr-async", min_replicas=1, ready=1)
     response = server.invoke("tr-async", {})
     assert response.status_code == 200, response.text
@@ -93,7 +105,8 @@ def test_a_request_without_traceparent_starts_a_trace_it_names(server: StratusSe
     assert spans["think"]["parent_span_id"] == spans["stratus.handler"]["span_id"]
 
 
-def test_failures_mark_their_spans_and_lambda_context_has_spans(server: StratusServer) -> None:
+def test_failures_mark_their_spans_and_lambda_context_has_spans(traced: StratusServer) -> None:
+    server = traced
     server.deploy("tracing", "app.py:Traced", name="tr-fail", min_replicas=1, ready=1)
     response = server.invoke("tr-fail", {"fail": True})
     assert response.status_code == 500
@@ -195,7 +208,7 @@ def test_spans_are_exported_over_otlp_when_configured(
     assert replica_resource["process.pid"].int_value == pid != os.getpid()
 
 
-def test_a_sample_ratio_of_zero_records_nothing(tmp_path: Path) -> None:
+def test_a_sample_ratio_of_zero_records_only_sampled_client_traces(tmp_path: Path) -> None:
     config = tmp_path / "stratus.yaml"
     config.write_text("tracing:\n  sample_ratio: 0\n")
     instance = StratusServer(tmp_path / "data", {"STRATUS_CONFIG": str(config)})
@@ -205,7 +218,14 @@ def test_a_sample_ratio_of_zero_records_nothing(tmp_path: Path) -> None:
         response = instance.invoke("tr-unsampled", {"text": "a b"})
         assert response.status_code == 200, response.text  # ctx.span still works, recording nothing
         assert response.json()["words"] == 2
-        trace_id = response.headers["x-trace-id"]
-        assert instance.http.get(f"/api/traces/{trace_id}").status_code == 404
+        assert "x-trace-id" not in response.headers, "not traced: no trace to name"
+        # A client's traceparent decides for itself: sampled is recorded, unsampled is not.
+        unsampled = instance.invoke("tr-unsampled", {"text": "a"},
+                                    headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"})
+        assert unsampled.status_code == 200 and "x-trace-id" not in unsampled.headers
+        sampled = instance.invoke("tr-unsampled", {"text": "a"},
+                                  headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
+        assert sampled.headers["x-trace-id"] == CLIENT_TRACE
+        spans_of(instance, CLIENT_TRACE, {"stratus.gateway", "stratus.replica"})
     finally:
         instance.stop()
