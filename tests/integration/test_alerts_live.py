@@ -99,9 +99,14 @@ def test_error_ratio_alert_fires_and_resolves(alerting_server: StratusServer,
     assert len(shown) == 1 and shown[0]["state"] == "resolved"
     assert server.http.get("/api/alerts", params={"state": "firing"}).json() == {"alerts": []}
 
-    records = [json.loads(line) for line in
-               (server.data_dir / "logs" / "server.jsonl").read_text().splitlines()]
-    alerts = [r for r in records if r["logger"] == "stratus.alerts"]
+    def logged() -> list[dict[str, Any]] | None:
+        # The log file is written in batches, every half second.
+        records = [json.loads(line) for line in
+                   (server.data_dir / "logs" / "server.jsonl").read_text().splitlines()]
+        found = [r for r in records if r["logger"] == "stratus.alerts"]
+        return found if len(found) >= 2 else None
+
+    alerts = wait_for(logged, 5, "both alert records in the server log")
     assert [r["alert"]["state"] for r in alerts] == ["firing", "resolved"]
     assert alerts[0]["level"] == "warning" and "faulty-errors" in alerts[0]["message"]
 

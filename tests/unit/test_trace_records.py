@@ -101,7 +101,7 @@ def test_the_config_section_is_validated() -> None:
     assert config.service_name == "svc" and config.max_traces == 1000
     with pytest.raises(ValueError, match="otlp_endpoint"):
         parse_config({"otlp_endpoint": "collector:4317"})
-    assert config.sample_ratio == 1.0  # every request, unless told otherwise
+    assert config.sample_ratio == 0.01  # of requests without a traceparent, unless told otherwise
     with pytest.raises(ValueError, match="sample_ratio"):
         parse_config({"sample_ratio": 1.5})
     with pytest.raises(ValueError, match="unknown"):
