@@ -37,10 +37,11 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from common import (
+    WRK_SETTINGS,
     http_call,
     load_arguments,
+    load_payload,
     log,
-    machine_info,
     markdown_table,
     parse_load_arguments,
     publish,
@@ -229,17 +230,10 @@ def main() -> int:
         if reference is not None and max(abs(a - b) for a, b in zip(y, reference, strict=True)) > TOLERANCE:
             failures[f"{name}-answer"] = f"answer differs from {next(iter(answers))}'s: {y[:3]}..."
     add_ratios(rows)
-    payload = {
-        "benchmark": "batching",
-        "started": started,
-        "machine": machine_info(),
-        "config": {k: getattr(args, k) for k in ("duration", "rounds", "warmup", "concurrency", "threads")}
-        | {"targets": args.targets, "body": "64 floats", "model": "64 -> 3 x 4096 -> 16 MLP, float32"},
-        "targets": meta,
-        "answers_agree": not any(k.endswith("-answer") for k in failures),
-        "results": rows,
-        "failures": failures,
-    }
+    payload = load_payload(
+        "batching", started, args, (*WRK_SETTINGS, "rounds"),
+        {"body": "64 floats", "model": "64 -> 3 x 4096 -> 16 MLP, float32"}, meta, rows, failures,
+        answers_agree=not any(k.endswith("-answer") for k in failures))
     publish("batching", payload, render(rows, failures), args.json)
     return 1 if failures else 0
 

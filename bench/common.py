@@ -315,6 +315,27 @@ def parse_load_arguments(parser: argparse.ArgumentParser,
     return args
 
 
+WRK_SETTINGS = ("duration", "warmup", "concurrency", "threads")  # every wrk benchmark's options
+
+
+def load_payload(kind: str, started: str, args: argparse.Namespace, config_keys: Sequence[str],
+                 config: Mapping[str, Any], meta: Mapping[str, Any],
+                 rows: Sequence[Mapping[str, Any]], failures: Mapping[str, str],
+                 **extra: Any) -> dict[str, Any]:
+    """The results document of a wrk benchmark: machine, settings, targets and rows."""
+    return {
+        "benchmark": kind,
+        "started": started,
+        "machine": machine_info(),
+        "config": {key: getattr(args, key) for key in config_keys}
+        | {"targets": args.targets, **config},
+        "targets": meta,
+        **extra,
+        "results": rows,
+        "failures": failures,
+    }
+
+
 def publish(kind: str, payload: Mapping[str, Any], table: str, as_json: bool) -> Path:
     """Write the results file and print the table; with ``--json`` the payload goes to
     stdout and the table to stderr."""

@@ -21,11 +21,12 @@ from common import (
     BENCH_DIR,
     MAIN_VENV,
     NOOP_BODY,
+    WRK_SETTINGS,
     free_port,
     http_call,
     load_arguments,
+    load_payload,
     log,
-    machine_info,
     markdown_table,
     parse_load_arguments,
     publish,
@@ -191,16 +192,8 @@ def main() -> int:
             log(f"{name} FAILED: {exc}")
             failures[name] = f"{type(exc).__name__}: {exc}"
     add_ratios(rows)
-    payload = {
-        "benchmark": "noop",
-        "started": started,
-        "machine": machine_info(),
-        "config": {k: getattr(args, k) for k in ("duration", "warmup", "concurrency", "threads")}
-        | {"targets": args.targets, "body": NOOP_BODY},
-        "targets": meta,
-        "results": rows,
-        "failures": failures,
-    }
+    payload = load_payload("noop", started, args, WRK_SETTINGS, {"body": NOOP_BODY}, meta,
+                           rows, failures)
     publish("noop", payload, render(rows, failures), args.json)
     return 1 if failures else 0
 

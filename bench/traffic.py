@@ -21,10 +21,11 @@ from typing import Any
 
 from common import (
     NOOP_BODY,
+    WRK_SETTINGS,
     http_call,
     load_arguments,
+    load_payload,
     log,
-    machine_info,
     markdown_table,
     parse_load_arguments,
     publish,
@@ -127,16 +128,8 @@ def main() -> int:
     started = timestamp()
     rows, meta, failures = run(args)
     add_ratios(rows, BASELINE)
-    payload = {
-        "benchmark": "traffic",
-        "started": started,
-        "machine": machine_info(),
-        "config": {k: getattr(args, k) for k in ("duration", "warmup", "concurrency", "threads")}
-        | {"targets": args.targets, "body": NOOP_BODY, "cases": CASES},
-        "targets": meta,
-        "results": rows,
-        "failures": failures,
-    }
+    payload = load_payload("traffic", started, args, WRK_SETTINGS,
+                           {"body": NOOP_BODY, "cases": CASES}, meta, rows, failures)
     publish("traffic", payload, render(rows, failures), args.json)
     return 1 if failures else 0
 
