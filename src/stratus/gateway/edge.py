@@ -13,7 +13,7 @@ import re
 from starlette.types import Scope
 
 from stratus.errors import BadRequest, StratusError, Unauthorized
-from stratus.gateway.http import Principal
+from stratus.security.roles import Principal, Role
 
 DEFAULT_NAMESPACE = "default"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
@@ -58,7 +58,7 @@ class Authenticator:
         namespace = (scope_header(scope, b"x-stratus-namespace") or b"").decode(errors="replace")
         if namespace and not _NAMESPACE.fullmatch(namespace):
             return BadRequest("invalid namespace name")
-        principal = Principal(namespace or DEFAULT_NAMESPACE, is_admin=True)
+        principal = Principal(namespace or DEFAULT_NAMESPACE, Role.ADMIN, "bootstrap", is_global=True)
         state = scope.setdefault("state", {})
         state["principal"] = principal
         return principal

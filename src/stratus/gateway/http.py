@@ -15,17 +15,12 @@ from starlette.types import Receive
 
 from stratus.dispatch.traffic import pinned_revision
 from stratus.errors import PayloadTooLarge, StratusError
+from stratus.security.roles import Principal
 
 log = logging.getLogger("stratus.gateway")
 
 DEBUG_HEADER = "x-stratus-debug"
 JSON_TYPE = b"application/json"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    namespace: str
-    is_admin: bool
 
 
 @dataclass(slots=True)

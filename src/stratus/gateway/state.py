@@ -12,9 +12,9 @@ from starlette.requests import Request
 from stratus.config import Settings
 from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
-from stratus.gateway.http import Principal
 from stratus.models.service import ModelService
 from stratus.observe.usage import UsageMeter
+from stratus.security.roles import Principal
 from stratus.store.artifacts import ArtifactStore
 
 
