@@ -10,15 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from server import StratusServer
-
-# Small limits so the tests can exceed them cheaply.
-TEST_ENV = {
-    "STRATUS_MAX_BODY_BYTES": str(1024 * 1024),
-    "STRATUS_TICK_S": "0.2",
-    "STRATUS_MAX_BACKOFF_S": "30",
-    "STRATUS_HEARTBEAT_TIMEOUT_S": "4",
-}
+from server import TEST_ENV, StratusServer
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,30 @@ APPS = Path(__file__).parent / "apps"
 STRATUS = str(Path(sys.executable).parent / "stratus")
 T = TypeVar("T")
 
+# Small limits so the tests can exceed them cheaply.
+TEST_ENV = {
+    "STRATUS_MAX_BODY_BYTES": str(1024 * 1024),
+    "STRATUS_TICK_S": "0.2",
+    "STRATUS_MAX_BACKOFF_S": "30",
+    "STRATUS_HEARTBEAT_TIMEOUT_S": "4",
+}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def searchable_above(path: Path) -> None:
+    """A server running as root runs replicas as other users, who must be able to search the
+    directories above its data dir; pytest makes its temporary directories 0700."""
+    if os.geteuid() != 0:
+        return
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod((mode & 0o7777) | 0o001)
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
@@ -59,6 +78,7 @@ class StratusServer:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        searchable_above(self.data_dir)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
             [STRATUS, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],

@@ -13,7 +13,7 @@ import yaml
 ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
 CONFIG_ENV = "STRATUS_CONFIG"
 # Sections of the server's config file; each feature validates its own.
-CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging")
+CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,10 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     max_bundle_bytes: int = 512 * 1024 * 1024
     max_blob_bytes: int = 256 * 1024**3  # one model file
+    max_json_depth: int = 64  # nesting of a JSON body; 0: unchecked
+    max_header_bytes: int = 64 * 1024  # a request's line and headers
+    header_timeout_s: float = 10.0  # to receive a request's headers
+    body_timeout_s: float = 30.0  # the longest gap while receiving a request's body
     memory_budget_mb: int = 0  # replicas of this host together; 0: no budget
     init_timeout_s: float = 300.0
     heartbeat_timeout_s: float = 15.0
@@ -52,7 +56,8 @@ class Settings:
 
 
 TUNABLE = ("max_body_bytes", "max_bundle_bytes", "max_blob_bytes", "memory_budget_mb",
-           "init_timeout_s", "heartbeat_timeout_s", "tick_s", "max_backoff_s")
+           "init_timeout_s", "heartbeat_timeout_s", "tick_s", "max_backoff_s",
+           "max_json_depth", "max_header_bytes", "header_timeout_s", "body_timeout_s")
 
 
 def with_env_overrides(settings: Settings) -> Settings:

@@ -70,6 +70,12 @@ class Forbidden(StratusError):
     type = "forbidden"
 
 
+class QuotaExceeded(Forbidden):
+    """A namespace's static cap (replicas, memory) would be exceeded: retrying cannot help."""
+
+    type = "quota_exceeded"
+
+
 class NotFound(StratusError):
     status = 404
     type = "not_found"
@@ -78,6 +84,13 @@ class NotFound(StratusError):
 class Conflict(StratusError):
     status = 409
     type = "conflict"
+
+
+class BodyTimeout(StratusError):
+    """The client did not send its request (headers or body) in time."""
+
+    status = 408
+    type = "body_timeout"
 
 
 class PayloadTooLarge(StratusError):
@@ -92,6 +105,19 @@ class Shed(StratusError):
     type = "overloaded"
 
 
+class RateLimited(Shed):
+    """A key's or a namespace's request rate is over its limit."""
+
+    type = "rate_limited"
+
+
+class QuotaFull(Shed):
+    """The namespace is using all of a quota right now (requests in flight, replicas): a
+    retry later can pass, unlike ``QuotaExceeded``."""
+
+    type = "quota_exceeded"
+
+
 class HandlerError(StratusError):
     status = 500
     type = "handler_error"
@@ -102,6 +128,14 @@ class ReplicaLost(StratusError):
 
     status = 502
     type = "replica_failed"
+
+
+class OutOfMemory(ReplicaLost):
+    """The handler went over the replica's memory limit: the kernel killed the replica, or
+    an allocation was refused. The handler's doing, so a 500 like any handler failure."""
+
+    status = 500
+    type = "out_of_memory"
 
 
 class Unavailable(StratusError):
@@ -120,6 +154,14 @@ class RequestTimeout(StratusError):
     type = "timeout"
 
 
+class IntegrityError(StratusError):
+    """Stored bytes failed their integrity check (tampered with, truncated or corrupted);
+    they are never served."""
+
+    status = 500
+    type = "integrity_error"
+
+
 _BY_TYPE: dict[str, type[StratusError]] = {
     cls.type: cls
     for cls in (
@@ -133,6 +175,7 @@ _BY_TYPE: dict[str, type[StratusError]] = {
         Shed,
         HandlerError,
         ReplicaLost,
+        OutOfMemory,
         Unavailable,
         DeploymentFailed,
         RequestTimeout,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from stratus.control.floors import Schedule
 from stratus.sdk.options import DeploymentOptions
@@ -21,6 +21,10 @@ __all__ = ["RolloutRequest", "RolloutStrategy", "StickySpec", "TrafficUpdate"]  
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
+SECRET_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,126}[A-Za-z0-9])?$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+SecretRefs = dict[Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)],
+                  Annotated[str, StringConstraints(pattern=SECRET_NAME_PATTERN)]]
 
 
 class CodeRef(BaseModel):
@@ -98,6 +102,9 @@ class RuntimeFields(BaseModel):
     threads: int | None = Field(default=None, ge=1, le=256)
     preload: list[str] | None = Field(default=None, max_length=64)
     env: dict[str, str] | None = None
+    secrets: SecretRefs | None = Field(
+        default=None, max_length=64,
+        description="environment variables set from the namespace's secrets: {ENV_NAME: secret}")
     config: dict[str, Any] | None = None
     models: list[str] | None = Field(default=None, max_length=32,
                                      description="model references: name@1.2.0 or name@production")
@@ -180,6 +187,8 @@ class RuntimeSpec(BaseModel):
     api: ApiKind = "native"  # which protocol adapters may call it
     preload: list[str] = []
     env: dict[str, str] = {}
+    # ENV_NAME -> secret name; the values are read when a replica starts, never stored here.
+    secrets: dict[str, str] = {}
     config: dict[str, Any] = {}
     max_concurrency: int = 8
     timeout_s: float = 60.0
@@ -190,7 +199,10 @@ class RuntimeSpec(BaseModel):
     models: list[dict[str, Any]] = []
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+        # Without secrets, the digest is the one recorded before secrets existed: an
+        # unchanged spec still makes no new revision.
+        fields = self.model_dump(exclude=None if self.secrets else {"secrets"})
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
     def code_key(self) -> str:
         """Identifies what the zygote imports; revisions with equal code share a zygote."""
@@ -245,6 +257,7 @@ def resolve_runtime(
         api=api,
         preload=_pick(fields.preload, default.preload),
         env=_pick(fields.env, default.env),
+        secrets=_pick(fields.secrets, default.secrets),
         config=_pick(fields.config, options.config or None, default.config),
         max_concurrency=_pick(fields.max_concurrency, options.max_concurrency, default.max_concurrency),
         timeout_s=_pick(fields.timeout_s, options.timeout_s, default.timeout_s),

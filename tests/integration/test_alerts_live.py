@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import TEST_ENV
-from server import StratusServer, wait_for
+from server import TEST_ENV, StratusServer, wait_for
 
 
 class Webhook:

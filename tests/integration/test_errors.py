@@ -172,10 +172,10 @@ def test_handler_that_leaks_is_stopped_at_its_memory_limit(server: StratusServer
         response = server.invoke("err-leak", {"action": "leak", "mb": 64, "hold": 1.0})
         statuses.append(response.status_code)
         if response.status_code != 200:
-            error = assert_error(response, 502, "replica_failed")
-            assert "memory limit" in error["message"]
+            error = assert_error(response, 500, "out_of_memory")
+            assert "memory limit of 200 MB" in error["message"]
             break
-    assert statuses[-1] == 502, statuses
+    assert statuses[-1] == 500, statuses
     after = server.invoke("err-leak", {"action": "ok"})
     assert after.status_code == 200, after.text
 

@@ -29,14 +29,15 @@ def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: 
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("90", 90.0), ("0", 0.0), ("90s", 90.0), ("15m", 900.0), ("2h", 7200.0), ("9h5m", 32_700.0),
-     ("1h30m15s", 5415.0), ("1m30s", 90.0), (" 15m ", 900.0), ("120m", 7200.0)],
+     ("1h30m15s", 5415.0), ("1m30s", 90.0), (" 15m ", 900.0), ("120m", 7200.0),
+     ("30d", 2_592_000.0), ("1d2h", 93_600.0)],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize(
-    "text", ["", "  ", "abc", "5x", "1.5h", "-5", "5m10h", "h", "m5", "1d", "1 h", "5s5s"]
+    "text", ["", "  ", "abc", "5x", "1.5h", "-5", "5m10h", "h", "m5", "1w", "5h1d", "1 h", "5s5s"]
 )
 def test_parse_duration_rejects_what_is_not_a_duration(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):

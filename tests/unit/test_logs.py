@@ -94,6 +94,7 @@ def test_render_for_people() -> None:
 
 def test_log_config_validation() -> None:
     assert log_config({}).format == "text" and log_config({"level": "DEBUG"}).level == "debug"
-    for bad in ({"payloads": True}, {"level": "loud"}, {"format": "xml"}, {"colour": True}):
+    assert log_config({"payloads": True}).payloads and log_config({}).mask_pii
+    for bad in ({"payloads": "maybe"}, {"level": "loud"}, {"format": "xml"}, {"colour": True}):
         with pytest.raises(ValueError, match="logging section"):
             log_config(bad)

@@ -3,10 +3,13 @@ loads), torch modules adopting the mapped tensors, the other formats, and blob v
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import pickle
+import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,11 @@ from safetensors.torch import load_file, save_file
 
 from stratus.runtime import modelload
 from stratus.runtime.modelload import ModelLoadError, load, mmap_safetensors, verify_blob
+from stratus.security.masterkey import load_keyring
 from stratus.store import integrity
 from stratus.store.artifacts import ArtifactStore
 from stratus.store.integrity import CorruptBlob
+from stratus.store.plaincache import PlainCache
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -242,17 +247,23 @@ def test_module_class_with_a_non_persistent_buffer_works(tmp_path: Path) -> None
 
 
 # -- the other formats through load() ---------------------------------------------------
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 def _lay_out(tmp_path: Path, files: dict[str, bytes], fmt: str,
              meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What the server hands a replica: blobs in the store, a directory of links, their paths."""
-    store = ArtifactStore(tmp_path / "artifacts")
+    """What the server hands a replica: blobs sealed in the store, their plaintext decrypted
+    into the cache, a directory of links, their paths."""
+    plain = PlainCache(Path(tempfile.mkdtemp(dir=tmp_path)) / "plain")
+    plain.open()
+    store = ArtifactStore(tmp_path / "artifacts", load_keyring(tmp_path, environ={}), plain)
     entries: dict[str, dict[str, Any]] = {}
     for relative, data in files.items():
         digest = hashlib.sha256(data).hexdigest()
-        blob = store.blob_path(digest)
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        entries[relative] = {"sha256": digest, "size": len(data), "path": str(blob)}
+        asyncio.run(store.write_blob(digest, _chunks(data), len(data)))
+        path = store.plain_blob(digest, len(data), relative)
+        entries[relative] = {"sha256": digest, "size": len(data), "path": str(path)}
     directory = store.model_dir(entries)
     return {"name": "m", "version": "1.0.0", "ref": "m@1.0.0", "format": fmt, "files": entries,
             "dir": str(directory), "meta": meta or {}}
@@ -313,9 +324,10 @@ def test_load_verifies_blobs_before_use(tmp_path: Path) -> None:
     source = tmp_path / "tiny.safetensors"
     _tiny_weights(source)
     model = _lay_out(tmp_path, {"tiny.safetensors": source.read_bytes()}, "safetensors")
-    blob = Path(model["files"]["tiny.safetensors"]["path"])
+    blob = Path(model["files"]["tiny.safetensors"]["path"])  # the decrypted copy, read-only
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
+    blob.chmod(0o600)
     blob.write_bytes(bytes(data))
     with pytest.raises(CorruptBlob, match=r"model m@1\.0\.0 \(tiny\.safetensors\) is corrupted"):
         load(model, module=TinyNet)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -239,9 +241,10 @@ def test_digest_is_stable_and_ignores_key_order() -> None:
     "change",
     [{"bundle": OTHER_BUNDLE}, {"entrypoint": "app.py:Other"}, {"preload": ["torch"]}, {"env": {"A": "1"}},
      {"config": {"k": 1}}, {"max_concurrency": 9}, {"timeout_s": 61.0}, {"memory_mb": 512}, {"threads": 2},
-     {"models": [{"ref": "m@1.0.0", "name": "m", "version": "1.0.0"}]}, {"api": "llm"}],
+     {"models": [{"ref": "m@1.0.0", "name": "m", "version": "1.0.0"}]}, {"api": "llm"},
+     {"secrets": {"TOKEN": "token"}}],
     ids=["bundle", "entrypoint", "preload", "env", "config", "max_concurrency", "timeout", "memory",
-         "threads", "models", "api"],
+         "threads", "models", "api", "secrets"],
 )
 def test_digest_changes_when_any_runtime_field_changes(change: dict[str, Any]) -> None:
     assert runtime(**change).digest() != runtime().digest()
@@ -250,8 +253,22 @@ def test_digest_changes_when_any_runtime_field_changes(change: dict[str, Any]) -
 def test_every_runtime_field_is_covered_by_the_digest_tests() -> None:
     assert set(RuntimeSpec.model_fields) == {
         "bundle", "entrypoint", "preload", "env", "config", "max_concurrency", "timeout_s", "memory_mb",
-        "threads", "models", "api",
+        "threads", "models", "api", "secrets",
     }
+
+
+def test_secrets_are_references_left_out_of_the_code_key_and_of_an_old_digest() -> None:
+    with_secret = runtime(secrets={"TOKEN": "token"})
+    assert with_secret.code_key() == runtime().code_key(), "a zygote never holds secret values"
+    # Without secrets, the digest is the one recorded before secrets existed.
+    fields = runtime().model_dump(exclude={"secrets"})
+    assert runtime().digest() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    for bad in ({"1X": "token"}, {"X": "-bad"}, {"X-Y": "token"}):
+        with pytest.raises(ValidationError):
+            DeploymentRequest.model_validate({"code": CODE.model_dump(), "secrets": bad})
+    request = DeploymentRequest.model_validate({"code": CODE.model_dump(),
+                                                "secrets": {"TOKEN": "api.token_1"}})
+    assert resolve_runtime(request, CODE, DeploymentOptions()).secrets == {"TOKEN": "api.token_1"}
 
 
 def test_a_request_names_exactly_one_source() -> None:

@@ -19,6 +19,8 @@ class CodeSpec:
     entrypoint: str
     preload: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # Zygotes are per namespace: one imports the code as that namespace's user.
+    namespace: str = "default"
 
     @property
     def profile(self) -> str:
@@ -46,6 +48,10 @@ class ReplicaHandle:
     pid: int | None = None
     state: HandleState = HandleState.STARTING
     channel: ReplicaChannel | None = None
+    namespace: str = ""
+    deployment: str = ""
+    # (pid, error, trace) from a replica whose init failed, until its pid is confirmed.
+    init_failure: tuple[int, str, str | None] | None = None
 
 
 class ReplicaEvents(Protocol):
@@ -56,6 +62,11 @@ class ReplicaEvents(Protocol):
     def replica_failed(self, replica_id: str, error: str, detail: str | None) -> None: ...
 
     def replica_lost(self, replica_id: str) -> None: ...
+
+    def replica_exited(self, namespace: str, deployment: str, replica_id: str, reason: str,
+                       out_of_memory: bool) -> None:
+        """A replica ended other than by being stopped: a crash, a kill, its memory limit."""
+        ...
 
 
 class Backend(Protocol):

@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from stratus.backends.base import CodeSpec, HandleState, ReplicaEvents, ReplicaHandle, ReplicaSpec
+from stratus.backends.isolation import Isolation
+from stratus.backends.zygotes import ProfileZygote, RevisionZygote
 from stratus.dispatch.channel import ReplicaChannel
 from stratus.errors import DeployError, Unavailable
 from stratus.runtime import wire
 from stratus.runtime.connection import Endpoint, FramedConnection
+from stratus.runtime.sandbox import SandboxConfig, SandboxError
 
 log = logging.getLogger("stratus.backend")
 
@@ -31,65 +34,23 @@ KILL_GRACE_S = 5.0
 ZYGOTE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-class _ProfileZygote:
-    def __init__(self, profile: str, process: asyncio.subprocess.Process) -> None:
-        self.profile = profile
-        self.process = process
-        self.hello: asyncio.Future[FramedConnection] = asyncio.get_running_loop().create_future()
-        self.connection: FramedConnection | None = None
-
-    def on_message(self, message: list[Any]) -> None:
-        pass
-
-    def on_close(self) -> None:
-        self.connection = None
-
-
-class _RevisionZygote:
-    """Server side of a revision zygote: FORK and KILL go out, FORKED and EXITED come back."""
-
-    def __init__(self, backend: LocalBackend, code_key: str) -> None:
-        self.backend = backend
-        self.code_key = code_key
-        self.loaded: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.connection: FramedConnection | None = None
-        self.pid: int | None = None
-
-    def on_message(self, message: list[Any]) -> None:
-        kind = message[0]
-        if kind == wire.FORKED:
-            handle = self.backend.handles.get(message[1])
-            if handle is not None:
-                handle.pid = int(message[2])
-        elif kind == wire.EXITED:
-            self.backend.on_exited(message[1], int(message[3]), str(message[4]))
-
-    def on_close(self) -> None:
-        self.connection = None
-        if not self.loaded.done():
-            self.loaded.set_exception(DeployError("the zygote importing this code died"))
-        if self.backend.revisions.get(self.code_key) is self:
-            del self.backend.revisions[self.code_key]
-
-    def send(self, message: list[Any]) -> None:
-        if self.connection is None:
-            raise Unavailable("the zygote for this revision is gone")
-        self.connection.send(message)
-
-
 class LocalBackend:
     """Runs replicas as local processes forked from per-profile, per-revision zygotes."""
 
-    def __init__(self, run_dir: Path, log_dir: Path) -> None:
+    def __init__(self, run_dir: Path, log_dir: Path, isolation: Isolation | None = None) -> None:
         self.run_dir = run_dir
         self.log_dir = log_dir
+        # The server passes Isolation.for_settings(...); without it, no namespace users.
+        self.isolation = isolation or Isolation(SandboxConfig(run_as="server"), run_dir.parent,
+                                                run_dir, log_dir)
         self.socket_path = self._socket_path(run_dir)
         self.events: ReplicaEvents | None = None
         self.server: asyncio.AbstractServer | None = None
-        self.profiles: dict[str, _ProfileZygote] = {}
-        self.revisions: dict[str, _RevisionZygote] = {}
+        self.profiles: dict[str, ProfileZygote] = {}
+        self.revisions: dict[str, RevisionZygote] = {}
         self.handles: dict[str, ReplicaHandle] = {}
         self._kill_timers: dict[str, asyncio.TimerHandle] = {}
+        self._stopped: set[str] = set()  # replicas the server asked to end
         self._zygote_lock = asyncio.Lock()
 
     @staticmethod
@@ -105,6 +66,7 @@ class LocalBackend:
         self.events = events
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.isolation.open()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)  # left by a server that did not shut down cleanly
         loop = asyncio.get_running_loop()
@@ -112,6 +74,7 @@ class LocalBackend:
             lambda: FramedConnection(self._accept), self.socket_path
         )
         os.chmod(self.socket_path, 0o600)
+        self.isolation.socket_created(self.socket_path)
 
     async def close(self) -> None:
         self.events = None  # replicas exiting now are expected: nothing to react to
@@ -134,13 +97,17 @@ class LocalBackend:
             self.server.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
+        self.isolation.close()
 
     # -- connections ------------------------------------------------------------
     def _accept(self, hello: list[Any], connection: FramedConnection) -> Endpoint | None:
+        # Replica users can reach this socket: each hello must come from the very process
+        # it names, a child of the process that forked it (the kernel's SO_PEERCRED).
         kind = hello[0]
         if kind == wire.HELLO_PROFILE:
             profile = self.profiles.get(hello[1])
-            if profile is None:
+            if profile is None or not self.isolation.peer_is(
+                    connection.peer(), profile.process.pid, None, None):
                 return None
             profile.connection = connection
             if hello[3]:
@@ -150,14 +117,23 @@ class LocalBackend:
             return profile
         if kind == wire.HELLO_REVISION:
             zygote = self.revisions.get(hello[1])
-            if zygote is None:
+            if zygote is None or zygote.connection is not None:
+                return None
+            pid = int(hello[2])
+            if not hello[3] and zygote.forked_pid is None and self.isolation.peer_is(
+                    connection.peer(), pid, None, zygote.namespace):
+                # Its import failed and it may be gone before its parent's FORKED is read.
+                zygote.import_failure = (pid, str(hello[4]), hello[5])
+                return None
+            if not self.isolation.vouches(connection.peer(), pid, zygote.forked_pid,
+                                          zygote.profile_pid, zygote.namespace):
                 return None
             zygote.connection = connection
-            zygote.pid = int(hello[2])
+            zygote.pid = pid
             if hello[3]:
                 zygote.loaded.set_result(dict(hello[4]))
             else:
-                zygote.loaded.set_exception(DeployError(str(hello[4]), detail=hello[5]))
+                zygote.fail(str(hello[4]), hello[5])
             return zygote
         if kind == wire.HELLO_REPLICA:
             return self._accept_replica(hello, connection)
@@ -166,7 +142,21 @@ class LocalBackend:
     def _accept_replica(self, hello: list[Any], connection: FramedConnection) -> Endpoint | None:
         _, replica_id, pid, ok, info, trace = hello
         handle = self.handles.get(replica_id)
-        if handle is None or self.events is None:
+        if handle is None or self.events is None or handle.channel is not None:
+            return None
+        zygote = self.revisions.get(handle.code_key)
+        if zygote is None:
+            return None
+        if not ok and handle.pid is None and self.isolation.peer_is(
+                connection.peer(), int(pid), None, zygote.namespace):
+            # A replica whose init failed may be gone (reaped) before its zygote's FORKED is
+            # read: what it said waits for that report to vouch for its pid (on_exited).
+            handle.init_failure = (int(pid), f"init failed: {info}", trace)
+            return None
+        if not self.isolation.vouches(connection.peer(), int(pid), handle.pid, zygote.pid,
+                                      zygote.namespace):
+            log.warning("refused a hello for replica %s from a process that is not it",
+                        replica_id)
             return None
         handle.pid = int(pid)
         if not ok:
@@ -189,28 +179,40 @@ class LocalBackend:
         if self.events is not None:
             self.events.replica_lost(channel.replica_id)
 
-    def on_exited(self, replica_id: str, returncode: int, reason: str) -> None:
+    def on_exited(self, replica_id: str, returncode: int, reason: str,
+                  out_of_memory: bool = False) -> None:
         handle = self.handles.pop(replica_id, None)
         timer = self._kill_timers.pop(replica_id, None)
         if timer is not None:
             timer.cancel()
+        ending = self.isolation.exited(replica_id, returncode)
+        if ending is not None:  # the kernel's word on why beats the zygote's
+            reason, out_of_memory = ending.reason, out_of_memory or ending.out_of_memory
+        requested = replica_id in self._stopped
+        self._stopped.discard(replica_id)
         if handle is None:
             return
         if handle.channel is not None:
-            handle.channel.record_exit(returncode, reason)
+            handle.channel.record_exit(returncode, reason, out_of_memory)
             if reason or returncode != 0:
-                log.warning("replica %s exited: %s", replica_id, handle.channel.describe_loss())
+                log.warning("replica %s of %s/%s exited: %s", replica_id, handle.namespace,
+                            handle.deployment, handle.channel.describe_loss())
+                if not requested and self.events is not None:
+                    self.events.replica_exited(handle.namespace, handle.deployment, replica_id,
+                                               handle.channel.describe_loss(), out_of_memory)
             if self.events is not None:
                 self.events.replica_lost(replica_id)
         elif handle.state is HandleState.STARTING and self.events is not None:
             handle.state = HandleState.EXITED
-            described = reason or (
-                f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-            )
+            failure = handle.init_failure
+            if failure is not None and failure[0] == handle.pid:
+                self.events.replica_failed(replica_id, failure[1], failure[2])
+                return
+            described = reason or _describe(returncode)
             self.events.replica_failed(replica_id, f"replica died during init ({described})", None)
 
     # -- zygotes ----------------------------------------------------------------
-    async def _profile(self, code: CodeSpec) -> _ProfileZygote:
+    async def _profile(self, code: CodeSpec) -> ProfileZygote:
         async with self._zygote_lock:
             profile = self.profiles.get(code.profile)
             if profile is not None and profile.process.returncode is None:
@@ -223,11 +225,11 @@ class LocalBackend:
                     "--socket", self.socket_path, "--profile", code.profile,
                     "--preload", ",".join(sorted(code.preload)),
                     stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                    env={**os.environ, **ZYGOTE_ENV},
+                    env={**self.isolation.profile_env(), **ZYGOTE_ENV},
                 )
             finally:
                 log_file.close()
-            profile = _ProfileZygote(code.profile, process)
+            profile = ProfileZygote(self, code.profile, process)
             self.profiles[code.profile] = profile
         exited: asyncio.Future[Any] = asyncio.ensure_future(process.wait())
         waiting: set[asyncio.Future[Any]] = {profile.hello, exited}
@@ -248,11 +250,15 @@ class LocalBackend:
             profile = await self._profile(code)
             zygote = self.revisions.get(code.code_key)
             if zygote is None:
-                zygote = _RevisionZygote(self, code.code_key)
+                try:
+                    sandbox = self.isolation.zygote(code)
+                except (SandboxError, OSError) as exc:
+                    raise Unavailable(f"cannot set up the zygote's sandbox: {exc}") from None
+                zygote = RevisionZygote(self, code, profile.process.pid)
                 self.revisions[code.code_key] = zygote
                 assert profile.connection is not None
                 load = {"bundle_dir": code.bundle_dir, "entrypoint": code.entrypoint,
-                        "env": code.env}
+                        "env": code.env, "sandbox": sandbox.to_wire()}
                 profile.connection.send([wire.LOAD, code.code_key, load])
         try:
             return await asyncio.wait_for(asyncio.shield(zygote.loaded), IMPORT_TIMEOUT_S)
@@ -275,15 +281,29 @@ class LocalBackend:
             asyncio.get_running_loop().run_in_executor(None, _read_ahead, spec.config.models)
         await self.prepare(spec.code)
         zygote = self.revisions[spec.code.code_key]
-        config = dataclasses.replace(spec.config, socket_path=self.socket_path)
-        handle = ReplicaHandle(replica_id=spec.replica_id, code_key=spec.code.code_key)
+        try:
+            sandbox = self.isolation.replica(spec)
+        except (SandboxError, OSError) as exc:
+            self.isolation.exited(spec.replica_id, 0)
+            raise Unavailable(f"cannot set up the replica's sandbox: {exc}") from None
+        config = dataclasses.replace(spec.config, socket_path=self.socket_path,
+                                     sandbox=sandbox.to_wire())
+        handle = ReplicaHandle(replica_id=spec.replica_id, code_key=spec.code.code_key,
+                               namespace=spec.config.namespace,
+                               deployment=spec.config.deployment)
         self.handles[spec.replica_id] = handle
-        zygote.send([wire.FORK, spec.replica_id, dataclasses.asdict(config)])
+        try:
+            zygote.send([wire.FORK, spec.replica_id, dataclasses.asdict(config)])
+        except Unavailable:
+            self.handles.pop(spec.replica_id, None)
+            self.isolation.exited(spec.replica_id, 0)
+            raise
         return handle
 
     async def stop(self, handle: ReplicaHandle, drain: bool, reason: str = "") -> None:
         if handle.replica_id not in self.handles:
             return
+        self._stopped.add(handle.replica_id)
         if drain and handle.channel is not None and not handle.channel.closed:
             handle.state = HandleState.STOPPING
             handle.channel.stop(0)
@@ -303,6 +323,8 @@ class LocalBackend:
             with contextlib.suppress(ProcessLookupError):  # zygote gone: signal the orphan
                 os.kill(handle.pid, 9)
             self.handles.pop(handle.replica_id, None)
+            self._stopped.discard(handle.replica_id)
+            self.isolation.exited(handle.replica_id, -9)
 
     def list(self) -> list[ReplicaHandle]:
         return list(self.handles.values())
@@ -320,6 +342,10 @@ class LocalBackend:
                 os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE if background else 0)
             except OSError as exc:  # gone, or not allowed to raise priority back
                 log.debug("cannot renice %s thread %d: %s", handle.replica_id, tid, exc)
+
+
+def _describe(returncode: int) -> str:
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
 
 
 BACKGROUND_NICE = 19  # the lowest CPU priority: a shadow's replicas run on leftover CPU

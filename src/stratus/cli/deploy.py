@@ -44,12 +44,12 @@ def wait_ready(client: Client, name: str, timeout_s: float) -> dict[str, Any]:
             time.sleep(0.2)
 
 
-def _parse_env(pairs: list[str]) -> dict[str, str]:
+def _parse_env(pairs: list[str], option: str = "--env") -> dict[str, str]:
     env: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CliError(f"--env takes KEY=VALUE, not {pair!r}")
+            raise CliError(f"{option} takes KEY=VALUE, not {pair!r}")
         env[key] = value
     return env
 
@@ -84,6 +84,8 @@ def deploy(
     preload: Annotated[list[str] | None, typer.Option(help=PRELOAD_HELP)] = None,
     no_preload: Annotated[bool, typer.Option("--no-preload", help="Preload nothing")] = False,
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the replicas (repeatable)")] = None,
+    secret: Annotated[list[str] | None, typer.Option(
+        help="ENV=SECRET: set $ENV in the replicas from the namespace's secret (repeatable)")] = None,
     canary: Annotated[int | None, typer.Option(
         help="Roll a new revision out as a canary starting at this percent (default: "
              "blue-green, all traffic once warm)")] = None,
@@ -133,6 +135,8 @@ def deploy(
     spec.update({key: value for key, value in flags.items() if value is not None})
     if env:
         spec["env"] = {**spec.get("env", {}), **_parse_env(env)}
+    if secret:
+        spec["secrets"] = {**spec.get("secrets", {}), **_parse_env(secret, "--secret")}
     if canary is not None or not promote:
         spec["rollout"] = {**spec.get("rollout", {}), "promote": promote}
         if canary is not None:

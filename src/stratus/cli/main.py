@@ -11,11 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stratus.cli import experiments, models
+from stratus.cli import audit, experiments, keys, models, secrets
 from stratus.cli.client import CliError
 from stratus.cli.cost import cost
 from stratus.cli.deploy import deploy
 from stratus.cli.logs import logs
+from stratus.cli.masterkey import rotate_master
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
 from stratus.cli.simulate import simulate
 from stratus.cli.traffic import revisions, rollback, rollout, traffic
@@ -31,6 +32,10 @@ app.command()(cost)
 app.command()(logs)
 app.add_typer(models.app, name="models")
 app.add_typer(experiments.app, name="experiments")
+app.add_typer(keys.app, name="keys")
+keys.app.command("rotate-master")(rotate_master)
+app.add_typer(secrets.app, name="secrets")
+app.add_typer(audit.app, name="audit")
 app.command()(models.gc)
 app.command()(simulate)
 app.command()(revisions)
@@ -48,7 +53,8 @@ def serve(
     log_level: Annotated[str | None, typer.Option(
         help="debug, info, warning or error [default: logging.level of the config, else info]")] = None,
     config: Annotated[Path | None, typer.Option(
-        help="YAML config file (sections: alerts, prices, tracing, logging); default "
+        help="YAML config file (sections: alerts, prices, tracing, logging, auth, quotas, "
+             "sandbox); default "
              "$STRATUS_CONFIG or <data-dir>/stratus.yaml")] = None,
 ) -> None:
     """Run the control plane and the gateway."""
@@ -56,6 +62,7 @@ def serve(
 
     from stratus.config import Settings, resolve_admin_key, with_config_file, with_env_overrides
     from stratus.gateway.app import create_app
+    from stratus.gateway.protocol import guarded_protocol
     from stratus.observe.logs import setup_logging
 
     data_dir = data_dir.resolve()
@@ -71,7 +78,9 @@ def serve(
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # log_config=None: uvicorn's records go to the root logger's handlers set up above.
-    uvicorn.run(application, host=host, port=port, loop="uvloop", http="httptools",
+    protocol = guarded_protocol(settings.header_timeout_s, settings.body_timeout_s,
+                                settings.max_header_bytes)  # httptools, with deadlines
+    uvicorn.run(application, host=host, port=port, loop="uvloop", http=protocol,
                 access_log=False, log_level=logged.level.lower(), log_config=None,
                 timeout_graceful_shutdown=30)
 

@@ -16,7 +16,7 @@ MANIFEST_KEYS = {
     "max_concurrency", "timeout_s", "memory_mb", "scale_to_zero_after_s", "max_queued",
     "queue_timeout_s", "threads", "preload", "env", "config", "policy", "policy_config",
     "initial_replicas", "target_utilization", "provisioned_replicas", "schedules", "models",
-    "llm", "embeddings", "rollout",
+    "llm", "embeddings", "rollout", "secrets",
 }
 BUILTIN_KEYS = ("llm", "embeddings")  # serve a model from the store; no code to upload
 

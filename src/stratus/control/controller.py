@@ -16,6 +16,7 @@ from typing import Any
 from stratus.backends.base import Backend, CodeSpec
 from stratus.config import Settings
 from stratus.control.autoscaling import validate_scaling
+from stratus.control.quota import NamespaceCaps
 from stratus.control.reconciler import Reconciler
 from stratus.control.router import Router, traffic_view
 from stratus.control.routing import Routing
@@ -25,6 +26,7 @@ from stratus.dispatch.pool import FailureState, RevisionPool
 from stratus.errors import BadRequest, DeployError, DeploymentFailed, NotFound, StratusError
 from stratus.models.service import ModelService
 from stratus.sdk.options import DeploymentOptions, TensorSpec
+from stratus.security.quotas import quotas_from
 from stratus.spec import (
     DeploymentPatch,
     DeploymentRequest,
@@ -37,6 +39,7 @@ from stratus.spec import (
 )
 from stratus.store.artifacts import ArtifactStore
 from stratus.store.metadata import DeploymentRecord, MetadataStore, RevisionRecord, RevisionStatus
+from stratus.store.secrets import SecretStore
 
 log = logging.getLogger("stratus.controller")
 
@@ -70,14 +73,17 @@ class Controller:
         backend: Backend,
         dispatcher: Dispatcher,
         models: ModelService,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.artifacts = artifacts
         self.models = models
+        self.secrets = secrets
         self.backend = backend
         self.dispatcher = dispatcher
         self.units: dict[tuple[str, str], DeploymentUnit] = {}
+        self.caps = NamespaceCaps(quotas_from(settings.section("quotas")))
         self.reconciler = Reconciler(self)
         self.router = Router(self)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -156,15 +162,16 @@ class Controller:
         asyncio.get_running_loop().call_soon(self.reconciler.reconcile, unit)
 
     # -- revisions --------------------------------------------------------------
-    async def _code_spec(self, runtime: RuntimeSpec) -> CodeSpec:
+    async def _code_spec(self, runtime: RuntimeSpec, namespace: str) -> CodeSpec:
         if runtime.bundle:
             bundle_dir = await asyncio.to_thread(self.artifacts.unpack_bundle, runtime.bundle)
         else:  # a built-in server: its code is the installed package; it runs in an empty dir
             bundle_dir = self.settings.data_dir / "builtin"
             bundle_dir.mkdir(parents=True, exist_ok=True)
         return CodeSpec(
-            code_key=runtime.code_key(), bundle_dir=str(bundle_dir),
+            code_key=_zygote_key(runtime, namespace), bundle_dir=str(bundle_dir),
             entrypoint=runtime.entrypoint, preload=tuple(runtime.preload), env=dict(runtime.env),
+            namespace=namespace,
         )
 
     def _live_revision(
@@ -219,12 +226,13 @@ class Controller:
             raise BadRequest(f"deployment {unit.name!r} has no revision {number}")
         runtime = revision.runtime
         try:
-            code = await self._code_spec(runtime)
+            code = await self._code_spec(runtime, unit.namespace)
         except StratusError as exc:  # the bundle is gone: only a redeploy can help
             if not restoring:
                 raise DeployError(f"revision {number} cannot be restored: {exc.message}") from None
             live = self._live_revision(unit, revision,
-                                       CodeSpec(runtime.code_key(), "", runtime.entrypoint))
+                                       CodeSpec(_zygote_key(runtime, unit.namespace), "",
+                                                runtime.entrypoint, namespace=unit.namespace))
             self._restore_failed(live, unit.name, exc, retry_s=self.settings.max_backoff_s)
             return
         if not restoring:
@@ -256,7 +264,7 @@ class Controller:
             request = request.model_copy(update={"preload": ["torch", "transformers"]})
         source = request.code_ref()
         provisional = resolve_runtime(request, source, DeploymentOptions(), api=request.api)
-        code = await self._code_spec(provisional)
+        code = await self._code_spec(provisional, namespace)
         meta = await self.backend.prepare(code)
         options = options_from_meta(meta)
         served = request.served_model
@@ -267,6 +275,7 @@ class Controller:
         refs = [served, *(request.models or [])] if served else request.models or []
         runtime.models = await self._resolve(namespace, refs)
         _point_at_served_model(runtime)
+        await self._check_secrets(namespace, runtime)
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, meta, code,
@@ -277,6 +286,27 @@ class Controller:
             return await asyncio.to_thread(self.models.resolve, namespace, refs)
         except NotFound as exc:  # the deploy names a model that is not there: its mistake
             raise DeployError(exc.message) from None
+
+    async def _check_secrets(self, namespace: str, runtime: RuntimeSpec) -> None:
+        """Every secret a revision names must exist now; its value is read only when a
+        replica starts."""
+        clash = sorted(set(runtime.env) & set(runtime.secrets))
+        if clash:
+            raise BadRequest(f"{', '.join(clash)} set both in env and from secrets")
+        if not runtime.secrets:
+            return
+        if self.secrets is None:
+            raise DeployError("this server keeps no secrets")
+        missing = await asyncio.to_thread(self.secrets.missing, namespace,
+                                          set(runtime.secrets.values()))
+        if missing:
+            raise DeployError(f"secret(s) {', '.join(repr(name) for name in missing)} not set in "
+                              f"namespace {namespace!r}; set them with `stratus secrets set NAME`")
+
+    def secrets_in_use(self, namespace: str, name: str) -> list[str]:
+        """Live revisions that read secret ``name``, as 'deployment (revision N)'."""
+        return [f"{unit.name} (revision {live.number})" for unit in self.list_units(namespace)
+                for live in unit.revisions.values() if name in live.runtime.secrets.values()]
 
     async def _lay_out(self, runtime: RuntimeSpec) -> list[dict[str, Any]]:
         try:
@@ -299,6 +329,7 @@ class Controller:
             refs = [m["ref"] for m in served] + patch.models
             runtime.models = await self._resolve(namespace, refs)
         _point_at_served_model(runtime)
+        await self._check_secrets(namespace, runtime)
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code,
@@ -341,6 +372,7 @@ class Controller:
                       strategy: RolloutStrategy | None = None) -> dict[str, Any]:
         key = (namespace, name)
         async with self._lock(key):
+            self.caps.check(namespace, name, scaling, runtime, self.units.values())  # 403
             deployment, revision, created = await asyncio.to_thread(
                 self.store.apply, namespace, name, runtime, scaling, meta
             )
@@ -446,3 +478,8 @@ class Controller:
     def record_recovery(self, unit: DeploymentUnit, live: LiveRevision) -> None:
         self.persist(lambda: self.store.set_revision_status(
             unit.namespace, unit.name, live.number, RevisionStatus.READY, None))
+
+
+def _zygote_key(runtime: RuntimeSpec, namespace: str) -> str:
+    """Revision zygotes are per namespace: each imports the code as its namespace's user."""
+    return f"{namespace}/{runtime.code_key()}"

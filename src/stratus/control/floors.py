@@ -14,20 +14,20 @@ from croniter import croniter
 from stratus.control.metrics import MetricSample
 from stratus.control.policy import Decision, ReplicaCounts, ScalingPolicy
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _SCHEDULE = re.compile(r"^(?P<cron>.+?)\s+for\s+(?P<duration>\S+)\s+keep\s+(?P<replicas>\d+)$")
 
 
 def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``9h5m`` -> seconds."""
+    """``90``, ``90s``, ``15m``, ``9h5m``, ``30d`` -> seconds."""
     text = text.strip()
     if text.isdigit():
         return float(text)
     match = _DURATION.match(text)
     if not text or match is None:
-        raise ValueError(f"{text!r} is not a duration like 30s, 15m or 9h5m")
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return float(hours * 3600 + minutes * 60 + seconds)
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 9h5m or 30d")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
 
 
 @dataclass(frozen=True)

@@ -145,10 +145,13 @@ class Reconciler:
                 # Back off after init failures, and then probe with one replica at a time.
                 if starting or time.monotonic() < failure.retry_at:
                     return
-                if self.budget.make_room(unit, live, self._all_units()):
+                caps = self.controller.caps
+                if caps.allowed(unit, live, 1, self._all_units()) \
+                        and self.budget.make_room(unit, live, self._all_units()):
                     self._start(unit, live)
                 return
-            for _ in range(desired - ready - starting):
+            wanted = desired - ready - starting  # within the namespace's quota, if it has one
+            for _ in range(self.controller.caps.allowed(unit, live, wanted, self._all_units())):
                 if not self.budget.make_room(unit, live, self._all_units()):
                     break
                 self._start(unit, live)
@@ -227,11 +230,21 @@ class Reconciler:
 
     async def _launch(self, live: LiveRevision, spec: ReplicaSpec) -> None:
         try:
-            if live.runtime.models and not live.models:  # could not be laid out at start-up
+            if live.runtime.models:
+                # Laid out for every replica: a stat per file when nothing changed, while a
+                # sealed blob damaged since the last start is caught before anything loads it.
                 live.models = await asyncio.to_thread(self.controller.models.lay_out,
                                                       live.runtime.models)
                 spec = dataclasses.replace(
                     spec, config=dataclasses.replace(spec.config, models=live.models))
+            secrets = self.controller.secrets
+            if live.runtime.secrets and secrets is not None:
+                # Read as each replica starts (a secret set again reaches new replicas) and
+                # handed to the backend only, never stored or logged.
+                values = await asyncio.to_thread(secrets.reveal, spec.config.namespace,
+                                                 live.runtime.secrets)
+                spec = dataclasses.replace(
+                    spec, config=dataclasses.replace(spec.config, secrets=values))
             handle = await self.controller.backend.start(spec)
         except StratusError as exc:
             self.replica_failed(spec.replica_id, exc.message, exc.detail)
@@ -315,6 +328,13 @@ class Reconciler:
         self.controller.record_failure(entry.unit, entry.live, error, detail)
         if self._is_live(entry.unit):
             self.controller.schedule(entry.unit)
+
+    def replica_exited(self, namespace: str, deployment: str, replica_id: str, reason: str,
+                       out_of_memory: bool) -> None:
+        unit = self.controller.units.get((namespace, deployment))
+        if unit is not None:
+            unit.exits.append({"replica": replica_id, "at": round(time.time(), 3),
+                               "reason": reason, "out_of_memory": out_of_memory})
 
     def replica_lost(self, replica_id: str) -> None:
         entry = self.entries.pop(replica_id, None)

@@ -17,6 +17,7 @@ from stratus.sdk.batching import BatchSizeHistogram
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
 
 HISTORY = 600  # decisions kept per deployment: ten minutes at one tick a second
+EXITS_KEPT = 20  # replica ends kept per deployment (crashes, memory limits), for its status
 
 
 @dataclass
@@ -55,6 +56,9 @@ class DeploymentUnit:
     evicted: bool = False  # replicas taken for room: start again only on a request
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     batch_sizes: BatchSizeHistogram = field(default_factory=BatchSizeHistogram)  # @stratus.batch
+    # Replicas that ended without being asked to, newest last: {"replica", "at", "reason",
+    # "out_of_memory"}.
+    exits: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EXITS_KEPT))
     _policy_key: str = ""
 
     @property
@@ -179,6 +183,7 @@ class DeploymentUnit:
                 {"message": failure.reason, "detail": failure.detail, "attempts": failure.count}
                 if failure is not None else None
             ),
+            "replica_exits": list(self.exits),
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }

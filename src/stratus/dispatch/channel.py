@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from stratus.errors import ReplicaLost
+from stratus.errors import OutOfMemory, ReplicaLost
 from stratus.observe import tracing
 from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
@@ -40,6 +40,7 @@ class ReplicaChannel:
         # Receives each heartbeat's batch-size deltas; set by whoever knows the deployment.
         self.on_batch_sizes: Callable[[Any], None] | None = None
         self.exit_reason: str | None = None
+        self.out_of_memory = False  # it went over its memory limit
         self.on_lost: Callable[[ReplicaChannel], None] | None = None
         self._fail_handle: asyncio.TimerHandle | None = None
 
@@ -47,7 +48,7 @@ class ReplicaChannel:
         self, kind: int, payload: Any, meta: dict[str, Any], sink: ChunkSink | None = None
     ) -> tuple[int, asyncio.Future[list[Any]]]:
         if self.closed:
-            raise ReplicaLost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
+            raise self._lost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
         rid = self.next_rid
         self.next_rid = rid + 1
         future: asyncio.Future[list[Any]] = self.loop.create_future()
@@ -98,8 +99,9 @@ class ReplicaChannel:
             self._fail_handle = self.loop.call_later(EXIT_REASON_WAIT_S, self._fail_pending)
 
     # -- loss -------------------------------------------------------------------
-    def record_exit(self, returncode: int | None, reason: str) -> None:
+    def record_exit(self, returncode: int | None, reason: str, out_of_memory: bool = False) -> None:
         """The zygote reported how the process ended: fail what is left with that reason."""
+        self.out_of_memory = out_of_memory
         if reason:
             self.exit_reason = reason
         elif returncode is not None and returncode < 0:
@@ -121,5 +123,8 @@ class ReplicaChannel:
         for future in pending.values():
             if not future.done():
                 future.set_exception(
-                    ReplicaLost(f"replica {self.replica_id} failed mid-request: {self.describe_loss()}")
+                    self._lost(f"replica {self.replica_id} failed mid-request: {self.describe_loss()}")
                 )
+
+    def _lost(self, message: str) -> ReplicaLost:
+        return OutOfMemory(message) if self.out_of_memory else ReplicaLost(message)

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
 import stratus
+from stratus.backends.isolation import Isolation
 from stratus.backends.local import LocalBackend
 from stratus.config import Settings
 from stratus.control.controller import Controller
@@ -26,10 +27,18 @@ from stratus.control.experiments import ExperimentBook
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.errors import BadRequest, InvalidJSON, StratusError
 from stratus.gateway import alerts, blobs, dashboard, deployments, experiments, models, openai_models, v2
+from stratus.gateway.audit import AuditMiddleware
+from stratus.gateway.audit_routes import router as audit_router
+from stratus.gateway.authz import needs
 from stratus.gateway.dataplane import DataPlane, openapi_paths
 from stratus.gateway.edge import Authenticator
+from stratus.gateway.guard import Guard
 from stratus.gateway.http import error_reply
+from stratus.gateway.keys import router as keys_router
+from stratus.gateway.masterkey import router as master_key_router
 from stratus.gateway.middleware import EdgeMiddleware
+from stratus.gateway.openapi_errors import document_errors
+from stratus.gateway.secrets import router as secrets_router
 from stratus.gateway.state import Components
 from stratus.gateway.traces import router as traces_router
 from stratus.gateway.usage import router as usage_router
@@ -37,16 +46,29 @@ from stratus.models.service import ModelService
 from stratus.observe import tracing
 from stratus.observe.alerts import AlertManager, alerts_config
 from stratus.observe.cost import prices_from
-from stratus.observe.logs import AccessLog
+from stratus.observe.logs import AccessLog, log_config
 from stratus.observe.metrics import registry_for
+from stratus.observe.payloads import PayloadLog
 from stratus.observe.request_metrics import RequestMetrics
 from stratus.observe.series import SeriesBook
 from stratus.observe.usage import controller_meter
-from stratus.store.artifacts import ArtifactStore
+from stratus.security.audit_log import AuditLog
+from stratus.security.keys import KeyRing, KeyService
+from stratus.security.masterkey import load_keyring
+from stratus.security.quotas import quotas_from
+from stratus.security.roles import Permission
+from stratus.security.rotation import settle
+from stratus.security.tokens import JwtVerifier, jwt_config
+from stratus.store.artifacts import ArtifactStore, sealed_blobs_exist
+from stratus.store.audit import AuditStore
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.experiments import ExperimentStore
+from stratus.store.keys import KeyStore
+from stratus.store.legacy import seal_legacy
 from stratus.store.metadata import MetadataStore
 from stratus.store.models import ModelStore
+from stratus.store.plaincache import PlainCache, cache_root
+from stratus.store.secrets import SecretStore
 from stratus.store.usage import UsageStore
 
 log = logging.getLogger("stratus.server")
@@ -99,6 +121,7 @@ def _with_data_plane_schema(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             schema["paths"].update(openapi_paths())
+            document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -108,28 +131,49 @@ def _with_data_plane_schema(app: FastAPI) -> None:
 def create_app(settings: Settings) -> DataPlane:
     """The ASGI app: the data plane in front of the control-plane FastAPI app."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    authenticator = Authenticator(settings.admin_key)
+    jwt = jwt_config(settings.section("auth"))  # invalid: fail now
+    authenticator = Authenticator(settings.admin_key, KeyRing(), JwtVerifier(jwt) if jwt else None)
     alerting = AlertManager(alerts_config(settings.section("alerts")))  # invalid: fail now
     prices = prices_from(settings.section("prices"))
+    audit_log = AuditLog()  # started once the database is there; appends wait until then
     tracing.parse_config(settings.section("tracing"))  # invalid: fail now
+    guard = Guard(quotas_from(settings.section("quotas")), authenticator.keys,  # invalid: fail now
+                  max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
+    payloads = PayloadLog() if log_config(settings.section("logging")).payloads else None
+    # The master key: generated (and its place logged) on first start; missing: fail now.
+    keyring = load_keyring(settings.data_dir,
+                           encrypted_data=sealed_blobs_exist(settings.artifacts_dir))
+    plain = PlainCache(cache_root(settings.data_dir))
+    isolation = Isolation.for_settings(settings)  # invalid, or replicas could not run: fail now
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         engine = make_engine(settings.database_url or sqlite_url(settings.data_dir))
         await asyncio.to_thread(migrate, engine)
-        artifacts = ArtifactStore(settings.artifacts_dir)
+        app.state.audit = audit_log
+        audit_log.start(AuditStore(engine))
+        artifacts = ArtifactStore(settings.artifacts_dir, keyring, plain)
+        app.state.keyring, app.state.secrets = keyring, SecretStore(engine, keyring)
+        app.state.wrapped_keys = {"artifacts": artifacts, "secrets": app.state.secrets}
+        await asyncio.to_thread(seal_legacy, artifacts)  # from before encryption at rest
+        await asyncio.to_thread(settle, keyring, app.state.wrapped_keys)  # wrong key: stop
+        plain.open()
+        app.state.keys = keys = KeyService(KeyStore(engine), authenticator.keys)
+        await keys.start()
         dispatcher = Dispatcher()
-        backend = LocalBackend(settings.run_dir, settings.log_dir)
+        backend = LocalBackend(settings.run_dir, settings.log_dir, isolation)
         model_service = ModelService(ModelStore(engine), artifacts)
         controller = Controller(settings, MetadataStore(engine), artifacts, backend, dispatcher,
-                                model_service)
+                                model_service, app.state.secrets)
         parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller),
                            model_service)
         request_metrics = RequestMetrics(parts.metrics)
+        guard.count_into(parts.metrics)
         dispatcher.listeners.append(request_metrics.observe)
         controller.on_replica_started.append(request_metrics.replica_started)
         controller.on_deleted.append(request_metrics.forget)
         app.state.components = parts
+        parts.payloads = payloads
         app.state.tracing = tracer = tracing.install(settings.section("tracing"))
         dispatcher.listeners += [AccessLog(), alerting.observe]
         controller.router.on_alert = alerting.one_shot
@@ -162,10 +206,13 @@ def create_app(settings: Settings) -> DataPlane:
             parts.ready = False
             data_plane.components = None
             await controller.close()
+            plain.close()  # the decrypted artifacts, once no replica uses them
             await book.close()  # after the controller: the last drained requests count too
             await meter.close()
             await alerting.close()
             await series.close()
+            await keys.close()
+            await audit_log.close()  # last: it writes what the final requests left
             engine.dispose()
             await asyncio.to_thread(tracer.shutdown)  # flushes spans still bound for OTLP
 
@@ -182,25 +229,37 @@ def create_app(settings: Settings) -> DataPlane:
     app.include_router(usage_router)
     app.include_router(alerts.router)
     app.include_router(dashboard.router)
+    app.include_router(keys_router)
+    app.include_router(secrets_router)
+    app.include_router(master_key_router)
+    app.include_router(audit_router)
     dashboard.mount_ui(app)
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    @app.get("/healthz", tags=["operations"], summary="Liveness",
+             dependencies=[needs(Permission.PUBLIC)])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (every namespace)",
+             dependencies=[needs(Permission.GLOBAL)],
              response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         parts: Components = request.app.state.components
         return Response(generate_latest(parts.metrics), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness")
+    @app.get("/readyz", tags=["operations"], summary="Readiness",
+             dependencies=[needs(Permission.PUBLIC)],
+             responses={503: {"description": "Starting or stopping", "content": {
+                 "application/json": {"schema": {"type": "object", "properties": {
+                     "status": {"type": "string"}}}}}}})
     async def readyz(request: Request) -> JSONResponse:
         parts: Components | None = getattr(request.app.state, "components", None)
         ok = parts is not None and parts.ready
         return JSONResponse({"status": "ready" if ok else "starting"}, status_code=200 if ok else 503)
 
-    app.add_middleware(EdgeMiddleware, authenticator=authenticator)
+    app.add_middleware(EdgeMiddleware, authenticator=authenticator, guard=guard)
     _with_data_plane_schema(app)
-    data_plane = DataPlane(app, authenticator)
+    auditing = AuditMiddleware(app, audit_log)  # outermost: it sees every answer, 500s too
+    data_plane = DataPlane(auditing, authenticator, guard)
+    data_plane.on_denied = auditing.denied
     return data_plane

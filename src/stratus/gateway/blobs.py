@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from stratus.errors import BadRequest, NotFound
+from stratus.gateway.authz import needs
 from stratus.gateway.state import Components, Parts
+from stratus.security.roles import Permission
 from stratus.spec import SHA256_PATTERN
 
 router = APIRouter(prefix="/api", tags=["artifacts"])
@@ -37,22 +39,26 @@ async def _put(digest: str, request: Request, parts: Components, limit: int) -> 
     return JSONResponse({"digest": digest, "size": size, "created": True}, status_code=201)
 
 
-@router.head("/blobs/{digest}", summary="Whether a blob is already uploaded")
+@router.head("/blobs/{digest}", dependencies=[needs(Permission.WRITE)],
+             summary="Whether a blob is already uploaded")
 async def has_blob(digest: str, parts: Parts) -> Response:
     return await _head(digest, parts)
 
 
-@router.put("/blobs/{digest}", summary="Upload a blob (a model file) by its sha256")
+@router.put("/blobs/{digest}", responses={201: {"description": "Uploaded (200: it already was)"}},
+            dependencies=[needs(Permission.WRITE)], summary="Upload a blob (a model file) by its sha256")
 async def put_blob(digest: str, request: Request, parts: Parts) -> JSONResponse:
     return await _put(digest, request, parts, parts.settings.max_blob_bytes)
 
 
-@router.head("/bundles/{digest}", summary="Whether a code bundle is already uploaded")
+@router.head("/bundles/{digest}", dependencies=[needs(Permission.WRITE)],
+             summary="Whether a code bundle is already uploaded")
 async def has_bundle(digest: str, parts: Parts) -> Response:
     return await _head(digest, parts)
 
 
-@router.put("/bundles/{digest}", summary="Upload a code bundle (tar.gz) by its sha256")
+@router.put("/bundles/{digest}", responses={201: {"description": "Uploaded (200: it already was)"}},
+            dependencies=[needs(Permission.WRITE)], summary="Upload a code bundle (tar.gz) by its sha256")
 async def put_bundle(digest: str, request: Request, parts: Parts) -> JSONResponse:
     return await _put(digest, request, parts, parts.settings.max_bundle_bytes)
 
@@ -61,7 +67,9 @@ class CollectRequest(BaseModel):
     grace_s: float = Field(default=3600.0, ge=0, description="keep blobs newer than this")
 
 
-@router.post("/gc", summary="Delete blobs that no model version or revision references")
+@router.post("/gc",
+             dependencies=[needs(Permission.GLOBAL)],
+             summary="Delete blobs that no model version or revision references")
 async def collect(body: CollectRequest, parts: Parts) -> dict[str, Any]:
     def run() -> dict[str, int]:
         referenced = parts.models.store.all_digests() | parts.controller.store.all_bundles()

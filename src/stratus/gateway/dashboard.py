@@ -9,8 +9,10 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
 
+from stratus.gateway.authz import needs
 from stratus.gateway.state import Parts, namespace_of
 from stratus.observe.series import KEEP_S, SeriesBook
+from stratus.security.roles import Permission
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
@@ -22,7 +24,7 @@ def _book(request: Request) -> SeriesBook:
     return book
 
 
-@router.get("/dashboard", summary="Every deployment at a glance")
+@router.get("/dashboard", dependencies=[needs(Permission.READ)], summary="Every deployment at a glance")
 async def dashboard(
     request: Request, parts: Parts, window: int = Query(60, ge=1, le=KEEP_S)
 ) -> dict[str, Any]:
@@ -47,7 +49,8 @@ async def dashboard(
     return {"window_s": window, "deployments": rows}
 
 
-@router.get("/deployments/{name}/series", summary="A deployment's per-second time series")
+@router.get("/deployments/{name}/series",
+            dependencies=[needs(Permission.READ)], summary="A deployment's per-second time series")
 async def deployment_series(
     name: str, request: Request, parts: Parts, window: int = Query(300, ge=10, le=KEEP_S)
 ) -> dict[str, Any]:
@@ -57,7 +60,8 @@ async def deployment_series(
     return {"deployment": name, **_book(request).points(unit.key, window)}
 
 
-@router.get("/deployments/{name}/invocations", summary="A deployment's recent invocations")
+@router.get("/deployments/{name}/invocations",
+            dependencies=[needs(Permission.READ)], summary="A deployment's recent invocations")
 async def recent_invocations(
     name: str, request: Request, parts: Parts, limit: int = Query(50, ge=1, le=100)
 ) -> dict[str, Any]:
@@ -69,7 +73,7 @@ def mount_ui(app: FastAPI) -> None:
     """Serve the page and its assets. They hold no data, so they need no API key; the page
     asks for the key and sends it with every API call."""
 
-    @app.get("/ui", include_in_schema=False)
+    @app.get("/ui", include_in_schema=False, dependencies=[needs(Permission.PUBLIC)])
     async def ui_redirect() -> RedirectResponse:
         return RedirectResponse("/ui/", status_code=308)
 

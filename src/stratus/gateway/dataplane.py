@@ -16,15 +16,19 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stratus.errors import StratusError
+from stratus.gateway.authz import DATA_PLANE, denial
 from stratus.gateway.edge import Authenticator, assign_request_id
+from stratus.gateway.guard import Guard
 from stratus.gateway.http import Call, Reply, error_reply, header_map, read_body
 from stratus.gateway.invoke import native_invoke
 from stratus.gateway.middleware import send_reply
 from stratus.gateway.openai import chat_completions, completions, embeddings
+from stratus.gateway.openapi_errors import DESCRIPTIONS
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import StreamReply, send_stream
 from stratus.gateway.v2 import v2_infer
 from stratus.observe import tracing
+from stratus.security.quotas import UNLIMITED
 
 log = logging.getLogger("stratus.gateway")
 
@@ -41,10 +45,13 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Adapter], ...] = (
 
 
 class DataPlane:
-    def __init__(self, control_plane: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(self, control_plane: ASGIApp, authenticator: Authenticator,
+                 guard: Guard | None = None) -> None:
         self.control_plane = control_plane
         self.authenticator = authenticator
+        self.guard = guard or Guard(UNLIMITED, max_body_bytes=0, max_json_depth=0)
         self.components: Components | None = None  # set once the control plane has started
+        self.on_denied: Callable[[Scope, int], None] | None = None  # the audit log's hook
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and self.components is not None:
@@ -64,11 +71,15 @@ class DataPlane:
         request_id = assign_request_id(scope)
         headers = header_map(scope["headers"])
         principal = self.authenticator.authenticate(scope)
+        if not isinstance(principal, StratusError) and not principal.allows(DATA_PLANE):
+            principal = denial(principal, DATA_PLANE)
         span = tracing.start_request_span(
             headers, scope["path"], request_id.decode(),
             None if isinstance(principal, StratusError) else principal.namespace)
         token = tracing.enter(span)
+        body: bytes | None = None
         try:
+            principal = self.guard.enter(principal)  # rate limits, concurrency cap: 429
             reply: Reply | StreamReply
             if isinstance(principal, StratusError):
                 reply = error_reply(principal, request_id.decode(), None, headers, scope["path"])
@@ -85,6 +96,10 @@ class DataPlane:
                     internal = StratusError("internal server error")
                     reply = error_reply(internal, request_id.decode(), principal, headers,
                                         scope["path"])
+            if parts.payloads is not None and body is not None:
+                parts.payloads.record(scope, body, reply.status, reply.body)
+            if reply.status in (401, 403) and self.on_denied is not None:
+                self.on_denied(scope, reply.status)
             if span is not None:
                 reply.headers.append((b"x-trace-id", tracing.trace_id_of(span)))
                 tracing.set_http_status(span, reply.status)
@@ -93,22 +108,21 @@ class DataPlane:
             else:
                 await send_reply(send, reply, request_id)
         finally:
+            self.guard.leave(principal)
             tracing.leave(token, span)
 
 
 def openapi_paths() -> dict[str, Any]:
-    """OpenAPI entries for the data-plane routes, which the framework never sees."""
-    error = {"description": "Error in the contract's shape", "content": {"application/json": {
-        "schema": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-            "type": {"type": "string"}, "message": {"type": "string"},
-            "request_id": {"type": "string"}}}}}}}}
+    """OpenAPI entries for the data-plane routes, which the framework never sees. Their error
+    bodies are filled in with the rest (``openapi_errors.document_errors``)."""
     responses = {
         "200": {"description": "The handler's answer",
                 "headers": {"X-Stratus-Revision": {"schema": {"type": "integer"}},
                             "X-Stratus-Cold-Start": {"schema": {"type": "boolean"}},
                             "X-Request-Id": {"schema": {"type": "string"}},
                             "X-Trace-Id": {"schema": {"type": "string"}}}},
-        **{code: error for code in ("400", "401", "404", "413", "429", "500", "502", "503", "504")},
+        **{code: {"description": DESCRIPTIONS[code]}
+           for code in ("400", "401", "403", "404", "413", "429", "500", "502", "503", "504")},
     }
     body = {"required": True, "content": {"application/json": {"schema": {}}}}
 

@@ -10,25 +10,32 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from stratus.control.router import traffic_view
 from stratus.errors import BadRequest
+from stratus.gateway.audit import note_target
+from stratus.gateway.authz import needs
 from stratus.gateway.state import Parts, namespace_of
 from stratus.observe.logread import follow as follow_log
 from stratus.observe.logread import read_tail
 from stratus.observe.logs import parse_since
+from stratus.security.roles import Permission
 from stratus.spec import DeploymentPatch, DeploymentRequest, RolloutRequest, TrafficUpdate
 
 router = APIRouter(prefix="/api")
 
 
-@router.post("/deployments", status_code=200, summary="Create or update a deployment")
+@router.post("/deployments",
+             dependencies=[needs(Permission.WRITE)], status_code=200, summary="Create or update a deployment")
 async def apply_deployment(
     body: DeploymentRequest, request: Request, parts: Parts
 ) -> dict[str, Any]:
     """Imports and validates the code (in a zygote), records a new revision when the runtime
     spec changed, and returns. Replicas start in the background; poll the deployment."""
-    return await parts.controller.apply(namespace_of(request), body)
+    note_target(request, body.name or "")  # the code may name it; the view below says for sure
+    view = await parts.controller.apply(namespace_of(request), body)
+    note_target(request, view["name"])
+    return view
 
 
-@router.get("/deployments", summary="List deployments")
+@router.get("/deployments", dependencies=[needs(Permission.READ)], summary="List deployments")
 async def list_deployments(
     request: Request, parts: Parts
 ) -> dict[str, Any]:
@@ -36,21 +43,22 @@ async def list_deployments(
     return {"deployments": [unit.view() for unit in units]}
 
 
-@router.get("/deployments/{name}", summary="A deployment's status")
+@router.get("/deployments/{name}", dependencies=[needs(Permission.READ)], summary="A deployment's status")
 async def get_deployment(
     name: str, request: Request, parts: Parts
 ) -> dict[str, Any]:
     return parts.controller.get_unit(namespace_of(request), name).view()
 
 
-@router.patch("/deployments/{name}", summary="Change scaling or runtime settings")
+@router.patch("/deployments/{name}",
+              dependencies=[needs(Permission.WRITE)], summary="Change scaling or runtime settings")
 async def patch_deployment(
     name: str, body: DeploymentPatch, request: Request, parts: Parts
 ) -> dict[str, Any]:
     return await parts.controller.patch(namespace_of(request), name, body)
 
 
-@router.delete("/deployments/{name}", summary="Delete a deployment")
+@router.delete("/deployments/{name}", dependencies=[needs(Permission.WRITE)], summary="Delete a deployment")
 async def delete_deployment(
     name: str, request: Request, parts: Parts
 ) -> dict[str, Any]:
@@ -58,7 +66,8 @@ async def delete_deployment(
     return {"deleted": name}
 
 
-@router.get("/deployments/{name}/revisions", summary="A deployment's revisions")
+@router.get("/deployments/{name}/revisions",
+            dependencies=[needs(Permission.READ)], summary="A deployment's revisions")
 async def list_revisions(
     name: str, request: Request, parts: Parts
 ) -> dict[str, Any]:
@@ -84,14 +93,16 @@ async def list_revisions(
     }
 
 
-@router.get("/deployments/{name}/traffic", summary="The traffic split and rollout")
+@router.get("/deployments/{name}/traffic",
+            dependencies=[needs(Permission.READ)], summary="The traffic split and rollout")
 async def get_traffic(name: str, request: Request, parts: Parts) -> dict[str, Any]:
     """Weights per revision, shadow, sticky key, the rollout in flight, recent routing events,
     and each routed revision's requests, errors and latency over the last five minutes."""
     return traffic_view(parts.controller.get_unit(namespace_of(request), name))
 
 
-@router.put("/deployments/{name}/traffic", summary="Set the traffic split")
+@router.put("/deployments/{name}/traffic",
+            dependencies=[needs(Permission.WRITE)], summary="Set the traffic split")
 async def set_traffic(
     name: str, body: TrafficUpdate, request: Request, parts: Parts
 ) -> dict[str, Any]:
@@ -99,7 +110,8 @@ async def set_traffic(
     return await parts.controller.set_traffic(namespace_of(request), name, body)
 
 
-@router.post("/deployments/{name}/rollout", summary="Roll out a revision")
+@router.post("/deployments/{name}/rollout",
+             dependencies=[needs(Permission.WRITE)], summary="Roll out a revision")
 async def start_rollout(
     name: str, body: RolloutRequest, request: Request, parts: Parts
 ) -> dict[str, Any]:
@@ -108,13 +120,14 @@ async def start_rollout(
     return await parts.controller.rollout(namespace_of(request), name, body)
 
 
-@router.post("/deployments/{name}/rollback", summary="Roll back")
+@router.post("/deployments/{name}/rollback", dependencies=[needs(Permission.WRITE)], summary="Roll back")
 async def rollback(name: str, request: Request, parts: Parts) -> dict[str, Any]:
     """Stops a rollout in flight, or returns traffic to the previous stable revision."""
     return await parts.controller.rollback(namespace_of(request), name)
 
 
-@router.get("/deployments/{name}/autoscaler", summary="The autoscaler's recent decisions")
+@router.get("/deployments/{name}/autoscaler",
+            dependencies=[needs(Permission.READ)], summary="The autoscaler's recent decisions")
 async def autoscaler_decisions(name: str, request: Request, parts: Parts) -> dict[str, Any]:
     unit = parts.controller.get_unit(namespace_of(request), name)
     return {
@@ -125,7 +138,8 @@ async def autoscaler_decisions(name: str, request: Request, parts: Parts) -> dic
     }
 
 
-@router.get("/deployments/{name}/logs", summary="A deployment's replica logs (JSON lines)",
+@router.get("/deployments/{name}/logs",
+            dependencies=[needs(Permission.READ)], summary="A deployment's replica logs (JSON lines)",
             response_class=PlainTextResponse)
 async def deployment_logs(
     name: str,

@@ -12,8 +12,10 @@ import re
 
 from starlette.types import Scope
 
-from stratus.errors import BadRequest, StratusError, Unauthorized
-from stratus.security.roles import Principal, Role
+from stratus.errors import BadRequest, NotFound, StratusError, Unauthorized
+from stratus.security.keys import KEY_MARK, KeyRing
+from stratus.security.roles import GLOBAL_NAMESPACE, Principal, Role
+from stratus.security.tokens import JwtVerifier, looks_like_jwt
 
 DEFAULT_NAMESPACE = "default"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
@@ -43,22 +45,55 @@ def assign_request_id(scope: Scope) -> bytes:
 
 
 class Authenticator:
-    """Bearer-key authentication: one admin key guards every route except health checks."""
+    """Bearer credentials -> a Principal: the bootstrap admin key, an API key, or a JWT.
 
-    def __init__(self, admin_key: str) -> None:
-        self.admin_key = admin_key.encode()
+    A global credential acts in the namespace ``X-Stratus-Namespace`` names (``default``
+    without one). A namespaced credential acts in its own namespace; naming any other answers
+    404, as if it did not exist, so that namespaces cannot be enumerated.
+    """
+
+    def __init__(self, bootstrap_key: str, keys: KeyRing | None = None,
+                 tokens: JwtVerifier | None = None) -> None:
+        self.bootstrap_key = bootstrap_key.encode()
+        self.keys = keys or KeyRing()
+        self.tokens = tokens
 
     def authenticate(self, scope: Scope) -> Principal | StratusError:
         authorization = scope_header(scope, b"authorization") or b""
         scheme, _, token = authorization.partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
             return Unauthorized("missing bearer credentials")
-        if not hmac.compare_digest(token.strip(), self.admin_key):
-            return Unauthorized("invalid API key")
-        namespace = (scope_header(scope, b"x-stratus-namespace") or b"").decode(errors="replace")
-        if namespace and not _NAMESPACE.fullmatch(namespace):
+        identity = self._identify(token)
+        if isinstance(identity, StratusError):
+            return identity
+        home, role, actor, key_id = identity
+        asked = (scope_header(scope, b"x-stratus-namespace") or b"").decode(errors="replace")
+        if asked and not _NAMESPACE.fullmatch(asked):
             return BadRequest("invalid namespace name")
-        principal = Principal(namespace or DEFAULT_NAMESPACE, Role.ADMIN, "bootstrap", is_global=True)
-        state = scope.setdefault("state", {})
-        state["principal"] = principal
+        is_global = home == GLOBAL_NAMESPACE
+        if is_global:
+            namespace = asked or DEFAULT_NAMESPACE
+        elif asked and asked != home:
+            return NotFound(f"namespace {asked!r} not found")
+        else:
+            namespace = home
+        principal = Principal(namespace, role, actor, is_global, key_id)
+        scope.setdefault("state", {})["principal"] = principal
         return principal
+
+    def _identify(self, token: bytes) -> tuple[str, Role, str, str | None] | StratusError:
+        """(home namespace, role, actor, key id) of valid credentials."""
+        if hmac.compare_digest(token, self.bootstrap_key):
+            return GLOBAL_NAMESPACE, Role.ADMIN, "bootstrap", None
+        if token.startswith(KEY_MARK):
+            record = self.keys.check(token)
+            if isinstance(record, str):
+                return Unauthorized(record)
+            return record.namespace, Role(record.role), f"key:{record.id}", record.id
+        if self.tokens is not None and looks_like_jwt(token):
+            claims = self.tokens.verify(token.decode("ascii", errors="replace"))
+            if isinstance(claims, str):
+                return Unauthorized(claims)
+            return claims.namespace, claims.role, f"jwt:{claims.subject}", None
+        return Unauthorized("invalid API key")

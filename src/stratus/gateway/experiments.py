@@ -13,7 +13,10 @@ from stratus.control.experiments import (
     ExperimentRequest,
     report,
 )
+from stratus.gateway.audit import note_target
+from stratus.gateway.authz import needs
 from stratus.gateway.state import namespace_of
+from stratus.security.roles import Permission
 
 router = APIRouter(prefix="/api/experiments", tags=["experiments"])
 
@@ -26,23 +29,28 @@ def book_of(request: Request) -> ExperimentBook:
 Book = Annotated[ExperimentBook, Depends(book_of)]
 
 
-@router.post("", status_code=201, summary="Define an experiment over a deployment's revisions")
+@router.post("",
+             dependencies=[needs(Permission.WRITE)],
+             status_code=201, summary="Define an experiment over a deployment's revisions")
 async def create_experiment(body: ExperimentRequest, request: Request, book: Book) -> dict[str, Any]:
     """With ``traffic`` or ``sticky``, the deployment's traffic split is set to match."""
+    note_target(request, body.name)
     return report(await book.create(namespace_of(request), body))
 
 
-@router.get("", summary="List experiments")
+@router.get("", dependencies=[needs(Permission.READ)], summary="List experiments")
 async def list_experiments(request: Request, book: Book) -> dict[str, Any]:
     return {"experiments": [e.summary() for e in book.in_namespace(namespace_of(request))]}
 
 
-@router.get("/{name}", summary="Per-variant statistics and significance tests")
+@router.get("/{name}",
+            dependencies=[needs(Permission.READ)], summary="Per-variant statistics and significance tests")
 async def get_experiment(name: str, request: Request, book: Book) -> dict[str, Any]:
     return report(book.get(namespace_of(request), name))
 
 
-@router.post("/{name}/events", status_code=202, summary="Record conversion events")
+@router.post("/{name}/events",
+             dependencies=[needs(Permission.INVOKE)], status_code=202, summary="Record conversion events")
 async def record_events(name: str, body: ConversionEvent | EventBatch, request: Request,
                         book: Book) -> dict[str, int]:
     """Replies with how many conversions the events add (their counts summed)."""
@@ -50,7 +58,9 @@ async def record_events(name: str, body: ConversionEvent | EventBatch, request: 
     return {"recorded": await book.convert(namespace_of(request), name, events)}
 
 
-@router.delete("/{name}", summary="Delete an experiment; the traffic split stays as it is")
+@router.delete("/{name}",
+               dependencies=[needs(Permission.WRITE)],
+               summary="Delete an experiment; the traffic split stays as it is")
 async def delete_experiment(name: str, request: Request, book: Book) -> dict[str, Any]:
     await book.delete(namespace_of(request), name)
     return {"deleted": name}

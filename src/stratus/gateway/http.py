@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from starlette.types import Receive
 
 from stratus.dispatch.traffic import pinned_revision
-from stratus.errors import PayloadTooLarge, StratusError
+from stratus.errors import BadRequest, PayloadTooLarge, StratusError
 from stratus.security.roles import Principal
 
 log = logging.getLogger("stratus.gateway")
@@ -63,6 +63,8 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _gone()
     body = message.get("body", b"")
     if not message.get("more_body", False):
         if len(body) > limit:
@@ -72,14 +74,19 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
     size = len(body)
     while message.get("more_body", False):
         message = await receive()
-        if message["type"] == "http.disconnect":
-            break
+        if message["type"] == "http.disconnect":  # gone, or timed out (gateway/protocol.py)
+            raise _gone()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _gone() -> BadRequest:
+    """Nobody will read the answer; the error only keeps a partial body from being served."""
+    return BadRequest("the client went away before sending the whole body")
 
 
 def error_body(error_type: str, message: str, request_id: str, **extra: Any) -> bytes:
@@ -116,13 +123,21 @@ def openai_error_body(error: StratusError, request_id: str, **extra: Any) -> byt
     }}).encode()
 
 
-def render_error(error: StratusError, request_id: str, path: str, **extra: Any) -> bytes:
-    """The error in the shape its route's clients parse: OpenAI's on ``/v1``, the Open
-    Inference Protocol's on ``/v2``, the contract's everywhere else."""
+def error_shape(path: str) -> str:
+    """Which error shape a route's clients parse: ``openai`` on ``/v1``, ``v2`` (the Open
+    Inference Protocol's) on ``/v2``, ``contract`` everywhere else."""
     if path.startswith("/v1/"):
+        return "openai"
+    return "v2" if path.startswith("/v2/") else "contract"
+
+
+def render_error(error: StratusError, request_id: str, path: str, **extra: Any) -> bytes:
+    """The error in the shape its route's clients parse (``error_shape``)."""
+    shape = error_shape(path)
+    if shape == "openai":
         return openai_error_body(error, request_id, **extra)
-    shape = v2_error_body if path.startswith("/v2/") else error_body
-    return shape(error.type, error.message, request_id, **extra)
+    body = v2_error_body if shape == "v2" else error_body
+    return body(error.type, error.message, request_id, **extra)
 
 
 def error_reply(

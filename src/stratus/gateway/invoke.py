@@ -12,6 +12,7 @@ from stratus.gateway.http import Call, Reply, error_body
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import InvocationStream, StreamReply
 from stratus.runtime import wire
+from stratus.security.jsondepth import check_depth
 
 
 def stratus_headers(result: InvocationResult) -> list[tuple[bytes, bytes]]:
@@ -28,6 +29,7 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
     body = call.body
     if not body.strip():
         body = b"{}"  # as Lambda's Invoke: no payload is an empty event
+    check_depth(body, parts.settings.max_json_depth)
     try:
         json.loads(body)
     except ValueError as exc:

@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stratus.errors import StratusError
 from stratus.gateway.edge import Authenticator, assign_request_id, is_public
+from stratus.gateway.guard import Guard
 from stratus.gateway.http import Reply, error_reply
 
 
@@ -26,9 +27,10 @@ async def send_reply(send: Send, reply: Reply, request_id: bytes) -> None:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, guard: Guard | None = None) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,6 +43,13 @@ class EdgeMiddleware:
                 reply = error_reply(principal, request_id.decode(), None, {}, scope["path"])
                 await send_reply(send, reply, request_id)
                 return
+            if self.guard is not None:  # rate limits; JSON bodies read, bounded and checked
+                admitted = await self.guard.admit_control(scope, receive, principal)
+                if isinstance(admitted, StratusError):
+                    reply = error_reply(admitted, request_id.decode(), principal, {}, scope["path"])
+                    await send_reply(send, reply, request_id)
+                    return
+                receive = admitted
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -10,19 +10,21 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from stratus.errors import Conflict, NotFound
+from stratus.gateway.authz import needs
 from stratus.gateway.state import Parts, namespace_of
 from stratus.models.registry import check_stage
 from stratus.models.service import ModelPushRequest
+from stratus.security.roles import Permission
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
 
-@router.get("", summary="List models")
+@router.get("", dependencies=[needs(Permission.READ)], summary="List models")
 async def list_models(request: Request, parts: Parts) -> dict[str, Any]:
     return {"models": await asyncio.to_thread(parts.models.summaries, namespace_of(request))}
 
 
-@router.get("/{name}", summary="A model and its versions")
+@router.get("/{name}", dependencies=[needs(Permission.READ)], summary="A model and its versions")
 async def get_model(name: str, request: Request, parts: Parts) -> dict[str, Any]:
     versions = await asyncio.to_thread(parts.models.store.versions, namespace_of(request), name)
     if not versions:
@@ -30,7 +32,8 @@ async def get_model(name: str, request: Request, parts: Parts) -> dict[str, Any]
     return {"name": name, "versions": [record.view() for record in versions]}
 
 
-@router.post("/{name}/versions", summary="Register a version whose files are uploaded",
+@router.post("/{name}/versions",
+             dependencies=[needs(Permission.WRITE)], summary="Register a version whose files are uploaded",
              status_code=201)
 async def push_version(name: str, body: ModelPushRequest, request: Request,
                        parts: Parts) -> JSONResponse:
@@ -41,7 +44,7 @@ async def push_version(name: str, body: ModelPushRequest, request: Request,
     return JSONResponse({**record.view(), "deployments_updated": followed}, status_code=201)
 
 
-@router.get("/{name}/versions/{version}", summary="One version")
+@router.get("/{name}/versions/{version}", dependencies=[needs(Permission.READ)], summary="One version")
 async def get_version(name: str, version: str, request: Request, parts: Parts) -> dict[str, Any]:
     for record in await asyncio.to_thread(parts.models.store.versions, namespace_of(request), name):
         if record.version == version:
@@ -53,7 +56,8 @@ class PromoteRequest(BaseModel):
     stage: str
 
 
-@router.post("/{name}/versions/{version}/promote", summary="Move a version to a stage")
+@router.post("/{name}/versions/{version}/promote",
+             dependencies=[needs(Permission.WRITE)], summary="Move a version to a stage")
 async def promote(name: str, version: str, body: PromoteRequest, request: Request,
                   parts: Parts) -> dict[str, Any]:
     namespace = namespace_of(request)
@@ -70,7 +74,8 @@ def _refuse_if_used(parts: Parts, namespace: str, name: str, version: str | None
         raise Conflict(f"{what} is used by {', '.join(users)}; redeploy or delete those first")
 
 
-@router.delete("/{name}/versions/{version}", summary="Delete a version no live deployment uses")
+@router.delete("/{name}/versions/{version}",
+               dependencies=[needs(Permission.WRITE)], summary="Delete a version no live deployment uses")
 async def delete_version(name: str, version: str, request: Request, parts: Parts) -> dict[str, Any]:
     namespace = namespace_of(request)
     _refuse_if_used(parts, namespace, name, version)
@@ -78,7 +83,8 @@ async def delete_version(name: str, version: str, request: Request, parts: Parts
     return {"deleted": f"{name}@{version}"}
 
 
-@router.delete("/{name}", summary="Delete a model and all its versions")
+@router.delete("/{name}",
+               dependencies=[needs(Permission.WRITE)], summary="Delete a model and all its versions")
 async def delete_model(name: str, request: Request, parts: Parts) -> dict[str, Any]:
     namespace = namespace_of(request)
     _refuse_if_used(parts, namespace, name, None)

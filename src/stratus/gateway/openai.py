@@ -195,7 +195,7 @@ async def _stream(parts: Components, call: Call, shape: Shape, invocation: Invoc
 
 
 async def completions(parts: Components, call: Call) -> Reply | StreamReply:
-    request = parse(CompletionRequest, call.body)
+    request = parse(CompletionRequest, call.body, parts.settings.max_json_depth)
     _check_model(parts, call, request.model, "llm", "completions")
     prompts = request.prompts()
     shape = _shape(call, request.model, chat=False)
@@ -208,7 +208,7 @@ async def completions(parts: Components, call: Call) -> Reply | StreamReply:
 
 
 async def chat_completions(parts: Components, call: Call) -> Reply | StreamReply:
-    request = parse(ChatRequest, call.body)
+    request = parse(ChatRequest, call.body, parts.settings.max_json_depth)
     _check_model(parts, call, request.model, "llm", "chat completions")
     shape = _shape(call, request.model, chat=True)
     invocation = _invocation(call, request.model, request.invocation())
@@ -218,7 +218,7 @@ async def chat_completions(parts: Components, call: Call) -> Reply | StreamReply
 
 
 async def embeddings(parts: Components, call: Call) -> Reply:
-    request = parse(EmbeddingRequest, call.body)
+    request = parse(EmbeddingRequest, call.body, parts.settings.max_json_depth)
     _check_model(parts, call, request.model, "embeddings", "embeddings")
     result = await parts.dispatcher.invoke(
         _invocation(call, request.model, {"input": request.inputs()})

@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from stratus.control.unit import DeploymentUnit
+from stratus.gateway.authz import needs
 from stratus.gateway.openai import ModelNotFound
 from stratus.gateway.state import Parts, namespace_of
+from stratus.security.roles import Permission
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -30,13 +32,17 @@ def _model_object(unit: DeploymentUnit) -> dict[str, Any] | None:
     }
 
 
-@router.get("/models", summary="OpenAI-compatible: the LLM and embedding deployments")
+@router.get("/models",
+            dependencies=[needs(Permission.AUTHENTICATED)],
+            summary="OpenAI-compatible: the LLM and embedding deployments")
 async def list_models(parts: Parts, request: Request) -> dict[str, Any]:
     found = (_model_object(unit) for unit in parts.controller.list_units(namespace_of(request)))
     return {"object": "list", "data": [model for model in found if model is not None]}
 
 
-@router.get("/models/{model}", summary="OpenAI-compatible: one LLM or embedding deployment")
+@router.get("/models/{model}",
+            dependencies=[needs(Permission.AUTHENTICATED)],
+            summary="OpenAI-compatible: one LLM or embedding deployment")
 async def get_model(model: str, parts: Parts, request: Request) -> dict[str, Any]:
     for unit in parts.controller.list_units(namespace_of(request)):
         if unit.name == model:

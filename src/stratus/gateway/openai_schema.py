@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stratus.errors import BadRequest
+from stratus.security.jsondepth import DEFAULT_MAX_DEPTH, check_depth
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -158,8 +159,9 @@ class EmbeddingRequest(BaseModel):
         return given  # type: ignore[return-value]
 
 
-def parse(model: type[T], body: bytes) -> T:
+def parse(model: type[T], body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> T:
     """Validate a body, turning the first problem into an error that names its field."""
+    check_depth(body, max_depth)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ from stratus.config import Settings
 from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.models.service import ModelService
+from stratus.observe.payloads import PayloadLog
 from stratus.observe.usage import UsageMeter
 from stratus.security.roles import Principal
 from stratus.store.artifacts import ArtifactStore
@@ -27,6 +28,7 @@ class Components:
     metrics: CollectorRegistry
     models: ModelService
     usage: UsageMeter | None = None  # set once metering runs; adapters hand it tokens
+    payloads: PayloadLog | None = None  # with logging.payloads: request and response bodies
     ready: bool = False
 
 

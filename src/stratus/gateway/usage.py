@@ -14,10 +14,12 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from stratus.errors import BadRequest, Unavailable
+from stratus.gateway.authz import needs
 from stratus.gateway.state import Parts, namespace_of
 from stratus.observe.cost import Capacity, Metered, Prices, compare, metered_cost
 from stratus.observe.logs import parse_since
 from stratus.observe.usage import UsageMeter
+from stratus.security.roles import Permission
 from stratus.store.usage import GROUPINGS, GroupUsage
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
@@ -82,7 +84,9 @@ def _total(groups: list[GroupUsage], prices: Prices) -> dict[str, Any]:
             "errors": sum(g.errors for g in groups), "cost": _costs(prices, metered, capacities)}
 
 
-@router.get("", summary="Usage and cost by group, against an always-on deployment")
+@router.get("",
+            dependencies=[needs(Permission.READ)],
+            summary="Usage and cost by group, against an always-on deployment")
 async def usage_report(
     request: Request,
     parts: Parts,
@@ -108,7 +112,7 @@ async def usage_report(
     }
 
 
-@router.get("/records", summary="Usage records, newest first")
+@router.get("/records", dependencies=[needs(Permission.READ)], summary="Usage records, newest first")
 async def usage_records(
     request: Request,
     parts: Parts,

@@ -14,8 +14,10 @@ import stratus
 from stratus.control.unit import DeploymentUnit
 from stratus.dispatch.dispatcher import Invocation
 from stratus.errors import BadRequest, NotFound
+from stratus.gateway.authz import needs
 from stratus.gateway.http import Call, Reply
 from stratus.gateway.invoke import stratus_headers
+from stratus.gateway.openapi_errors import error_reference
 from stratus.gateway.state import Components, Parts, namespace_of
 from stratus.gateway.v2_codec import (
     HEADER_LENGTH,
@@ -24,21 +26,29 @@ from stratus.gateway.v2_codec import (
     parse_infer_request,
 )
 from stratus.runtime import wire
+from stratus.security.roles import Permission
 
 router = APIRouter(prefix="/v2", tags=["v2"])
+READY = {"type": "object", "properties": {"ready": {"type": "boolean"}}}
+# A model that is not ready answers 400 with its readiness, as KServe's servers do.
+NOT_READY: dict[int | str, dict[str, Any]] = {400: {
+    "description": "Not ready (the body says so), or malformed input",
+    "content": {"application/json": {"schema": {"anyOf": [READY, error_reference("v2")]}}}}}
 
 
-@router.get("/health/live", summary="Server liveness")
+@router.get("/health/live", dependencies=[needs(Permission.PUBLIC)], summary="Server liveness")
 async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server readiness")
+@router.get("/health/ready", dependencies=[needs(Permission.PUBLIC)], summary="Server readiness",
+            responses={503: {"description": "Starting or stopping", "content": {
+                "application/json": {"schema": READY}}}})
 async def ready(parts: Parts) -> JSONResponse:
     return JSONResponse({"ready": parts.ready}, status_code=200 if parts.ready else 503)
 
 
-@router.get("", summary="Server metadata")
+@router.get("", dependencies=[needs(Permission.AUTHENTICATED)], summary="Server metadata")
 async def server_metadata() -> dict[str, Any]:
     return {"name": "stratus", "version": stratus.__version__, "extensions": ["binary_tensor_data"]}
 
@@ -69,21 +79,23 @@ def _is_ready(unit: DeploymentUnit, version: str | None) -> bool:
     return live is not None and live.pool.failure is None
 
 
-@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}", dependencies=[needs(Permission.AUTHENTICATED)], summary="Model metadata")
 async def model_metadata(
     name: str, request: Request, parts: Parts
 ) -> dict[str, Any]:
     return _metadata(_unit(request, parts, name, None), None)
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+@router.get("/models/{name}/versions/{version}",
+            dependencies=[needs(Permission.AUTHENTICATED)], summary="Model version metadata")
 async def model_version_metadata(
     name: str, version: str, request: Request, parts: Parts
 ) -> dict[str, Any]:
     return _metadata(_unit(request, parts, name, version), version)
 
 
-@router.get("/models/{name}/ready", summary="Model readiness")
+@router.get("/models/{name}/ready", dependencies=[needs(Permission.AUTHENTICATED)], summary="Model readiness",
+            responses=NOT_READY)
 async def model_ready(
     name: str, request: Request, parts: Parts
 ) -> JSONResponse:
@@ -91,7 +103,8 @@ async def model_ready(
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
+@router.get("/models/{name}/versions/{version}/ready", responses=NOT_READY,
+            dependencies=[needs(Permission.AUTHENTICATED)], summary="Model version readiness")
 async def model_version_ready(
     name: str, version: str, request: Request, parts: Parts
 ) -> JSONResponse:
@@ -110,7 +123,8 @@ async def v2_infer(parts: Components, call: Call) -> Reply:
         number = int(version)
     else:
         number = call.pinned_revision()
-    infer = parse_infer_request(call.body, call.headers.get(HEADER_LENGTH))
+    infer = parse_infer_request(call.body, call.headers.get(HEADER_LENGTH),
+                                parts.settings.max_json_depth)
     live = unit.revisions.get(number if number is not None else unit.stable or unit.latest)
     meta = live.pool.meta if live is not None else {}
     if meta.get("kind") == "lambda":

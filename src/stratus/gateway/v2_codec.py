@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from stratus.errors import InvalidJSON, InvalidTensor, UnencodableOutput
+from stratus.security.jsondepth import DEFAULT_MAX_DEPTH, check_depth
 from stratus.tensors import (
     BYTES,
     DATATYPES,
@@ -92,7 +93,8 @@ def _json_tensor(name: str, datatype: str, shape: list[int], data: Any) -> WireT
     return [datatype, shape, converted.tobytes()]
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+def parse_infer_request(body: bytes, header_length: str | None,
+                        max_depth: int = DEFAULT_MAX_DEPTH) -> InferRequest:
     binary = memoryview(b"")
     header = body
     if header_length is not None:
@@ -100,6 +102,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             raise InvalidTensor(f"{HEADER_LENGTH} of {header_length!r} does not fit the body")
         split = int(header_length)
         header, binary = body[:split], memoryview(body)[split:]
+    check_depth(header, max_depth)
     try:
         document = json.loads(header)
     except ValueError as exc:

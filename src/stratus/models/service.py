@@ -20,7 +20,7 @@ from stratus.models.registry import (
 )
 from stratus.spec import SHA256_PATTERN
 from stratus.store.artifacts import ArtifactStore
-from stratus.store.integrity import CorruptBlob, verify_blob
+from stratus.store.integrity import CorruptBlob
 from stratus.store.models import ModelStore
 
 
@@ -83,11 +83,11 @@ class ModelService:
             parse_version(body.lineage.parent)
         for relative, entry in body.files.items():
             _check_path(relative)
-            path = self.artifacts.blob_path(entry.sha256)
-            if not path.is_file():
+            if not self.artifacts.has_blob(entry.sha256):
                 raise BadRequest(f"{relative}: blob {entry.sha256[:12]} has not been uploaded")
             try:
-                verify_blob(str(path), entry.sha256, entry.size, f"{name}@{body.version} ({relative})")
+                self.artifacts.check_blob(entry.sha256, entry.size,
+                                          f"{name}@{body.version} ({relative})")
             except CorruptBlob as exc:
                 raise BadRequest(exc.message) from None
         meta = body.model_dump(include={"framework", "task", "signature", "parameters", "metrics",
@@ -115,15 +115,16 @@ class ModelService:
         return resolved
 
     def lay_out(self, resolved: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Add what a replica needs to load each model: its directory and blob paths. Blobs are
-        verified here (hashed once; later loads only compare a marker)."""
+        """Add what a replica needs to load each model: its directory and the paths of its
+        files' plaintext, decrypted and verified once into the memory cache (later calls cost
+        a stat per file, unless the sealed blob changed)."""
         laid_out = []
         for model in resolved:
             files = {}
             for relative, entry in model["files"].items():
-                path = self.artifacts.blob_path(entry["sha256"])
-                verify_blob(str(path), entry["sha256"], int(entry["size"]),
-                            f"model {model['name']}@{model['version']} ({relative})")
+                path = self.artifacts.plain_blob(
+                    entry["sha256"], int(entry["size"]),
+                    f"model {model['name']}@{model['version']} ({relative})")
                 files[relative] = {**entry, "path": str(path)}
             directory: Path = self.artifacts.model_dir(model["files"])
             laid_out.append({**model, "files": files, "dir": str(directory)})

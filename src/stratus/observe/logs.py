@@ -19,13 +19,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from stratus.dispatch.outcomes import Outcome
+from stratus.observe.pii import RECORD_ATTRIBUTES, MaskingFilter
 
 ACCESS_LOGGER = "stratus.access"
+PAYLOAD_LOGGER = "stratus.payloads"
 SERVER_LOG = "server.jsonl"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "taskName"}
 
 
 class LogConfig(BaseModel):
@@ -37,14 +36,8 @@ class LogConfig(BaseModel):
     level: str = "info"
     file: bool = True  # JSON lines in <data-dir>/logs/server.jsonl
     access: bool = True  # one record per finished invocation on the stratus.access logger
-    payloads: bool = False  # request bodies in the log: not available yet, so only false
-
-    @field_validator("payloads")
-    @classmethod
-    def _no_payloads_yet(cls, value: bool) -> bool:
-        if value:  # saying yes and logging nothing would mislead; masking PII comes first
-            raise ValueError("payload logging is not available yet; set payloads: false")
-        return value
+    payloads: bool = False  # each invocation's request and response bodies, on stratus.payloads
+    mask_pii: bool = True  # e-mails, phone numbers and SSNs masked in every record (observe/pii)
 
     @field_validator("level")
     @classmethod
@@ -65,10 +58,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and value is not None:
+            if key not in RECORD_ATTRIBUTES and value is not None:
                 entry[key] = value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)  # masked
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
@@ -129,7 +122,7 @@ class _NotAccess(logging.Filter):
     """Keeps the per-invocation lines out of a human's terminal; the JSON file has them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name != ACCESS_LOGGER
+        return record.name != ACCESS_LOGGER and record.name != PAYLOAD_LOGGER
 
 
 def log_config(section: dict[str, Any]) -> LogConfig:
@@ -151,7 +144,9 @@ def setup_logging(section: dict[str, Any], log_dir: Path, level: str | None = No
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(config.level.upper())
+    masking = [MaskingFilter()] if config.mask_pii else []
     stderr = logging.StreamHandler(sys.stderr)
+    stderr.filters.extend(masking)
     if config.format == "json":
         stderr.setFormatter(JsonFormatter())
     else:
@@ -163,6 +158,7 @@ def setup_logging(section: dict[str, Any], log_dir: Path, level: str | None = No
         global _server_log
         target = _server_log = _BatchedFileHandler(log_dir / SERVER_LOG)
         target.setFormatter(JsonFormatter())
+        target.filters.extend(masking)  # on the writer's thread, off the event loop
         records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         listener = logging.handlers.QueueListener(records, target, respect_handler_level=True)
         listener.start()

@@ -7,10 +7,22 @@ receives every later frame.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from stratus.runtime import wire
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
 
 
 class Endpoint(Protocol):
@@ -50,6 +62,17 @@ class FramedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.endpoint is not None:
             self.endpoint.on_close()
+
+    def peer(self) -> Peer | None:
+        """The process at the other end, as the kernel recorded it when it connected."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return None
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        except OSError:
+            return None
+        return Peer(*_UCRED.unpack(raw))
 
     def send(self, message: list[Any]) -> None:
         transport = self.transport

@@ -25,12 +25,13 @@ from typing import Any, NoReturn, cast
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from stratus.errors import HandlerError, RequestTimeout, StratusError
+from stratus.errors import HandlerError, OutOfMemory, RequestTimeout, StratusError
 from stratus.observe import tracing
 from stratus.runtime import codec, wire
 from stratus.runtime.capture import capture_output, finish_capture
 from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
 from stratus.runtime.memory import peak_rss, read_memory
+from stratus.runtime.sandbox import ReplicaSandbox, SandboxError, compose_env, enter_replica
 from stratus.sdk.batching import take_batch_sizes
 from stratus.sdk.context import Context, RequestContext, replica_logger
 
@@ -53,6 +54,10 @@ class ReplicaConfig:
     config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)  # resolved, with blob paths
+    # The values of the revision's secrets, read as the replica starts; set in its environment
+    # only (the zygote it forks from never holds them) and kept out of any repr.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    sandbox: dict[str, Any] = field(default_factory=dict)  # a ReplicaSandbox, on the wire
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ReplicaConfig:
@@ -65,6 +70,11 @@ def _prepare_process(config: ReplicaConfig) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when replicas stop
+    if config.sandbox:
+        # Before any user code: its cgroup, its own directory, environment and limits.
+        enter_replica(ReplicaSandbox.from_wire(config.sandbox), config.env, config.secrets)
+    else:
+        os.environ.update(compose_env({}, {}, config.secrets))
     capture_output(config.log_path, {"namespace": config.namespace, "deployment": config.deployment,
                                      "revision": config.revision, "replica": config.replica_id})
     # Every fork inherits the zygote's RNG state; without a reseed replicas draw alike.
@@ -79,6 +89,12 @@ def _prepare_process(config: ReplicaConfig) -> None:
         # The zygote never ran torch ops, so its intra-op pool starts here, after the fork.
         torch.set_num_threads(config.threads)
         torch.seed()
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # torch reports a refused allocation as a RuntimeError from its allocator.
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc))
 
 
 def _end_of_stream(rid: int) -> bytes:
@@ -241,6 +257,15 @@ class ReplicaServer(asyncio.Protocol):
         if isinstance(exc, StratusError):
             error: StratusError = exc
             stack = None
+        elif _is_out_of_memory(exc):
+            # An allocation refused under RLIMIT_AS: the replica lives on, the request fails.
+            limit = self.config.memory_mb
+            error = OutOfMemory(f"the handler ran out of memory ({type(exc).__name__}): the "
+                                f"replica's memory limit is {limit} MB" if limit else
+                                f"the handler ran out of memory ({type(exc).__name__})")
+            stack = traceback.format_exc()
+            self.ctx.logger.error("handler ran out of memory", exc_info=exc,
+                                  extra={"request_id": meta.get("request_id")})
         else:
             stack = traceback.format_exc()
             error = HandlerError(f"{type(exc).__name__}: {exc}")
@@ -300,11 +325,17 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
     """The body of a freshly forked replica; never returns into the zygote's code."""
     code = 1
     try:
-        _prepare_process(config)
+        try:
+            _prepare_process(config)
+        except SandboxError as exc:  # no user code may run: say why, and end
+            sys.stderr.write(f"replica {config.replica_id}: {exc}\n")
+            _say_hello(config, [wire.HELLO_REPLICA, config.replica_id, os.getpid(), False,
+                                f"the replica could not enter its sandbox: {exc}", None])
+            os._exit(1)
         logger = replica_logger(config.deployment, config.revision, config.replica_id)
         ctx = Context(
             deployment=config.deployment, namespace=config.namespace, revision=config.revision,
-            replica_id=config.replica_id, config=config.config, env=config.env,
+            replica_id=config.replica_id, config=config.config, env={**config.env, **config.secrets},
             memory_mb=config.memory_mb, timeout_s=config.timeout_s, logger=logger,
             threads=config.threads, models=config.models,
         )
@@ -319,9 +350,7 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
             sys.stderr.write(trace)
             hello = [wire.HELLO_REPLICA, config.replica_id, os.getpid(), False,
                      f"{type(exc).__name__}: {exc}", trace]
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(config.socket_path)
-        sock.sendall(wire.encode(hello))
+        sock = _say_hello(config, hello)
         if handler is not None:
             import uvloop
 
@@ -333,3 +362,10 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
     finally:
         finish_capture()  # flushes stdout and stderr, then writes out what the pipes hold
         os._exit(code)
+
+
+def _say_hello(config: ReplicaConfig, hello: list[Any]) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(config.socket_path)
+    sock.sendall(wire.encode(hello))
+    return sock

@@ -25,8 +25,8 @@ LOAD = 10  # [10, code_key, load_spec]
 # Server -> revision zygote, and its reports.
 FORK = 20  # [20, replica_id, replica_config]
 KILL = 21  # [21, replica_id, reason]
-FORKED = 22  # [22, replica_id, pid]
-EXITED = 23  # [23, replica_id, pid, returncode, reason]
+FORKED = 22  # [22, replica_id, pid]; a profile zygote sends [22, code_key, pid]
+EXITED = 23  # [23, replica_id, pid, returncode, reason, out_of_memory]
 SHUTDOWN = 24  # [24]
 
 # Server <-> replica data path.

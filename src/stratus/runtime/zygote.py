@@ -27,6 +27,7 @@ from stratus.runtime import wire
 from stratus.runtime.loader import LoadedHandler, load_handler
 from stratus.runtime.memory import read_memory
 from stratus.runtime.replica import ReplicaConfig, run_replica
+from stratus.runtime.sandbox import SandboxError, ZygoteSandbox, enter_zygote
 
 # Imported here so that forked replicas find them already loaded.
 _RUNTIME_MODULES = ("asyncio", "concurrent.futures", "json", "uvloop", "numpy", "stratus.tensors")
@@ -80,6 +81,7 @@ class RevisionZygote:
         self.children: dict[int, str] = {}  # pid -> replica id
         self.memory_limits: dict[int, int] = {}  # pid -> bytes
         self.kill_reasons: dict[int, str] = {}
+        self.out_of_memory: set[int] = set()  # pids the watchdog killed
 
     def serve(self) -> NoReturn:
         selector = selectors.DefaultSelector()
@@ -134,10 +136,11 @@ class RevisionZygote:
             used = read_memory(pid).charged
             if used > limit:
                 reason = (
-                    f"replica exceeded its memory limit: {used // 2**20} MiB of its own "
-                    f"(written) memory > {limit // 2**20} MiB"
+                    f"replica exceeded its memory limit of {limit // 2**20} MB "
+                    f"({used // 2**20} MiB of its own memory)"
                 )
                 self._kill(self.children[pid], reason)
+                self.out_of_memory.add(pid)
                 del self.memory_limits[pid]
 
     def _report_exits(self) -> None:
@@ -145,8 +148,11 @@ class RevisionZygote:
             replica_id = self.children.pop(pid, None)
             self.memory_limits.pop(pid, None)
             reason = self.kill_reasons.pop(pid, "")
+            out_of_memory = pid in self.out_of_memory
+            self.out_of_memory.discard(pid)
             if replica_id is not None:
-                self.channel.send([wire.EXITED, replica_id, pid, returncode, reason])
+                self.channel.send([wire.EXITED, replica_id, pid, returncode, reason,
+                                   out_of_memory])
 
     def _shutdown(self) -> NoReturn:
         for pid in self.children:
@@ -160,12 +166,16 @@ def _become_revision_zygote(socket_path: str, code_key: str, spec: dict[str, Any
     code = 1
     try:
         watcher = _ChildWatcher()
-        os.environ.update(spec.get("env") or {})
-        # As Lambda's /var/task: the bundle is the working directory of the zygote and of
-        # every replica forked from it, so relative paths resolve inside the code.
+        # As Lambda's /var/task: the bundle is the working directory of the import, so
+        # relative paths resolve inside the code (each replica then gets its own directory).
         os.chdir(spec["bundle_dir"])
         loaded: LoadedHandler | None = None
         try:
+            # Before any user code runs: the namespace's user, environment and limits.
+            if spec.get("sandbox"):
+                enter_zygote(ZygoteSandbox.from_wire(spec["sandbox"]))
+            else:
+                os.environ.update(spec.get("env") or {})
             loaded = load_handler(spec["bundle_dir"], spec["entrypoint"])
             meta = loaded.describe()
             meta["threads"] = len(os.listdir("/proc/self/task"))
@@ -173,6 +183,9 @@ def _become_revision_zygote(socket_path: str, code_key: str, spec: dict[str, Any
         except DeployError as exc:
             hello = [wire.HELLO_REVISION, code_key, os.getpid(), False, exc.message,
                      traceback.format_exc()]
+        except SandboxError as exc:
+            hello = [wire.HELLO_REVISION, code_key, os.getpid(), False,
+                     f"the zygote could not enter its sandbox: {exc}", None]
         channel = wire.BlockingChannel.connect(socket_path)
         channel.send(hello)
         if loaded is not None:
@@ -214,11 +227,14 @@ def run_profile_zygote(socket_path: str, profile: str, preload: list[str]) -> in
             for message in messages:
                 if message[0] != wire.LOAD:
                     continue
-                if os.fork() == 0:
+                pid = os.fork()
+                if pid == 0:
                     selector.close()
                     channel.close()
                     watcher.close()
                     _become_revision_zygote(socket_path, message[1], message[2])
+                # The server recognises the revision zygote's hello by this pid.
+                channel.send([wire.FORKED, message[1], pid])
 
 
 def main(argv: list[str] | None = None) -> int:

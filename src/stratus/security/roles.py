@@ -12,6 +12,7 @@ class Permission(enum.StrEnum):
     """What a route needs. Every route declares exactly one."""
 
     PUBLIC = "public"  # health checks and the dashboard's static files: no credentials
+    AUTHENTICATED = "authenticated"  # any valid credential: schemas, protocol metadata
     READ = "read"  # see deployments, models, logs, usage, traces in the namespace
     INVOKE = "invoke"  # send requests to deployments
     WRITE = "write"  # deploy, update, delete, upload, set traffic, manage secrets
@@ -58,7 +59,7 @@ class Principal:
 
 
 def allows(role: Role, is_global: bool, permission: Permission) -> bool:
-    if permission is Permission.PUBLIC:
+    if permission is Permission.PUBLIC or permission is Permission.AUTHENTICATED:
         return True
     if permission is Permission.GLOBAL:
         return is_global and role is Role.ADMIN

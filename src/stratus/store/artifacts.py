@@ -1,111 +1,291 @@
-"""Content-addressed blobs on the local file system, and code bundles unpacked from them.
+"""Content-addressed blobs, encrypted at rest, and their plaintext where the server needs it.
 
-A blob lives at ``blobs/sha256/<ab>/<digest>``. Writes go to a temporary file that is
-renamed into place only after its digest checks out, so a crash mid-upload leaves
-nothing half-written and visible.
+A blob is addressed by the sha256 of its plaintext and stored sealed (``security.crypto``:
+AES-256-GCM under a data key of its own) at ``blobs/sha256/<ab>/<digest>``; its data key,
+wrapped by the master key, sits beside it in ``<digest>.key``, so a rotation rewrites only
+those. Uploads are sealed as they stream in, to a temporary file renamed into place only
+once the plaintext's digest checks out: a crash mid-upload leaves nothing half-written and
+visible, and no plaintext reaches the data dir. Replicas read plaintext from the in-memory
+cache (``plaincache``): model files decrypted once and verified, bundles unpacked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from stratus.errors import BadRequest, PayloadTooLarge
-from stratus.store.integrity import CorruptBlob, verify_blob
+from stratus.errors import BadRequest, IntegrityError, PayloadTooLarge
+from stratus.security.crypto import (
+    PlainReader,
+    Sealer,
+    WrappedKey,
+    new_data_key,
+    open_segments,
+    plaintext_size,
+    read_header,
+)
+from stratus.security.masterkey import Keyring, MasterKeyError
+from stratus.security.rotation import Rewrapped
+from stratus.store.integrity import CorruptBlob, is_marked, mark
+from stratus.store.plaincache import PlainCache
 
-CHUNK = 1 << 20
+log = logging.getLogger("stratus.artifacts")
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def sealed_blobs_exist(root: Path) -> bool:
+    """Whether the artifact store at ``root`` holds blobs sealed under some master key."""
+    return next((root / "blobs" / "sha256").glob("*/*.key"), None) is not None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, durably: a crash leaves the old or the new, never half."""
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 class ArtifactStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keyring: Keyring, plain: PlainCache) -> None:
         self.root = root
+        self.keyring = keyring
+        self.plain = plain
         self.blobs = root / "blobs" / "sha256"
-        self.bundles = root / "bundles"
-        self.models = root / "models"
         self.tmp = root / "tmp"
-        for directory in (self.blobs, self.bundles, self.models, self.tmp):
+        for directory in (self.blobs, self.tmp):
             directory.mkdir(parents=True, exist_ok=True)
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        # digest -> (size, mtime_ns) of the sealed blob that the cached plaintext came from
+        self._sources: dict[str, tuple[int, int]] = {}
 
+    def _lock(self, digest: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(digest, threading.Lock())
+
+    # -- paths ----------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest[:2] / digest
 
+    def key_path(self, digest: str) -> Path:
+        return self.blobs / digest[:2] / f"{digest}.key"
+
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return self.blob_path(digest).is_file() and self.key_path(digest).is_file()
+
+    # -- reading ----------------------------------------------------------------------------
+    def _data_key(self, digest: str, label: str) -> bytes:
+        try:
+            text = self.key_path(digest).read_text()
+        except FileNotFoundError:
+            raise CorruptBlob(f"{label} is corrupted: blob {digest[:12]} has lost its data key; "
+                              "push it again") from None
+        try:
+            return self.keyring.unwrap(WrappedKey.from_json(text), digest)
+        except IntegrityError as exc:  # a wrong master key is another error, raised as is
+            raise CorruptBlob(f"{label} is corrupted: blob {digest[:12]} fails its integrity "
+                              f"check ({exc.message}); push it again") from None
+
+    def _segments(self, digest: str, label: str) -> Iterator[bytes]:
+        """The blob's plaintext, a segment at a time, each authenticated before it is seen."""
+        data_key = self._data_key(digest, label)
+        try:
+            handle = open(self.blob_path(digest), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise CorruptBlob(f"{label}: blob {digest[:12]} is missing from the artifact store") \
+                from None
+        with handle:
+            try:
+                yield from open_segments(handle, os.fstat(handle.fileno()).st_size, data_key, digest)
+            except IntegrityError as exc:
+                raise CorruptBlob(f"{label} is corrupted: blob {digest[:12]} fails its integrity "
+                                  f"check ({exc.message}); push it again") from None
+
+    @staticmethod
+    def _check_plaintext(digest: str, size: int | None, label: str, actual: str | None,
+                         length: int) -> None:
+        if actual is not None and actual != digest:
+            raise CorruptBlob(f"{label} is corrupted: blob {digest[:12]} decrypts to sha256 "
+                              f"{actual[:12]}; push it again")
+        if size is not None and length != size:
+            raise CorruptBlob(f"{label} is corrupted: blob {digest[:12]} holds {length} bytes, "
+                              f"expected {size}; push it again")
+
+    def _plaintext_size(self, digest: str) -> int | None:
+        path = self.blob_path(digest)
+        with open(path, "rb") as handle:
+            try:
+                _, segment, _ = read_header(handle)
+            except IntegrityError:
+                return None
+            return plaintext_size(os.fstat(handle.fileno()).st_size, segment)
+
+    def check_blob(self, digest: str, size: int | None, label: str) -> None:
+        """Raise CorruptBlob unless the blob is whole: present with its data key, and
+        decrypting to its digest (and to ``size`` bytes, if given). Decrypted once; a marker
+        beside it (size, mtime) spares the work until the file changes."""
+        path = str(self.blob_path(digest))
+        if is_marked(path, digest, label) and self.key_path(digest).is_file():
+            held = self._plaintext_size(digest) if size is not None else None
+            if held != size:
+                raise CorruptBlob(f"{label}: blob {digest[:12]} holds {held} bytes, expected {size}")
+            return
+        stat = os.stat(path)
+        hasher, length = hashlib.sha256(), 0
+        for piece in self._segments(digest, label):
+            hasher.update(piece)
+            length += len(piece)
+        self._check_plaintext(digest, size, label, hasher.hexdigest(), length)
+        mark(path, digest, stat)
 
     def has_sound_blob(self, digest: str) -> bool:
-        """Present and matching its digest. A corrupted blob is removed, so that uploading the
-        same content again repairs it (and every version that shares it)."""
-        path = self.blob_path(digest)
-        if not path.is_file():
+        """Present and whole. A corrupted blob is removed, so that uploading the same content
+        again repairs it (and every version that shares it). A blob sealed under a master key
+        this server lacks is not corrupted: that error is raised, and the blob kept."""
+        if not self.blob_path(digest).is_file():
             return False
-        try:
-            verify_blob(str(path), digest, None, f"blob {digest[:12]}")
-        except CorruptBlob:
-            for stale in (path, Path(f"{path}.verified")):
-                with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
-            return False
+        with self._lock(digest):
+            try:
+                self.check_blob(digest, None, f"blob {digest[:12]}")
+            except CorruptBlob as exc:
+                log.warning("removing a corrupted blob: %s", exc.message)
+                self._remove(digest)
+                return False
         return True
 
+    def _remove(self, digest: str) -> None:
+        path = self.blob_path(digest)
+        for stale in (path, Path(f"{path}.verified"), self.key_path(digest)):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+
+    # -- writing ----------------------------------------------------------------------------
     async def write_blob(self, digest: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
-        """Stream a blob to disk, verify it against ``digest`` and publish it atomically."""
+        """Stream a blob to disk sealed, verify the plaintext against ``digest`` and publish it
+        atomically."""
         hasher = hashlib.sha256()
+        data_key = new_data_key()
+        sealer = Sealer(data_key, digest)
         size = 0
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
         try:
             with os.fdopen(fd, "wb") as tmp:
+                tmp.write(sealer.header)
                 async for chunk in chunks:
                     size += len(chunk)
                     if size > max_bytes:
                         raise PayloadTooLarge(f"bundle exceeds the limit of {max_bytes} bytes")
                     hasher.update(chunk)
-                    tmp.write(chunk)
+                    tmp.write(sealer.update(chunk))
+                tmp.write(sealer.finish())
                 tmp.flush()
                 os.fsync(tmp.fileno())
             actual = hasher.hexdigest()
             if actual != digest:
                 raise BadRequest(f"upload digest mismatch: expected {digest}, got {actual}")
-            target = self.blob_path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, target)
+            await asyncio.to_thread(self.publish, digest, tmp_name, data_key)
             return size
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)  # still there only when the upload failed
 
-    def verify_blob(self, digest: str) -> bool:
-        hasher = hashlib.sha256()
-        with open(self.blob_path(digest), "rb") as blob:
-            while chunk := blob.read(CHUNK):
-                hasher.update(chunk)
-        return hasher.hexdigest() == digest
+    def publish(self, digest: str, sealed_file: str, data_key: bytes) -> None:
+        """The data key first, then the blob: a blob is never visible without its key."""
+        target = self.blob_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(digest):
+            with self.keyring.writing():
+                write_atomically(self.key_path(digest), self.keyring.wrap(data_key, digest).to_json())
+            os.replace(sealed_file, target)
+
+    # -- plaintext for replicas -----------------------------------------------------------
+    def plain_blob(self, digest: str, size: int | None, label: str) -> Path:
+        """The blob's plaintext in the memory cache, decrypted and verified once, and again
+        whenever the sealed blob has changed since (a repair, or damage to report)."""
+        target = self.plain.blob_path(digest)
+        source = self.blob_path(digest)
+        with self._lock(digest):
+            try:
+                stat = os.stat(source)
+            except FileNotFoundError:
+                raise CorruptBlob(f"{label}: blob {digest[:12]} is missing from the artifact "
+                                  "store") from None
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            if self._sources.get(digest) == stamp and target.is_file():
+                return target
+            self._sources.pop(digest, None)
+            self._drop_plain(digest)
+            fd, tmp_name = tempfile.mkstemp(dir=self.plain.tmp, prefix="blob-")
+            try:
+                length = 0
+                with os.fdopen(fd, "wb") as out:
+                    for piece in self._segments(digest, label):
+                        length += len(piece)
+                        out.write(piece)
+                # No sha256 here (it would halve the speed of a start with large models):
+                # every segment authenticated under this digest is what was sealed, and only
+                # plaintext whose sha256 was this digest is ever sealed (write_blob, prepare).
+                self._check_plaintext(digest, size, label, None, length)
+                os.chmod(tmp_name, 0o400)
+                os.replace(tmp_name, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+            # Replicas check the plaintext against this marker: a stat, not a second hash.
+            mark(str(target), digest, os.stat(target))
+            mark(str(source), digest, stat)
+            self.plain.hold(digest)
+            self._sources[digest] = stamp
+            return target
+
+    def _drop_plain(self, digest: str) -> None:
+        self.plain.release(digest)
+        target = self.plain.blob_path(digest)
+        for stale in (target, Path(f"{target}.verified")):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
 
     def unpack_bundle(self, digest: str) -> Path:
-        """Extract a code bundle (tar.gz) once, verified, into ``bundles/<digest>``."""
-        target = self.bundles / digest
+        """Decrypt and extract a code bundle (tar.gz) once, verified, into the memory cache."""
+        target = self.plain.bundles / digest
         if target.is_dir():
             return target
         if not self.has_blob(digest):
             raise BadRequest(f"bundle {digest} has not been uploaded")
-        if not self.verify_blob(digest):
-            raise BadRequest(f"bundle {digest} is corrupt: its content does not match its digest")
-        staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix="bundle-"))
+        staging = Path(tempfile.mkdtemp(dir=self.plain.tmp, prefix="bundle-"))
         try:
+            label = f"bundle {digest}"
+            stream = PlainReader(self._segments(digest, label))
             try:
-                with tarfile.open(self.blob_path(digest), "r:gz") as archive:
+                # Stream mode: each piece is authenticated before tarfile sees it, and a
+                # failure leaves only the staging directory, removed below.
+                with tarfile.open(fileobj=stream, mode="r|gz") as archive:
                     # The "data" filter refuses absolute paths, links out of the tree and devices.
                     archive.extractall(staging, filter="data")
-            except (tarfile.TarError, OSError) as exc:
-                raise BadRequest(f"bundle {digest} is not a valid tar.gz archive: {exc}") from exc
+                actual = stream.drain()
+            except CorruptBlob as exc:
+                raise BadRequest(exc.message) from None
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise BadRequest(f"bundle {digest} is not a valid tar.gz archive: {exc}") from None
+            if actual != digest:
+                raise BadRequest(f"bundle {digest} is corrupted: it decrypts to sha256 {actual}")
             try:
                 os.replace(staging, target)
             except OSError:
@@ -117,22 +297,22 @@ class ArtifactStore:
         return target
 
     def model_dir(self, files: dict[str, dict[str, Any]]) -> Path:
-        """A directory of symlinks to a model version's blobs under their own file names (what
-        transformers and onnxruntime expect); the blobs stay the single copy on disk."""
+        """A directory of links to a model version's plaintext blobs under their own file
+        names (what transformers and onnxruntime expect); call ``plain_blob`` for each first."""
         key = hashlib.sha256(json.dumps(
             {path: entry["sha256"] for path, entry in files.items()}, sort_keys=True
         ).encode()).hexdigest()[:32]
-        target = self.models / key
+        target = self.plain.models / key
         if target.is_dir():
             return target
-        staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix="model-"))
+        staging = Path(tempfile.mkdtemp(dir=self.plain.tmp, prefix="model-"))
         try:
             for relative, entry in files.items():
                 link = staging / relative
                 if ".." in Path(relative).parts or Path(relative).is_absolute():
                     raise BadRequest(f"model file path {relative!r} leaves its directory")
                 link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(self.blob_path(entry["sha256"]), link)
+                os.symlink(self.plain.blob_path(entry["sha256"]), link)
             try:
                 os.replace(staging, target)
             except OSError:
@@ -143,28 +323,70 @@ class ArtifactStore:
                 shutil.rmtree(staging, ignore_errors=True)
         return target
 
+    # -- garbage collection -----------------------------------------------------------------
     def collect(self, referenced: set[str], grace_s: float) -> dict[str, int]:
         """Delete blobs nothing references (and older than ``grace_s``, so an upload whose
         version or deployment is being recorded right now survives), with what hangs off them."""
         removed = freed = 0
         cutoff = time.time() - grace_s
-        for path in self.blobs.glob("*/*"):
-            if path.name.endswith(".verified") or path.name in referenced:
+        for path in list(self.blobs.glob("*/*")):
+            digest = path.name.removesuffix(".key")
+            if not _DIGEST.fullmatch(digest) or digest in referenced:
                 continue
-            stat = path.stat()
+            if path.name.endswith(".key") and path.with_name(digest).exists():
+                continue  # goes with its blob
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # went with its blob
             if stat.st_mtime > cutoff:
                 continue
-            path.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(str(path) + ".verified")
-            removed += 1
-            freed += stat.st_size
-        for bundle in self.bundles.iterdir():
+            with self._lock(digest):
+                self._remove(digest)
+                self._drop_plain(digest)
+                self._sources.pop(digest, None)
+            if path.name == digest:
+                removed += 1
+                freed += stat.st_size
+        for bundle in self.plain.bundles.iterdir():
             if bundle.name not in referenced:
                 shutil.rmtree(bundle, ignore_errors=True)
-        for model in self.models.iterdir():
+        for model in self.plain.models.iterdir():
             links = [link for link in model.rglob("*") if link.is_symlink()]
             if any(not link.exists() for link in links):
                 shutil.rmtree(model, ignore_errors=True)
         return {"blobs_removed": removed, "bytes_freed": freed}
 
+    # -- master key rotation ----------------------------------------------------------------
+    def _wrapped_keys(self) -> Iterator[tuple[str, Path]]:
+        for path in sorted(self.blobs.glob("*/*.key")):
+            digest = path.name.removesuffix(".key")
+            if _DIGEST.fullmatch(digest):
+                yield digest, path
+
+    def kids_in_use(self) -> set[str]:
+        kids = set()
+        for _, path in self._wrapped_keys():
+            with contextlib.suppress(FileNotFoundError, IntegrityError):
+                kids.add(WrappedKey.from_json(path.read_text()).kid)
+        return kids
+
+    def rewrap(self, keyring: Keyring) -> Rewrapped:
+        """Re-wrap every data key that the primary master key does not wrap yet. The blobs
+        are not touched: only their small ``.key`` files are replaced, atomically."""
+        result = Rewrapped()
+        for digest, path in self._wrapped_keys():
+            with keyring.writing():
+                try:
+                    wrapped = WrappedKey.from_json(path.read_text())
+                    if wrapped.kid == keyring.primary.kid:
+                        continue
+                    data_key = keyring.unwrap(wrapped, digest)
+                except FileNotFoundError:
+                    continue  # collected meanwhile
+                except (IntegrityError, MasterKeyError) as exc:
+                    result.unreadable.append(f"blob {digest[:12]}: {exc.message}")
+                    continue
+                write_atomically(path, keyring.wrap(data_key, digest).to_json())
+            result.rewrapped += 1
+        return result

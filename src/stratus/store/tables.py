@@ -164,3 +164,24 @@ class CapacityRow(Base):
     peak_replicas: Mapped[int] = mapped_column(Integer, nullable=False)
     replica_seconds: Mapped[float] = mapped_column(Float, nullable=False)
     busy_replica_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class AuditRow(Base):
+    """One audit record, hash-chained to the one before it (``stratus.security.audit``). The
+    writer assigns ids itself, in order, so a gap means a deleted record."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_at", "at"), Index("ix_audit_namespace_at", "namespace", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[float] = mapped_column(Float, nullable=False)  # Unix seconds
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)  # "": unauthenticated
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    action: Mapped[str] = mapped_column(String(120), nullable=False)
+    target: Mapped[str] = mapped_column(String(400), nullable=False)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
+    result: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    request_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)

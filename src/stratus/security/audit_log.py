@@ -1,0 +1,156 @@
+"""The audit log's single writer: events wait in a bounded in-memory queue and one thread chains
+them and writes them in order, so the request path never waits for the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict
+
+from sqlalchemy.exc import IntegrityError
+
+from stratus.security.audit import AuditEvent, AuditRecord, Result, chain
+from stratus.store.audit import AuditStore
+
+log = logging.getLogger("stratus.audit")
+
+MAX_QUEUED = 10_000  # about 5 MB of events while the database is slow or away
+BATCH = 500  # events per transaction, at most
+POLL_S = 0.2  # how soon an idle writer notices that the log is closing
+MAX_RETRY_S = 5.0
+CLOSE_ATTEMPTS = 5  # writes tried while closing before the rest goes to the server log
+WARN_EVERY_S = 10.0
+FLUSH_WAIT_S = 5.0
+MAX_CONFLICTS = 20  # ids taken by another writer, re-chained at once before backing off
+
+
+class AuditLog:
+    """``append`` (on the event loop's thread) never blocks: a full queue drops the event and
+    counts it, and the writer then chains an ``audit.dropped`` record saying how many were lost.
+    Denials may fill only half the queue, so a flood of bad credentials cannot crowd out the
+    record of a mutation. ``close`` writes everything queued before it returns."""
+
+    def __init__(self, max_queued: int = MAX_QUEUED, batch: int = BATCH) -> None:
+        self._queue: queue.Queue[AuditEvent] = queue.Queue(max_queued)
+        self._denied_room = max_queued // 2
+        self._batch = batch
+        self.store: AuditStore | None = None  # set by start
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._progress = threading.Condition()
+        self.accepted = 0  # queued events; the loop's thread alone counts them
+        self.dropped = 0
+        self.written = 0  # settled events (saved, or logged when saving failed at close)
+        self._reported_drops = 0  # the writer's: drops already told of in the chain
+        self._warned_at = -WARN_EVERY_S
+        self._tail: AuditRecord | None = None
+        self._tail_known = False
+
+    # -- request path -------------------------------------------------------------------
+    def append(self, event: AuditEvent) -> bool:
+        if event.result == Result.DENIED and self._queue.qsize() >= self._denied_room:
+            return self._drop()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            return self._drop()
+        self.accepted += 1
+        return True
+
+    def _drop(self) -> bool:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("the audit queue is full: %d audit records dropped so far", self.dropped)
+        return False
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self, store: AuditStore) -> None:
+        self.store = store
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def flush(self) -> bool:
+        """Wait until what was appended before this call is written; False after
+        ``FLUSH_WAIT_S`` (the database is away: the answer goes without the newest records)."""
+        target = self.accepted
+        if self.written >= target:
+            return True
+        return await asyncio.to_thread(self._wait_written, target, FLUSH_WAIT_S)
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    def _wait_written(self, target: int, timeout: float) -> bool:
+        with self._progress:
+            return self._progress.wait_for(lambda: self.written >= target, timeout)
+
+    # -- the writer thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            events = self._take()
+            notice = self._drop_notice()
+            if events or notice:
+                self._write(events + notice)
+                with self._progress:
+                    self.written += len(events)
+                    self._progress.notify_all()
+            elif self._stopping.is_set() and self._queue.empty():
+                return
+
+    def _take(self) -> list[AuditEvent]:
+        try:
+            events = [self._queue.get(timeout=POLL_S)]
+        except queue.Empty:
+            return []
+        while len(events) < self._batch:
+            try:
+                events.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return events
+
+    def _drop_notice(self) -> list[AuditEvent]:
+        """A record of the events dropped since the last notice, if any were."""
+        drops = self.dropped - self._reported_drops
+        if drops <= 0:
+            return []
+        self._reported_drops += drops
+        return [AuditEvent(time.time(), "", "stratus", "audit.dropped", f"{drops} records", "",
+                           Result.ERROR, 0)]
+
+    def _write(self, events: list[AuditEvent]) -> None:
+        assert self.store is not None
+        attempt = conflicts = 0
+        while True:
+            try:
+                if not self._tail_known:
+                    self._tail, self._tail_known = self.store.tail(), True
+                records = chain(self._tail, events)
+                self.store.append(records)
+                self._tail = records[-1]
+                break
+            except Exception as exc:
+                # The tail may have moved or the write half-happened: read it again.
+                self._tail_known = False
+                if isinstance(exc, IntegrityError) and conflicts < MAX_CONFLICTS:
+                    conflicts += 1  # another server took the next id: chain onto its record
+                    continue
+                attempt += 1
+                if self._stopping.is_set() and attempt >= CLOSE_ATTEMPTS:
+                    lines = "\n".join(json.dumps(asdict(event)) for event in events)
+                    log.error("could not save %d audit records (%s); here they are:\n%s",
+                              len(events), exc, lines)
+                    break
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning("could not save %d audit records (attempt %d): %s; retrying",
+                                len(events), attempt, exc)
+                time.sleep(min(MAX_RETRY_S, 0.1 * 2 ** min(attempt, 10)))
