@@ -15,11 +15,13 @@ KEEP_S = 3600.0  # an hour of outcomes per revision
 KEEP_MAX = 100_000  # and never more than this many
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """One finished invocation, as every observer sees it (rollouts, experiments, metrics,
     usage). ``ok`` is False for server-side failures only (status >= 500): a client's bad
-    request or a shed request says nothing about the revision's health."""
+    request or a shed request says nothing about the revision's health. Observers must not
+    change it; it is not frozen because a frozen dataclass's constructor costs twice as much,
+    once per invocation."""
 
     namespace: str
     deployment: str

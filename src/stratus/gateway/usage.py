@@ -7,7 +7,6 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,4 +124,4 @@ async def usage_records(
     await meter.flush()
     found = await asyncio.to_thread(meter.store.records, namespace_of(request), start, until,
                                     deployment, limit)
-    return {"records": [asdict(record) for record in found]}
+    return {"records": [record._asdict() for record in found]}

@@ -195,22 +195,33 @@ class AccessLog:
 
 
 def access_line(outcome: Outcome) -> str:
-    """An access line, shaped as ``JsonFormatter`` shapes a ``stratus.access`` record."""
+    """An access line, shaped as ``JsonFormatter`` shapes a ``stratus.access`` record.
+
+    Spelled out rather than built as a dict for ``json.dumps``: at thousands of invocations a
+    second the generic encoder cost a tenth of a gateway's CPU. Strings still go through the
+    JSON string encoder, so nothing a client sent can break a line.
+    """
     duration_ms = round(outcome.latency_s * 1000, 3)
-    entry = {
-        "ts": round(outcome.at, 6), "level": "info", "logger": ACCESS_LOGGER,
-        "message": f"{outcome.protocol} {outcome.namespace}/{outcome.deployment} "
-                   f"r{outcome.revision} {outcome.status} {duration_ms:.1f} ms",
-        "request_id": outcome.request_id,
-        "trace_id": getattr(outcome, "trace_id", None),  # set by tracing when it records one
-        "namespace": outcome.namespace, "deployment": outcome.deployment,
-        "revision": outcome.revision, "replica": outcome.replica_id,
-        "duration_ms": duration_ms, "status": outcome.status,
-        "error_type": outcome.error_type, "protocol": outcome.protocol,
-        "queue_wait_ms": round(outcome.queue_wait_s * 1000, 3),
-        "cold_start": outcome.cold_start, "shadow": outcome.shadow,
-    }
-    return json.dumps({k: v for k, v in entry.items() if v is not None}, separators=(",", ":"))
+    namespace, deployment = _quote(outcome.namespace), _quote(outcome.deployment)
+    message = _quote(f"{outcome.protocol} {outcome.namespace}/{outcome.deployment} "
+                     f"r{outcome.revision} {outcome.status} {duration_ms:.1f} ms")
+    trace_id = getattr(outcome, "trace_id", None)  # set by tracing when it records one
+    optional = "".join((
+        f',"trace_id":{_quote(trace_id)}' if trace_id is not None else "",
+        f',"replica":{_quote(outcome.replica_id)}' if outcome.replica_id is not None else "",
+        f',"error_type":{_quote(outcome.error_type)}' if outcome.error_type is not None else "",
+    ))
+    return (f'{{"ts":{round(outcome.at, 6)!r},"level":"info","logger":"{ACCESS_LOGGER}",'
+            f'"message":{message},"request_id":{_quote(outcome.request_id)},'
+            f'"namespace":{namespace},"deployment":{deployment},"revision":{outcome.revision}'
+            f'{optional},"duration_ms":{duration_ms!r},"status":{outcome.status},'
+            f'"protocol":{_quote(outcome.protocol)},'
+            f'"queue_wait_ms":{round(outcome.queue_wait_s * 1000, 3)!r},'
+            f'"cold_start":{_BOOL[outcome.cold_start]},"shadow":{_BOOL[outcome.shadow]}}}')
+
+
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+_BOOL = {False: "false", True: "true"}
 
 
 def parse_since(text: str, now: float | None = None) -> float:

@@ -58,7 +58,7 @@ class DeploymentSeries:
 
     def __init__(self) -> None:
         self.buckets: deque[Bucket] = deque()
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.recent: deque[Outcome] = deque(maxlen=RECENT)  # shaped for the API when read
 
     def bucket(self, second: int) -> Bucket | None:
         """The bucket of ``second``, created if need be; None when older than what is kept."""
@@ -134,14 +134,7 @@ class SeriesBook:
             bucket.errors += not outcome.ok
             bucket.cold_starts += outcome.cold_start
             bucket.add_latency(outcome.latency_s, self.rng)
-        series.recent.append({
-            "at": round(outcome.at, 3), "request_id": outcome.request_id,
-            "revision": outcome.revision, "status": outcome.status, "ok": outcome.ok,
-            "latency_ms": round(outcome.latency_s * 1000, 3),
-            "queue_wait_ms": round(outcome.queue_wait_s * 1000, 3),
-            "cold_start": outcome.cold_start, "protocol": outcome.protocol,
-            "replica_id": outcome.replica_id, "error_type": outcome.error_type,
-        })
+        series.recent.append(outcome)
 
     def sample(self, wall: float | None = None) -> None:
         """Read every deployment's pools into the current second's bucket."""
@@ -217,7 +210,7 @@ class SeriesBook:
     def recent(self, key: Key, limit: int) -> list[dict[str, Any]]:
         """The newest invocations first."""
         recent = self._of(key).recent
-        return [recent[-index] for index in range(1, min(limit, len(recent)) + 1)]
+        return [_invocation(recent[-index]) for index in range(1, min(limit, len(recent)) + 1)]
 
 
 def _sample_unit(unit: DeploymentUnit, bucket: Bucket) -> None:
@@ -231,3 +224,14 @@ def _sample_unit(unit: DeploymentUnit, bucket: Bucket) -> None:
     bucket.draining = max(bucket.draining, sum(pool.count(ReplicaState.DRAINING) for pool in pools))
     bucket.desired = unit.decision.desired
     bucket.sampled = True
+
+
+def _invocation(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "at": round(outcome.at, 3), "request_id": outcome.request_id,
+        "revision": outcome.revision, "status": outcome.status, "ok": outcome.ok,
+        "latency_ms": round(outcome.latency_s * 1000, 3),
+        "queue_wait_ms": round(outcome.queue_wait_s * 1000, 3),
+        "cold_start": outcome.cold_start, "protocol": outcome.protocol,
+        "replica_id": outcome.replica_id, "error_type": outcome.error_type,
+    }
