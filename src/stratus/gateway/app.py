@@ -175,7 +175,9 @@ def create_app(settings: Settings) -> DataPlane:
         app.state.components = parts
         parts.payloads = payloads
         app.state.tracing = tracer = tracing.install(settings.section("tracing"))
-        dispatcher.listeners += [AccessLog(), alerting.observe]
+        access_log = AccessLog()
+        access_log.start()
+        dispatcher.listeners += [access_log, alerting.observe]
         controller.router.on_alert = alerting.one_shot
         app.state.alerts = alerting
         await alerting.start()
@@ -210,6 +212,7 @@ def create_app(settings: Settings) -> DataPlane:
             await book.close()  # after the controller: the last drained requests count too
             await meter.close()
             await alerting.close()
+            await access_log.close()
             await series.close()
             await keys.close()
             await audit_log.close()  # last: it writes what the final requests left

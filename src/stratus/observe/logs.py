@@ -3,6 +3,7 @@ and one access-log record per finished invocation."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -88,7 +89,7 @@ class _BatchedFileHandler(logging.FileHandler):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8")
-        self.sources: list[Callable[[], str]] = []  # batches of ready-made lines (access log)
+        self.ready: list[str] = []  # batches of lines made on the event loop (access log)
         self._closed = threading.Event()
         threading.Thread(target=self._flush_often, name="log-flush", daemon=True).start()
 
@@ -101,7 +102,8 @@ class _BatchedFileHandler(logging.FileHandler):
             self._flush_now()
 
     def _flush_now(self) -> None:
-        text = "".join(source() for source in self.sources)
+        batches, self.ready = self.ready, []  # a list swap is atomic
+        text = "".join(batches)
         with self.lock:  # type: ignore[union-attr]
             if self.stream is not None and not self.stream.closed:
                 if text:
@@ -170,28 +172,57 @@ def setup_logging(section: dict[str, Any], log_dir: Path, level: str | None = No
 
 
 class AccessLog:
-    """A dispatcher listener: one JSON line per finished invocation in ``server.jsonl``. The
-    loop only keeps the outcome; the log file's flush thread turns each batch into lines. A
-    log record per invocation (record, queue, formatter, handler) cost a quarter of a busy
-    gateway's throughput."""
+    """A dispatcher listener: one JSON line per finished invocation in ``server.jsonl``.
+
+    The request path only keeps the outcome. Every ``FLUSH_S`` a task on the event loop turns
+    what finished into lines, a few hundred at a time, and hands the text to the log file's
+    flush thread, which only writes. A log record per invocation (record, queue, formatter,
+    handler) cost a quarter of a busy gateway's throughput; formatting on the flush thread
+    held the GIL for whole switch intervals (5 ms) and made the p99 of busy requests 25-30 ms.
+    """
+
+    CHUNK = 256  # lines made between two turns of the loop: well under a millisecond
 
     def __init__(self) -> None:
         handler = _server_log
         logger = logging.getLogger(ACCESS_LOGGER)
         self.enabled = handler is not None and not logger.disabled \
             and logger.isEnabledFor(logging.INFO)
+        self._handler = handler if self.enabled else None
         self._pending: list[Outcome] = []
-        if handler is not None and self.enabled:
-            handler.sources.append(self.drain)
+        self._task: asyncio.Task[None] | None = None
 
     def __call__(self, outcome: Outcome) -> None:
         if self.enabled:
             self._pending.append(outcome)
 
-    def drain(self) -> str:
-        """The lines of what finished since the last call (a list swap is atomic)."""
+    def start(self) -> None:
+        if self._handler is not None:
+            self._task = asyncio.create_task(self._writing(), name="access-log")
+
+    async def close(self) -> None:
+        """Stop, and hand over every line still pending."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.drain()
+
+    def drain(self) -> None:
+        """Make the lines of everything pending at once (at shutdown, and in tests)."""
         batch, self._pending = self._pending, []
-        return "".join(access_line(outcome) + "\n" for outcome in batch)
+        if batch and self._handler is not None:
+            self._handler.ready.append("".join(access_line(outcome) + "\n" for outcome in batch))
+
+    async def _writing(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            batch, self._pending = self._pending, []
+            for start in range(0, len(batch), self.CHUNK):
+                chunk = batch[start:start + self.CHUNK]
+                assert self._handler is not None
+                self._handler.ready.append("".join(access_line(o) + "\n" for o in chunk))
+                await asyncio.sleep(0)
 
 
 def access_line(outcome: Outcome) -> str:
