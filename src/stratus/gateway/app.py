@@ -52,6 +52,7 @@ from stratus.observe.payloads import PayloadLog
 from stratus.observe.request_metrics import RequestMetrics
 from stratus.observe.series import SeriesBook
 from stratus.observe.usage import controller_meter
+from stratus.observe.usage_writer import ProcessWriter
 from stratus.security.audit_log import AuditLog
 from stratus.security.keys import KeyRing, KeyService
 from stratus.security.masterkey import load_keyring
@@ -181,7 +182,8 @@ def create_app(settings: Settings) -> DataPlane:
         controller.router.on_alert = alerting.one_shot
         app.state.alerts = alerting
         await alerting.start()
-        parts.usage = meter = controller_meter(UsageStore(engine), controller, prices)
+        usage_writer = ProcessWriter(engine.url.render_as_string(hide_password=False))
+        parts.usage = meter = controller_meter(UsageStore(engine), controller, prices, usage_writer)
         await meter.start()
         dispatcher.listeners.append(meter.observe)
         meter.on_records.append(request_metrics.metered)
@@ -211,6 +213,7 @@ def create_app(settings: Settings) -> DataPlane:
             plain.close()  # the decrypted artifacts, once no replica uses them
             await book.close()  # after the controller: the last drained requests count too
             await meter.close()
+            await usage_writer.close()
             await alerting.close()
             await access_log.close()
             await series.close()

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from stratus.control.controller import Controller
@@ -31,6 +31,7 @@ MAX_STEP_S = 2.0  # a stalled loop does not stretch one sample over the stall
 # True, it may read /proc (off the request path) for a replica that has not reported yet.
 MemoryLookup = Callable[[Outcome, bool], tuple[int | None, int]]
 PoolLister = Callable[[], Iterable[RevisionPool]]
+Writer = Callable[[list[UsageRecord], list[CapacityMinute]], Awaitable[None]]
 
 
 class _Pending:
@@ -96,8 +97,9 @@ class UsageMeter:
     def __init__(self, store: UsageStore, memory: MemoryLookup, pools: PoolLister, *,
                  prices: Prices | None = None, flush_s: float = FLUSH_S,
                  flush_at: int = FLUSH_AT, sample_s: float = SAMPLE_S,
-                 token_wait_s: float = TOKEN_WAIT_S) -> None:
+                 token_wait_s: float = TOKEN_WAIT_S, writer: Writer | None = None) -> None:
         self.store = store
+        self._writer = writer  # None: the store's write, on a thread
         self.prices = prices or Prices()  # what the reports charge; the meter only measures
         self._memory = memory
         self._pools = pools
@@ -225,7 +227,10 @@ class UsageMeter:
                 except Exception:
                     log.exception("a usage callback failed")
             try:
-                await asyncio.to_thread(self.store.write, records, minutes)
+                if self._writer is not None:
+                    await self._writer(records, minutes)
+                else:
+                    await asyncio.to_thread(self.store.write, records, minutes)
             except Exception:
                 log.exception("could not save %d usage records; will retry", len(records))
                 overflow = len(records) - MAX_BUFFERED
@@ -270,7 +275,8 @@ class UsageMeter:
             await self.flush()
 
 
-def controller_meter(store: UsageStore, controller: Controller, prices: Prices) -> UsageMeter:
+def controller_meter(store: UsageStore, controller: Controller, prices: Prices,
+                     writer: Writer | None = None) -> UsageMeter:
     """A meter that reads memory limits, replicas' peaks and pools from the controller."""
 
     def memory(outcome: Outcome, probe: bool) -> tuple[int | None, int]:
@@ -289,4 +295,4 @@ def controller_meter(store: UsageStore, controller: Controller, prices: Prices) 
     def pools() -> list[RevisionPool]:
         return [live.pool for unit in controller.units.values() for live in unit.revisions.values()]
 
-    return UsageMeter(store, memory, pools, prices=prices)
+    return UsageMeter(store, memory, pools, prices=prices, writer=writer)

@@ -1,0 +1,116 @@
+"""Usage records written by a child process, so that SQLite's per-row work never holds the
+gateway's GIL: in-process, the writer thread took a tenth of a busy gateway's samples and
+made the event loop hand the GIL over at every batch.
+
+The gateway sends each batch as one msgpack frame on the child's stdin and awaits a one-line
+answer, so a failed write is reported to the meter, which keeps the batch and retries. A child
+that died is started again on the next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import sys
+from collections.abc import Sequence
+from dataclasses import astuple
+from typing import BinaryIO
+
+import msgpack
+
+from stratus.store.usage import CapacityMinute, UsageRecord, UsageStore
+
+log = logging.getLogger("stratus.usage")
+
+URL_ENV = "STRATUS_USAGE_WRITER_DB"  # the database URL; not in argv, where ps shows it
+_LENGTH = struct.Struct("!I")
+ANSWER_TIMEOUT_S = 60.0
+
+
+class ProcessWriter:
+    """``await writer(records, minutes)`` stores one batch through the child process."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, records: Sequence[UsageRecord], minutes: Sequence[CapacityMinute]) -> None:
+        frame = msgpack.packb([list(records), [astuple(minute) for minute in minutes]])
+        async with self._lock:
+            process = await self._running()
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(_LENGTH.pack(len(frame)) + frame)
+                await process.stdin.drain()
+                answer = await asyncio.wait_for(process.stdout.readline(), ANSWER_TIMEOUT_S)
+            except (OSError, TimeoutError) as exc:
+                await self._stop(process)
+                raise RuntimeError(f"the usage writer did not answer: {exc!r}") from None
+            if answer != b"ok\n":
+                if not answer:
+                    await self._stop(process)
+                raise RuntimeError(f"the usage writer failed: {answer.decode(errors='replace').strip()}")
+
+    async def close(self) -> None:
+        """Let the child finish what it has and exit."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def _running(self) -> asyncio.subprocess.Process:
+        if self._process is None or self._process.returncode is not None:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "stratus.observe.usage_writer",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, URL_ENV: self.database_url})
+        return self._process
+
+    async def _stop(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if self._process is process:
+            self._process = None
+
+
+def serve(store: UsageStore, source: BinaryIO, sink: BinaryIO) -> None:
+    """The child's loop: frames in, one answer line out per frame, until stdin closes."""
+    read = source.read
+    while True:
+        head = read(_LENGTH.size)
+        if len(head) < _LENGTH.size:
+            return
+        payload = read(_LENGTH.unpack(head)[0])
+        try:
+            records, minutes = msgpack.unpackb(payload)
+            store.write([UsageRecord(*row) for row in records],
+                        [CapacityMinute(*row) for row in minutes])
+            answer = b"ok\n"
+        except Exception as exc:  # reported to the gateway, which keeps the batch and retries
+            answer = f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n"
+        sink.write(answer)
+        sink.flush()
+
+
+def main() -> None:
+    from stratus.store.db import make_engine
+
+    engine = make_engine(os.environ[URL_ENV])
+    try:
+        serve(UsageStore(engine), sys.stdin.buffer, sys.stdout.buffer)
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
