@@ -155,6 +155,22 @@ class StratusServer:
 
         return wait_for(check, timeout, f"{name} to have {total} replicas")
 
+    def mint_key(self, namespace: str, role: str, **extra: Any) -> tuple[str, str]:
+        """(id, key) of a new API key, minted with the bootstrap key."""
+        response = self.http.post("/api/keys", json={"namespace": namespace, "role": role, **extra})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["key"].startswith(body["id"] + "_")
+        return str(body["id"]), str(body["key"])
+
+    def client_as(self, credential: str, namespace: str | None = None,
+                  **kwargs: Any) -> httpx.Client:
+        """A client that sends ``credential`` (and ``X-Stratus-Namespace`` when given)."""
+        headers = {"authorization": f"Bearer {credential}"}
+        if namespace:
+            headers["x-stratus-namespace"] = namespace
+        return httpx.Client(base_url=self.url, headers=headers, **{"timeout": 60, **kwargs})
+
     def invoke(self, name: str, payload: Any = None, **kwargs: Any) -> httpx.Response:
         return self.http.post(f"/api/deployments/{name}/invoke", json=payload or {}, **kwargs)
 

@@ -29,10 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StratusServer]:
 
 
 def _as(server: StratusServer, key: str, namespace: str | None = None) -> httpx.Client:
-    headers = {"authorization": f"Bearer {key}"}
-    if namespace:
-        headers["x-stratus-namespace"] = namespace
-    return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+    return server.client_as(key, namespace)
 
 
 def _records(http: httpx.Client, **params: Any) -> list[dict[str, Any]]:
@@ -50,9 +47,7 @@ def _verify(server: StratusServer) -> dict[str, Any]:
 
 
 def _key(server: StratusServer, role: str, namespace: str = "default") -> tuple[str, str]:
-    response = server.http.post("/api/keys", json={"role": role, "namespace": namespace})
-    assert response.status_code == 201, response.text
-    return response.json()["id"], response.json()["key"]
+    return server.mint_key(namespace, role)
 
 
 def _db(server: StratusServer) -> closing[sqlite3.Connection]:

@@ -52,18 +52,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StratusServer]:
 
 
 def client(server: StratusServer, token: str, namespace: str | None = None) -> httpx.Client:
-    headers = {"authorization": f"Bearer {token}"}
-    if namespace:
-        headers["x-stratus-namespace"] = namespace
-    return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+    return server.client_as(token, namespace)
 
 
 def make_key(server: StratusServer, namespace: str, role: str, **extra: Any) -> str:
-    response = server.http.post("/api/keys", json={"namespace": namespace, "role": role, **extra})
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert body["key"].startswith(body["id"] + "_")
-    return str(body["key"])
+    return server.mint_key(namespace, role, **extra)[1]
 
 
 def token(claims: dict[str, Any], key: bytes = PRIVATE, algorithm: str = "RS256") -> str:

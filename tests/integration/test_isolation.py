@@ -56,11 +56,8 @@ class World:
 
 
 def _admin(server: StratusServer, namespace: str) -> tuple[httpx.Client, str]:
-    response = server.http.post("/api/keys", json={"namespace": namespace, "role": "admin"})
-    assert response.status_code == 201, response.text
-    key = response.json()
-    return httpx.Client(base_url=server.url, timeout=60,
-                        headers={"authorization": f"Bearer {key['key']}"}), str(key["id"])
+    key_id, key = server.mint_key(namespace, "admin")
+    return server.client_as(key), key_id
 
 
 def _ok(response: httpx.Response, *codes: int) -> dict[str, Any]:

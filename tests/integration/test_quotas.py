@@ -81,11 +81,7 @@ def test_namespace_rate_limit_answers_429_and_spares_other_namespaces(
 
 def test_a_keys_own_rate_limit_holds_for_that_key_only(limited: StratusServer) -> None:
     def new_key(rate: float | None) -> str:
-        response = limited.http.post("/api/keys", json={"role": "invoker",
-                                                        "rate_limit_rps": rate})
-        assert response.status_code == 201, response.text
-        key: str = response.json()["key"]
-        return key
+        return limited.mint_key("default", "invoker", rate_limit_rps=rate)[1]
 
     slow, free = new_key(1.0), new_key(None)
     with httpx.Client(base_url=limited.url, timeout=30) as client:

@@ -138,16 +138,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StratusServer]:
 def clients(server: StratusServer) -> Iterator[dict[str, httpx.Client]]:
     made: dict[str, httpx.Client] = {}
     for caller in CALLERS:
-        headers = {}
         if caller.is_global:
-            headers = {"authorization": f"Bearer {server.key}", "x-stratus-namespace": NAMESPACE}
+            made[caller.name] = server.client_as(server.key, NAMESPACE, timeout=30)
         elif caller.role is not None:
-            response = server.http.post("/api/keys", json={"namespace": NAMESPACE,
-                                                           "role": caller.role.value})
-            assert response.status_code == 201, response.text
-            headers = {"authorization": f"Bearer {response.json()['key']}"}
-        made[caller.name] = httpx.Client(base_url=server.url, headers=headers, timeout=30,
-                                         follow_redirects=False)
+            key = server.mint_key(NAMESPACE, caller.role.value)[1]
+            made[caller.name] = server.client_as(key, timeout=30)
+        else:
+            made[caller.name] = httpx.Client(base_url=server.url, timeout=30)
     yield made
     for client in made.values():
         client.close()

@@ -12,7 +12,7 @@ from stratus.errors import BadRequest, NotFound
 from stratus.gateway.authz import needs
 from stratus.gateway.state import principal_of
 from stratus.security.keys import KeyService, key_view, mint
-from stratus.security.roles import GLOBAL_NAMESPACE, Permission, Principal, Role
+from stratus.security.roles import Permission, Principal, Role
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])
 
@@ -45,7 +45,7 @@ def _visible(principal: Principal, namespace: str) -> bool:
 async def create_key(body: KeyRequest, request: Request) -> dict[str, Any]:
     principal = principal_of(request)
     namespace = body.namespace or principal.namespace
-    if not _visible(principal, namespace) or (namespace == GLOBAL_NAMESPACE and not principal.is_global):
+    if not _visible(principal, namespace):  # another namespace, or ``*`` for a namespaced admin
         raise NotFound(f"namespace {namespace!r} not found")
     try:
         minted = mint(namespace, body.role, created_by=principal.actor, description=body.description,

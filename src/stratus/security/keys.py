@@ -65,6 +65,10 @@ class _Entry:
     expires_at: float | None  # Unix seconds, for a cheap comparison per request
 
 
+def _entry(record: KeyRecord) -> _Entry:
+    return _Entry(record, record.expires_at.timestamp() if record.expires_at else None)
+
+
 class KeyRing:
     """Every key's record in memory, so that checking a key costs a dict lookup and a hash."""
 
@@ -73,12 +77,10 @@ class KeyRing:
         self.replace(records or [])
 
     def replace(self, records: list[KeyRecord]) -> None:
-        self._entries = {record.id: _Entry(record, record.expires_at.timestamp()
-                                           if record.expires_at else None) for record in records}
+        self._entries = {record.id: _entry(record) for record in records}
 
     def put(self, record: KeyRecord) -> None:
-        self._entries[record.id] = _Entry(record, record.expires_at.timestamp()
-                                          if record.expires_at else None)
+        self._entries[record.id] = _entry(record)
 
     def get(self, key_id: str) -> KeyRecord | None:
         entry = self._entries.get(key_id)
