@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, log, machine_info, markdown_table, timestamp, write_results
 from ray_like_policy import RayServeLikePolicy
-from stratus.control.policy import Bounds, ScalingPolicy
-from stratus.control.sim_report import DeploymentRun, SimReport
-from stratus.control.simulator import Invocation, SimSettings, simulate, spec_policy_factory
-from stratus.control.tracegen import generate_trace, write_trace
+from stratus.autoscale.policy import Bounds, ScalingPolicy
+from stratus.sim.report import DeploymentRun, SimReport
+from stratus.sim.simulator import Invocation, SimSettings, simulate, spec_policy_factory
+from stratus.sim.tracegen import generate_trace, write_trace
 from stratus.spec import ScalingSpec
 
 COLD_START_MS = 500.0

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from stratus.config import Settings
-from stratus.gateway.app import create_app
+from stratus.server import create_app
 
 
 @cache

@@ -1,31 +1,98 @@
-"""Deployment specs: what a client asks for, and the resolved values a revision runs with.
-
-A value given in the request (manifest or CLI flag) wins over the one declared in code
-with ``@stratus.deployment``, which wins over the platform default.
-"""
+"""Deployment and traffic specs: what a client asks for, and the resolved values a revision
+runs with (``control/resolve.py`` applies the precedence between them)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-
-from stratus.control.floors import Schedule
-from stratus.sdk.options import DeploymentOptions
-from stratus.traffic_spec import RolloutRequest, RolloutStrategy, StickySpec, TrafficUpdate
-
-__all__ = ["RolloutRequest", "RolloutStrategy", "StickySpec", "TrafficUpdate"]  # re-exported
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
 SECRET_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,126}[A-Za-z0-9])?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_SCHEDULE = re.compile(r"^(?P<cron>.+?)\s+for\s+(?P<duration>\S+)\s+keep\s+(?P<replicas>\d+)$")
 SecretRefs = dict[Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)],
                   Annotated[str, StringConstraints(pattern=SECRET_NAME_PATTERN)]]
 
+
+# -- traffic: the split, the shadow, the sticky key, and how a rollout proceeds --------
+
+class StickySpec(BaseModel):
+    """Where a request's sticky A/B key comes from: a request header or a top-level JSON field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    header: str | None = Field(default=None, min_length=1, max_length=128,
+                               pattern=r"^[A-Za-z0-9_-]+$")
+    field: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StickySpec:
+        if (self.header is None) == (self.field is None):
+            raise ValueError("a sticky key comes from exactly one of 'header' or 'field'")
+        if self.header is not None:
+            self.header = self.header.lower()
+        return self
+
+
+class TrafficUpdate(BaseModel):
+    """Body of ``PUT /api/deployments/{name}/traffic``: fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    traffic: dict[int, int] | None = Field(
+        default=None, description="revision -> whole percent; they sum to 100. A revision at 0 "
+                                  "gets no share but stays reachable by x-stratus-revision")
+    shadow: int | None = Field(default=None, ge=1, description="gets a copy of every request")
+    sticky: StickySpec | None = None
+
+
+class RolloutThresholdsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error_ratio_relative: float = Field(default=0.10, ge=0, le=100)
+    min_errors: int = Field(default=5, ge=1, le=1_000_000)
+    p95_relative: float = Field(default=0.50, ge=0, le=100)
+    p95_min_delta_ms: float = Field(default=20.0, ge=0, le=3_600_000)
+    min_requests: int = Field(default=20, ge=1, le=1_000_000)
+
+
+class RolloutSteps(BaseModel):
+    """Without ``canary`` traffic switches at once (blue-green) once the new revision is warm;
+    with it, it steps through ``canary_plan(canary, step)``, judged at every step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    canary: int | None = Field(default=None, ge=1, le=100)
+    step: int = Field(default=25, ge=1, le=100)
+    interval_s: float = Field(default=60.0, gt=0, le=86400)
+    window_s: float | None = Field(default=None, gt=0, le=86400,
+                                   description="how far back the judge looks; default interval_s")
+    thresholds: RolloutThresholdsSpec = RolloutThresholdsSpec()
+
+
+class RolloutRequest(RolloutSteps):
+    """Body of ``POST /api/deployments/{name}/rollout``."""
+
+    to: int = Field(ge=1, description="the revision to roll out")
+
+
+class RolloutStrategy(RolloutSteps):
+    """How a deploy that records a new revision rolls it out."""
+
+    promote: bool = Field(default=True, description="false: record the revision, but send it "
+                                                    "no traffic until told to")
+
+
+# -- deployments ------------------------------------------------------------------------
 
 class CodeRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -35,6 +102,18 @@ class CodeRef(BaseModel):
 
 
 PolicyName = Literal["kpa", "fixed_keepalive", "hybrid_histogram"]
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``9h5m``, ``30d`` -> seconds."""
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 9h5m or 30d")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
 
 
 class ScheduleSpec(BaseModel):
@@ -51,25 +130,23 @@ class ScheduleSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_text(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                parsed = Schedule.parse(value)
-            except ValueError as exc:
-                raise ValueError(str(exc)) from None
-            return {"cron": parsed.cron, "duration_s": parsed.duration_s,
-                    "replicas": parsed.replicas}
-        return value
+        if not isinstance(value, str):
+            return value
+        match = _SCHEDULE.match(value.strip())
+        if match is None:
+            raise ValueError(f"{value!r} is not '<cron> for <duration> keep <replicas>'")
+        return {"cron": match["cron"], "duration_s": parse_duration(match["duration"]),
+                "replicas": int(match["replicas"])}
 
     @model_validator(mode="after")
     def _check(self) -> ScheduleSpec:
+        if not croniter.is_valid(self.cron):
+            raise ValueError(f"invalid schedule: {self.cron!r} is not a valid cron expression")
         try:
-            self.schedule()
+            ZoneInfo(self.timezone)
         except (ValueError, KeyError) as exc:
             raise ValueError(f"invalid schedule: {exc}") from None
         return self
-
-    def schedule(self) -> Schedule:
-        return Schedule(self.cron, self.duration_s, self.replicas, self.timezone)
 
 
 class ScalingFields(BaseModel):
@@ -213,57 +290,6 @@ class RuntimeSpec(BaseModel):
             "env": self.env,
         }
         return hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _pick(*values: Any) -> Any:
-    return next((value for value in values if value is not None), None)
-
-
-def resolve_scaling(
-    request: ScalingFields, options: DeploymentOptions, current: ScalingSpec | None = None
-) -> ScalingSpec:
-    base = current or ScalingSpec()
-    spec = ScalingSpec(
-        min_replicas=_pick(request.min_replicas, options.min_replicas, base.min_replicas),
-        max_replicas=_pick(request.max_replicas, options.max_replicas, base.max_replicas),
-        target_concurrency=_pick(
-            request.target_concurrency, options.target_concurrency, base.target_concurrency
-        ),
-        scale_to_zero_after_s=_pick(
-            request.scale_to_zero_after_s, options.scale_to_zero_after_s, base.scale_to_zero_after_s
-        ),
-        max_queued=_pick(request.max_queued, base.max_queued),
-        queue_timeout_s=_pick(request.queue_timeout_s, base.queue_timeout_s),
-        initial_replicas=_pick(request.initial_replicas, base.initial_replicas),
-        target_utilization=_pick(request.target_utilization, base.target_utilization),
-        policy=_pick(request.policy, base.policy),
-        policy_config=_pick(request.policy_config, base.policy_config),
-        provisioned_replicas=_pick(request.provisioned_replicas, base.provisioned_replicas),
-        schedules=_pick(request.schedules, base.schedules),
-    )
-    if spec.min_replicas > spec.max_replicas:
-        spec.max_replicas = spec.min_replicas
-    return spec
-
-
-def resolve_runtime(
-    fields: RuntimeFields, code: CodeRef, options: DeploymentOptions,
-    base: RuntimeSpec | None = None, api: ApiKind = "native",
-) -> RuntimeSpec:
-    default = base or RuntimeSpec(bundle=code.bundle, entrypoint=code.entrypoint)
-    return RuntimeSpec(
-        bundle=code.bundle,
-        entrypoint=code.entrypoint,
-        api=api,
-        preload=_pick(fields.preload, default.preload),
-        env=_pick(fields.env, default.env),
-        secrets=_pick(fields.secrets, default.secrets),
-        config=_pick(fields.config, options.config or None, default.config),
-        max_concurrency=_pick(fields.max_concurrency, options.max_concurrency, default.max_concurrency),
-        timeout_s=_pick(fields.timeout_s, options.timeout_s, default.timeout_s),
-        memory_mb=_pick(fields.memory_mb, options.memory_mb, default.memory_mb),
-        threads=_pick(fields.threads, options.threads, default.threads),
-    )
 
 
 def target_concurrency(scaling: ScalingSpec, runtime: RuntimeSpec) -> float:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from server import StratusServer
-from stratus.control.simulator import Invocation, SimSettings, simulate, spec_policy_factory
+from stratus.sim.simulator import Invocation, SimSettings, simulate, spec_policy_factory
 from stratus.spec import ScalingSpec
 
 TICK_S = 0.2  # the test server's tick

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stratus.control.apportion import apportion
-from stratus.control.metrics import MetricSample, combine
+from stratus.autoscale.apportion import apportion
+from stratus.autoscale.metrics import MetricSample, combine
 from stratus.control.routing import Routing
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stratus.control.autoscaling import (
+from stratus.autoscale.build import (
     SETTINGS,
     HistogramSettings,
     KeepAliveSettings,
@@ -15,12 +15,12 @@ from stratus.control.autoscaling import (
     policy_settings,
     validate_scaling,
 )
-from stratus.control.floors import Schedule, WithFloors
-from stratus.control.histogram import HybridHistogramPolicy
-from stratus.control.keepalive import FixedKeepAlivePolicy
-from stratus.control.kpa import KpaPolicy
-from stratus.control.metrics import MetricSample
-from stratus.control.policy import Bounds, ReplicaCounts
+from stratus.autoscale.floors import Schedule, WithFloors
+from stratus.autoscale.histogram import HybridHistogramPolicy
+from stratus.autoscale.keepalive import FixedKeepAlivePolicy
+from stratus.autoscale.kpa import KpaPolicy
+from stratus.autoscale.metrics import MetricSample
+from stratus.autoscale.policy import Bounds, ReplicaCounts
 from stratus.errors import BadRequest
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
 

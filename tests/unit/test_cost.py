@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stratus.cost import DEFAULT_PRICES
-from stratus.observe.cost import (
+from stratus.cost import (
+    DEFAULT_PRICES,
     Capacity,
     Metered,
     Prices,
@@ -83,7 +83,7 @@ def test_default_prices_are_the_simulators() -> None:
     prices = prices_from({})
     assert prices.per_request == DEFAULT_PRICES.per_request
     assert prices.per_gb_second == DEFAULT_PRICES.per_gb_second
-    assert prices.per_replica_second == DEFAULT_PRICES.per_idle_gb_second
+    assert prices.per_replica_second == DEFAULT_PRICES.per_replica_second
 
 
 @pytest.mark.parametrize("section, problem", [

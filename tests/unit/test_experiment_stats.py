@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 import pytest
 from scipy.stats import t as student_t
 
-from stratus.control.experiment_stats import (
+from stratus.experiments.book import RESERVOIR, Experiment, VariantStats, report
+from stratus.experiments.statistics import (
     compare_conversion,
     compare_latency,
     format_p,
     two_proportion_z,
     welch_t,
 )
-from stratus.control.experiments import RESERVOIR, Experiment, VariantStats, report
 from stratus.store.experiments import ExperimentRecord
 
 # Wikipedia's first example for Welch's t-test: t = -2.46, df = 24.9, p = 0.021 for A1 vs A2.

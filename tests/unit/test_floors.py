@@ -9,12 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratus.control.floors import Schedule, WithFloors, parse_duration
-from stratus.control.metrics import MetricSample
-from stratus.control.policy import Decision, ReplicaCounts
+from stratus.autoscale.floors import Schedule, WithFloors
+from stratus.autoscale.metrics import MetricSample
+from stratus.autoscale.policy import Decision, ReplicaCounts
+from stratus.spec import ScheduleSpec, parse_duration
 
 UTC = ZoneInfo("UTC")
 COUNTS = ReplicaCounts(ready=1, starting=0)
+
+
+def parse(text: str) -> Schedule:
+    """A schedule from its string form, as a deployment's spec gives it."""
+    return Schedule.of(ScheduleSpec.model_validate(text))
 
 
 def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: float = 0.0,
@@ -48,11 +54,11 @@ def test_parse_duration_rejects_what_is_not_a_duration(text: str) -> None:
 
 
 def test_string_form() -> None:
-    schedule = Schedule.parse("55 8 * * 1-5 for 9h5m keep 3")
+    schedule = parse("55 8 * * 1-5 for 9h5m keep 3")
     assert schedule == Schedule("55 8 * * 1-5", 32_700.0, 3, "UTC")
     assert schedule.describe() == "'55 8 * * 1-5' for 32700s keep 3"
-    assert Schedule.parse("  */15 * * * *   for 90  keep 0 ") == Schedule("*/15 * * * *", 90.0, 0)
-    assert Schedule.parse("@daily for 1h keep 2").cron == "@daily"
+    assert parse("  */15 * * * *   for 90  keep 0 ") == Schedule("*/15 * * * *", 90.0, 0)
+    assert parse("@daily for 1h keep 2").cron == "@daily"
 
 
 @pytest.mark.parametrize(
@@ -64,14 +70,14 @@ def test_string_form() -> None:
         ("0 9 * * * for 1h keep -1", "is not '<cron> for <duration> keep <replicas>'"),
         ("0 9 * * * for 1h keep two", "is not '<cron> for <duration> keep <replicas>'"),
         ("0 9 * * * for 1x keep 2", "is not a duration"),
-        ("0 9 * * * for 0s keep 2", "positive duration"),
+        ("0 9 * * * for 0s keep 2", "greater than 0"),
         ("61 9 * * * for 1h keep 2", "not a valid cron expression"),
         ("every day for 1h keep 2", "not a valid cron expression"),
     ],
 )
 def test_string_form_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        Schedule.parse(text)
+        parse(text)
 
 
 @pytest.mark.parametrize("cron", ["", "not a cron", "61 * * * *", "* 24 * * *", "* * 32 * *", "* * * 13 *",
@@ -111,7 +117,7 @@ def test_active_inside_its_window_across_midnight(moment: tuple[int, ...], activ
 
 
 def test_weekday_window_across_midnight_belongs_to_the_day_it_started() -> None:
-    schedule = Schedule.parse("0 22 * * 5 for 4h keep 3")  # Fridays 22:00 to Saturdays 02:00
+    schedule = parse("0 22 * * 5 for 4h keep 3")  # Fridays 22:00 to Saturdays 02:00
     assert schedule.active(at(2026, 1, 2, 23))  # Friday
     assert schedule.active(at(2026, 1, 3, 1, 30))  # Saturday, in Friday's window
     assert not schedule.active(at(2026, 1, 3, 23))  # Saturday night: no window
@@ -221,7 +227,7 @@ class Fixed:
         return Decision(self.desired, "inner", "inner-mode")
 
 
-WORKDAYS = Schedule.parse("0 9 * * 1-5 for 9h keep 4")
+WORKDAYS = parse("0 9 * * 1-5 for 9h keep 4")
 MONDAY_NOON = at(2026, 1, 5, 12)
 MONDAY_NIGHT = at(2026, 1, 5, 22)
 
@@ -292,7 +298,7 @@ def test_property_decision_is_the_inner_one_raised_to_the_floor(
 
 
 def test_string_and_fields_describe_the_same_window() -> None:
-    parsed = Schedule.parse("30 17 * * * for 45m keep 1")
+    parsed = parse("30 17 * * * for 45m keep 1")
     start = datetime(2026, 2, 3, 17, 30, tzinfo=UTC)
     assert parsed.active(start.timestamp())
     assert parsed.active((start + timedelta(minutes=44, seconds=59)).timestamp())

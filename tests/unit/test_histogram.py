@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from stratus.control.histogram import HistogramConfig, HybridHistogramPolicy, IdleTimeHistogram
-from stratus.control.metrics import LoadRecorder, MetricSample
-from stratus.control.policy import Bounds, Decision, ReplicaCounts
+from stratus.autoscale.histogram import HistogramConfig, HybridHistogramPolicy, IdleTimeHistogram
+from stratus.autoscale.metrics import LoadRecorder, MetricSample
+from stratus.autoscale.policy import Bounds, Decision, ReplicaCounts
 
 COUNTS = ReplicaCounts(ready=1, starting=0)
 

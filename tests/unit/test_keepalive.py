@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stratus.control.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
-from stratus.control.metrics import LoadRecorder, MetricSample
-from stratus.control.policy import Bounds, ReplicaCounts
+from stratus.autoscale.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
+from stratus.autoscale.metrics import LoadRecorder, MetricSample
+from stratus.autoscale.policy import Bounds, ReplicaCounts
 
 COUNTS = ReplicaCounts(ready=0, starting=0)
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratus.control.kpa import KpaConfig, KpaPolicy
-from stratus.control.metrics import LoadRecorder, MetricSample
-from stratus.control.policy import Bounds, ReplicaCounts, demand_now
+from stratus.autoscale.kpa import KpaConfig, KpaPolicy
+from stratus.autoscale.metrics import LoadRecorder, MetricSample
+from stratus.autoscale.policy import Bounds, ReplicaCounts, demand_now
 
 
 def make(*, min_replicas: int = 0, max_replicas: int = 100, target: float = 1.0,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stratus.gateway.openai_schema import (
+from stratus.gateway.adapters.openai_schema import (
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,

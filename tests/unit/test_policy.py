@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratus.control.floors import Schedule, WithFloors
-from stratus.control.histogram import HistogramConfig, HybridHistogramPolicy
-from stratus.control.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
-from stratus.control.kpa import KpaConfig, KpaPolicy
-from stratus.control.metrics import LoadRecorder, MetricSample
-from stratus.control.policy import Bounds, Decision, ReplicaCounts, ScalingPolicy, demand_now
+from stratus.autoscale.floors import Schedule, WithFloors
+from stratus.autoscale.histogram import HistogramConfig, HybridHistogramPolicy
+from stratus.autoscale.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
+from stratus.autoscale.kpa import KpaConfig, KpaPolicy
+from stratus.autoscale.metrics import LoadRecorder, MetricSample
+from stratus.autoscale.policy import Bounds, Decision, ReplicaCounts, ScalingPolicy, demand_now
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: schedules make the absolute time matter
 

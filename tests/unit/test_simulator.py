@@ -13,19 +13,19 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from stratus.autoscale.metrics import MetricSample
+from stratus.autoscale.policy import Decision, ReplicaCounts
 from stratus.cli.main import app
-from stratus.control.metrics import MetricSample
-from stratus.control.policy import Decision, ReplicaCounts
-from stratus.control.sim_report import DeploymentRun
-from stratus.control.simulator import (
+from stratus.cost import DEFAULT_PRICES
+from stratus.sim.report import DeploymentRun
+from stratus.sim.simulator import (
     Invocation,
     PolicyFactory,
     SimSettings,
     simulate,
     spec_policy_factory,
 )
-from stratus.control.tracegen import generate_trace
-from stratus.cost import DEFAULT_PRICES
+from stratus.sim.tracegen import generate_trace
 from stratus.spec import ScalingSpec
 
 
@@ -90,7 +90,7 @@ def test_fixed_keepalive_by_hand() -> None:
     assert total.p50_latency_ms == pytest.approx(600.0)
     assert total.replica_seconds == pytest.approx(152.0)
     prices = DEFAULT_PRICES
-    expected = 3 * prices.per_request + 0.3 * prices.per_gb_second + 151.7 * prices.per_idle_gb_second
+    expected = 3 * prices.per_request + 0.3 * prices.per_gb_second + 151.7 * prices.per_replica_second
     assert total.cost == pytest.approx(expected)
     assert report.to_dict()["deployments"]["a"]["cold_starts"] == 2
 

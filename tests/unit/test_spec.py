@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from stratus.control.floors import Schedule
+from stratus.autoscale.floors import Schedule
+from stratus.control.resolve import resolve_runtime, resolve_scaling
 from stratus.sdk.options import DeploymentOptions
 from stratus.spec import (
     CodeRef,
@@ -22,8 +23,6 @@ from stratus.spec import (
     ScalingFields,
     ScalingSpec,
     ScheduleSpec,
-    resolve_runtime,
-    resolve_scaling,
     target_concurrency,
 )
 
@@ -300,13 +299,13 @@ def test_builtin_servers_need_no_code_bundle() -> None:
 def test_schedule_string_form() -> None:
     spec = ScheduleSpec.model_validate("55 8 * * 1-5 for 9h5m keep 3")
     assert spec == ScheduleSpec(cron="55 8 * * 1-5", duration_s=32_700.0, replicas=3, timezone="UTC")
-    assert spec.schedule() == Schedule("55 8 * * 1-5", 32_700.0, 3, "UTC")
+    assert Schedule.of(spec) == Schedule("55 8 * * 1-5", 32_700.0, 3, "UTC")
 
 
 def test_schedule_fields_form_with_a_timezone() -> None:
     spec = ScheduleSpec.model_validate({"cron": "0 9 * * *", "duration_s": 3600, "replicas": 2,
                                         "timezone": "Europe/Paris"})
-    assert spec.schedule() == Schedule("0 9 * * *", 3600.0, 2, "Europe/Paris")
+    assert Schedule.of(spec) == Schedule("0 9 * * *", 3600.0, 2, "Europe/Paris")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from stratus.errors import InvalidTensor, UnencodableOutput
-from stratus.tensors import (
+from stratus.runtime.tensors import (
     BYTES,
     DATATYPES,
     NUMERIC_DATATYPES,

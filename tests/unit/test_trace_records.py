@@ -8,9 +8,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
-from stratus.observe.spans import SpanCollector, from_record, from_wire, to_record, view
-from stratus.observe.tracing import TraceStore, parse_config, traceparent
 from stratus.runtime import wire
+from stratus.telemetry.spans import SpanCollector, from_record, from_wire, to_record, view
+from stratus.telemetry.tracing import TraceStore, parse_config, traceparent
 
 
 def finished_spans() -> list[ReadableSpan]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stratus.gateway.traces import own_spans
+from stratus.gateway.routes.traces import own_spans
 
 
 def span(span_id: str, parent: str | None, start: float, namespace: str | None = None,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stratus.control.simulator import Invocation
-from stratus.control.tracegen import (
+from stratus.sim.simulator import Invocation
+from stratus.sim.tracegen import (
     CLASS_SHARES,
     MAX_DURATION_MS,
     PERIODS_S,

@@ -12,14 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stratus.errors import InvalidJSON, InvalidTensor, UnencodableOutput
-from stratus.gateway.v2_codec import (
+from stratus.gateway.adapters.v2_codec import (
     HEADER_LENGTH,
     InferRequest,
     build_infer_response,
     check_declared_inputs,
     parse_infer_request,
 )
-from stratus.tensors import BYTES, NUMERIC_DATATYPES
+from stratus.runtime.tensors import BYTES, NUMERIC_DATATYPES
 
 
 def json_body(*inputs: dict[str, Any], **document: Any) -> bytes:

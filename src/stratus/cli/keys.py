@@ -11,8 +11,8 @@ from rich.table import Table
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Server, make_client
-from stratus.control.floors import parse_duration
 from stratus.security.roles import Role
+from stratus.spec import parse_duration
 
 app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 out = Console()

@@ -61,9 +61,9 @@ def serve(
     import uvicorn
 
     from stratus.config import Settings, resolve_admin_key, with_config_file, with_env_overrides
-    from stratus.gateway.app import create_app
     from stratus.gateway.protocol import guarded_protocol
     from stratus.observe.logs import setup_logging
+    from stratus.server import create_app
 
     data_dir = data_dir.resolve()
     key, key_file = resolve_admin_key(data_dir)

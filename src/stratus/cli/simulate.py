@@ -14,12 +14,12 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from stratus.control.autoscaling import SETTINGS, validate_scaling
-from stratus.control.sim_report import Metrics, SimReport
-from stratus.control.simulator import SimSettings, spec_policy_factory
-from stratus.control.simulator import simulate as run_simulation
-from stratus.control.tracegen import TraceError, generate_trace, read_trace, write_trace
+from stratus.autoscale.build import SETTINGS, validate_scaling
 from stratus.errors import BadRequest
+from stratus.sim.report import Metrics, SimReport
+from stratus.sim.simulator import SimSettings, spec_policy_factory
+from stratus.sim.simulator import simulate as run_simulation
+from stratus.sim.tracegen import TraceError, generate_trace, read_trace, write_trace
 from stratus.spec import RuntimeFields, ScalingFields, ScalingSpec
 
 out = Console()

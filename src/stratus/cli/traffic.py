@@ -16,7 +16,7 @@ from rich.table import Table
 
 from stratus.cli.client import Client, CliError
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
-from stratus.control.floors import parse_duration as parse_clock
+from stratus.spec import parse_duration as parse_clock
 
 out = Console()
 err = Console(stderr=True)

@@ -1,1 +1,1 @@
-"""Control plane: the reconciler and the pure autoscaling policies."""
+"""Control plane: the controller, the reconciler, the router and rollouts; policies are in ``autoscale``."""

@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from stratus.autoscale.build import validate_scaling
 from stratus.backends.base import Backend, CodeSpec
 from stratus.config import Settings
-from stratus.control.autoscaling import validate_scaling
 from stratus.control.quota import NamespaceCaps
 from stratus.control.reconciler import Reconciler
+from stratus.control.resolve import resolve_runtime, resolve_scaling
 from stratus.control.router import Router, traffic_view
 from stratus.control.routing import Routing
 from stratus.control.unit import DeploymentUnit, LiveRevision, pool_limits
@@ -34,8 +35,6 @@ from stratus.spec import (
     RolloutStrategy,
     RuntimeSpec,
     TrafficUpdate,
-    resolve_runtime,
-    resolve_scaling,
 )
 from stratus.store.artifacts import ArtifactStore
 from stratus.store.metadata import DeploymentRecord, MetadataStore, RevisionRecord, RevisionStatus

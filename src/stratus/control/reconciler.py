@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stratus.autoscale.apportion import apportion
+from stratus.autoscale.metrics import combine
+from stratus.autoscale.policy import ReplicaCounts
 from stratus.backends.base import ReplicaHandle, ReplicaSpec
-from stratus.control.apportion import apportion
 from stratus.control.density import MIB, HostBudget
-from stratus.control.metrics import combine
-from stratus.control.policy import ReplicaCounts
 from stratus.control.unit import DeploymentUnit, LiveRevision
 from stratus.dispatch.channel import ReplicaChannel
 from stratus.dispatch.pool import PoolReplica, ReplicaState

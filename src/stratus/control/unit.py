@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from stratus.autoscale.build import build_policy
+from stratus.autoscale.policy import Decision, ReplicaCounts, ScalingPolicy
 from stratus.backends.base import CodeSpec
-from stratus.control.autoscaling import build_policy
-from stratus.control.policy import Decision, ReplicaCounts, ScalingPolicy
 from stratus.control.routing import Routing
 from stratus.dispatch.pool import PoolLimits, ReplicaState, RevisionPool
 from stratus.sdk.batching import BatchSizeHistogram

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from stratus.errors import OutOfMemory, ReplicaLost
-from stratus.observe import tracing
 from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.memory import Memory
+from stratus.telemetry import tracing
 
 # Receives (payload kind, payload) for each CHUNK of a streamed answer.
 ChunkSink = Callable[[int, Any], None]

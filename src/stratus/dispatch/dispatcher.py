@@ -29,8 +29,8 @@ from stratus.errors import (
     Unavailable,
     error_from_type,
 )
-from stratus.observe import tracing
 from stratus.runtime import wire
+from stratus.telemetry import tracing
 
 log = logging.getLogger("stratus.dispatch")
 

@@ -1,1 +1,1 @@
-"""Gateway: the ASGI app and its protocol adapters (native, Open Inference Protocol v2)."""
+"""Gateway: the ASGI app, the data plane with its protocol adapters, and the control API's routes."""

@@ -16,19 +16,19 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stratus.errors import StratusError
+from stratus.gateway.adapters.invoke import native_invoke
+from stratus.gateway.adapters.openai import chat_completions, completions, embeddings
+from stratus.gateway.adapters.v2 import v2_infer
 from stratus.gateway.authz import DATA_PLANE, denial
 from stratus.gateway.edge import Authenticator, assign_request_id
 from stratus.gateway.guard import Guard
 from stratus.gateway.http import Call, Reply, error_reply, header_map, read_body
-from stratus.gateway.invoke import native_invoke
 from stratus.gateway.middleware import send_reply
-from stratus.gateway.openai import chat_completions, completions, embeddings
 from stratus.gateway.openapi_errors import DESCRIPTIONS
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import StreamReply, send_stream
-from stratus.gateway.v2 import v2_infer
-from stratus.observe import tracing
 from stratus.security.quotas import UNLIMITED
+from stratus.telemetry import tracing
 
 log = logging.getLogger("stratus.gateway")
 

@@ -1,1 +1,1 @@
-"""Observability: metrics now; tracing, logs and usage records as they land."""
+"""Observability: metrics, logs, usage and cost, alerts and the dashboard's series."""

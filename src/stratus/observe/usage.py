@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from stratus.control.controller import Controller
+from stratus.cost import Prices, billed_memory_mb, gb_seconds
 from stratus.dispatch.outcomes import Outcome
 from stratus.dispatch.pool import ReplicaState, RevisionPool
-from stratus.observe.cost import Prices, billed_memory_mb, gb_seconds
 from stratus.runtime.memory import read_peak_rss
 from stratus.store.usage import WHOLE_DEPLOYMENT, CapacityMinute, UsageRecord, UsageStore
 

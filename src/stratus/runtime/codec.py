@@ -15,7 +15,7 @@ from typing import Any
 
 from stratus.errors import BadRequest, InvalidJSON, UnencodableOutput
 from stratus.runtime import wire
-from stratus.tensors import from_wire, to_wire
+from stratus.runtime.tensors import from_wire, to_wire
 
 
 def _json_default(value: Any) -> Any:

@@ -26,7 +26,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from stratus.errors import HandlerError, OutOfMemory, RequestTimeout, StratusError
-from stratus.observe import tracing
 from stratus.runtime import codec, wire
 from stratus.runtime.capture import capture_output, finish_capture
 from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
@@ -34,6 +33,7 @@ from stratus.runtime.memory import peak_rss, read_memory
 from stratus.runtime.sandbox import ReplicaSandbox, SandboxError, compose_env, enter_replica
 from stratus.sdk.batching import take_batch_sizes
 from stratus.sdk.context import Context, RequestContext, replica_logger
+from stratus.telemetry import tracing
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from stratus.runtime.replica import ReplicaConfig, run_replica
 from stratus.runtime.sandbox import SandboxError, ZygoteSandbox, enter_zygote
 
 # Imported here so that forked replicas find them already loaded.
-_RUNTIME_MODULES = ("asyncio", "concurrent.futures", "json", "uvloop", "numpy", "stratus.tensors")
+_RUNTIME_MODULES = ("asyncio", "concurrent.futures", "json", "uvloop", "numpy", "stratus.runtime.tensors")
 
 WATCHDOG_INTERVAL_S = 0.25
 

@@ -106,7 +106,7 @@ class Context:
         """A declared model, ready to use: for safetensors a dict of name to tensor (or, given
         ``module``, that torch module with the weights), memory-mapped and shared with the
         other replicas; a transformers model; an onnxruntime session; a trusted pickle."""
-        from stratus.runtime.modelload import load
+        from stratus.models.loading import load
 
         return load(self._model(name, version, stage), module=module, threads=self.threads)
 

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Dialect, Engine, Table, case, func, insert, select, update
 from sqlalchemy.orm import InstrumentedAttribute, sessionmaker
 
-from stratus.observe.cost import Capacity, Metered
+from stratus.cost import Capacity, Metered
 from stratus.store.tables import CapacityRow, UsageRow
 
 GROUPINGS = ("namespace", "deployment", "revision")

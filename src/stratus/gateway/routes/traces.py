@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from stratus.errors import BadRequest, NotFound
 from stratus.gateway.authz import needs
 from stratus.gateway.state import principal_of
-from stratus.observe.tracing import Tracing
 from stratus.security.roles import Permission
+from stratus.telemetry.tracing import Tracing
 
 router = APIRouter(prefix="/api/traces", tags=["observability"])
 

@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stratus.control.floors import WithFloors
-from stratus.control.histogram import HistogramConfig, HybridHistogramPolicy
-from stratus.control.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
-from stratus.control.kpa import KpaConfig, KpaPolicy
-from stratus.control.policy import Bounds, ScalingPolicy
+from stratus.autoscale.floors import Schedule, WithFloors
+from stratus.autoscale.histogram import HistogramConfig, HybridHistogramPolicy
+from stratus.autoscale.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
+from stratus.autoscale.kpa import KpaConfig, KpaPolicy
+from stratus.autoscale.policy import Bounds, ScalingPolicy
 from stratus.errors import BadRequest
 from stratus.spec import ScalingSpec
 
@@ -104,5 +104,5 @@ def build_policy(scaling: ScalingSpec, target_concurrency: float) -> ScalingPoli
     else:
         assert isinstance(settings, HistogramSettings)
         inner = HybridHistogramPolicy(HistogramConfig(bounds=bounds, **settings.model_dump()))
-    schedules = [spec.schedule() for spec in scaling.schedules]
+    schedules = [Schedule.of(spec) for spec in scaling.schedules]
     return WithFloors(inner, scaling.provisioned_replicas, schedules, scaling.max_replicas)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from stratus.cost import PriceSheet
+from stratus.cost import Prices, workload_cost
 
 
 class DecisionRecord(NamedTuple):
@@ -60,7 +60,7 @@ class Metrics:
     replicas_started: int
 
 
-def metrics(runs: Iterable[DeploymentRun], prices: PriceSheet, memory_gb: float | None = None) -> Metrics:
+def metrics(runs: Iterable[DeploymentRun], prices: Prices, memory_gb: float | None = None) -> Metrics:
     """Aggregate one run (a deployment) or many (the total): counts and seconds add up,
     percentiles come from the pooled latencies."""
     runs = list(runs)
@@ -84,7 +84,7 @@ def metrics(runs: Iterable[DeploymentRun], prices: PriceSheet, memory_gb: float 
         idle_replica_seconds=idle,
         replica_seconds=busy + idle,
         # Billed requests are the ones that ran; shed and timed-out ones never reached a replica.
-        cost=prices.cost(served, busy, idle, memory_gb),
+        cost=workload_cost(prices, served, busy, idle, memory_gb),
         shed=sum(r.shed for r in runs),
         timed_out=sum(r.timed_out for r in runs),
         replicas_started=sum(r.replicas_started for r in runs),
@@ -98,7 +98,7 @@ class SimReport:
     total: Metrics
 
     @classmethod
-    def build(cls, runs: Iterable[DeploymentRun], prices: PriceSheet,
+    def build(cls, runs: Iterable[DeploymentRun], prices: Prices,
               memory_gb: float | None = None) -> SimReport:
         by_name = {run.name: run for run in sorted(runs, key=lambda r: r.name)}
         per = {name: metrics([run], prices, memory_gb) for name, run in by_name.items()}

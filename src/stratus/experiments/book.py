@@ -16,13 +16,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stratus.control.controller import Controller
-from stratus.control.experiment_stats import DEFAULT_ALPHA, compare_conversion, compare_latency
 from stratus.dispatch.outcomes import Outcome, percentile
 from stratus.dispatch.traffic import TrafficSplit
 from stratus.errors import BadRequest, Conflict, NotFound
-from stratus.spec import NAME_PATTERN
+from stratus.experiments.statistics import DEFAULT_ALPHA, compare_conversion, compare_latency
+from stratus.spec import NAME_PATTERN, StickySpec, TrafficUpdate
 from stratus.store.experiments import ExperimentRecord, ExperimentStore
-from stratus.traffic_spec import StickySpec, TrafficUpdate
 
 log = logging.getLogger("stratus.experiments")
 

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from stratus.control.unit import DeploymentUnit
+from stratus.gateway.adapters.openai import ModelNotFound
 from stratus.gateway.authz import needs
-from stratus.gateway.openai import ModelNotFound
 from stratus.gateway.state import Parts, namespace_of
 from stratus.security.roles import Permission
 

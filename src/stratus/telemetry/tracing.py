@@ -22,7 +22,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stratus.observe.spans import (
+from stratus.telemetry.spans import (
     Record,
     SpanCollector,
     from_record,

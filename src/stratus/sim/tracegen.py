@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from stratus.control.simulator import Invocation
+from stratus.sim.simulator import Invocation
 
 HEADER = ("timestamp_s", "deployment", "duration_ms")
 DAY_S = 86400.0

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from stratus.control.experiments import (
+from stratus.experiments.book import (
     ConversionEvent,
     EventBatch,
     ExperimentBook,

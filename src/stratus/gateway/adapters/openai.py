@@ -17,15 +17,15 @@ import numpy as np
 
 from stratus.dispatch.dispatcher import Invocation, InvocationResult
 from stratus.errors import NotFound, StratusError
-from stratus.gateway.http import Call, Reply, openai_error_body
-from stratus.gateway.invoke import stratus_headers
-from stratus.gateway.openai_schema import (
+from stratus.gateway.adapters.invoke import stratus_headers
+from stratus.gateway.adapters.openai_schema import (
     ChatRequest,
     CompletionRequest,
     EmbeddingRequest,
     InvalidParameter,
     parse,
 )
+from stratus.gateway.http import Call, Reply, openai_error_body
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import InvocationStream, StreamReply
 from stratus.runtime import wire

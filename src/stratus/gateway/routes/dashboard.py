@@ -14,7 +14,7 @@ from stratus.gateway.state import Parts, namespace_of
 from stratus.observe.series import KEEP_S, SeriesBook
 from stratus.security.roles import Permission
 
-UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+UI_DIR = Path(__file__).resolve().parents[2] / "ui"
 
 router = APIRouter(prefix="/api", tags=["dashboard"])
 

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from stratus.errors import InvalidJSON, InvalidTensor, UnencodableOutput
-from stratus.security.jsondepth import DEFAULT_MAX_DEPTH, check_depth
-from stratus.tensors import (
+from stratus.runtime.tensors import (
     BYTES,
     DATATYPES,
     NUMERIC_DATATYPES,
@@ -24,6 +23,7 @@ from stratus.tensors import (
     check_shape,
     element_count,
 )
+from stratus.security.jsondepth import DEFAULT_MAX_DEPTH, check_depth
 
 HEADER_LENGTH = "inference-header-content-length"
 _LENGTH = struct.Struct("<I")

@@ -18,8 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from stratus.runtime import modelload
-from stratus.runtime.modelload import ModelLoadError, load, mmap_safetensors, verify_blob
+from stratus.models import loading as modelload
+from stratus.models.loading import ModelLoadError, load, mmap_safetensors, verify_blob
 from stratus.security.masterkey import load_keyring
 from stratus.store import integrity
 from stratus.store.artifacts import ArtifactStore

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import NamedTuple
 
-from stratus.control.autoscaling import build_policy
-from stratus.control.metrics import LoadRecorder, MetricSample
-from stratus.control.policy import ReplicaCounts, ScalingPolicy
-from stratus.control.sim_report import DecisionRecord, DeploymentRun, SimReport
-from stratus.cost import DEFAULT_PRICES, PriceSheet
+from stratus.autoscale.build import build_policy
+from stratus.autoscale.metrics import LoadRecorder, MetricSample
+from stratus.autoscale.policy import ReplicaCounts, ScalingPolicy
+from stratus.cost import DEFAULT_PRICES, Prices
+from stratus.sim.report import DecisionRecord, DeploymentRun, SimReport
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
 
 PolicyFactory = Callable[[], ScalingPolicy]
@@ -36,8 +36,8 @@ class SimSettings:
     max_concurrency: int = 1  # slots per replica; 1 is FaaS-like
     max_queued: int = 1000  # as ScalingSpec: beyond this many waiting, requests are shed
     queue_timeout_s: float = 60.0  # as ScalingSpec: a waiting request gives up after this
-    prices: PriceSheet = DEFAULT_PRICES
-    memory_gb: float | None = None  # per replica; None: the price sheet's default
+    prices: Prices = DEFAULT_PRICES
+    memory_gb: float | None = None  # per replica; None: cost.DEFAULT_MEMORY_GB
     start_s: float | None = None  # default: the first arrival, floored to the tick
     end_s: float | None = None  # default: the last arrival; unfinished requests still complete
     record_decisions: bool = False  # one record per tick and deployment: 86,400 a day each

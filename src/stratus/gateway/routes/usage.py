@@ -12,10 +12,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from stratus.cost import Capacity, Metered, Prices, compare, metered_cost
 from stratus.errors import BadRequest, Unavailable
 from stratus.gateway.authz import needs
 from stratus.gateway.state import Parts, namespace_of
-from stratus.observe.cost import Capacity, Metered, Prices, compare, metered_cost
 from stratus.observe.logs import parse_since
 from stratus.observe.usage import UsageMeter
 from stratus.security.roles import Permission

@@ -4,30 +4,15 @@ scheduled pre-warm windows given as cron expressions (croniter)."""
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from stratus.control.metrics import MetricSample
-from stratus.control.policy import Decision, ReplicaCounts, ScalingPolicy
-
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_SCHEDULE = re.compile(r"^(?P<cron>.+?)\s+for\s+(?P<duration>\S+)\s+keep\s+(?P<replicas>\d+)$")
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``9h5m``, ``30d`` -> seconds."""
-    text = text.strip()
-    if text.isdigit():
-        return float(text)
-    match = _DURATION.match(text)
-    if not text or match is None:
-        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 9h5m or 30d")
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+from stratus.autoscale.metrics import MetricSample
+from stratus.autoscale.policy import Decision, ReplicaCounts, ScalingPolicy
+from stratus.spec import ScheduleSpec
 
 
 @dataclass(frozen=True)
@@ -51,12 +36,8 @@ class Schedule:
         ZoneInfo(self.timezone)  # raises for an unknown zone
 
     @classmethod
-    def parse(cls, text: str) -> Schedule:
-        """``"55 8 * * 1-5 for 9h5m keep 3"``: weekdays 08:55 to 18:00, three replicas."""
-        match = _SCHEDULE.match(text.strip())
-        if match is None:
-            raise ValueError(f"{text!r} is not '<cron> for <duration> keep <replicas>'")
-        return cls(match["cron"], parse_duration(match["duration"]), int(match["replicas"]))
+    def of(cls, spec: ScheduleSpec) -> Schedule:
+        return cls(spec.cron, spec.duration_s, spec.replicas, spec.timezone)
 
     def active(self, now: float) -> bool:
         span = self._span

@@ -1,0 +1,61 @@
+"""The values a revision runs with. A value given in the request (manifest or CLI flag) wins
+over the one declared in code with ``@stratus.deployment``, which wins over the platform
+default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stratus.sdk.options import DeploymentOptions
+from stratus.spec import ApiKind, CodeRef, RuntimeFields, RuntimeSpec, ScalingFields, ScalingSpec
+
+
+def _pick(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def resolve_scaling(
+    request: ScalingFields, options: DeploymentOptions, current: ScalingSpec | None = None
+) -> ScalingSpec:
+    base = current or ScalingSpec()
+    spec = ScalingSpec(
+        min_replicas=_pick(request.min_replicas, options.min_replicas, base.min_replicas),
+        max_replicas=_pick(request.max_replicas, options.max_replicas, base.max_replicas),
+        target_concurrency=_pick(
+            request.target_concurrency, options.target_concurrency, base.target_concurrency
+        ),
+        scale_to_zero_after_s=_pick(
+            request.scale_to_zero_after_s, options.scale_to_zero_after_s, base.scale_to_zero_after_s
+        ),
+        max_queued=_pick(request.max_queued, base.max_queued),
+        queue_timeout_s=_pick(request.queue_timeout_s, base.queue_timeout_s),
+        initial_replicas=_pick(request.initial_replicas, base.initial_replicas),
+        target_utilization=_pick(request.target_utilization, base.target_utilization),
+        policy=_pick(request.policy, base.policy),
+        policy_config=_pick(request.policy_config, base.policy_config),
+        provisioned_replicas=_pick(request.provisioned_replicas, base.provisioned_replicas),
+        schedules=_pick(request.schedules, base.schedules),
+    )
+    if spec.min_replicas > spec.max_replicas:
+        spec.max_replicas = spec.min_replicas
+    return spec
+
+
+def resolve_runtime(
+    fields: RuntimeFields, code: CodeRef, options: DeploymentOptions,
+    base: RuntimeSpec | None = None, api: ApiKind = "native",
+) -> RuntimeSpec:
+    default = base or RuntimeSpec(bundle=code.bundle, entrypoint=code.entrypoint)
+    return RuntimeSpec(
+        bundle=code.bundle,
+        entrypoint=code.entrypoint,
+        api=api,
+        preload=_pick(fields.preload, default.preload),
+        env=_pick(fields.env, default.env),
+        secrets=_pick(fields.secrets, default.secrets),
+        config=_pick(fields.config, options.config or None, default.config),
+        max_concurrency=_pick(fields.max_concurrency, options.max_concurrency, default.max_concurrency),
+        timeout_s=_pick(fields.timeout_s, options.timeout_s, default.timeout_s),
+        memory_mb=_pick(fields.memory_mb, options.memory_mb, default.memory_mb),
+        threads=_pick(fields.threads, options.threads, default.threads),
+    )

@@ -1,0 +1,1 @@
+"""The data plane's protocol adapters: native JSON, Open Inference Protocol v2 and OpenAI."""

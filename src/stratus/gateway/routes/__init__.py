@@ -1,0 +1,1 @@
+"""The control API's routers, one module per resource."""

@@ -1,0 +1,153 @@
+"""The server: parses the configuration, then wires stores, backend, dispatcher, controller
+and observers together behind the gateway, and starts and stops them with the app."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+import stratus
+from stratus.backends.isolation import Isolation
+from stratus.backends.local import LocalBackend
+from stratus.config import Settings
+from stratus.control.controller import Controller
+from stratus.cost import prices_from
+from stratus.dispatch.dispatcher import Dispatcher
+from stratus.experiments.book import ExperimentBook
+from stratus.gateway.app import build
+from stratus.gateway.dataplane import DataPlane
+from stratus.gateway.edge import Authenticator
+from stratus.gateway.guard import Guard
+from stratus.gateway.state import Components
+from stratus.models.service import ModelService
+from stratus.observe.alerts import AlertManager, alerts_config
+from stratus.observe.logs import AccessLog, log_config
+from stratus.observe.metrics import registry_for
+from stratus.observe.payloads import PayloadLog
+from stratus.observe.request_metrics import RequestMetrics
+from stratus.observe.series import SeriesBook
+from stratus.observe.usage import controller_meter
+from stratus.observe.usage_writer import ProcessWriter
+from stratus.security.audit_log import AuditLog
+from stratus.security.keys import KeyRing, KeyService
+from stratus.security.masterkey import load_keyring
+from stratus.security.quotas import quotas_from
+from stratus.security.rotation import settle
+from stratus.security.tokens import JwtVerifier, jwt_config
+from stratus.store.artifacts import ArtifactStore, sealed_blobs_exist
+from stratus.store.audit import AuditStore
+from stratus.store.db import make_engine, migrate, sqlite_url
+from stratus.store.experiments import ExperimentStore
+from stratus.store.keys import KeyStore
+from stratus.store.legacy import seal_legacy
+from stratus.store.metadata import MetadataStore
+from stratus.store.models import ModelStore
+from stratus.store.plaincache import PlainCache, cache_root
+from stratus.store.secrets import SecretStore
+from stratus.store.usage import UsageStore
+from stratus.telemetry import tracing
+
+log = logging.getLogger("stratus.server")
+
+
+def create_app(settings: Settings) -> DataPlane:
+    """The server as one ASGI app: the gateway, and behind it every component, started and
+    stopped by the app's lifespan."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    jwt = jwt_config(settings.section("auth"))  # invalid: fail now
+    authenticator = Authenticator(settings.admin_key, KeyRing(), JwtVerifier(jwt) if jwt else None)
+    alerting = AlertManager(alerts_config(settings.section("alerts")))  # invalid: fail now
+    prices = prices_from(settings.section("prices"))
+    audit_log = AuditLog()  # started once the database is there; appends wait until then
+    tracing.parse_config(settings.section("tracing"))  # invalid: fail now
+    guard = Guard(quotas_from(settings.section("quotas")), authenticator.keys,  # invalid: fail now
+                  max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
+    payloads = PayloadLog() if log_config(settings.section("logging")).payloads else None
+    # The master key: generated (and its place logged) on first start; missing: fail now.
+    keyring = load_keyring(settings.data_dir,
+                           encrypted_data=sealed_blobs_exist(settings.artifacts_dir))
+    plain = PlainCache(cache_root(settings.data_dir))
+    isolation = Isolation.for_settings(settings)  # invalid, or replicas could not run: fail now
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        engine = make_engine(settings.database_url or sqlite_url(settings.data_dir))
+        await asyncio.to_thread(migrate, engine)
+        app.state.audit = audit_log
+        audit_log.start(AuditStore(engine))
+        artifacts = ArtifactStore(settings.artifacts_dir, keyring, plain)
+        app.state.keyring, app.state.secrets = keyring, SecretStore(engine, keyring)
+        app.state.wrapped_keys = {"artifacts": artifacts, "secrets": app.state.secrets}
+        await asyncio.to_thread(seal_legacy, artifacts)  # from before encryption at rest
+        await asyncio.to_thread(settle, keyring, app.state.wrapped_keys)  # wrong key: stop
+        plain.open()
+        app.state.keys = keys = KeyService(KeyStore(engine), authenticator.keys)
+        await keys.start()
+        dispatcher = Dispatcher()
+        backend = LocalBackend(settings.run_dir, settings.log_dir, isolation)
+        model_service = ModelService(ModelStore(engine), artifacts)
+        controller = Controller(settings, MetadataStore(engine), artifacts, backend, dispatcher,
+                                model_service, app.state.secrets)
+        parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller),
+                           model_service)
+        request_metrics = RequestMetrics(parts.metrics)
+        guard.count_into(parts.metrics)
+        dispatcher.listeners.append(request_metrics.observe)
+        controller.on_replica_started.append(request_metrics.replica_started)
+        controller.on_deleted.append(request_metrics.forget)
+        app.state.components = parts
+        parts.payloads = payloads
+        app.state.tracing = tracer = tracing.install(settings.section("tracing"))
+        access_log = AccessLog()
+        access_log.start()
+        dispatcher.listeners += [access_log, alerting.observe]
+        controller.router.on_alert = alerting.one_shot
+        app.state.alerts = alerting
+        await alerting.start()
+        usage_writer = ProcessWriter(engine.url.render_as_string(hide_password=False))
+        parts.usage = meter = controller_meter(UsageStore(engine), controller, prices, usage_writer)
+        await meter.start()
+        dispatcher.listeners.append(meter.observe)
+        meter.on_records.append(request_metrics.metered)
+        book = ExperimentBook(ExperimentStore(engine), controller)
+        app.state.experiments = book
+        await book.start()
+        dispatcher.listeners.append(book.observe)
+        series = app.state.series = SeriesBook(controller.units)
+        dispatcher.listeners.append(series.observe)
+        series.start()
+        await controller.start()
+        # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
+        # as long as the server. Frozen, it is no longer walked by every full collection,
+        # which otherwise stalls the loop for 60-80 ms, the p99 of busy requests.
+        gc.collect()
+        gc.freeze()
+        app.state.data_plane.components = parts
+        parts.ready = True
+        log.info("stratus %s serving on http://%s:%d (data in %s)", stratus.__version__,
+                 settings.host, settings.port, settings.data_dir)
+        try:
+            yield {}
+        finally:
+            parts.ready = False
+            app.state.data_plane.components = None
+            await controller.close()
+            plain.close()  # the decrypted artifacts, once no replica uses them
+            await book.close()  # after the controller: the last drained requests count too
+            await meter.close()
+            await usage_writer.close()
+            await alerting.close()
+            await access_log.close()
+            await series.close()
+            await keys.close()
+            await audit_log.close()  # last: it writes what the final requests left
+            engine.dispose()
+            await asyncio.to_thread(tracer.shutdown)  # flushes spans still bound for OTLP
+
+    return build(lifespan, authenticator, guard, audit_log)

@@ -1,0 +1,1 @@
+"""The autoscaling simulator: replays a trace through the live policies, offline, and reports cost."""

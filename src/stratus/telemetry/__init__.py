@@ -1,0 +1,1 @@
+"""Tracing: OpenTelemetry spans along the request path, in the gateway, the dispatcher and replicas."""
