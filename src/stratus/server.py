@@ -25,6 +25,7 @@ from stratus.gateway.dataplane import DataPlane
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.guard import Guard
 from stratus.gateway.state import Components
+from stratus.models.registry import EXCLUSIVE_STAGES
 from stratus.models.service import ModelService
 from stratus.observe.alerts import AlertManager, alerts_config
 from stratus.observe.logs import AccessLog, log_config
@@ -80,7 +81,8 @@ def create_app(settings: Settings) -> DataPlane:
         engine = make_engine(settings.database_url or sqlite_url(settings.data_dir))
         await asyncio.to_thread(migrate, engine)
         app.state.audit = audit_log
-        audit_log.start(AuditStore(engine))
+        app.state.audit_store = audit_store = AuditStore(engine)
+        audit_log.start(audit_store)
         artifacts = ArtifactStore(settings.artifacts_dir, keyring, plain)
         app.state.keyring, app.state.secrets = keyring, SecretStore(engine, keyring)
         app.state.wrapped_keys = {"artifacts": artifacts, "secrets": app.state.secrets}
@@ -91,7 +93,7 @@ def create_app(settings: Settings) -> DataPlane:
         await keys.start()
         dispatcher = Dispatcher()
         backend = LocalBackend(settings.run_dir, settings.log_dir, isolation)
-        model_service = ModelService(ModelStore(engine), artifacts)
+        model_service = ModelService(ModelStore(engine, exclusive_stages=EXCLUSIVE_STAGES), artifacts)
         controller = Controller(settings, MetadataStore(engine), artifacts, backend, dispatcher,
                                 model_service, app.state.secrets)
         parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller),

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stratus.autoscale.apportion import apportion
-from stratus.autoscale.metrics import MetricSample, combine
 from stratus.control.routing import Routing
+from stratus.dispatch.load import MetricSample, combine
 
 
 def test_one_revision_gets_everything() -> None:

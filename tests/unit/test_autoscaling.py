@@ -19,8 +19,8 @@ from stratus.autoscale.floors import Schedule, WithFloors
 from stratus.autoscale.histogram import HybridHistogramPolicy
 from stratus.autoscale.keepalive import FixedKeepAlivePolicy
 from stratus.autoscale.kpa import KpaPolicy
-from stratus.autoscale.metrics import MetricSample
 from stratus.autoscale.policy import Bounds, ReplicaCounts
+from stratus.dispatch.load import MetricSample
 from stratus.errors import BadRequest
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stratus.autoscale.floors import Schedule, WithFloors
-from stratus.autoscale.metrics import MetricSample
 from stratus.autoscale.policy import Decision, ReplicaCounts
+from stratus.dispatch.load import MetricSample
 from stratus.spec import ScheduleSpec, parse_duration
 
 UTC = ZoneInfo("UTC")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from stratus.autoscale.histogram import HistogramConfig, HybridHistogramPolicy, IdleTimeHistogram
-from stratus.autoscale.metrics import LoadRecorder, MetricSample
 from stratus.autoscale.policy import Bounds, Decision, ReplicaCounts
+from stratus.dispatch.load import LoadRecorder, MetricSample
 
 COUNTS = ReplicaCounts(ready=1, starting=0)
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stratus.autoscale.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
-from stratus.autoscale.metrics import LoadRecorder, MetricSample
 from stratus.autoscale.policy import Bounds, ReplicaCounts
+from stratus.dispatch.load import LoadRecorder, MetricSample
 
 COUNTS = ReplicaCounts(ready=0, starting=0)
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stratus.autoscale.kpa import KpaConfig, KpaPolicy
-from stratus.autoscale.metrics import LoadRecorder, MetricSample
 from stratus.autoscale.policy import Bounds, ReplicaCounts, demand_now
+from stratus.dispatch.load import LoadRecorder, MetricSample
 
 
 def make(*, min_replicas: int = 0, max_replicas: int = 100, target: float = 1.0,

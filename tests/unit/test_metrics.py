@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stratus.autoscale.metrics import LoadRecorder, MetricSample
+from stratus.dispatch.load import LoadRecorder, MetricSample
 
 
 def test_fresh_recorder_samples_zero_load() -> None:

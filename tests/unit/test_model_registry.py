@@ -16,13 +16,12 @@ from stratus.models.registry import (
     EXCLUSIVE_STAGES,
     STAGES,
     ModelRef,
-    ModelVersionRecord,
     check_name,
     check_stage,
     parse_version,
 )
 from stratus.store.db import make_engine, migrate, sqlite_url
-from stratus.store.models import ModelStore
+from stratus.store.models import ModelStore, ModelVersionRecord
 
 T0 = datetime(2025, 1, 1, 12, 0, 0)
 FILES = {"model.safetensors": {"sha256": "ab" * 32, "size": 10}}
@@ -67,8 +66,8 @@ def test_parse_version_round_trips(parts: tuple[int, int, int]) -> None:
 
 
 def test_semver_orders_numerically_not_lexically() -> None:
-    assert record("1.10.0").semver > record("1.9.0").semver
-    assert record("2.0.0").semver > record("1.99.99").semver
+    assert parse_version("1.10.0") > parse_version("1.9.0")
+    assert parse_version("2.0.0") > parse_version("1.99.99")
 
 
 @pytest.mark.parametrize("name", ["m", "resnet-50", "a1", "x" * 63, "0abc"])
@@ -178,7 +177,7 @@ def test_resolution_rules_hold_for_any_set_of_versions(
     versions = [record(f"{a}.{b}.{c}", stage, promoted) for a, b, c, stage, promoted in rows]
     live = [v for v in versions if v.stage != "archived"]
     if live:
-        assert ModelRef.parse("m").resolve(versions) == max(live, key=lambda v: v.semver)
+        assert ModelRef.parse("m").resolve(versions) == max(live, key=lambda v: parse_version(v.version))
     else:
         with pytest.raises(NotFound):
             ModelRef.parse("m").resolve(versions)
@@ -193,7 +192,7 @@ def test_resolution_rules_hold_for_any_set_of_versions(
         if stage in EXCLUSIVE_STAGES:
             assert chosen.promoted_at == max(v.promoted_at for v in staged)
         else:
-            assert chosen.semver == max(v.semver for v in staged)
+            assert parse_version(chosen.version) == max(parse_version(v.version) for v in staged)
     for version in versions:
         assert ModelRef.parse(f"m@{version.version}").resolve(versions) is version
 
@@ -219,8 +218,14 @@ def test_record_view_and_digests() -> None:
 def store(tmp_path: Path) -> Iterator[ModelStore]:
     engine = make_engine(sqlite_url(tmp_path))
     migrate(engine)
-    yield ModelStore(engine)
+    yield ModelStore(engine, exclusive_stages=EXCLUSIVE_STAGES)
     engine.dispose()
+
+
+def push(store: ModelStore, version: str, stage: str = "dev", name: str = "m",
+         namespace: str = "default") -> ModelVersionRecord:
+    return store.create_version(namespace, name, version, parse_version(version), "safetensors",
+                                FILES, {}, stage=stage)
 
 
 def _stages(store: ModelStore, name: str = "m") -> dict[str, str]:
@@ -229,7 +234,7 @@ def _stages(store: ModelStore, name: str = "m") -> dict[str, str]:
 
 def test_store_promoting_into_an_exclusive_stage_archives_the_previous_holder(store: ModelStore) -> None:
     for version in ("1.0.0", "1.1.0", "2.0.0"):
-        store.create_version("default", "m", version, "safetensors", FILES, {})
+        push(store, version)
     store.promote("default", "m", "1.0.0", "production")
     store.promote("default", "m", "1.1.0", "staging")
     assert _stages(store) == {"1.0.0": "production", "1.1.0": "staging", "2.0.0": "dev"}
@@ -246,7 +251,7 @@ def test_store_promoting_into_an_exclusive_stage_archives_the_previous_holder(st
 
 def test_store_dev_and_archived_are_not_exclusive(store: ModelStore) -> None:
     for version in ("1.0.0", "1.1.0"):
-        store.create_version("default", "m", version, "safetensors", FILES, {})
+        push(store, version)
     store.promote("default", "m", "1.0.0", "archived")
     store.promote("default", "m", "1.1.0", "archived")
     assert _stages(store) == {"1.0.0": "archived", "1.1.0": "archived"}
@@ -256,17 +261,17 @@ def test_store_dev_and_archived_are_not_exclusive(store: ModelStore) -> None:
 
 
 def test_store_pushing_straight_into_production_archives_the_holder(store: ModelStore) -> None:
-    store.create_version("default", "m", "1.0.0", "safetensors", FILES, {}, stage="production")
-    created = store.create_version("default", "m", "1.1.0", "safetensors", FILES, {}, stage="production")
+    push(store, "1.0.0", stage="production")
+    created = push(store, "1.1.0", stage="production")
     assert created.stage == "production"
     assert _stages(store) == {"1.0.0": "archived", "1.1.0": "production"}
 
 
 def test_store_stages_are_per_model_and_per_namespace(store: ModelStore) -> None:
-    store.create_version("default", "a", "1.0.0", "safetensors", FILES, {}, stage="production")
-    store.create_version("default", "b", "1.0.0", "safetensors", FILES, {}, stage="production")
-    store.create_version("other", "a", "1.0.0", "safetensors", FILES, {}, stage="production")
-    store.create_version("default", "a", "2.0.0", "safetensors", FILES, {}, stage="production")
+    push(store, "1.0.0", stage="production", name="a")
+    push(store, "1.0.0", stage="production", name="b")
+    push(store, "1.0.0", stage="production", name="a", namespace="other")
+    push(store, "2.0.0", stage="production", name="a")
     assert _stages(store, "a") == {"1.0.0": "archived", "2.0.0": "production"}
     assert _stages(store, "b") == {"1.0.0": "production"}
     assert {r.stage for r in store.versions("other", "a")} == {"production"}
@@ -274,16 +279,16 @@ def test_store_stages_are_per_model_and_per_namespace(store: ModelStore) -> None
 
 def test_store_versions_are_immutable_and_sorted_by_semver(store: ModelStore) -> None:
     for version in ("1.10.0", "1.2.0", "1.9.3", "0.1.0"):
-        store.create_version("default", "m", version, "safetensors", FILES, {})
+        push(store, version)
     assert [r.version for r in store.versions("default", "m")] == ["0.1.0", "1.2.0", "1.9.3", "1.10.0"]
     with pytest.raises(Conflict, match="versions are immutable"):
-        store.create_version("default", "m", "1.2.0", "safetensors", FILES, {})
+        push(store, "1.2.0")
 
 
 def test_store_unknown_versions_and_models(store: ModelStore) -> None:
     with pytest.raises(NotFound, match="model 'm' not found"):
         store.promote("default", "m", "1.0.0", "production")
-    store.create_version("default", "m", "1.0.0", "safetensors", FILES, {})
+    push(store, "1.0.0")
     with pytest.raises(NotFound, match=r"has no version 9\.9\.9"):
         store.promote("default", "m", "9.9.9", "production")
     with pytest.raises(NotFound):
@@ -291,8 +296,8 @@ def test_store_unknown_versions_and_models(store: ModelStore) -> None:
 
 
 def test_store_deleting_the_last_version_deletes_the_model(store: ModelStore) -> None:
-    store.create_version("default", "m", "1.0.0", "safetensors", FILES, {})
-    store.create_version("default", "m", "2.0.0", "safetensors",
+    push(store, "1.0.0")
+    store.create_version("default", "m", "2.0.0", parse_version("2.0.0"), "safetensors",
                          {"w.safetensors": {"sha256": "cd" * 32, "size": 5}}, {})
     assert store.all_digests() == {"ab" * 32, "cd" * 32}
     store.delete_version("default", "m", "1.0.0")

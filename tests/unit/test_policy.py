@@ -14,8 +14,8 @@ from stratus.autoscale.floors import Schedule, WithFloors
 from stratus.autoscale.histogram import HistogramConfig, HybridHistogramPolicy
 from stratus.autoscale.keepalive import FixedKeepAlivePolicy, KeepAliveConfig
 from stratus.autoscale.kpa import KpaConfig, KpaPolicy
-from stratus.autoscale.metrics import LoadRecorder, MetricSample
 from stratus.autoscale.policy import Bounds, Decision, ReplicaCounts, ScalingPolicy, demand_now
+from stratus.dispatch.load import LoadRecorder, MetricSample
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: schedules make the absolute time matter
 

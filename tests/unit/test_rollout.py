@@ -8,7 +8,6 @@ from stratus.control.rollout import (
     RollbackThresholds,
     RolloutState,
     Step,
-    WindowStats,
     advance,
     apply,
     canary_plan,
@@ -16,6 +15,7 @@ from stratus.control.rollout import (
     judging_window,
     warm_replicas,
 )
+from stratus.dispatch.outcomes import WindowStats
 from stratus.errors import BadRequest
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from stratus.autoscale.metrics import MetricSample
 from stratus.autoscale.policy import Decision, ReplicaCounts
 from stratus.cli.main import app
 from stratus.cost import DEFAULT_PRICES
+from stratus.dispatch.load import MetricSample
 from stratus.sim.report import DeploymentRun
 from stratus.sim.simulator import (
     Invocation,

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from stratus.autoscale.metrics import MetricSample
 from stratus.autoscale.policy import Decision, ReplicaCounts, ScalingPolicy
+from stratus.dispatch.load import MetricSample
 from stratus.spec import ScheduleSpec
 
 

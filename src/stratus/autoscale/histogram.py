@@ -19,8 +19,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from stratus.autoscale.metrics import MetricSample
 from stratus.autoscale.policy import Bounds, Decision, ReplicaCounts, demand_now
+from stratus.dispatch.load import MetricSample
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from stratus.autoscale.metrics import MetricSample
 from stratus.autoscale.policy import Bounds, Decision, ReplicaCounts, demand_now
+from stratus.dispatch.load import MetricSample
 
 
 @dataclass(frozen=True)

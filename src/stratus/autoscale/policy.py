@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from stratus.autoscale.metrics import MetricSample
+from stratus.dispatch.load import MetricSample
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from stratus.autoscale.apportion import apportion
-from stratus.autoscale.metrics import combine
 from stratus.autoscale.policy import ReplicaCounts
 from stratus.backends.base import ReplicaHandle, ReplicaSpec
 from stratus.control.density import MIB, HostBudget
 from stratus.control.unit import DeploymentUnit, LiveRevision
 from stratus.dispatch.channel import ReplicaChannel
+from stratus.dispatch.load import combine
 from stratus.dispatch.pool import PoolReplica, ReplicaState
 from stratus.errors import StratusError
 from stratus.runtime.replica import ReplicaConfig

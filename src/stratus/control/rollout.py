@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from stratus.dispatch.outcomes import WindowStats
 from stratus.errors import BadRequest
 
 
@@ -25,19 +26,6 @@ def canary_plan(canary: int, step: int) -> list[int]:
     if plan[-1] != 100:
         plan.append(100)
     return plan
-
-
-@dataclass(frozen=True)
-class WindowStats:
-    """One revision's requests over the judging window."""
-
-    requests: int
-    errors: int
-    p95_ms: float | None
-
-    @property
-    def error_ratio(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stratus.control.rollout import WindowStats
-
 KEEP_S = 3600.0  # an hour of outcomes per revision
 KEEP_MAX = 100_000  # and never more than this many
 
@@ -40,6 +38,19 @@ class Outcome:
 
 
 OutcomeListener = Callable[[Outcome], None]
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """One revision's requests over the judging window."""
+
+    requests: int
+    errors: int
+    p95_ms: float | None
+
+    @property
+    def error_ratio(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
 
 
 def percentile(values: list[float], q: float) -> float | None:

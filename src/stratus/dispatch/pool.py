@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratus.autoscale.metrics import LoadRecorder, MetricSample
 from stratus.dispatch.channel import ReplicaChannel
+from stratus.dispatch.load import LoadRecorder, MetricSample
 from stratus.dispatch.outcomes import OutcomeLog
 from stratus.dispatch.picker import power_of_two_choices
 from stratus.errors import DeploymentFailed, Shed, StratusError, Unavailable

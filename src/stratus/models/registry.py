@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
 
 from stratus.errors import BadRequest, NotFound
+from stratus.store.models import ModelVersionRecord
 
 STAGES = ("dev", "staging", "production", "archived")
 # Promoting into these moves the version that held the stage to "archived".
@@ -35,37 +34,6 @@ def check_stage(stage: str) -> str:
     if stage not in STAGES:
         raise BadRequest(f"stage {stage!r} is not one of {', '.join(STAGES)}")
     return stage
-
-
-@dataclass(frozen=True)
-class ModelVersionRecord:
-    namespace: str
-    name: str
-    version: str
-    stage: str
-    promoted_at: datetime
-    format: str
-    files: dict[str, dict[str, Any]]  # relative path -> {"sha256": ..., "size": ...}
-    size_bytes: int
-    meta: dict[str, Any] = field(default_factory=dict)
-    created_at: datetime | None = None
-
-    @property
-    def semver(self) -> tuple[int, int, int]:
-        return parse_version(self.version)
-
-    @property
-    def digests(self) -> set[str]:
-        return {entry["sha256"] for entry in self.files.values()}
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "version": self.version, "stage": self.stage,
-            "format": self.format, "files": self.files, "size_bytes": self.size_bytes,
-            "promoted_at": self.promoted_at.isoformat(),
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            **self.meta,
-        }
 
 
 @dataclass(frozen=True)
@@ -108,8 +76,8 @@ class ModelRef:
                 raise NotFound(f"model {self.name!r} has no version in stage {self.stage}")
             if self.stage in EXCLUSIVE_STAGES:
                 return max(staged, key=lambda r: r.promoted_at)
-            return max(staged, key=lambda r: r.semver)
+            return max(staged, key=lambda r: parse_version(r.version))
         live = [r for r in versions if r.stage != "archived"]
         if not live:
             raise NotFound(f"model {self.name!r} has only archived versions")
-        return max(live, key=lambda r: r.semver)
+        return max(live, key=lambda r: parse_version(r.version))

@@ -13,7 +13,6 @@ from stratus.models.formats import PICKLE_REFUSAL
 from stratus.models.registry import (
     FORMATS,
     ModelRef,
-    ModelVersionRecord,
     check_name,
     check_stage,
     parse_version,
@@ -21,7 +20,7 @@ from stratus.models.registry import (
 from stratus.spec import SHA256_PATTERN
 from stratus.store.artifacts import ArtifactStore
 from stratus.store.integrity import CorruptBlob
-from stratus.store.models import ModelStore
+from stratus.store.models import ModelStore, ModelVersionRecord
 
 
 class FileEntry(BaseModel):
@@ -73,7 +72,7 @@ class ModelService:
 
     def push(self, namespace: str, name: str, body: ModelPushRequest) -> ModelVersionRecord:
         check_name(name)
-        parse_version(body.version)
+        semver = parse_version(body.version)
         check_stage(body.stage)
         if body.format not in FORMATS:
             raise BadRequest(f"format {body.format!r} is not one of {', '.join(FORMATS)}")
@@ -94,8 +93,8 @@ class ModelService:
                                         "tags", "trusted_pickle", "source_format"})
         meta["lineage"] = body.lineage.model_dump()
         files = {relative: entry.model_dump() for relative, entry in body.files.items()}
-        return self.store.create_version(namespace, name, body.version, body.format, files, meta,
-                                         body.stage)
+        return self.store.create_version(namespace, name, body.version, semver,
+                                         body.format, files, meta, body.stage)
 
     def resolve(self, namespace: str, refs: list[str]) -> list[dict[str, Any]]:
         """Turn references into the exact versions a revision will load."""

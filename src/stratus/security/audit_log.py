@@ -9,12 +9,11 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
-
-from sqlalchemy.exc import IntegrityError
+from typing import Protocol
 
 from stratus.security.audit import AuditEvent, AuditRecord, Result, chain
-from stratus.store.audit import AuditStore
 
 log = logging.getLogger("stratus.audit")
 
@@ -28,6 +27,22 @@ FLUSH_WAIT_S = 5.0
 MAX_CONFLICTS = 20  # ids taken by another writer, re-chained at once before backing off
 
 
+class ChainConflict(Exception):
+    """Another writer on the same database took the next record id first: nothing was written."""
+
+
+class AuditRecords(Protocol):
+    """Where the chain is kept (``store.audit.AuditStore``); called from the writer thread."""
+
+    def tail(self) -> AuditRecord | None:
+        """The newest record: the next one chains onto it."""
+        ...
+
+    def append(self, records: Sequence[AuditRecord]) -> None:
+        """All of them in one transaction, or none (``ChainConflict`` when an id is taken)."""
+        ...
+
+
 class AuditLog:
     """``append`` (on the event loop's thread) never blocks: a full queue drops the event and
     counts it, and the writer then chains an ``audit.dropped`` record saying how many were lost.
@@ -38,7 +53,7 @@ class AuditLog:
         self._queue: queue.Queue[AuditEvent] = queue.Queue(max_queued)
         self._denied_room = max_queued // 2
         self._batch = batch
-        self.store: AuditStore | None = None  # set by start
+        self.store: AuditRecords | None = None  # set by start
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._progress = threading.Condition()
@@ -70,7 +85,7 @@ class AuditLog:
         return False
 
     # -- life cycle -----------------------------------------------------------------------
-    def start(self, store: AuditStore) -> None:
+    def start(self, store: AuditRecords) -> None:
         self.store = store
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
@@ -141,7 +156,7 @@ class AuditLog:
             except Exception as exc:
                 # The tail may have moved or the write half-happened: read it again.
                 self._tail_known = False
-                if isinstance(exc, IntegrityError) and conflicts < MAX_CONFLICTS:
+                if isinstance(exc, ChainConflict) and conflicts < MAX_CONFLICTS:
                     conflicts += 1  # another server took the next id: chain onto its record
                     continue
                 attempt += 1

@@ -15,16 +15,41 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from stratus.security.roles import GLOBAL_NAMESPACE, Role
-from stratus.store.keys import KeyRecord, KeyStore
 
 log = logging.getLogger("stratus.keys")
 
 KEY_MARK = b"sk_"
 ID_HEX = 12
 REFRESH_S = 5.0  # how soon a key changed through another server takes effect here
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str  # the visible prefix, e.g. ``sk_3f9a2c71d0e4``
+    secret_hash: str  # sha256 hex of the secret part
+    namespace: str  # ``*`` for a global key
+    role: str
+    description: str
+    rate_limit_rps: float | None
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyRecords(Protocol):
+    """Where key records are kept (``store.keys.KeyStore``); called off the event loop."""
+
+    def add(self, record: KeyRecord) -> None: ...
+
+    def all(self) -> list[KeyRecord]: ...
+
+    def revoke(self, key_id: str, at: datetime) -> bool:
+        """Marks the key revoked; False when there is no such key or it was revoked already."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +137,7 @@ class KeyService:
     through another server sharing the database take effect here too.
     """
 
-    def __init__(self, store: KeyStore, ring: KeyRing, refresh_s: float = REFRESH_S) -> None:
+    def __init__(self, store: KeyRecords, ring: KeyRing, refresh_s: float = REFRESH_S) -> None:
         self.store = store
         self.ring = ring
         self.refresh_s = refresh_s

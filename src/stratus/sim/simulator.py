@@ -12,9 +12,9 @@ from itertools import pairwise
 from typing import NamedTuple
 
 from stratus.autoscale.build import build_policy
-from stratus.autoscale.metrics import LoadRecorder, MetricSample
 from stratus.autoscale.policy import ReplicaCounts, ScalingPolicy
 from stratus.cost import DEFAULT_PRICES, Prices
+from stratus.dispatch.load import LoadRecorder, MetricSample
 from stratus.sim.report import DecisionRecord, DeploymentRun, SimReport
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
 

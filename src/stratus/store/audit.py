@@ -7,9 +7,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from stratus.security.audit import AuditEvent, AuditRecord
+from stratus.security.audit_log import ChainConflict
 from stratus.store.tables import AuditRow
 
 SCAN_BATCH = 2000
@@ -44,7 +46,8 @@ class AuditQuery:
 
 
 class AuditStore:
-    """Synchronous repository; callers run it off the event loop."""
+    """Synchronous repository (``security.audit_log.AuditRecords``); callers run it off the event
+    loop."""
 
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -57,10 +60,14 @@ class AuditStore:
 
     def append(self, records: Sequence[AuditRecord]) -> None:
         """One transaction. An id already taken (another server on the same database wrote
-        first) raises ``IntegrityError`` and writes nothing; re-chain onto the new tail."""
-        if records:
+        first) raises ``ChainConflict`` and writes nothing; re-chain onto the new tail."""
+        if not records:
+            return
+        try:
             with self._sessions.begin() as session:
                 session.execute(insert(AuditRow), [_row(record) for record in records])
+        except IntegrityError:
+            raise ChainConflict(f"record id {records[0].id} is taken") from None
 
     def query(self, query: AuditQuery) -> list[AuditRecord]:
         """The newest ``limit`` records that match, newest first."""

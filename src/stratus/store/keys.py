@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Engine, Float, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
+from stratus.security.keys import KeyRecord
 from stratus.store.tables import Base
 
 
@@ -26,20 +26,6 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    id: str  # the visible prefix, e.g. ``sk_3f9a2c71d0e4``
-    secret_hash: str  # sha256 hex of the secret part
-    namespace: str  # ``*`` for a global key
-    role: str
-    description: str
-    rate_limit_rps: float | None
-    created_by: str
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-
-
 def _utc(moment: datetime | None) -> datetime | None:
     # SQLite keeps no time zone: what was written in UTC comes back naive.
     if moment is None or moment.tzinfo is not None:
@@ -56,7 +42,7 @@ def _record(row: ApiKeyRow) -> KeyRecord:
 
 
 class KeyStore:
-    """Synchronous repository; callers run it off the event loop."""
+    """Synchronous repository (``security.keys.KeyRecords``); callers run it off the event loop."""
 
     def __init__(self, engine: Engine) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)

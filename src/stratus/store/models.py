@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,8 +12,36 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from stratus.errors import Conflict, NotFound
-from stratus.models.registry import EXCLUSIVE_STAGES, ModelVersionRecord, parse_version
 from stratus.store.tables import ModelRow, ModelVersionRow
+
+
+@dataclass(frozen=True)
+class ModelVersionRecord:
+    """A stored model version; ``models.registry`` holds the rules about versions and stages."""
+
+    namespace: str
+    name: str
+    version: str
+    stage: str
+    promoted_at: datetime
+    format: str
+    files: dict[str, dict[str, Any]]  # relative path -> {"sha256": ..., "size": ...}
+    size_bytes: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @property
+    def digests(self) -> set[str]:
+        return {entry["sha256"] for entry in self.files.values()}
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "stage": self.stage,
+            "format": self.format, "files": self.files, "size_bytes": self.size_bytes,
+            "promoted_at": self.promoted_at.isoformat(),
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            **self.meta,
+        }
 
 
 def _now() -> datetime:
@@ -27,17 +57,23 @@ def _record(namespace: str, name: str, row: ModelVersionRow) -> ModelVersionReco
 
 
 class ModelStore:
-    def __init__(self, engine: Engine) -> None:
+    """Synchronous repository; callers run it off the event loop. Promoting a version into one
+    of ``exclusive_stages`` archives the version that held it, in the same transaction."""
+
+    def __init__(self, engine: Engine, *, exclusive_stages: Collection[str]) -> None:
+        self._exclusive = frozenset(exclusive_stages)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def _model(self, session: Session, namespace: str, name: str) -> ModelRow | None:
         query = select(ModelRow).where(ModelRow.namespace == namespace, ModelRow.name == name)
         return session.scalars(query).one_or_none()
 
-    def create_version(self, namespace: str, name: str, version: str, format: str,
+    def create_version(self, namespace: str, name: str, version: str,
+                       semver: tuple[int, int, int], format: str,
                        files: dict[str, dict[str, Any]], meta: dict[str, Any],
                        stage: str = "dev") -> ModelVersionRecord:
-        major, minor, patch = parse_version(version)
+        """``semver`` is ``version`` parsed (``models.registry.parse_version``), for ordering."""
+        major, minor, patch = semver
         now = _now()
         try:
             with self._sessions.begin() as session:
@@ -66,7 +102,7 @@ class ModelStore:
             raise Conflict(f"model {name!r} version {version} was pushed concurrently") from None
 
     def _set_stage(self, session: Session, model: ModelRow, row: ModelVersionRow, stage: str) -> None:
-        if stage in EXCLUSIVE_STAGES:
+        if stage in self._exclusive:
             holders = select(ModelVersionRow).where(ModelVersionRow.model_id == model.id,
                                                     ModelVersionRow.stage == stage,
                                                     ModelVersionRow.id != row.id)

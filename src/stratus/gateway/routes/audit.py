@@ -24,9 +24,10 @@ TIME_HELP = "a duration ago (90s, 10m, 2h, 7d) or an ISO 8601 time"
 
 def _running(request: Request) -> tuple[AuditLog, AuditStore]:
     audit: AuditLog | None = getattr(request.app.state, "audit", None)
-    if audit is None or audit.store is None:
+    store: AuditStore | None = getattr(request.app.state, "audit_store", None)
+    if audit is None or store is None:
         raise Unavailable("the audit log is not running yet")
-    return audit, audit.store
+    return audit, store
 
 
 def _time(text: str | None, name: str) -> float | None:

@@ -1,4 +1,5 @@
-"""Load samples that the dispatcher reports and the autoscaling policies read."""
+"""The load a revision carries, as the dispatcher records it on the request path (O(1) per
+event) and as the autoscaling policies read it: samples of concurrency, arrivals and idle gaps."""
 
 from __future__ import annotations
 
