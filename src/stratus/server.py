@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> DataPlane:
         request_metrics = RequestMetrics(parts.metrics)
         guard.count_into(parts.metrics)
         dispatcher.listeners.append(request_metrics.observe)
-        controller.on_replica_started.append(request_metrics.replica_started)
+        controller.reconciler.on_replica_started.append(request_metrics.replica_started)
         controller.on_deleted.append(request_metrics.forget)
         app.state.components = parts
         parts.payloads = payloads

@@ -1,6 +1,6 @@
-"""The controller: applies specs, restores deployments at start-up, and owns the life of every
-replica. The reconciling itself (how many replicas, when to switch traffic) is in
-``reconciler``; this module records state and reacts to what the backend reports.
+"""The controller: applies specs, restores deployments at start-up, and keeps the deployments'
+state. The reconciling itself (how many replicas, when to switch traffic, what to do when a
+replica fails) is in ``reconciler``, routing in ``router``; making a revision live in ``loader``.
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ from typing import Any
 from stratus.autoscale.build import validate_scaling
 from stratus.backends.base import Backend, CodeSpec
 from stratus.config import Settings
+from stratus.control.loader import RevisionLoader
 from stratus.control.quota import NamespaceCaps
 from stratus.control.reconciler import Reconciler
 from stratus.control.resolve import resolve_runtime, resolve_scaling
 from stratus.control.router import Router, traffic_view
 from stratus.control.routing import Routing
-from stratus.control.unit import DeploymentUnit, LiveRevision, pool_limits
+from stratus.control.unit import DeploymentUnit
+from stratus.control.writes import MetadataWrites
 from stratus.dispatch.dispatcher import Dispatcher
-from stratus.dispatch.pool import FailureState, RevisionPool
-from stratus.errors import BadRequest, DeployError, DeploymentFailed, NotFound, StratusError
+from stratus.dispatch.pool import RevisionPool
+from stratus.errors import BadRequest, DeployError, NotFound, StratusError
 from stratus.models.service import ModelService
 from stratus.sdk.options import DeploymentOptions, TensorSpec
 from stratus.security.quotas import quotas_from
@@ -37,7 +39,7 @@ from stratus.spec import (
     TrafficUpdate,
 )
 from stratus.store.artifacts import ArtifactStore
-from stratus.store.metadata import DeploymentRecord, MetadataStore, RevisionRecord, RevisionStatus
+from stratus.store.metadata import DeploymentRecord, MetadataStore
 from stratus.store.secrets import SecretStore
 
 log = logging.getLogger("stratus.controller")
@@ -83,22 +85,28 @@ class Controller:
         self.dispatcher = dispatcher
         self.units: dict[tuple[str, str], DeploymentUnit] = {}
         self.caps = NamespaceCaps(quotas_from(settings.section("quotas")))
-        self.reconciler = Reconciler(self)
-        self.router = Router(self)
+        self.writes = MetadataWrites(store)
+        self.router = Router(dispatcher, self.writes)
+        self.reconciler = Reconciler(
+            settings=settings, units=self.units, backend=backend, dispatcher=dispatcher,
+            router=self.router, caps=self.caps, models=models, secrets=secrets, writes=self.writes,
+        )
+        self.loader = RevisionLoader(
+            settings=settings, store=store, artifacts=artifacts, models=models, backend=backend,
+            dispatcher=dispatcher, activate=self.activate, on_drained=self.reconciler.on_drained,
+        )
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._writes: asyncio.Queue[Callable[[], object]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty: set[tuple[str, str]] = set()
         self._flush_scheduled = False
-        # Observers: (namespace, deployment, seconds from start to ready) for each new replica,
-        # and (namespace, deployment) for each deleted deployment.
-        self.on_replica_started: list[Callable[[str, str, float], None]] = []
+        # Observers of each deleted deployment: (namespace, deployment). Those of each new
+        # replica are the reconciler's.
         self.on_deleted: list[Callable[[str, str], None]] = []
 
     # -- lifecycle --------------------------------------------------------------
     async def start(self) -> None:
         await self.backend.open(self.reconciler)
-        self._tasks.append(asyncio.create_task(self._writer()))
+        self._tasks.append(asyncio.create_task(self.writes.run()))
         records = await asyncio.to_thread(self.store.list_deployments)
         for record in records:
             try:
@@ -114,18 +122,6 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.backend.close()
-
-    def persist(self, write: Callable[[], object]) -> None:
-        """Queue a store write; one writer keeps them in order and off the event loop."""
-        self._writes.put_nowait(write)
-
-    async def _writer(self) -> None:
-        while True:
-            write = await self._writes.get()
-            try:
-                await asyncio.to_thread(write)
-            except Exception:
-                log.exception("metadata write failed")
 
     async def _tick_loop(self) -> None:
         while True:
@@ -157,37 +153,7 @@ class Controller:
             self.reconciler.decide(unit, wall)
             self.reconciler.reconcile(unit)
 
-    def schedule(self, unit: DeploymentUnit) -> None:
-        asyncio.get_running_loop().call_soon(self.reconciler.reconcile, unit)
-
-    # -- revisions --------------------------------------------------------------
-    async def _code_spec(self, runtime: RuntimeSpec, namespace: str) -> CodeSpec:
-        if runtime.bundle:
-            bundle_dir = await asyncio.to_thread(self.artifacts.unpack_bundle, runtime.bundle)
-        else:  # a built-in server: its code is the installed package; it runs in an empty dir
-            bundle_dir = self.settings.data_dir / "builtin"
-            bundle_dir.mkdir(parents=True, exist_ok=True)
-        return CodeSpec(
-            code_key=_zygote_key(runtime, namespace), bundle_dir=str(bundle_dir),
-            entrypoint=runtime.entrypoint, preload=tuple(runtime.preload), env=dict(runtime.env),
-            namespace=namespace,
-        )
-
-    def _live_revision(
-        self, unit: DeploymentUnit, record: RevisionRecord, code: CodeSpec,
-        models: list[dict[str, Any]] | None = None,
-    ) -> LiveRevision:
-        pool = RevisionPool(unit.namespace, unit.name, record.number,
-                            pool_limits(record.runtime, unit.scaling), self.activate)
-        pool.meta = record.code_meta
-        pool.api = record.runtime.api
-        pool.on_drained = self.reconciler.on_drained
-        live = LiveRevision(record.number, record.runtime, code, pool, record.created_at,
-                            models or [])
-        unit.revisions[record.number] = live
-        self.dispatcher.register(pool)
-        return live
-
+    # -- restoring ---------------------------------------------------------------
     async def _restore(self, record: DeploymentRecord) -> None:
         unit = DeploymentUnit(record.namespace, record.name, record.scaling,
                               record.created_at, record.updated_at)
@@ -199,7 +165,7 @@ class Controller:
             unit.routing = Routing(traffic={stable: 100}, stable=stable)
         legacy = {unit.latest} if not record.routing else set()
         for number in sorted(unit.routing.needed() | legacy):
-            await self._bring_up(unit, number, restoring=True)
+            await self.loader.bring_up(unit, number, restoring=True)
         self.units[unit.key] = unit
         unit.rebuild_policy()
         if not unit.routing.traffic or not set(unit.routing.traffic) <= set(unit.revisions):
@@ -209,48 +175,7 @@ class Controller:
         if not record.routing and unit.latest != unit.stable and unit.latest in unit.revisions:
             # Recorded mid-switch before routing was kept: finish the switch.
             self.router.start_rollout(unit, RolloutRequest(to=unit.latest))
-        self.schedule(unit)
-
-    async def _bring_up(self, unit: DeploymentUnit, number: int, restoring: bool) -> None:
-        """Make a recorded revision live: its code prepared in a zygote and its models laid
-        out. While restoring, a revision that cannot load stays live and answers 503."""
-        if number in unit.revisions:
-            return
-        revision = await asyncio.to_thread(
-            self.store.get_revision, unit.namespace, unit.name, number
-        )
-        if revision is None:
-            if restoring:
-                return
-            raise BadRequest(f"deployment {unit.name!r} has no revision {number}")
-        runtime = revision.runtime
-        try:
-            code = await self._code_spec(runtime, unit.namespace)
-        except StratusError as exc:  # the bundle is gone: only a redeploy can help
-            if not restoring:
-                raise DeployError(f"revision {number} cannot be restored: {exc.message}") from None
-            live = self._live_revision(unit, revision,
-                                       CodeSpec(_zygote_key(runtime, unit.namespace), "",
-                                                runtime.entrypoint, namespace=unit.namespace))
-            self._restore_failed(live, unit.name, exc, retry_s=self.settings.max_backoff_s)
-            return
-        if not restoring:
-            models = await self._lay_out(runtime)
-            await self.backend.prepare(code)
-            self._live_revision(unit, revision, code, models)
-            return
-        live = self._live_revision(unit, revision, code)
-        try:
-            # Models not laid out here are laid out again before a replica starts.
-            live.models = await asyncio.to_thread(self.models.lay_out, runtime.models)
-            await self.backend.prepare(code)
-        except StratusError as exc:  # keep serving the rest; this one answers 503
-            self._restore_failed(live, unit.name, exc, retry_s=60.0)
-
-    @staticmethod
-    def _restore_failed(live: LiveRevision, name: str, exc: StratusError, retry_s: float) -> None:
-        live.pool.failure = FailureState(exc.message, exc.detail, 1, time.monotonic() + retry_s)
-        log.error("revision %s of %s cannot load: %s", live.number, name, exc.message)
+        self.reconciler.schedule(unit)
 
     # -- API operations ---------------------------------------------------------
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
@@ -263,7 +188,7 @@ class Controller:
             request = request.model_copy(update={"preload": ["torch", "transformers"]})
         source = request.code_ref()
         provisional = resolve_runtime(request, source, DeploymentOptions(), api=request.api)
-        code = await self._code_spec(provisional, namespace)
+        code = await self.loader.code_spec(provisional, namespace)
         meta = await self.backend.prepare(code)
         options = options_from_meta(meta)
         served = request.served_model
@@ -278,7 +203,7 @@ class Controller:
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, meta, code,
-                                  await self._lay_out(runtime), request.rollout)
+                                  await self.loader.lay_out(runtime), request.rollout)
 
     async def _resolve(self, namespace: str, refs: list[str]) -> list[dict[str, Any]]:
         try:
@@ -307,12 +232,6 @@ class Controller:
         return [f"{unit.name} (revision {live.number})" for unit in self.list_units(namespace)
                 for live in unit.revisions.values() if name in live.runtime.secrets.values()]
 
-    async def _lay_out(self, runtime: RuntimeSpec) -> list[dict[str, Any]]:
-        try:
-            return await asyncio.to_thread(self.models.lay_out, runtime.models)
-        except StratusError as exc:  # a corrupted or missing blob: the deploy cannot proceed
-            raise DeployError(exc.message) from None
-
     async def patch(self, namespace: str, name: str, patch: DeploymentPatch) -> dict[str, Any]:
         unit = self.get_unit(namespace, name)
         latest = unit.latest_revision()
@@ -332,7 +251,7 @@ class Controller:
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code,
-                                  await self._lay_out(runtime))
+                                  await self.loader.lay_out(runtime))
 
     async def follow_model(self, namespace: str, name: str) -> list[str]:
         """A version of ``name`` changed stage: deployments that follow that stage get a new
@@ -350,7 +269,7 @@ class Controller:
                     continue
                 runtime = latest.runtime.model_copy(update={"models": resolved})
                 await self._record(namespace, unit.name, runtime, unit.scaling, latest.pool.meta,
-                                   latest.code, await self._lay_out(runtime))
+                                   latest.code, await self.loader.lay_out(runtime))
                 followed.append(unit.name)
             except StratusError as exc:
                 log.error("deployment %s cannot follow model %s: %s", unit.name, name, exc.message)
@@ -383,7 +302,7 @@ class Controller:
             unit.scaling = scaling
             unit.updated_at = deployment.updated_at
             if revision.number not in unit.revisions:
-                self._live_revision(unit, revision, code, models)
+                self.loader.make_live(unit, revision, code, models)
             unit.latest = revision.number
             unit.rebuild_policy()
             if created:
@@ -410,7 +329,7 @@ class Controller:
             if update.shadow is not None:
                 wanted.add(update.shadow)
             for number in sorted(wanted):
-                await self._bring_up(unit, number, restoring=False)
+                await self.loader.bring_up(unit, number, restoring=False)
             self.router.set_traffic(unit, update)
             self.reconciler.reconcile(unit)
             return traffic_view(unit)
@@ -418,7 +337,7 @@ class Controller:
     async def rollout(self, namespace: str, name: str, request: RolloutRequest) -> dict[str, Any]:
         unit = self.get_unit(namespace, name)
         async with self._lock(unit.key):
-            await self._bring_up(unit, request.to, restoring=False)
+            await self.loader.bring_up(unit, request.to, restoring=False)
             self.router.start_rollout(unit, request)
             self.reconciler.reconcile(unit)
             return traffic_view(unit)
@@ -429,7 +348,7 @@ class Controller:
             previous = unit.routing.previous
             rollout = unit.routing.rollout
             if previous is not None and not (rollout is not None and rollout.active):
-                await self._bring_up(unit, previous, restoring=False)
+                await self.loader.bring_up(unit, previous, restoring=False)
             self.router.rollback(unit)
             self.reconciler.reconcile(unit)
             return traffic_view(unit)
@@ -456,29 +375,3 @@ class Controller:
     def list_units(self, namespace: str) -> list[DeploymentUnit]:
         return sorted((u for u in self.units.values() if u.namespace == namespace),
                       key=lambda u: u.name)
-
-    # -- helpers used by the reconciler -------------------------------------------
-    def record_failure(self, unit: DeploymentUnit, live: LiveRevision, error: str,
-                       detail: str | None) -> None:
-        pool = live.pool
-        count = pool.failure.count + 1 if pool.failure is not None else 1
-        backoff = min(2.0 ** (count - 1), self.settings.max_backoff_s)
-        pool.failure = FailureState(error, detail, count, time.monotonic() + backoff)
-        log.error("deployment %s revision %d: %s (attempt %d, next in %.0fs)%s", unit.name,
-                  live.number, error, count, backoff, f"\n{detail}" if detail else "")
-        if not pool.ready:
-            pool.fail_waiters(DeploymentFailed(
-                f"deployment {unit.name!r} revision {live.number} cannot start: {error}",
-                retry_after=backoff, detail=detail,
-            ))
-        self.persist(lambda: self.store.set_revision_status(
-            unit.namespace, unit.name, live.number, RevisionStatus.FAILED, error))
-
-    def record_recovery(self, unit: DeploymentUnit, live: LiveRevision) -> None:
-        self.persist(lambda: self.store.set_revision_status(
-            unit.namespace, unit.name, live.number, RevisionStatus.READY, None))
-
-
-def _zygote_key(runtime: RuntimeSpec, namespace: str) -> str:
-    """Revision zygotes are per namespace: each imports the code as its namespace's user."""
-    return f"{namespace}/{runtime.code_key()}"

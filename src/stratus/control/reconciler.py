@@ -1,7 +1,7 @@
 """The reconciler: brings each revision's running replicas to its share of what the
 deployment's policy wants, lets the router move rollouts on, retires revisions that left the
 route, and replaces replicas that crash, hang or stop answering. It also receives the
-backend's replica events.
+backend's replica events, and keeps each revision's start-up failures and backoff.
 """
 
 from __future__ import annotations
@@ -11,22 +11,27 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from stratus.autoscale.apportion import apportion
 from stratus.autoscale.policy import ReplicaCounts
-from stratus.backends.base import ReplicaHandle, ReplicaSpec
+from stratus.backends.base import Backend, ReplicaHandle, ReplicaSpec
+from stratus.config import Settings
 from stratus.control.density import MIB, HostBudget
+from stratus.control.quota import NamespaceCaps
+from stratus.control.router import Router
 from stratus.control.unit import DeploymentUnit, LiveRevision
+from stratus.control.writes import MetadataWrites
 from stratus.dispatch.channel import ReplicaChannel
+from stratus.dispatch.dispatcher import Dispatcher
 from stratus.dispatch.load import combine
-from stratus.dispatch.pool import PoolReplica, ReplicaState
-from stratus.errors import StratusError
+from stratus.dispatch.pool import FailureState, PoolReplica, ReplicaState
+from stratus.errors import DeploymentFailed, StratusError
+from stratus.models.service import ModelService
 from stratus.runtime.replica import ReplicaConfig
-
-if TYPE_CHECKING:
-    from stratus.control.controller import Controller
+from stratus.store.metadata import RevisionStatus
+from stratus.store.secrets import SecretStore
 
 log = logging.getLogger("stratus.reconciler")
 
@@ -44,12 +49,27 @@ class _Entry:
 
 
 class Reconciler:
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
+    """Reads the controller's ``units`` (it never adds or removes one) and acts through what it
+    is given: the backend's replicas, the dispatcher's pools, the router's rollouts, the writes."""
+
+    def __init__(self, *, settings: Settings, units: Mapping[tuple[str, str], DeploymentUnit],
+                 backend: Backend, dispatcher: Dispatcher, router: Router, caps: NamespaceCaps,
+                 models: ModelService, secrets: SecretStore | None, writes: MetadataWrites) -> None:
+        self.settings = settings
+        self.units = units
+        self.backend = backend
+        self.dispatcher = dispatcher
+        self.router = router
+        self.caps = caps
+        self.models = models  # laid out again before each replica starts
+        self.secrets = secrets  # revealed to each replica as it starts
+        self.writes = writes
         self.entries: dict[str, _Entry] = {}
         self.retired: list[DeploymentUnit] = []
-        self.budget = HostBudget(controller.settings.memory_budget_mb * MIB)
+        self.budget = HostBudget(settings.memory_budget_mb * MIB)
         self._background: set[asyncio.Task[None]] = set()
+        # Observers of each new replica: (namespace, deployment, seconds from start to ready).
+        self.on_replica_started: list[Callable[[str, str, float], None]] = []
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]
@@ -57,10 +77,10 @@ class Reconciler:
         task.add_done_callback(self._background.discard)
 
     def _all_units(self) -> list[DeploymentUnit]:
-        return [*self.controller.units.values(), *self.retired]
+        return [*self.units.values(), *self.retired]
 
     def _is_live(self, unit: DeploymentUnit) -> bool:
-        return self.controller.units.get(unit.key) is unit
+        return self.units.get(unit.key) is unit
 
     # -- periodic work ------------------------------------------------------------
     def tick(self, unit: DeploymentUnit, now: float, wall: float) -> None:
@@ -80,6 +100,10 @@ class Reconciler:
         self.reconcile(unit)
         self._collect_retired()
 
+    def schedule(self, unit: DeploymentUnit) -> None:
+        """Reconcile ``unit`` soon, once the caller (a backend event, a restore) is done."""
+        asyncio.get_running_loop().call_soon(self.reconcile, unit)
+
     def observe_now(self, unit: DeploymentUnit, now: float, wall: float) -> None:
         """The activator's reading: a request waits, so the policy hears of it at once."""
         combined = combine([pool.instant(now, wall) for pool in unit.member_pools()])
@@ -97,7 +121,7 @@ class Reconciler:
     def reconcile(self, unit: DeploymentUnit) -> None:
         if not self._is_live(unit):
             return
-        warm = self.controller.router.advance(unit, time.time())
+        warm = self.router.advance(unit, time.time())
         routing = unit.routing
         demand = {n: max(unit.demand.get(n, 0.0), pool.load.current + len(pool.waiters))
                   for n in routing.members() if n in unit.revisions
@@ -128,7 +152,7 @@ class Reconciler:
                     continue
                 background = live.number == shadow
                 if entry.background != background:
-                    self.controller.backend.set_priority(entry.handle, background)
+                    self.backend.set_priority(entry.handle, background)
                     entry.background = background
 
     # -- scaling ---------------------------------------------------------------------
@@ -145,13 +169,12 @@ class Reconciler:
                 # Back off after init failures, and then probe with one replica at a time.
                 if starting or time.monotonic() < failure.retry_at:
                     return
-                caps = self.controller.caps
-                if caps.allowed(unit, live, 1, self._all_units()) \
+                if self.caps.allowed(unit, live, 1, self._all_units()) \
                         and self.budget.make_room(unit, live, self._all_units()):
                     self._start(unit, live)
                 return
             wanted = desired - ready - starting  # within the namespace's quota, if it has one
-            for _ in range(self.controller.caps.allowed(unit, live, wanted, self._all_units())):
+            for _ in range(self.caps.allowed(unit, live, wanted, self._all_units())):
                 if not self.budget.make_room(unit, live, self._all_units()):
                     break
                 self._start(unit, live)
@@ -182,13 +205,13 @@ class Reconciler:
 
     def _forget(self, unit: DeploymentUnit, live: LiveRevision) -> None:
         del unit.revisions[live.number]
-        self.controller.dispatcher.unregister(live.pool)
+        self.dispatcher.unregister(live.pool)
         self._release_code(live)
 
     def retire_all(self, unit: DeploymentUnit, error: StratusError) -> None:
         """The deployment is gone: fail its held requests, drain and stop every replica."""
         for live in unit.revisions.values():
-            self.controller.dispatcher.unregister(live.pool)
+            self.dispatcher.unregister(live.pool)
             live.pool.fail_waiters(error)
             for replica in list(live.pool.replicas.values()):
                 if replica.state is ReplicaState.READY:
@@ -206,14 +229,13 @@ class Reconciler:
 
     def _release_code(self, retired: LiveRevision) -> None:
         key = retired.code.code_key
-        units = [*self.controller.units.values(), *self.retired]
-        if any(live.code.code_key == key for u in units for live in u.revisions.values()):
+        if any(live.code.code_key == key for u in self._all_units() for live in u.revisions.values()):
             return
-        self._spawn(self.controller.backend.release(key))
+        self._spawn(self.backend.release(key))
 
     # -- replica lifecycle ----------------------------------------------------------
     def _start(self, unit: DeploymentUnit, live: LiveRevision) -> None:
-        settings = self.controller.settings
+        settings = self.settings
         replica_id = f"{unit.name}-{live.number}-{secrets.token_hex(4)}"
         replica = live.pool.add_starting(replica_id)
         self.entries[replica_id] = _Entry(unit, live, replica)
@@ -233,11 +255,10 @@ class Reconciler:
             if live.runtime.models:
                 # Laid out for every replica: a stat per file when nothing changed, while a
                 # sealed blob damaged since the last start is caught before anything loads it.
-                live.models = await asyncio.to_thread(self.controller.models.lay_out,
-                                                      live.runtime.models)
+                live.models = await asyncio.to_thread(self.models.lay_out, live.runtime.models)
                 spec = dataclasses.replace(
                     spec, config=dataclasses.replace(spec.config, models=live.models))
-            secrets = self.controller.secrets
+            secrets = self.secrets
             if live.runtime.secrets and secrets is not None:
                 # Read as each replica starts (a secret set again reaches new replicas) and
                 # handed to the backend only, never stored or logged.
@@ -245,7 +266,7 @@ class Reconciler:
                                                  live.runtime.secrets)
                 spec = dataclasses.replace(
                     spec, config=dataclasses.replace(spec.config, secrets=values))
-            handle = await self.controller.backend.start(spec)
+            handle = await self.backend.start(spec)
         except StratusError as exc:
             self.replica_failed(spec.replica_id, exc.message, exc.detail)
             return
@@ -257,7 +278,7 @@ class Reconciler:
         if entry is not None:
             entry.handle = handle
             if entry.cancelled:  # cancelled while the backend was still starting it
-                await self.controller.backend.stop(handle, False, "no longer needed")
+                await self.backend.stop(handle, False, "no longer needed")
 
     def _cancel(self, live: LiveRevision, replica: PoolReplica) -> None:
         live.pool.remove(replica.replica_id)
@@ -266,21 +287,21 @@ class Reconciler:
             return
         entry.cancelled = True
         if entry.handle is not None:
-            self._spawn(self.controller.backend.stop(entry.handle, False, "no longer needed"))
+            self._spawn(self.backend.stop(entry.handle, False, "no longer needed"))
 
     def on_drained(self, replica: PoolReplica) -> None:
         entry = self.entries.get(replica.replica_id)
         if entry is not None and entry.handle is not None:
-            self._spawn(self.controller.backend.stop(entry.handle, True, "drained"))
+            self._spawn(self.backend.stop(entry.handle, True, "drained"))
 
     def _kill(self, replica: PoolReplica, reason: str) -> None:
         entry = self.entries.get(replica.replica_id)
         log.warning("killing replica %s: %s", replica.replica_id, reason)
         if entry is not None and entry.handle is not None:
-            self._spawn(self.controller.backend.stop(entry.handle, False, reason))
+            self._spawn(self.backend.stop(entry.handle, False, reason))
 
     def _check_health(self, unit: DeploymentUnit, live: LiveRevision, now: float) -> None:
-        settings = self.controller.settings
+        settings = self.settings
         timeout = live.runtime.timeout_s
         for replica in list(live.pool.replicas.values()):
             channel = replica.channel
@@ -309,29 +330,29 @@ class Reconciler:
         pool.mark_ready(entry.replica, channel, init_ms)
         channel.on_batch_sizes = entry.unit.batch_sizes.merge
         if recovered:
-            self.controller.record_recovery(entry.unit, entry.live)
+            self.record_recovery(entry.unit, entry.live)
         log.info("replica %s ready (init %.1f ms)", replica_id, init_ms)
         unit = entry.unit
         started_s = time.monotonic() - entry.replica.created_at
-        for observer in self.controller.on_replica_started:
+        for observer in self.on_replica_started:
             observer(unit.namespace, unit.name, started_s)
         if not self._is_live(unit) or entry.live.number not in unit.routing.needed():
             pool.mark_draining(entry.replica)
             return
-        self.controller.schedule(unit)
+        self.schedule(unit)
 
     def replica_failed(self, replica_id: str, error: str, detail: str | None) -> None:
         entry = self.entries.pop(replica_id, None)
         if entry is None or entry.cancelled:  # a cancelled start is not a failure
             return
         entry.live.pool.remove(replica_id)
-        self.controller.record_failure(entry.unit, entry.live, error, detail)
+        self.record_failure(entry.unit, entry.live, error, detail)
         if self._is_live(entry.unit):
-            self.controller.schedule(entry.unit)
+            self.schedule(entry.unit)
 
     def replica_exited(self, namespace: str, deployment: str, replica_id: str, reason: str,
                        out_of_memory: bool) -> None:
-        unit = self.controller.units.get((namespace, deployment))
+        unit = self.units.get((namespace, deployment))
         if unit is not None:
             unit.exits.append({"replica": replica_id, "at": round(time.time(), 3),
                                "reason": reason, "out_of_memory": out_of_memory})
@@ -345,6 +366,29 @@ class Reconciler:
         if state is ReplicaState.READY:
             log.warning("replica %s of %s was lost while serving", replica_id, entry.unit.name)
         if self._is_live(entry.unit):
-            self.controller.schedule(entry.unit)
+            self.schedule(entry.unit)
         else:
             self._collect_retired()
+
+    # -- start-up failures ------------------------------------------------------------
+    def record_failure(self, unit: DeploymentUnit, live: LiveRevision, error: str,
+                       detail: str | None) -> None:
+        """A replica of ``live`` could not start: back off before the next attempt, and fail
+        the requests held for a revision that has no ready replica."""
+        pool = live.pool
+        count = pool.failure.count + 1 if pool.failure is not None else 1
+        backoff = min(2.0 ** (count - 1), self.settings.max_backoff_s)
+        pool.failure = FailureState(error, detail, count, time.monotonic() + backoff)
+        log.error("deployment %s revision %d: %s (attempt %d, next in %.0fs)%s", unit.name,
+                  live.number, error, count, backoff, f"\n{detail}" if detail else "")
+        if not pool.ready:
+            pool.fail_waiters(DeploymentFailed(
+                f"deployment {unit.name!r} revision {live.number} cannot start: {error}",
+                retry_after=backoff, detail=detail,
+            ))
+        self.writes.set_revision_status(unit.namespace, unit.name, live.number,
+                                        RevisionStatus.FAILED, error)
+
+    def record_recovery(self, unit: DeploymentUnit, live: LiveRevision) -> None:
+        self.writes.set_revision_status(unit.namespace, unit.name, live.number,
+                                        RevisionStatus.READY, None)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stratus.control.rollout import (
     RollbackThresholds,
@@ -19,6 +20,8 @@ from stratus.control.rollout import (
     judging_window,
 )
 from stratus.control.unit import DeploymentUnit
+from stratus.control.writes import MetadataWrites
+from stratus.dispatch.dispatcher import Dispatcher
 from stratus.dispatch.pool import ReplicaState
 from stratus.dispatch.route import Route
 from stratus.dispatch.traffic import TrafficSplit
@@ -26,18 +29,14 @@ from stratus.errors import BadRequest, Conflict
 from stratus.spec import RolloutRequest, TrafficUpdate
 from stratus.store.metadata import RevisionStatus
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from stratus.control.controller import Controller
-
 log = logging.getLogger("stratus.router")
 alerts = logging.getLogger("stratus.alerts")  # where alerts go when no hook is set
 
 
 class Router:
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
+    def __init__(self, dispatcher: Dispatcher, writes: MetadataWrites) -> None:
+        self.dispatcher = dispatcher
+        self.writes = writes
         # (name, namespace, deployment, message): the server's alerts take rollbacks
         self.on_alert: Callable[[str, str, str, str], None] | None = None
 
@@ -51,7 +50,7 @@ class Router:
         primary = unit.revisions[routing.primary()].pool
         shadow = unit.revisions.get(routing.shadow) if routing.shadow is not None else None
         sticky = routing.sticky
-        self.controller.dispatcher.set_route(Route(
+        self.dispatcher.set_route(Route(
             split=routing.split(), pools=pools, primary=primary,
             shadow=shadow.pool if shadow is not None else None,
             sticky_header=sticky.header if sticky is not None else None,
@@ -61,8 +60,7 @@ class Router:
             self._persist(unit)
 
     def _persist(self, unit: DeploymentUnit) -> None:
-        store, data = self.controller.store, unit.routing.to_json()
-        self.controller.persist(lambda: store.set_routing(unit.namespace, unit.name, data))
+        self.writes.set_routing(unit.namespace, unit.name, unit.routing.to_json())
 
     def event(self, unit: DeploymentUnit, kind: str, message: str, alert: bool = False) -> None:
         unit.routing.event(kind, message)
@@ -240,9 +238,8 @@ class Router:
                    f"revision {rollout.target} rolled back to {rollout.source}: {reason}",
                    alert=alert)
         if alert:
-            store = self.controller.store
-            self.controller.persist(lambda: store.set_revision_status(
-                unit.namespace, unit.name, rollout.target, RevisionStatus.FAILED, reason))
+            self.writes.set_revision_status(unit.namespace, unit.name, rollout.target,
+                                            RevisionStatus.FAILED, reason)
         self.publish(unit)
 
     # -- helpers ------------------------------------------------------------------------
