@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 import pytest
 from scipy.stats import t as student_t
 
-from stratus.experiments.book import RESERVOIR, Experiment, VariantStats, report
+from stratus.experiments.assignment import RESERVOIR, Experiment, VariantStats
+from stratus.experiments.book import report
 from stratus.experiments.statistics import (
     compare_conversion,
     compare_latency,

@@ -9,7 +9,6 @@ import logging
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,13 +18,13 @@ from stratus.control.controller import Controller
 from stratus.dispatch.outcomes import Outcome, percentile
 from stratus.dispatch.traffic import TrafficSplit
 from stratus.errors import BadRequest, Conflict, NotFound
+from stratus.experiments.assignment import Experiment, credited_variant
 from stratus.experiments.statistics import DEFAULT_ALPHA, compare_conversion, compare_latency
 from stratus.spec import NAME_PATTERN, StickySpec, TrafficUpdate
 from stratus.store.experiments import ExperimentRecord, ExperimentStore
 
 log = logging.getLogger("stratus.experiments")
 
-RESERVOIR = 10_000  # latencies kept per variant: a uniform sample of all since the start
 FLUSH_S = 5.0  # how often request statistics are saved
 VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _VARIANT = re.compile(VARIANT_PATTERN)
@@ -86,78 +85,6 @@ class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[ConversionEvent] = Field(min_length=1, max_length=1000)
-
-
-class VariantStats:
-    """Requests, server errors, and a uniform reservoir sample of successful requests'
-    latencies (Vitter's algorithm R), so memory stays bounded however long it runs."""
-
-    __slots__ = ("errors", "latencies_ms", "requests", "seen")
-
-    def __init__(self, requests: int = 0, errors: int = 0, seen: int = 0,
-                 latencies_ms: list[float] | None = None) -> None:
-        self.requests = requests
-        self.errors = errors
-        self.seen = seen  # successful requests, each of which had its chance in the sample
-        self.latencies_ms = latencies_ms if latencies_ms is not None else []
-
-    def add(self, ok: bool, latency_s: float, rng: random.Random) -> None:
-        self.requests += 1
-        if not ok:
-            # A failure's latency (often a timeout) says how it failed, not how fast it serves.
-            self.errors += 1
-            return
-        self.seen += 1
-        latency = round(latency_s * 1000, 3)
-        if len(self.latencies_ms) < RESERVOIR:
-            self.latencies_ms.append(latency)
-        else:
-            slot = rng.randrange(self.seen)
-            if slot < RESERVOIR:
-                self.latencies_ms[slot] = latency
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors": self.errors, "seen": self.seen,
-                "latencies_ms": list(self.latencies_ms)}
-
-    @classmethod
-    def restore(cls, data: dict[str, Any]) -> VariantStats:
-        return cls(int(data.get("requests", 0)), int(data.get("errors", 0)),
-                   int(data.get("seen", 0)), [float(v) for v in data.get("latencies_ms", [])])
-
-
-@dataclass
-class Experiment:
-    record: ExperimentRecord
-    stats: dict[str, VariantStats]
-    by_revision: dict[int, VariantStats]
-    conversions: dict[str, int]
-    since: float  # Unix time of creation: earlier outcomes are not the experiment's
-    dirty: bool = False
-
-    @classmethod
-    def of(cls, record: ExperimentRecord) -> Experiment:
-        stats = {name: VariantStats.restore(record.stats.get(name, {}))
-                 for name, _ in record.variants}
-        return cls(record, stats, {revision: stats[name] for name, revision in record.variants},
-                   {name: int(record.conversions.get(name, 0)) for name, _ in record.variants},
-                   record.created_at.timestamp())
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.record.namespace, self.record.name)
-
-    def summary(self) -> dict[str, Any]:
-        record = self.record
-        return {
-            "name": record.name,
-            "deployment": record.deployment,
-            "control": record.control,
-            "variants": dict(record.variants),
-            "requests": sum(stats.requests for stats in self.stats.values()),
-            "conversions": sum(self.conversions.values()),
-            "created_at": record.created_at.isoformat(),
-        }
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -313,21 +240,9 @@ class ExperimentBook:
             return sum(count for _, count in credited)
 
     def _variant_of(self, experiment: Experiment, event: ConversionEvent) -> str:
-        record = experiment.record
-        if event.variant is not None:
-            if event.variant not in experiment.stats:
-                raise BadRequest(f"experiment {record.name!r} has no variant {event.variant!r}; "
-                                 f"it has {', '.join(experiment.stats)}")
-            return event.variant
-        revision = event.revision
-        if revision is None:
-            assert event.key is not None
-            revision = self._assigned(record, event.key)
-        for variant, number in record.variants:
-            if number == revision:
-                return variant
-        via = f"key {event.key!r} is assigned to revision" if event.key else "revision"
-        raise BadRequest(f"{via} {revision}, which is no variant of experiment {record.name!r}")
+        key = event.key
+        revision = event.revision if key is None else self._assigned(experiment.record, key)
+        return credited_variant(experiment, event.variant, revision, key)
 
     def _assigned(self, record: ExperimentRecord, key: str) -> int:
         """The revision the deployment's current split gives a sticky key."""
