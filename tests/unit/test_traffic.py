@@ -1,4 +1,5 @@
-"""The traffic policy: weights, sticky assignment and pins."""
+"""The traffic policy: weights, sticky assignment and pins (the header that asks for a pin is
+the gateway's: tests/unit/test_request_path.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from scipy.stats import chisquare
 
 from stratus.dispatch.pool import PoolLimits, RevisionPool
 from stratus.dispatch.route import Route
-from stratus.dispatch.traffic import TrafficSplit, choose, pinned_revision
+from stratus.dispatch.traffic import TrafficSplit, choose
 from stratus.errors import BadRequest
 
 
@@ -81,11 +82,6 @@ def test_pins_win_then_sticky_keys_then_the_draw() -> None:
     assert choose(split, 4, "user", 0.5) == 4
     assert choose(split, None, "user", 0.5) == 1
     assert choose(TrafficSplit.of({1: 50, 2: 50}), None, None, 0.75) == 2
-    assert pinned_revision(None) is None
-    assert pinned_revision(" 3 ") == 3
-    for bad in ("latest", "-1", "0", "1.5"):
-        with pytest.raises(BadRequest):
-            pinned_revision(bad)
 
 
 @given(st.dictionaries(st.integers(1, 50), st.integers(0, 100), min_size=1, max_size=6),

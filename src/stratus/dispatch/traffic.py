@@ -1,6 +1,6 @@
-"""Traffic policy between a deployment's revisions, pure: weights summing to 100, a header that
-pins a revision, and sticky A/B assignment by a stable hash of a key (md5, never ``hash()``,
-so an assignment survives restarts and agrees across gateway processes)."""
+"""Traffic policy between a deployment's revisions, pure: weights summing to 100, a pinned
+revision that skips them, and sticky A/B assignment by a stable hash of a key (md5, never
+``hash()``, so an assignment survives restarts and agrees across gateway processes)."""
 
 from __future__ import annotations
 
@@ -66,16 +66,6 @@ class TrafficSplit:
     def _at(self, point: float) -> int:
         index = bisect_right(self._cumulative, point)
         return self.revisions[min(index, len(self.revisions) - 1)]
-
-
-def pinned_revision(header: str | None) -> int | None:
-    """The revision an ``x-stratus-revision`` request header asks for, if any."""
-    if header is None or not header.strip():
-        return None
-    text = header.strip()
-    if not text.isdigit() or int(text) < 1:
-        raise BadRequest(f"x-stratus-revision must be a revision number, not {header!r}")
-    return int(text)
 
 
 def choose(split: TrafficSplit, pinned: int | None, sticky_key: str | None, draw: float) -> int:

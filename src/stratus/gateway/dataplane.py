@@ -22,8 +22,7 @@ from stratus.gateway.adapters.v2 import v2_infer
 from stratus.gateway.authz import DATA_PLANE, denial
 from stratus.gateway.edge import Authenticator, assign_request_id
 from stratus.gateway.guard import Guard
-from stratus.gateway.http import Call, Reply, error_reply, header_map, read_body
-from stratus.gateway.middleware import send_reply
+from stratus.gateway.http import Call, Reply, error_reply, header_map, read_body, send_reply
 from stratus.gateway.openapi_errors import DESCRIPTIONS
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import StreamReply, send_stream

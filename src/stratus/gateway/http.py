@@ -1,6 +1,7 @@
-"""HTTP building blocks every adapter shares: a parsed call, a reply, bounded body reads and
-the contract's error shape. Adapters take a ``Call`` and return a ``Reply``; they never see
-ASGI, so the data plane can serve them without a framework in the way.
+"""HTTP building blocks every adapter shares: a parsed call, a reply and how it is sent, the
+revision headers, bounded body reads and the contract's error shape. Adapters take a ``Call``
+and return a ``Reply``; they never see ASGI, so the data plane can serve them without a
+framework in the way.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.types import Receive
+from starlette.types import Receive, Send
 
-from stratus.dispatch.traffic import pinned_revision
 from stratus.errors import BadRequest, PayloadTooLarge, StratusError
 from stratus.security.roles import Principal
 
 log = logging.getLogger("stratus.gateway")
 
 DEBUG_HEADER = "x-stratus-debug"
+REVISION_HEADER = "x-stratus-revision"  # asks for a revision; on an answer, says which served
+COLD_START_HEADER = "x-stratus-cold-start"
+_REVISION_KEY, _COLD_START_KEY = REVISION_HEADER.encode(), COLD_START_HEADER.encode()
 JSON_TYPE = b"application/json"
 
 
@@ -36,7 +39,7 @@ class Call:
 
     def pinned_revision(self) -> int | None:
         """The revision an ``x-stratus-revision`` header pins the request to, if any."""
-        return pinned_revision(self.headers.get("x-stratus-revision"))
+        return pinned_revision(self.headers.get(REVISION_HEADER))
 
     def query_param(self, name: str, default: str) -> str:
         for key, value in parse_qsl(self.query):
@@ -51,6 +54,43 @@ class Reply:
     body: bytes
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     content_type: bytes = JSON_TYPE
+
+
+def pinned_revision(header: str | None) -> int | None:
+    """The revision number an ``x-stratus-revision`` request header holds; None if it is absent
+    or blank. The traffic split is skipped for a pinned request."""
+    if header is None or not header.strip():
+        return None
+    text = header.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise BadRequest(f"{REVISION_HEADER} must be a revision number, not {header!r}")
+    return int(text)
+
+
+def revision_header(revision: int) -> tuple[bytes, bytes]:
+    """Which revision answered: on every answer a replica gave, errors included."""
+    return (_REVISION_KEY, str(revision).encode())
+
+
+def stratus_headers(revision: int, cold_start: bool) -> list[tuple[bytes, bytes]]:
+    """The contract's headers on a served answer: the revision and whether it paid a cold
+    start. Every adapter and every stream sends these."""
+    return [revision_header(revision),
+            (_COLD_START_KEY, b"true" if cold_start else b"false")]
+
+
+async def send_reply(send: Send, reply: Reply, request_id: bytes) -> None:
+    """Send a whole reply: the data plane's and the control API's edge alike."""
+    headers = [
+        (b"content-type", reply.content_type),
+        (b"content-length", str(len(reply.body)).encode()),
+        (b"x-request-id", request_id),
+        *reply.headers,
+    ]
+    if reply.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="stratus"'))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 def header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -157,5 +197,5 @@ def error_reply(
     if error.retry_after is not None:
         reply_headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
     if error.revision is not None:
-        reply_headers.append((b"x-stratus-revision", str(error.revision).encode()))
+        reply_headers.append(revision_header(error.revision))
     return Reply(error.status, render_error(error, request_id, path, **extra), reply_headers)

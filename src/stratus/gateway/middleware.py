@@ -10,20 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from stratus.errors import StratusError
 from stratus.gateway.edge import Authenticator, assign_request_id, is_public
 from stratus.gateway.guard import Guard
-from stratus.gateway.http import Reply, error_reply
-
-
-async def send_reply(send: Send, reply: Reply, request_id: bytes) -> None:
-    headers = [
-        (b"content-type", reply.content_type),
-        (b"content-length", str(len(reply.body)).encode()),
-        (b"x-request-id", request_id),
-        *reply.headers,
-    ]
-    if reply.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="stratus"'))
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+from stratus.gateway.http import error_reply, send_reply
 
 
 class EdgeMiddleware:

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.types import Receive, Send
 
 from stratus.dispatch.dispatcher import Dispatcher, Invocation, InvocationResult
+from stratus.gateway.http import stratus_headers
 
 _END = object()
 
@@ -38,8 +39,7 @@ class InvocationStream:
         """The contract's revision and cold-start headers, known once a replica took it."""
         if self.revision is None:
             return []
-        return [(b"x-stratus-revision", str(self.revision).encode()),
-                (b"x-stratus-cold-start", b"true" if self.cold_start else b"false")]
+        return stratus_headers(self.revision, self.cold_start)
 
     def _put(self, kind: int, payload: Any) -> None:
         self._items.put_nowait((kind, payload))

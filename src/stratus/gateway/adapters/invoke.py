@@ -8,18 +8,11 @@ from collections.abc import AsyncIterator
 
 from stratus.dispatch.dispatcher import Invocation, InvocationResult
 from stratus.errors import BadRequest, InvalidJSON, StratusError
-from stratus.gateway.http import Call, Reply, error_body
+from stratus.gateway.http import Call, Reply, error_body, stratus_headers
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import InvocationStream, StreamReply
 from stratus.runtime import wire
 from stratus.security.jsondepth import check_depth
-
-
-def stratus_headers(result: InvocationResult) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"x-stratus-revision", str(result.revision).encode()),
-        (b"x-stratus-cold-start", b"true" if result.cold_start else b"false"),
-    ]
 
 
 async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
@@ -52,12 +45,13 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
         return await _invoke_streaming(parts, invocation)  # takes the items itself
     result = await parts.dispatcher.invoke(invocation)
     if items:
-        return Reply(200, b"[" + b",".join(items) + b"]", stratus_headers(result))
+        return Reply(200, b"[" + b",".join(items) + b"]",
+                     stratus_headers(result.revision, result.cold_start))
     return _plain_reply(result)
 
 
 def _plain_reply(result: InvocationResult) -> Reply:
-    headers = stratus_headers(result)
+    headers = stratus_headers(result.revision, result.cold_start)
     if result.kind == wire.KIND_HTTP:
         status, handler_headers, data = result.payload
         content_type = handler_headers.pop("content-type", "application/json").encode()

@@ -17,7 +17,6 @@ import numpy as np
 
 from stratus.dispatch.dispatcher import Invocation, InvocationResult
 from stratus.errors import NotFound, StratusError
-from stratus.gateway.adapters.invoke import stratus_headers
 from stratus.gateway.adapters.openai_schema import (
     ChatRequest,
     CompletionRequest,
@@ -25,7 +24,7 @@ from stratus.gateway.adapters.openai_schema import (
     InvalidParameter,
     parse,
 )
-from stratus.gateway.http import Call, Reply, openai_error_body
+from stratus.gateway.http import Call, Reply, openai_error_body, stratus_headers
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import InvocationStream, StreamReply
 from stratus.runtime import wire
@@ -151,7 +150,9 @@ async def _generate(parts: Components, invocation: Invocation) -> tuple[Generati
 
 async def _answer(parts: Components, shape: Shape, invocations: list[Invocation]) -> Reply:
     done = await asyncio.gather(*(_generate(parts, inv) for inv in invocations))
-    return Reply(200, shape.response([g for g, _ in done]), stratus_headers(done[0][1]))
+    first = done[0][1]
+    return Reply(200, shape.response([g for g, _ in done]),
+                 stratus_headers(first.revision, first.cold_start))
 
 
 async def _stream(parts: Components, call: Call, shape: Shape, invocation: Invocation,
@@ -234,4 +235,4 @@ async def embeddings(parts: Components, call: Call) -> Reply:
     _count(parts, call.request_id, tokens, 0)
     body = {"object": "list", "data": data, "model": request.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-    return Reply(200, json.dumps(body).encode(), stratus_headers(result))
+    return Reply(200, json.dumps(body).encode(), stratus_headers(result.revision, result.cold_start))

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from stratus.dispatch.dispatcher import Invocation
 from stratus.errors import BadRequest, NotFound
-from stratus.gateway.adapters.invoke import stratus_headers
 from stratus.gateway.adapters.v2_codec import (
     HEADER_LENGTH,
     build_infer_response,
     check_declared_inputs,
     parse_infer_request,
 )
-from stratus.gateway.http import Call, Reply
+from stratus.gateway.http import Call, Reply, stratus_headers
 from stratus.gateway.state import Components
 from stratus.runtime import wire
 
@@ -55,4 +54,5 @@ async def v2_infer(parts: Components, call: Call) -> Reply:
     content, headers = build_infer_response(name, str(result.revision), infer, result.payload)
     content_type = headers.pop("content-type").encode()
     extra = [(key.encode(), value.encode()) for key, value in headers.items()]
-    return Reply(200, content, [*extra, *stratus_headers(result)], content_type)
+    return Reply(200, content, [*extra, *stratus_headers(result.revision, result.cold_start)],
+                 content_type)
