@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 
 from stratus.cli.bundle import build_bundle
+from stratus.dispatch.traffic import TrafficSplit
 
 APPS = Path(__file__).parent / "apps"
 STRATUS = str(Path(sys.executable).parent / "stratus")
@@ -56,6 +57,17 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def sticky_keys(shares: dict[int, int]) -> dict[int, str]:
+    """A sticky key that lands on each revision of a split, found as the server assigns keys."""
+    split = TrafficSplit.of(shares)
+    keys: dict[int, str] = {}
+    index = 0
+    while len(keys) < len(split.revisions):
+        keys.setdefault(split.pick_sticky(f"user-{index}"), f"user-{index}")
+        index += 1
+    return keys
 
 
 class StratusServer:

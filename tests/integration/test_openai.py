@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from llm_models import build_tiny_bert, build_tiny_gpt2
-from server import StratusServer, wait_for
+from server import StratusServer, sticky_keys, wait_for
 
 LLM = "oai-chat"
 EMBED = "oai-embed"
@@ -260,3 +260,30 @@ def test_builtin_servers_deploy_through_rest_and_manifest(deployed: StratusServe
     done = deployed.http.post("/v1/embeddings", json={"model": "oai-manifest", "input": "sea"})
     assert done.status_code == 200, done.text
     assert done.headers["x-stratus-cold-start"] == "true"
+
+
+def test_the_model_check_concerns_the_revision_that_serves(deployed: StratusServer) -> None:
+    """Revision 1 serves embeddings; revision 2, native code, gets half the traffic while 1 stays
+    stable. Each request is checked against the revision the split chose for it: one sent to
+    the native revision is a 404, never a native answer dressed as OpenAI's."""
+    name = "oai-mixed"
+    made = deployed.http.post("/api/deployments", json={"name": name, "embeddings": "oai-bert@1.0.0",
+                                                         "min_replicas": 0})
+    assert made.status_code == 200, made.text
+    native = deployed.deploy("basic", "app.py:Echo", name=name, rollout={"promote": False})
+    assert native["revision"] == 2
+    split = deployed.http.put(f"/api/deployments/{name}/traffic",
+                              json={"traffic": {"1": 50, "2": 50}, "sticky": {"header": "x-user"}})
+    assert split.status_code == 200 and split.json()["stable"] == 1, split.text
+    keys = sticky_keys({1: 50, 2: 50})
+    body = {"model": name, "input": "the wide sea"}
+
+    refused = deployed.http.post("/v1/embeddings", json=body, headers={"x-user": keys[2]})
+    assert refused.status_code == 404, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "model_not_found" and "serves the native and v2 APIs" in error["message"]
+    pinned = deployed.http.post("/v1/embeddings", json=body, headers={"x-stratus-revision": "2"})
+    assert pinned.status_code == 404 and pinned.json()["error"]["code"] == "model_not_found"
+    served = deployed.http.post("/v1/embeddings", json=body, headers={"x-user": keys[1]})
+    assert served.status_code == 200, served.text
+    assert served.headers["x-stratus-revision"] == "1" and served.json()["data"][0]["embedding"]

@@ -10,7 +10,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from server import StratusServer
+from server import StratusServer, sticky_keys
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,43 @@ def test_tensor_handler_on_the_native_route_is_a_clear_error(server: StratusServ
     # The native route hands over JSON: this handler multiplies a list and fails clearly.
     assert response.status_code in (400, 500)
     assert response.json()["error"]["message"]
+
+
+def _rows_of(width: int) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, width],
+                        "data": [[1.0] * width]}]}
+
+
+def test_inputs_are_checked_against_the_revision_the_split_chose(server: StratusServer) -> None:
+    """Revision 1 takes rows of four; revision 2, which the split gives half the traffic while
+    1 stays stable, takes rows of two. A request is checked against the revision that serves
+    it, not the stable one."""
+    name = "v2-canary"
+    assert server.deploy("basic", "app.py:Doubler", name=name, min_replicas=1)["revision"] == 1
+    second = server.deploy("basic", "app.py:PairDoubler", name=name, min_replicas=1,
+                           rollout={"promote": False})
+    assert second["revision"] == 2
+    split = server.http.put(f"/api/deployments/{name}/traffic",
+                            json={"traffic": {"1": 50, "2": 50}, "sticky": {"header": "x-user"}})
+    assert split.status_code == 200 and split.json()["stable"] == 1, split.text
+    keys = sticky_keys({1: 50, 2: 50})
+    url = f"/v2/models/{name}/infer"
+
+    served = server.http.post(url, json=_rows_of(2), headers={"x-user": keys[2]})
+    assert served.status_code == 200, served.text
+    assert served.headers["x-stratus-revision"] == "2" and served.json()["model_version"] == "2"
+    assert served.json()["outputs"][0]["data"] == [2.0, 2.0]
+    refused = server.http.post(url, json=_rows_of(4), headers={"x-user": keys[2]})
+    assert refused.status_code == 400, refused.text
+    assert "has shape [1, 4]; the model expects [-1, 2]" in refused.json()["error"]
+    stable = server.http.post(url, json=_rows_of(4), headers={"x-user": keys[1]})
+    assert stable.status_code == 200 and stable.headers["x-stratus-revision"] == "1", stable.text
+
+    pinned = server.http.post(url, json=_rows_of(2), headers={"x-stratus-revision": "2"})
+    assert pinned.status_code == 200 and pinned.headers["x-stratus-revision"] == "2"
+    on_version = server.http.post(f"/v2/models/{name}/versions/1/infer", json=_rows_of(2))
+    assert on_version.status_code == 400 and "the model expects [-1, 4]" in on_version.json()["error"]
+    unknown = server.http.post(f"/v2/models/{name}/versions/3/infer", json=_rows_of(2))
+    assert unknown.status_code == 404 and "no live version '3'" in unknown.json()["error"]
+    missing = server.http.post("/v2/models/v2-nowhere/versions/1/infer", json=_rows_of(2))
+    assert missing.status_code == 404 and "'v2-nowhere' not found" in missing.json()["error"]

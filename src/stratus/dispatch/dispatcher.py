@@ -1,7 +1,9 @@
-"""The dispatcher: routes an Invocation to a replica slot, enforces the timeout, and turns the
-replica's answer into an InvocationResult or a StratusError.
+"""The dispatcher: chooses the revision pool for a request, routes the Invocation to a replica
+slot there, enforces the timeout, and turns the replica's answer into an InvocationResult or a
+StratusError.
 
-Protocol adapters call ``invoke``; nothing here knows about HTTP.
+Protocol adapters call ``choose``, check the chosen revision, then ``run`` the choice; nothing
+here knows about HTTP.
 """
 
 from __future__ import annotations
@@ -37,19 +39,27 @@ log = logging.getLogger("stratus.dispatch")
 
 @dataclass(frozen=True, slots=True)
 class Invocation:
-    namespace: str
-    deployment: str
+    """What one request asks of a replica; where it goes is its ``Choice``."""
+
     kind: int  # wire.KIND_*
     payload: Any
     request_id: str
-    revision: int | None = None  # pinned (x-stratus-revision): skips the traffic split
     on_chunk: ChunkSink | None = None  # receives a streamed answer's items as they arrive
     # Told (revision, cold start) once a replica is chosen: a stream's headers go out before
     # the result exists.
     on_start: Callable[[int, bool], None] | None = None
-    headers: Mapping[str, str] | None = None  # where a sticky A/B key may come from
-    document: Any = None  # the request's JSON, if the payload is not it (sticky JSON fields)
     protocol: str = "native"  # which adapter made it: native, v2 or openai (for metrics)
+
+
+@dataclass(slots=True)
+class Choice:
+    """Where one request goes: the revision pool chosen for it, and the shadow that gets a copy
+    (None without one, or when the request was pinned to the shadow itself). Not frozen: a
+    frozen dataclass's ``__init__`` goes through ``object.__setattr__``, and one is made for
+    every request."""
+
+    pool: RevisionPool
+    shadow: RevisionPool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +85,12 @@ class Dispatcher:
     def route_for(self, namespace: str, deployment: str) -> Route:
         route = self.routes.get((namespace, deployment))
         if route is None:
-            raise NotFound(f"deployment {deployment!r} not found")
+            raise _unknown(deployment)
         return route
 
-    def pool_for(self, namespace: str, deployment: str, revision: int | None = None) -> RevisionPool:
-        """The pool a pinned request goes to, or the route's primary one."""
-        route = self.route_for(namespace, deployment)
-        if revision is None:
-            return route.primary
-        pool = route.pick(revision, None, 0.0)
-        if pool is None:
-            raise _not_routed(deployment, revision)
-        return pool
+    def is_live(self, namespace: str, deployment: str, revision: int) -> bool:
+        """The revision has a pool here, whether or not the traffic split sends it requests."""
+        return (namespace, deployment, revision) in self.pools
 
     def register(self, pool: RevisionPool) -> None:
         self.pools[(pool.namespace, pool.deployment, pool.revision)] = pool
@@ -98,16 +102,23 @@ class Dispatcher:
 
     def set_route(self, route: Route) -> None:
         """Send new traffic along ``route``. Requests held by a pool that left it move to the
-        primary; copies held for a shadow that left are dropped."""
+        primary, and so do those that chose it before the change and queue after it; copies
+        held for a shadow that left are dropped."""
         primary = route.primary
         key = (primary.namespace, primary.deployment)
         previous = self.routes.get(key)
         self.routes[key] = route
+        for pool in route.pools.values():
+            pool.moved_to = None
+        if route.shadow is not None:
+            route.shadow.moved_to = None
         if previous is None:
             return
         staying = {id(pool) for pool in route.pools.values()}
         for pool in previous.pools.values():
             if id(pool) not in staying:
+                if pool is not route.shadow:
+                    pool.moved_to = primary
                 primary.adopt_waiters(pool.take_waiters())
         old_shadow = previous.shadow
         if old_shadow is not None and old_shadow is not route.shadow \
@@ -117,19 +128,34 @@ class Dispatcher:
     def remove_route(self, namespace: str, deployment: str) -> Route | None:
         return self.routes.pop((namespace, deployment), None)
 
-    async def invoke(self, invocation: Invocation) -> InvocationResult:
-        route = self.route_for(invocation.namespace, invocation.deployment)
+    def choose(self, namespace: str, deployment: str, pinned: int | None = None,
+               headers: Mapping[str, str] | None = None, body: Any = None) -> Choice:
+        """The pool that will serve one request: a pin wins, then a sticky key (read from
+        ``headers`` or the top-level fields of the JSON ``body``), then a weighted draw.
+
+        An adapter checks the chosen pool (its ``api``, its ``meta``) and then ``run``s this
+        choice, so what it validated is the revision that serves. One exception stays, by
+        design: a request that has to queue in the chosen pool moves to the new primary if a
+        route change takes that pool out of the split (``set_route`` adopts its waiters and
+        sends later ones on), and is served there; the answer's revision says so.
+        """
+        route = self.routes.get((namespace, deployment))  # not route_for: one call less per request
+        if route is None:
+            raise _unknown(deployment)
         key = None
         if route.sticky_header is not None or route.sticky_field is not None:
-            body = invocation.document if invocation.document is not None else invocation.payload
-            key = route.sticky_key(invocation.headers, body)
-        pool = route.pick(invocation.revision, key, self._rng.random())
+            key = route.sticky_key(headers, body)
+        pool = route.pick(pinned, key, self._rng.random())
         if pool is None:
-            raise _not_routed(invocation.deployment, invocation.revision)
+            raise _not_routed(deployment, pinned)
         shadow = route.shadow
-        if shadow is not None and pool is not shadow:
-            self._mirror(shadow, invocation)
-        return await self._run(pool, invocation, False)
+        return Choice(pool, shadow if shadow is not pool else None)
+
+    async def run(self, choice: Choice, invocation: Invocation) -> InvocationResult:
+        """Serve ``invocation`` on the chosen pool, and copy it to the shadow if there is one."""
+        if choice.shadow is not None:
+            self._mirror(choice.shadow, invocation)
+        return await self._run(choice.pool, invocation, False)
 
     def _mirror(self, shadow: RevisionPool, invocation: Invocation) -> None:
         """Send a copy to the shadow revision and never wait for it: the client's answer owes
@@ -140,7 +166,7 @@ class Dispatcher:
         if saturated or len(shadow.waiters) >= SHADOW_MAX_QUEUED:
             shadow.copies_dropped += 1
             return
-        copy = replace(invocation, request_id=f"{invocation.request_id}-shadow", revision=None,
+        copy = replace(invocation, request_id=f"{invocation.request_id}-shadow",
                        on_chunk=_discard, on_start=None)
         task = asyncio.create_task(self._run_shadow(shadow, copy))
         self._shadows.add(task)
@@ -271,6 +297,10 @@ class Dispatcher:
         timer.cancel()
         pool.release(replica)
         return message
+
+
+def _unknown(deployment: str) -> NotFound:
+    return NotFound(f"deployment {deployment!r} not found")
 
 
 def _not_routed(deployment: str, revision: int | None) -> NotFound:

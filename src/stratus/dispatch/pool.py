@@ -104,6 +104,8 @@ class RevisionPool:
         self.api = "native"  # or "llm" / "embeddings": which protocol adapters may call it
         self.outcomes = OutcomeLog()  # judged during rollouts
         self.copies_dropped = 0  # as a shadow: copies it had no room for
+        # Set while this pool is out of its deployment's route: the primary that took its queue.
+        self.moved_to: RevisionPool | None = None
 
     # -- request path -----------------------------------------------------------
     def try_acquire(self) -> PoolReplica | None:
@@ -127,6 +129,10 @@ class RevisionPool:
 
     async def wait_for_slot(self, arrived: float) -> PoolReplica:
         """Hold the request until a slot frees up or a replica comes up (the activator)."""
+        if self.moved_to is not None:
+            # Chosen just before its pool left the route (a stream starts a turn of the loop
+            # after its choice): it queues where the pool's held requests went.
+            return await self.moved_to.wait_for_slot(arrived)
         failure = self.failure
         if failure is not None and not self.ready:
             remaining = failure.retry_at - time.monotonic()

@@ -12,21 +12,25 @@ from typing import Any
 
 from starlette.types import Receive, Send
 
-from stratus.dispatch.dispatcher import Dispatcher, Invocation, InvocationResult
+from stratus.dispatch.dispatcher import Choice, Dispatcher, Invocation, InvocationResult
 from stratus.gateway.http import stratus_headers
 
 _END = object()
 
 
 class InvocationStream:
-    """Runs one invocation in a task and hands over its CHUNK items in order."""
+    """Runs one invocation, on the revision its adapter chose and checked, in a task and hands
+    over its CHUNK items in order."""
 
-    def __init__(self, dispatcher: Dispatcher, invocation: Invocation) -> None:
+    def __init__(self, dispatcher: Dispatcher, choice: Choice, invocation: Invocation) -> None:
         self._items: asyncio.Queue[Any] = asyncio.Queue()
         self.revision: int | None = None
         self.cold_start = False
+        # The task starts on the next turn of the loop. Should a route change take the chosen
+        # pool out of the split in that instant, the request still gets a free slot there, or
+        # queues on the new primary with the pool's held requests (``RevisionPool.moved_to``).
         self.task: asyncio.Task[InvocationResult] = asyncio.create_task(
-            dispatcher.invoke(replace(invocation, on_chunk=self._put, on_start=self._started))
+            dispatcher.run(choice, replace(invocation, on_chunk=self._put, on_start=self._started))
         )
         self.task.add_done_callback(lambda _: self._items.put_nowait(_END))
         self._ended = False

@@ -120,6 +120,11 @@ class Doubler:
         return {"doubled": x * 2, "total": x.astype(np.float64).sum(axis=1)}
 
 
+@stratus.deployment(inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 2]}])
+class PairDoubler(Doubler):
+    """Doubler as a next revision that declares other inputs: rows of two, not four."""
+
+
 class Mirror:
     """Returns every input tensor unchanged (v2), under the name ``<input>_out``."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from stratus.dispatch.dispatcher import Invocation, InvocationResult
+from stratus.dispatch.dispatcher import Choice, Invocation, InvocationResult
 from stratus.errors import BadRequest, InvalidJSON, StratusError
 from stratus.gateway.http import Call, Reply, error_body, stratus_headers
 from stratus.gateway.state import Components
@@ -27,23 +27,21 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
         json.loads(body)
     except ValueError as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    choice = parts.dispatcher.choose(call.principal.namespace, call.params[0],
+                                     call.pinned_revision(), call.headers, body)
     # A handler that streams, called without asking for a stream, answers with the list
     # of its items once it is done.
     items: list[bytes] = []
     invocation = Invocation(
-        namespace=call.principal.namespace,
-        deployment=call.params[0],
         kind=wire.KIND_JSON,
         payload=body,
         request_id=call.request_id,
-        revision=call.pinned_revision(),
         on_chunk=lambda kind, payload: items.append(payload),
-        headers=call.headers,
     )
     accept = call.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/event-stream" in accept:
-        return await _invoke_streaming(parts, invocation)  # takes the items itself
-    result = await parts.dispatcher.invoke(invocation)
+        return await _invoke_streaming(parts, choice, invocation)  # takes the items itself
+    result = await parts.dispatcher.run(choice, invocation)
     if items:
         return Reply(200, b"[" + b",".join(items) + b"]",
                      stratus_headers(result.revision, result.cold_start))
@@ -63,9 +61,10 @@ def _plain_reply(result: InvocationResult) -> Reply:
     return Reply(200, result.payload, headers)
 
 
-async def _invoke_streaming(parts: Components, invocation: Invocation) -> Reply | StreamReply:
+async def _invoke_streaming(parts: Components, choice: Choice,
+                            invocation: Invocation) -> Reply | StreamReply:
     """Newline-delimited JSON, one line per item as the handler yields it."""
-    stream = InvocationStream(parts.dispatcher, invocation)
+    stream = InvocationStream(parts.dispatcher, choice, invocation)
     first = await stream.next_item()
     if first is None:
         return _plain_reply(await stream.result())

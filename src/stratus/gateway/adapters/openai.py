@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stratus.dispatch.dispatcher import Invocation, InvocationResult
+from stratus.dispatch.dispatcher import Choice, Invocation, InvocationResult
 from stratus.errors import NotFound, StratusError
 from stratus.gateway.adapters.openai_schema import (
     ChatRequest,
@@ -102,24 +102,28 @@ def _count(parts: Components, request_id: str, prompt: int, completion: int) -> 
         parts.usage.tokens(request_id, prompt, completion)
 
 
-def _check_model(parts: Components, call: Call, model: str, api: str, what: str) -> None:
+def _choose(parts: Components, call: Call, model: str, api: str, what: str) -> Choice:
+    """The revision of ``model`` that will serve this request, checked to speak ``api``: the
+    check and the call concern the same revision, whatever the traffic split draws."""
+    pinned = call.pinned_revision()
     try:
-        pool = parts.dispatcher.pool_for(call.principal.namespace, model, call.pinned_revision())
+        choice = parts.dispatcher.choose(call.principal.namespace, model, pinned, call.headers,
+                                         call.body)
     except NotFound:
         raise ModelNotFound(f"The model '{model}' does not exist") from None
+    pool = choice.pool
     if pool.api == "native":
         raise ModelNotFound(f"The model '{model}' does not exist: deployment {model!r} "
                             "serves the native and v2 APIs, not OpenAI's")
     if pool.api != api:
         raise InvalidParameter(f"model '{model}' is an {pool.api} deployment and does not serve "
                                f"{what}", "model")
+    return choice
 
 
-def _invocation(call: Call, model: str, payload: dict[str, Any]) -> Invocation:
-    return Invocation(namespace=call.principal.namespace, deployment=model,
-                      kind=wire.KIND_JSON, payload=json.dumps(payload).encode(),
-                      request_id=call.request_id, revision=call.pinned_revision(),
-                      headers=call.headers, document=call.body, protocol="openai")
+def _invocation(call: Call, payload: dict[str, Any]) -> Invocation:
+    return Invocation(kind=wire.KIND_JSON, payload=json.dumps(payload).encode(),
+                      request_id=call.request_id, protocol="openai")
 
 
 def _shape(call: Call, model: str, chat: bool) -> Shape:
@@ -127,10 +131,11 @@ def _shape(call: Call, model: str, chat: bool) -> Shape:
     return Shape(chat, prefix + call.request_id, model, int(time.time()))
 
 
-async def _generate(parts: Components, invocation: Invocation) -> tuple[Generation, InvocationResult]:
+async def _generate(parts: Components, choice: Choice,
+                    invocation: Invocation) -> tuple[Generation, InvocationResult]:
     events: list[bytes] = []
-    result = await parts.dispatcher.invoke(
-        replace(invocation, on_chunk=lambda kind, payload: events.append(payload))
+    result = await parts.dispatcher.run(
+        choice, replace(invocation, on_chunk=lambda kind, payload: events.append(payload))
     )
     texts: list[str] = []
     final: dict[str, Any] = {}
@@ -148,16 +153,21 @@ async def _generate(parts: Components, invocation: Invocation) -> tuple[Generati
     return generation, result
 
 
-async def _answer(parts: Components, shape: Shape, invocations: list[Invocation]) -> Reply:
-    done = await asyncio.gather(*(_generate(parts, inv) for inv in invocations))
+async def _answer(parts: Components, shape: Shape, choice: Choice,
+                  invocations: list[Invocation]) -> Reply:
+    """Every prompt of a request runs on the one revision chosen (and checked) for it."""
+    if len(invocations) == 1:  # no task to gather: the common case stays one coroutine
+        done = [await _generate(parts, choice, invocations[0])]
+    else:
+        done = await asyncio.gather(*(_generate(parts, choice, inv) for inv in invocations))
     first = done[0][1]
     return Reply(200, shape.response([g for g, _ in done]),
                  stratus_headers(first.revision, first.cold_start))
 
 
-async def _stream(parts: Components, call: Call, shape: Shape, invocation: Invocation,
-                  include_usage: bool) -> StreamReply:
-    stream = InvocationStream(parts.dispatcher, invocation)
+async def _stream(parts: Components, call: Call, shape: Shape, choice: Choice,
+                  invocation: Invocation, include_usage: bool) -> StreamReply:
+    stream = InvocationStream(parts.dispatcher, choice, invocation)
     # Errors before the first event (unknown model, context too long, overload) keep their
     # HTTP status; after it, they can only travel as an event.
     first = await stream.next_item()
@@ -197,33 +207,31 @@ async def _stream(parts: Components, call: Call, shape: Shape, invocation: Invoc
 
 async def completions(parts: Components, call: Call) -> Reply | StreamReply:
     request = parse(CompletionRequest, call.body, parts.settings.max_json_depth)
-    _check_model(parts, call, request.model, "llm", "completions")
+    choice = _choose(parts, call, request.model, "llm", "completions")
     prompts = request.prompts()
     shape = _shape(call, request.model, chat=False)
-    invocations = [_invocation(call, request.model, request.invocation(p)) for p in prompts]
+    invocations = [_invocation(call, request.invocation(p)) for p in prompts]
     if request.stream:
         if len(invocations) != 1:
             raise InvalidParameter("a streamed completion takes one prompt", "prompt")
-        return await _stream(parts, call, shape, invocations[0], request.include_usage())
-    return await _answer(parts, shape, invocations)
+        return await _stream(parts, call, shape, choice, invocations[0], request.include_usage())
+    return await _answer(parts, shape, choice, invocations)
 
 
 async def chat_completions(parts: Components, call: Call) -> Reply | StreamReply:
     request = parse(ChatRequest, call.body, parts.settings.max_json_depth)
-    _check_model(parts, call, request.model, "llm", "chat completions")
+    choice = _choose(parts, call, request.model, "llm", "chat completions")
     shape = _shape(call, request.model, chat=True)
-    invocation = _invocation(call, request.model, request.invocation())
+    invocation = _invocation(call, request.invocation())
     if request.stream:
-        return await _stream(parts, call, shape, invocation, request.include_usage())
-    return await _answer(parts, shape, [invocation])
+        return await _stream(parts, call, shape, choice, invocation, request.include_usage())
+    return await _answer(parts, shape, choice, [invocation])
 
 
 async def embeddings(parts: Components, call: Call) -> Reply:
     request = parse(EmbeddingRequest, call.body, parts.settings.max_json_depth)
-    _check_model(parts, call, request.model, "embeddings", "embeddings")
-    result = await parts.dispatcher.invoke(
-        _invocation(call, request.model, {"input": request.inputs()})
-    )
+    choice = _choose(parts, call, request.model, "embeddings", "embeddings")
+    result = await parts.dispatcher.run(choice, _invocation(call, {"input": request.inputs()}))
     answer = json.loads(result.payload)
     data = []
     for index, vector in enumerate(answer["data"]):
