@@ -179,6 +179,16 @@ class LocalBackend:
         if self.events is not None:
             self.events.replica_lost(channel.replica_id)
 
+    def _replica_forked(self, zygote: RevisionZygote, replica_id: str, pid: int) -> None:
+        handle = self.handles.get(replica_id)
+        if handle is not None and handle.code_key == zygote.code_key:
+            handle.pid = int(pid)
+            self.isolation.forked(handle.replica_id, handle.pid, zygote.pid)
+
+    def _revision_closed(self, zygote: RevisionZygote) -> None:
+        if self.revisions.get(zygote.code_key) is zygote:
+            del self.revisions[zygote.code_key]
+
     def on_exited(self, replica_id: str, returncode: int, reason: str,
                   out_of_memory: bool = False) -> None:
         handle = self.handles.pop(replica_id, None)
@@ -229,7 +239,7 @@ class LocalBackend:
                 )
             finally:
                 log_file.close()
-            profile = ProfileZygote(self, code.profile, process)
+            profile = ProfileZygote(code.profile, process, self.revisions)
             self.profiles[code.profile] = profile
         exited: asyncio.Future[Any] = asyncio.ensure_future(process.wait())
         waiting: set[asyncio.Future[Any]] = {profile.hello, exited}
@@ -254,7 +264,10 @@ class LocalBackend:
                     sandbox = self.isolation.zygote(code)
                 except (SandboxError, OSError) as exc:
                     raise Unavailable(f"cannot set up the zygote's sandbox: {exc}") from None
-                zygote = RevisionZygote(self, code, profile.process.pid)
+                zygote = RevisionZygote(code, profile.process.pid,
+                                        on_replica_forked=self._replica_forked,
+                                        on_replica_exited=self.on_exited,
+                                        on_closed=self._revision_closed)
                 self.revisions[code.code_key] = zygote
                 assert profile.connection is not None
                 load = {"bundle_dir": code.bundle_dir, "entrypoint": code.entrypoint,

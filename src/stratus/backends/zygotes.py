@@ -4,44 +4,50 @@ zygotes) and a revision zygote (which forks replicas), with what each reports ba
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from stratus.backends.base import CodeSpec
 from stratus.errors import DeployError, Unavailable
 from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
 
-if TYPE_CHECKING:
-    from stratus.backends.local import LocalBackend
-
 
 class ProfileZygote:
-    def __init__(self, backend: LocalBackend, profile: str,
-                 process: asyncio.subprocess.Process) -> None:
-        self.backend = backend
+    """Server side of a profile zygote: LOAD goes out, the FORKED of each revision zygote comes
+    back. ``revisions`` is the backend's registry of revision zygotes, by code key."""
+
+    def __init__(self, profile: str, process: asyncio.subprocess.Process,
+                 revisions: Mapping[str, RevisionZygote]) -> None:
         self.profile = profile
         self.process = process
+        self.revisions = revisions
         self.hello: asyncio.Future[FramedConnection] = asyncio.get_running_loop().create_future()
         self.connection: FramedConnection | None = None
 
     def on_message(self, message: list[Any]) -> None:
         if message[0] == wire.FORKED:  # the pid of a revision zygote it just forked
-            zygote = self.backend.revisions.get(message[1])
+            zygote = self.revisions.get(message[1])
             if zygote is not None and zygote.profile_pid == self.process.pid:
-                zygote.forked_pid = int(message[2])
-                failure = zygote.import_failure
-                if failure is not None and failure[0] == zygote.forked_pid:
-                    zygote.fail(failure[1], failure[2])
+                zygote.forked(int(message[2]))
 
     def on_close(self) -> None:
         self.connection = None
 
 
-class RevisionZygote:
-    """Server side of a revision zygote: FORK and KILL go out, FORKED and EXITED come back."""
+# Told (zygote, replica id, pid) when a revision zygote reports a replica it forked.
+ReplicaForked = Callable[["RevisionZygote", str, int], None]
+# Told (replica id, return code, reason, out of memory) when a revision zygote reaps a replica.
+ReplicaExited = Callable[[str, int, str, bool], None]
 
-    def __init__(self, backend: LocalBackend, code: CodeSpec, profile_pid: int | None) -> None:
-        self.backend = backend
+
+class RevisionZygote:
+    """Server side of a revision zygote: FORK and KILL go out, FORKED and EXITED come back and
+    go to the callbacks; ``on_closed`` hears that its connection ended."""
+
+    def __init__(self, code: CodeSpec, profile_pid: int | None, *, on_replica_forked: ReplicaForked,
+                 on_replica_exited: ReplicaExited,
+                 on_closed: Callable[[RevisionZygote], None]) -> None:
         self.code_key = code.code_key
         self.namespace = code.namespace
         self.profile_pid = profile_pid  # its parent: only a child of it may say hello as it
@@ -51,24 +57,31 @@ class RevisionZygote:
         self.loaded: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.connection: FramedConnection | None = None
         self.pid: int | None = None
+        self._on_replica_forked = on_replica_forked
+        self._on_replica_exited = on_replica_exited
+        self._on_closed = on_closed
+
+    def forked(self, pid: int) -> None:
+        """Its parent reported forking it as ``pid``: that confirms an import failure which a
+        hello from that pid reported first."""
+        self.forked_pid = pid
+        failure = self.import_failure
+        if failure is not None and failure[0] == pid:
+            self.fail(failure[1], failure[2])
 
     def on_message(self, message: list[Any]) -> None:
         kind = message[0]
         if kind == wire.FORKED:
-            handle = self.backend.handles.get(message[1])
-            if handle is not None and handle.code_key == self.code_key:
-                handle.pid = int(message[2])
-                self.backend.isolation.forked(handle.replica_id, handle.pid, self.pid)
+            self._on_replica_forked(self, message[1], message[2])
         elif kind == wire.EXITED:
             out_of_memory = bool(message[5]) if len(message) > 5 else False
-            self.backend.on_exited(message[1], int(message[3]), str(message[4]), out_of_memory)
+            self._on_replica_exited(message[1], int(message[3]), str(message[4]), out_of_memory)
 
     def on_close(self) -> None:
         self.connection = None
         if not self.loaded.done():
             self.loaded.set_exception(DeployError("the zygote importing this code died"))
-        if self.backend.revisions.get(self.code_key) is self:
-            del self.backend.revisions[self.code_key]
+        self._on_closed(self)
 
     def fail(self, error: str, trace: str | None) -> None:
         if not self.loaded.done():
