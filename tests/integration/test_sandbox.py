@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from server import STRATUS, TEST_ENV, StratusServer, wait_for
-from stratus.runtime import wire
+from stratus.runtime import messages
 
 PIDS, NOFILE, CPU_SECONDS = 64, 256, 3
 CONFIG = f"sandbox:\n  pids: {PIDS}\n  nofile: {NOFILE}\n  cpu_seconds: {CPU_SECONDS}\n"
@@ -238,8 +238,8 @@ def test_a_replica_cannot_speak_for_another_process(namespaced: StratusServer) -
     victim = namespaced.wait_ready("victim")["replicas"]["items"][0]
     socket_path = str(namespaced.data_dir / "run" / "stratus.sock")
     forged = {
-        "profile": [wire.HELLO_PROFILE, "default", 1, {}],
-        "replica": [wire.HELLO_REPLICA, victim["id"], victim["pid"], True, 1.0, None],
+        "profile": [messages.HELLO_PROFILE, "default", 1, {}],
+        "replica": [messages.HELLO_REPLICA, victim["id"], victim["pid"], True, 1.0, None],
     }
     in_namespace(namespaced, "ns-c")
     for hello in forged.values():

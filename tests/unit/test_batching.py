@@ -13,9 +13,9 @@ import pytest
 
 import stratus
 from stratus.dispatch.channel import ReplicaChannel
-from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.loader import HandlerKind, _classify
+from stratus.runtime.messages import HEARTBEAT, Heartbeat
 from stratus.sdk.batch_policy import BatchError, BatchPolicy, BatchSlots, split_results
 from stratus.sdk.batching import BUCKETS, BatchSizeHistogram, take_batch_sizes
 
@@ -328,8 +328,8 @@ async def test_the_channel_forwards_batch_sizes_and_accepts_older_heartbeats() -
     channel = ReplicaChannel("r-1", 1, FramedConnection(lambda hello, connection: None))
     received: list[Any] = []
     channel.on_batch_sizes = received.append
-    channel.on_message([wire.HEARTBEAT, 0, 10, 20, 30])
-    channel.on_message([wire.HEARTBEAT, 0, 10, 20, 30, {"stats": {"running": 1.0}}])
-    channel.on_message([wire.HEARTBEAT, 0, 10, 20, 30, {"batch_sizes": {"M.f": {4: 2}}}])
+    channel.on_message(Heartbeat(HEARTBEAT, 0, 10, 20, 30))
+    channel.on_message(Heartbeat(HEARTBEAT, 0, 10, 20, 30, {"stats": {"running": 1.0}}))
+    channel.on_message(Heartbeat(HEARTBEAT, 0, 10, 20, 30, {"batch_sizes": {"M.f": {4: 2}}}))
     assert received == [{"M.f": {4: 2}}]
     assert channel.memory.pss == 20

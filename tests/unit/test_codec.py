@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stratus.errors import BadRequest, InvalidJSON, InvalidTensor, UnencodableOutput
-from stratus.runtime import wire
+from stratus.runtime import messages, wire
 from stratus.runtime.codec import (
     decode_request,
     dump_json,
@@ -56,9 +56,10 @@ def test_tensor_request_becomes_named_arrays() -> None:
 
 def test_tensor_request_survives_the_wire() -> None:
     payload = {"x": ["INT16", [3], np.array([1, -2, 3], dtype="<i2").tobytes()]}
-    frame = wire.encode([wire.REQUEST, 1, wire.KIND_TENSORS, payload, {}])
-    message = wire.decode(frame[4:])
-    decoded = decode_request(message[2], message[3])
+    frame = wire.encode(messages.Request(messages.REQUEST, 1, wire.KIND_TENSORS, payload, {}))
+    request = messages.parse(wire.decode(frame[4:]), messages.TO_REPLICA)
+    assert isinstance(request, messages.Request)
+    decoded = decode_request(request.kind, request.payload)
     assert decoded["x"].tolist() == [1, -2, 3]
 
 
@@ -276,5 +277,7 @@ def test_lambda_headers_must_be_a_map(headers: Any) -> None:
 
 def test_lambda_response_survives_the_wire() -> None:
     _, payload = encode_response(wire.KIND_JSON, True, {"statusCode": 200, "body": b"\xffraw"})
-    frame = wire.encode([wire.RESPONSE, 1, 0, wire.KIND_HTTP, payload])
-    assert wire.decode(frame[4:])[4] == [200, {"content-type": "application/octet-stream"}, b"\xffraw"]
+    frame = wire.encode(messages.Response(messages.RESPONSE, 1, 0, wire.KIND_HTTP, payload))
+    response = messages.parse(wire.decode(frame[4:]), messages.TO_SERVER)
+    assert isinstance(response, messages.Response)
+    assert response.payload == [200, {"content-type": "application/octet-stream"}, b"\xffraw"]

@@ -8,7 +8,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
-from stratus.runtime import wire
+from stratus.runtime import messages, wire
 from stratus.telemetry.spans import SpanCollector, from_record, from_wire, to_record, view
 from stratus.telemetry.tracing import TraceStore, parse_config, traceparent
 
@@ -30,7 +30,10 @@ def finished_spans() -> list[ReadableSpan]:
 
 def test_a_record_survives_the_wire_and_rebuilds_the_same_span() -> None:
     child, parent = finished_spans()
-    record = from_wire(wire.decode(wire.encode([wire.SPANS, [to_record(child)]])[4:])[1][0])
+    frame = wire.encode(messages.Spans(messages.SPANS, [to_record(child)]))
+    spans = messages.parse(wire.decode(frame[4:]), messages.TO_SERVER)
+    assert isinstance(spans, messages.Spans)
+    record = from_wire(spans.records[0])
     sent = to_record(child)
     assert record[:7] == sent[:7] and record[8:] == sent[8:]
     assert record[7] == {"tags": ["a", "b"]}  # msgpack has arrays, not tuples

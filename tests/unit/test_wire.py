@@ -10,25 +10,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stratus.runtime import wire
+from stratus.runtime import messages, wire
 from stratus.runtime.wire import MAX_FRAME, FrameDecoder, decode, encode
 
 MESSAGES: list[list[Any]] = [
-    [wire.HELLO_REPLICA, "r-1", 4242, True, 12.5, None],
-    [wire.REQUEST, 7, wire.KIND_TENSORS, {"x": ["FP32", [2], b"\x00\x00\x80?\x00\x00\x00@"]}, {}],
-    [wire.RESPONSE, 7, 0, wire.KIND_JSON, b'{"ok": true}'],
-    [wire.ERROR, 8, 500, "handler_error", "boom \u2603", "Traceback ..."],
-    [wire.HEARTBEAT, 0, 123_456_789],
-    [wire.SHUTDOWN],
-    [wire.REQUEST, 9, wire.KIND_TENSORS, {"s": ["BYTES", [3], [b"", b"\xff\x00", b"abc"]]}, {"a": 1}],
+    [messages.HELLO_REPLICA, "r-1", 4242, True, 12.5, None],
+    [messages.REQUEST, 7, wire.KIND_TENSORS, {"x": ["FP32", [2], b"\x00\x00\x80?\x00\x00\x00@"]}, {}],
+    [messages.RESPONSE, 7, 0, wire.KIND_JSON, b'{"ok": true}'],
+    [messages.ERROR, 8, 500, "handler_error", "boom \u2603", "Traceback ..."],
+    [messages.HEARTBEAT, 0, 123_456_789],
+    [messages.SHUTDOWN],
+    [messages.REQUEST, 9, wire.KIND_TENSORS, {"s": ["BYTES", [3], [b"", b"\xff\x00", b"abc"]]}, {"a": 1}],
 ]
 
 
 def test_encode_prefixes_a_big_endian_length() -> None:
-    frame = encode([wire.CANCEL, 5])
+    frame = encode([messages.CANCEL, 5])
     (length,) = struct.unpack(">I", frame[:4])
     assert length == len(frame) - 4
-    assert msgpack.unpackb(frame[4:]) == [wire.CANCEL, 5]
+    assert msgpack.unpackb(frame[4:]) == [messages.CANCEL, 5]
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: f"type-{m[0]}")
@@ -37,7 +37,7 @@ def test_encode_decode_round_trip(message: list[Any]) -> None:
 
 
 def test_bytes_stay_bytes_and_strings_stay_strings() -> None:
-    message = [wire.RESPONSE, 1, 0, wire.KIND_HTTP, [200, {"content-type": "x"}, b"\x00\xffbin"]]
+    message = [messages.RESPONSE, 1, 0, wire.KIND_HTTP, [200, {"content-type": "x"}, b"\x00\xffbin"]]
     decoded = decode(encode(message)[4:])
     body = decoded[4][2]
     assert isinstance(body, bytes) and body == b"\x00\xffbin"
@@ -45,13 +45,13 @@ def test_bytes_stay_bytes_and_strings_stay_strings() -> None:
 
 
 def test_tuples_become_lists_and_integer_map_keys_survive() -> None:
-    decoded = decode(encode([wire.LOAD, (1, 2), {1: "one", "two": 2}])[4:])
-    assert decoded == [wire.LOAD, [1, 2], {1: "one", "two": 2}]
+    decoded = decode(encode([messages.LOAD, (1, 2), {1: "one", "two": 2}])[4:])
+    assert decoded == [messages.LOAD, [1, 2], {1: "one", "two": 2}]
 
 
 def test_decode_accepts_a_memoryview() -> None:
-    frame = encode([wire.STOP, 2.5])
-    assert decode(memoryview(frame)[4:]) == [wire.STOP, 2.5]
+    frame = encode([messages.STOP, 2.5])
+    assert decode(memoryview(frame)[4:]) == [messages.STOP, 2.5]
 
 
 @pytest.mark.parametrize("payload", [msgpack.packb(1), msgpack.packb([]), msgpack.packb({"a": 1}),
@@ -118,7 +118,7 @@ def test_decoder_fed_one_byte_at_a_time() -> None:
 
 def test_large_bytes_payload_survives_chunking() -> None:
     blob = bytes(range(256)) * 4096  # 1 MiB
-    message = [wire.RESPONSE, 3, 0, wire.KIND_TENSORS, {"y": ["UINT8", [len(blob)], blob]}]
+    message = [messages.RESPONSE, 3, 0, wire.KIND_TENSORS, {"y": ["UINT8", [len(blob)], blob]}]
     stream = encode(message)
     decoder = FrameDecoder()
     received: list[list[Any]] = []
@@ -138,7 +138,7 @@ def test_oversized_length_header_raises(length: int) -> None:
 def test_oversized_length_after_a_good_frame_raises() -> None:
     decoder = FrameDecoder()
     with pytest.raises(ValueError):
-        decoder.feed(encode([wire.SHUTDOWN]) + struct.pack(">I", 0xFFFFFFFF))
+        decoder.feed(encode([messages.SHUTDOWN]) + struct.pack(">I", 0xFFFFFFFF))
 
 
 def test_length_at_the_limit_waits_for_more_data() -> None:

@@ -21,7 +21,7 @@ from stratus.backends.isolation import Isolation
 from stratus.backends.zygotes import ProfileZygote, RevisionZygote
 from stratus.dispatch.channel import ReplicaChannel
 from stratus.errors import DeployError, Unavailable
-from stratus.runtime import wire
+from stratus.runtime import messages
 from stratus.runtime.connection import Endpoint, FramedConnection
 from stratus.runtime.sandbox import SandboxConfig, SandboxError
 
@@ -83,7 +83,7 @@ class LocalBackend:
                 handle.channel.stop(0)
         for zygote in list(self.revisions.values()):
             if zygote.connection is not None:
-                zygote.connection.send([wire.SHUTDOWN])
+                zygote.connection.send(messages.Shutdown(messages.SHUTDOWN))
         for profile in list(self.profiles.values()):
             if profile.process.returncode is None:
                 profile.process.terminate()
@@ -100,74 +100,77 @@ class LocalBackend:
         self.isolation.close()
 
     # -- connections ------------------------------------------------------------
-    def _accept(self, hello: list[Any], connection: FramedConnection) -> Endpoint | None:
+    def _accept(self, hello: messages.ToServer, connection: FramedConnection) -> Endpoint | None:
         # Replica users can reach this socket: each hello must come from the very process
         # it names, a child of the process that forked it (the kernel's SO_PEERCRED).
-        kind = hello[0]
-        if kind == wire.HELLO_PROFILE:
-            profile = self.profiles.get(hello[1])
+        if isinstance(hello, messages.HelloProfile):
+            profile = self.profiles.get(hello.profile_key)
             if profile is None or not self.isolation.peer_is(
                     connection.peer(), profile.process.pid, None, None):
                 return None
             profile.connection = connection
-            if hello[3]:
-                log.warning("profile %s: preloads failed to import: %s", hello[1], hello[3])
+            if hello.preload_errors:
+                log.warning("profile %s: preloads failed to import: %s", hello.profile_key,
+                            hello.preload_errors)
             if not profile.hello.done():
                 profile.hello.set_result(connection)
             return profile
-        if kind == wire.HELLO_REVISION:
-            zygote = self.revisions.get(hello[1])
+        if isinstance(hello, messages.HelloRevision):
+            zygote = self.revisions.get(hello.code_key)
             if zygote is None or zygote.connection is not None:
                 return None
-            pid = int(hello[2])
-            if not hello[3] and zygote.forked_pid is None and self.isolation.peer_is(
+            pid = int(hello.pid)
+            if not hello.ok and zygote.forked_pid is None and self.isolation.peer_is(
                     connection.peer(), pid, None, zygote.namespace):
                 # Its import failed and it may be gone before its parent's FORKED is read.
-                zygote.import_failure = (pid, str(hello[4]), hello[5])
+                zygote.import_failure = (pid, str(hello.meta_or_error), hello.traceback)
                 return None
             if not self.isolation.vouches(connection.peer(), pid, zygote.forked_pid,
                                           zygote.profile_pid, zygote.namespace):
                 return None
             zygote.connection = connection
             zygote.pid = pid
-            if hello[3]:
-                zygote.loaded.set_result(dict(hello[4]))
+            if hello.ok:
+                zygote.loaded.set_result(dict(hello.meta_or_error))
             else:
-                zygote.fail(str(hello[4]), hello[5])
+                zygote.fail(str(hello.meta_or_error), hello.traceback)
             return zygote
-        if kind == wire.HELLO_REPLICA:
+        if isinstance(hello, messages.HelloReplica):
             return self._accept_replica(hello, connection)
         return None
 
-    def _accept_replica(self, hello: list[Any], connection: FramedConnection) -> Endpoint | None:
-        _, replica_id, pid, ok, info, trace = hello
+    def _accept_replica(self, hello: messages.HelloReplica,
+                        connection: FramedConnection) -> Endpoint | None:
+        replica_id = hello.replica_id
         handle = self.handles.get(replica_id)
         if handle is None or self.events is None or handle.channel is not None:
             return None
         zygote = self.revisions.get(handle.code_key)
         if zygote is None:
             return None
-        if not ok and handle.pid is None and self.isolation.peer_is(
-                connection.peer(), int(pid), None, zygote.namespace):
+        pid = int(hello.pid)
+        if not hello.ok and handle.pid is None and self.isolation.peer_is(
+                connection.peer(), pid, None, zygote.namespace):
             # A replica whose init failed may be gone (reaped) before its zygote's FORKED is
             # read: what it said waits for that report to vouch for its pid (on_exited).
-            handle.init_failure = (int(pid), f"init failed: {info}", trace)
+            handle.init_failure = (pid, f"init failed: {hello.init_ms_or_error}", hello.traceback)
             return None
-        if not self.isolation.vouches(connection.peer(), int(pid), handle.pid, zygote.pid,
+        if not self.isolation.vouches(connection.peer(), pid, handle.pid, zygote.pid,
                                       zygote.namespace):
             log.warning("refused a hello for replica %s from a process that is not it",
                         replica_id)
             return None
-        handle.pid = int(pid)
-        if not ok:
+        handle.pid = pid
+        if not hello.ok:
             handle.state = HandleState.EXITED
-            self.events.replica_failed(replica_id, f"init failed: {info}", trace)
+            self.events.replica_failed(replica_id, f"init failed: {hello.init_ms_or_error}",
+                                       hello.traceback)
             return None
-        channel = ReplicaChannel(replica_id, int(pid), connection)
+        channel = ReplicaChannel(replica_id, pid, connection)
         channel.on_lost = self._on_channel_lost
         handle.channel = channel
         handle.state = HandleState.RUNNING
-        self.events.replica_ready(replica_id, channel, float(info))
+        self.events.replica_ready(replica_id, channel, float(hello.init_ms_or_error))
         return channel
 
     def _on_channel_lost(self, channel: ReplicaChannel) -> None:
@@ -272,7 +275,7 @@ class LocalBackend:
                 assert profile.connection is not None
                 load = {"bundle_dir": code.bundle_dir, "entrypoint": code.entrypoint,
                         "env": code.env, "sandbox": sandbox.to_wire()}
-                profile.connection.send([wire.LOAD, code.code_key, load])
+                profile.connection.send(messages.Load(messages.LOAD, code.code_key, load))
         try:
             return await asyncio.wait_for(asyncio.shield(zygote.loaded), IMPORT_TIMEOUT_S)
         except DeployError:
@@ -285,7 +288,7 @@ class LocalBackend:
     async def release(self, code_key: str) -> None:
         zygote = self.revisions.pop(code_key, None)
         if zygote is not None and zygote.connection is not None:
-            zygote.connection.send([wire.SHUTDOWN])
+            zygote.connection.send(messages.Shutdown(messages.SHUTDOWN))
 
     # -- replicas ---------------------------------------------------------------
     async def start(self, spec: ReplicaSpec) -> ReplicaHandle:
@@ -306,7 +309,7 @@ class LocalBackend:
                                deployment=spec.config.deployment)
         self.handles[spec.replica_id] = handle
         try:
-            zygote.send([wire.FORK, spec.replica_id, dataclasses.asdict(config)])
+            zygote.send(messages.Fork(messages.FORK, spec.replica_id, dataclasses.asdict(config)))
         except Unavailable:
             self.handles.pop(spec.replica_id, None)
             self.isolation.exited(spec.replica_id, 0)
@@ -331,7 +334,7 @@ class LocalBackend:
         self._kill_timers.pop(handle.replica_id, None)
         zygote = self.revisions.get(handle.code_key)
         if zygote is not None and zygote.connection is not None:
-            zygote.connection.send([wire.KILL, handle.replica_id, reason])
+            zygote.connection.send(messages.Kill(messages.KILL, handle.replica_id, reason))
         elif handle.pid is not None:
             with contextlib.suppress(ProcessLookupError):  # zygote gone: signal the orphan
                 os.kill(handle.pid, 9)

@@ -9,8 +9,8 @@ from typing import Any
 
 from stratus.backends.base import CodeSpec
 from stratus.errors import DeployError, Unavailable
-from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
+from stratus.runtime.messages import Exited, Forked, ToRevisionZygote, ToServer
 
 
 class ProfileZygote:
@@ -25,11 +25,11 @@ class ProfileZygote:
         self.hello: asyncio.Future[FramedConnection] = asyncio.get_running_loop().create_future()
         self.connection: FramedConnection | None = None
 
-    def on_message(self, message: list[Any]) -> None:
-        if message[0] == wire.FORKED:  # the pid of a revision zygote it just forked
-            zygote = self.revisions.get(message[1])
+    def on_message(self, message: ToServer) -> None:
+        if isinstance(message, Forked):  # the pid of a revision zygote it just forked
+            zygote = self.revisions.get(message.child)
             if zygote is not None and zygote.profile_pid == self.process.pid:
-                zygote.forked(int(message[2]))
+                zygote.forked(int(message.pid))
 
     def on_close(self) -> None:
         self.connection = None
@@ -69,13 +69,12 @@ class RevisionZygote:
         if failure is not None and failure[0] == pid:
             self.fail(failure[1], failure[2])
 
-    def on_message(self, message: list[Any]) -> None:
-        kind = message[0]
-        if kind == wire.FORKED:
-            self._on_replica_forked(self, message[1], message[2])
-        elif kind == wire.EXITED:
-            out_of_memory = bool(message[5]) if len(message) > 5 else False
-            self._on_replica_exited(message[1], int(message[3]), str(message[4]), out_of_memory)
+    def on_message(self, message: ToServer) -> None:
+        if isinstance(message, Forked):
+            self._on_replica_forked(self, message.child, message.pid)
+        elif isinstance(message, Exited):
+            self._on_replica_exited(message.replica_id, int(message.returncode),
+                                    str(message.reason), bool(message.out_of_memory))
 
     def on_close(self) -> None:
         self.connection = None
@@ -87,7 +86,7 @@ class RevisionZygote:
         if not self.loaded.done():
             self.loaded.set_exception(DeployError(error, detail=trace))
 
-    def send(self, message: list[Any]) -> None:
+    def send(self, message: ToRevisionZygote) -> None:
         if self.connection is None:
             raise Unavailable("the zygote for this revision is gone")
         self.connection.send(message)

@@ -9,9 +9,23 @@ from collections.abc import Callable
 from typing import Any
 
 from stratus.errors import OutOfMemory, ReplicaLost
-from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.memory import Memory
+from stratus.runtime.messages import (
+    CANCEL,
+    REQUEST,
+    STOP,
+    Answer,
+    Cancel,
+    Chunk,
+    Error,
+    Heartbeat,
+    Request,
+    Response,
+    Spans,
+    Stop,
+    ToServer,
+)
 from stratus.telemetry import tracing
 
 # Receives (payload kind, payload) for each CHUNK of a streamed answer.
@@ -22,14 +36,14 @@ EXIT_REASON_WAIT_S = 0.25
 
 
 class ReplicaChannel:
-    """Server side of a replica's socket. Futures resolve to the raw RESPONSE/ERROR frame."""
+    """Server side of a replica's socket. Futures resolve to the Response or Error message."""
 
     def __init__(self, replica_id: str, pid: int, connection: FramedConnection) -> None:
         self.replica_id = replica_id
         self.pid = pid
         self.connection = connection
         self.loop = asyncio.get_running_loop()
-        self.pending: dict[int, asyncio.Future[list[Any]]] = {}
+        self.pending: dict[int, asyncio.Future[Answer]] = {}
         self.sinks: dict[int, ChunkSink] = {}
         self.next_rid = 1
         self.closed = False
@@ -46,44 +60,44 @@ class ReplicaChannel:
 
     def request(
         self, kind: int, payload: Any, meta: dict[str, Any], sink: ChunkSink | None = None
-    ) -> tuple[int, asyncio.Future[list[Any]]]:
+    ) -> tuple[int, asyncio.Future[Answer]]:
         if self.closed:
             raise self._lost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
         rid = self.next_rid
         self.next_rid = rid + 1
-        future: asyncio.Future[list[Any]] = self.loop.create_future()
+        future: asyncio.Future[Answer] = self.loop.create_future()
         self.pending[rid] = future
         if sink is not None:
             self.sinks[rid] = sink
-        self.connection.send([wire.REQUEST, rid, kind, payload, meta])
+        self.connection.send(Request(REQUEST, rid, kind, payload, meta))
         return rid, future
 
     def cancel(self, rid: int) -> None:
         """Ask the replica to cancel a request; its answer (if any) still arrives."""
         self.sinks.pop(rid, None)
-        self.connection.send([wire.CANCEL, rid])
+        self.connection.send(Cancel(CANCEL, rid))
 
     def stop(self, drain_timeout_s: float) -> None:
-        self.connection.send([wire.STOP, drain_timeout_s])
+        self.connection.send(Stop(STOP, drain_timeout_s))
 
     # -- Endpoint ---------------------------------------------------------------
-    def on_message(self, message: list[Any]) -> None:
+    def on_message(self, message: ToServer) -> None:
         self.last_seen = time.monotonic()
-        kind = message[0]
-        if kind == wire.CHUNK:
-            sink = self.sinks.get(message[1])
+        if isinstance(message, Chunk):
+            sink = self.sinks.get(message.rid)
             if sink is not None:
-                sink(message[2], message[3])
-        elif kind == wire.RESPONSE or kind == wire.ERROR:
-            self.sinks.pop(message[1], None)
-            future = self.pending.pop(message[1], None)
+                sink(message.kind, message.payload)
+        elif isinstance(message, (Response, Error)):
+            self.sinks.pop(message.rid, None)
+            future = self.pending.pop(message.rid, None)
             if future is not None and not future.done():
                 future.set_result(message)
-        elif kind == wire.SPANS:
-            tracing.receive(self.replica_id, self.pid, message[1])
-        elif kind == wire.HEARTBEAT:
-            self.memory = Memory(rss=int(message[2]), pss=int(message[3]), dirty=int(message[4]))
-            reports = message[5] if len(message) > 5 and isinstance(message[5], dict) else {}
+        elif isinstance(message, Spans):
+            tracing.receive(self.replica_id, self.pid, message.records)
+        elif isinstance(message, Heartbeat):
+            self.memory = Memory(rss=int(message.rss), pss=int(message.pss),
+                                 dirty=int(message.charged))
+            reports = message.reports if isinstance(message.reports, dict) else {}
             self.handler_stats = reports.get("stats") or {}
             self.peak_rss = max(self.peak_rss, self.memory.rss, int(reports.get("peak_rss", 0)))
             if self.on_batch_sizes is not None and "batch_sizes" in reports:

@@ -31,7 +31,7 @@ from stratus.errors import (
     Unavailable,
     error_from_type,
 )
-from stratus.runtime import wire
+from stratus.runtime.messages import Answer, Error
 from stratus.telemetry import tracing
 
 log = logging.getLogger("stratus.dispatch")
@@ -202,9 +202,9 @@ class Dispatcher:
             serving = replica.pool
             if invocation.on_start is not None:
                 invocation.on_start(serving.revision, _cold(replica, arrived))
-            message = await self._call(serving, replica, invocation)
-            if message[0] == wire.ERROR:
-                raise error_from_type(message[3], message[4], detail=message[5])
+            answer = await self._call(serving, replica, invocation)
+            if isinstance(answer, Error):
+                raise error_from_type(answer.error_type, answer.message, detail=answer.traceback)
         except StratusError as error:
             error.revision = serving.revision
             status, error_type = error.status, error.type
@@ -221,8 +221,8 @@ class Dispatcher:
         return InvocationResult(
             revision=serving.revision,
             cold_start=_cold(replica, arrived),
-            kind=message[3],
-            payload=message[4],
+            kind=answer.kind,
+            payload=answer.payload,
             replica_id=replica.replica_id,
         )
 
@@ -257,7 +257,7 @@ class Dispatcher:
 
     async def _call(
         self, pool: RevisionPool, replica: PoolReplica, invocation: Invocation
-    ) -> list[Any]:
+    ) -> Answer:
         channel = replica.channel
         assert channel is not None
         timeout = pool.limits.timeout_s
@@ -318,16 +318,16 @@ def _end_span(span: Span, error: BaseException | None) -> None:
     span.end()
 
 
-def _end_dispatch_span(span: Span, future: asyncio.Future[list[Any]]) -> None:
+def _end_dispatch_span(span: Span, future: asyncio.Future[Answer]) -> None:
     """Every way a request to a replica ends resolves its future: answer, timeout, loss."""
     if future.cancelled():
         span.end()
     elif future.exception() is not None:
         _end_span(span, future.exception())
     else:
-        message = future.result()
-        if message and message[0] == wire.ERROR:
-            span.set_status(Status(StatusCode.ERROR, str(message[3])))
+        answer = future.result()
+        if isinstance(answer, Error):
+            span.set_status(Status(StatusCode.ERROR, str(answer.error_type)))
         span.end()
 
 
@@ -341,11 +341,11 @@ def _hand_over_slot(
     replica: PoolReplica,
     channel: ReplicaChannel,
     rid: int,
-) -> asyncio.Future[list[Any]]:
+) -> asyncio.Future[Answer]:
     """Stop waiting for ``rid`` but release its slot only when the replica is done with it."""
-    late: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    late: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
 
-    def release(done: asyncio.Future[list[Any]]) -> None:
+    def release(done: asyncio.Future[Answer]) -> None:
         if not done.cancelled():
             done.exception()  # retrieved, so asyncio does not log it as lost
         pool.release(replica)
@@ -355,7 +355,7 @@ def _hand_over_slot(
         channel.pending[rid] = late
         channel.cancel(rid)
     else:  # the connection already failed every request
-        late.set_result([])
+        late.cancel()
     return late
 
 
@@ -364,7 +364,7 @@ def _expire(
     replica: PoolReplica,
     channel: ReplicaChannel,
     rid: int,
-    future: asyncio.Future[list[Any]],
+    future: asyncio.Future[Answer],
     timeout: float,
 ) -> None:
     if future.done():

@@ -11,9 +11,10 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from stratus.runtime import wire
+from stratus.runtime.messages import TO_SERVER, Load, ToReplica, ToRevisionZygote, ToServer, parse
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -26,7 +27,7 @@ class Peer:
 
 
 class Endpoint(Protocol):
-    def on_message(self, message: list[Any]) -> None: ...
+    def on_message(self, message: ToServer) -> None: ...
 
     def on_close(self) -> None: ...
 
@@ -34,7 +35,7 @@ class Endpoint(Protocol):
 class FramedConnection(asyncio.Protocol):
     """One accepted connection; frames go to the endpoint that its HELLO produced."""
 
-    def __init__(self, accept: Callable[[list[Any], FramedConnection], Endpoint | None]) -> None:
+    def __init__(self, accept: Callable[[ToServer, FramedConnection], Endpoint | None]) -> None:
         self._accept = accept
         self._decoder = wire.FrameDecoder()
         self.transport: asyncio.Transport | None = None
@@ -45,18 +46,24 @@ class FramedConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            messages = self._decoder.feed(data)
+            frames = self._decoder.feed(data)
         except ValueError:
             self.close()
             return
-        for message in messages:
+        for frame in frames:
+            try:
+                message = parse(frame, TO_SERVER)
+            except ValueError:
+                self.close()
+                return
             endpoint = self.endpoint
             if endpoint is None:
-                endpoint = self.endpoint = self._accept(message, self)
+                # A first frame of a type the server does not read names nobody.
+                endpoint = self.endpoint = None if message is None else self._accept(message, self)
                 if endpoint is None:
                     self.close()
                     return
-            else:
+            elif message is not None:
                 endpoint.on_message(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -74,7 +81,7 @@ class FramedConnection(asyncio.Protocol):
             return None
         return Peer(*_UCRED.unpack(raw))
 
-    def send(self, message: list[Any]) -> None:
+    def send(self, message: Load | ToRevisionZygote | ToReplica) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(wire.encode(message))

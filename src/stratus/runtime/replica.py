@@ -30,6 +30,25 @@ from stratus.runtime import codec, wire
 from stratus.runtime.capture import capture_output, finish_capture
 from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
 from stratus.runtime.memory import peak_rss, read_memory
+from stratus.runtime.messages import (
+    CHUNK,
+    ERROR,
+    HEARTBEAT,
+    HELLO_REPLICA,
+    RESPONSE,
+    SPANS,
+    TO_REPLICA,
+    Cancel,
+    Chunk,
+    Error,
+    Heartbeat,
+    HelloReplica,
+    Request,
+    Response,
+    Spans,
+    Stop,
+    parse,
+)
 from stratus.runtime.sandbox import ReplicaSandbox, SandboxError, compose_env, enter_replica
 from stratus.sdk.batching import take_batch_sizes
 from stratus.sdk.context import Context, RequestContext, replica_logger
@@ -98,7 +117,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _end_of_stream(rid: int) -> bytes:
-    return wire.encode([wire.RESPONSE, rid, 0, wire.KIND_JSON, b"null"])
+    return wire.encode(Response(RESPONSE, rid, 0, wire.KIND_JSON, b"null"))
 
 
 class ReplicaServer(asyncio.Protocol):
@@ -129,16 +148,16 @@ class ReplicaServer(asyncio.Protocol):
         os._exit(0)
 
     def data_received(self, data: bytes) -> None:
-        for message in self.decoder.feed(data):
-            kind = message[0]
-            if kind == wire.REQUEST:
-                self._start(message[1], message[2], message[3], message[4])
-            elif kind == wire.CANCEL:
-                task = self.inflight.get(message[1])
+        for frame in self.decoder.feed(data):
+            message = parse(frame, TO_REPLICA)
+            if isinstance(message, Request):
+                self._start(message.rid, message.kind, message.payload, message.meta)
+            elif isinstance(message, Cancel):
+                task = self.inflight.get(message.rid)
                 if task is not None:
                     task.cancel()
-            elif kind == wire.STOP:
-                self._stop(float(message[1]))
+            elif isinstance(message, Stop):
+                self._stop(float(message.drain_timeout_s))
 
     def _send(self, frame: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -148,9 +167,9 @@ class ReplicaServer(asyncio.Protocol):
         memory = read_memory()
         reports = self._reports()
         # Spans that ended after their request's answer (a handler's background work) too.
-        self._send(self._spans_frame() + wire.encode([wire.HEARTBEAT, len(self.inflight),
-                                                      memory.rss, memory.pss, memory.charged,
-                                                      reports]))
+        heartbeat = Heartbeat(HEARTBEAT, len(self.inflight), memory.rss, memory.pss, memory.charged,
+                              reports)
+        self._send(self._spans_frame() + wire.encode(heartbeat))
         self.loop.call_later(self.config.heartbeat_s, self._heartbeat)
 
     def _reports(self) -> dict[str, Any]:
@@ -246,11 +265,11 @@ class ReplicaServer(asyncio.Protocol):
 
     def _chunk_frame(self, rid: int, kind: int, item: Any) -> bytes:
         chunk_kind, body = codec.encode_response(kind, False, item)
-        return wire.encode([wire.CHUNK, rid, chunk_kind, body])
+        return wire.encode(Chunk(CHUNK, rid, chunk_kind, body))
 
     def _ok_frame(self, rid: int, kind: int, output: Any) -> bytes:
         response_kind, body = codec.encode_response(kind, self.lambda_style, output)
-        return wire.encode([wire.RESPONSE, rid, 0, response_kind, body])
+        return wire.encode(Response(RESPONSE, rid, 0, response_kind, body))
 
     def _error_frame(self, rid: int, exc: BaseException, meta: dict[str, Any],
                      span: Span) -> bytes:
@@ -276,7 +295,7 @@ class ReplicaServer(asyncio.Protocol):
         failed = Status(StatusCode.ERROR, f"{error.type}: {error.message}")
         span.set_status(failed)
         trace.get_current_span().set_status(failed)  # the handler span
-        return wire.encode([wire.ERROR, rid, error.status, error.type, error.message, stack])
+        return wire.encode(Error(ERROR, rid, error.status, error.type, error.message, stack))
 
     def _finish(self, rid: int, frame: bytes, span: Span) -> None:
         self.inflight.pop(rid, None)
@@ -290,7 +309,7 @@ class ReplicaServer(asyncio.Protocol):
         if not records:
             return b""
         try:
-            return wire.encode([wire.SPANS, records])
+            return wire.encode(Spans(SPANS, records))
         except (TypeError, ValueError, OverflowError):  # an attribute msgpack cannot carry
             self.ctx.logger.warning("dropped %d spans that could not be encoded", len(records))
             return b""
@@ -329,8 +348,9 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
             _prepare_process(config)
         except SandboxError as exc:  # no user code may run: say why, and end
             sys.stderr.write(f"replica {config.replica_id}: {exc}\n")
-            _say_hello(config, [wire.HELLO_REPLICA, config.replica_id, os.getpid(), False,
-                                f"the replica could not enter its sandbox: {exc}", None])
+            _say_hello(config, HelloReplica(HELLO_REPLICA, config.replica_id, os.getpid(), False,
+                                            f"the replica could not enter its sandbox: {exc}",
+                                            None))
             os._exit(1)
         logger = replica_logger(config.deployment, config.revision, config.replica_id)
         ctx = Context(
@@ -342,14 +362,14 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
         started = time.perf_counter()
         try:
             handler = instantiate(loaded, ctx)
-            hello: list[Any] = [wire.HELLO_REPLICA, config.replica_id, os.getpid(), True,
-                                (time.perf_counter() - started) * 1000, None]
+            hello = HelloReplica(HELLO_REPLICA, config.replica_id, os.getpid(), True,
+                                 (time.perf_counter() - started) * 1000, None)
         except BaseException as exc:
             handler = None
             trace = traceback.format_exc()
             sys.stderr.write(trace)
-            hello = [wire.HELLO_REPLICA, config.replica_id, os.getpid(), False,
-                     f"{type(exc).__name__}: {exc}", trace]
+            hello = HelloReplica(HELLO_REPLICA, config.replica_id, os.getpid(), False,
+                                 f"{type(exc).__name__}: {exc}", trace)
         sock = _say_hello(config, hello)
         if handler is not None:
             import uvloop
@@ -364,7 +384,7 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
         os._exit(code)
 
 
-def _say_hello(config: ReplicaConfig, hello: list[Any]) -> socket.socket:
+def _say_hello(config: ReplicaConfig, hello: HelloReplica) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(config.socket_path)
     sock.sendall(wire.encode(hello))

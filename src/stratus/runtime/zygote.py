@@ -26,6 +26,23 @@ from stratus.errors import DeployError
 from stratus.runtime import wire
 from stratus.runtime.loader import LoadedHandler, load_handler
 from stratus.runtime.memory import read_memory
+from stratus.runtime.messages import (
+    EXITED,
+    FORKED,
+    HELLO_PROFILE,
+    HELLO_REVISION,
+    TO_PROFILE_ZYGOTE,
+    TO_REVISION_ZYGOTE,
+    Exited,
+    Fork,
+    Forked,
+    HelloProfile,
+    HelloRevision,
+    Kill,
+    Shutdown,
+    ToRevisionZygote,
+    parse,
+)
 from stratus.runtime.replica import ReplicaConfig, run_replica
 from stratus.runtime.sandbox import SandboxError, ZygoteSandbox, enter_zygote
 
@@ -94,21 +111,20 @@ class RevisionZygote:
                     self.watcher.drain()
                     self._report_exits()
                     continue
-                messages = self.channel.receive_available()
-                if messages is None:
+                frames = self.channel.receive_available()
+                if frames is None:
                     self._shutdown()
-                for message in messages:
-                    self._handle(message)
+                for frame in frames:
+                    self._handle(parse(frame, TO_REVISION_ZYGOTE))
             self._check_memory()
             self._report_exits()
 
-    def _handle(self, message: list[Any]) -> None:
-        kind = message[0]
-        if kind == wire.FORK:
-            self._fork(message[1], message[2])
-        elif kind == wire.KILL:
-            self._kill(message[1], message[2])
-        elif kind == wire.SHUTDOWN:
+    def _handle(self, message: ToRevisionZygote | None) -> None:
+        if isinstance(message, Fork):
+            self._fork(message.replica_id, message.replica_config)
+        elif isinstance(message, Kill):
+            self._kill(message.replica_id, message.reason)
+        elif isinstance(message, Shutdown):
             self._shutdown()
 
     def _fork(self, replica_id: str, config_data: dict[str, Any]) -> None:
@@ -122,7 +138,7 @@ class RevisionZygote:
         self.children[pid] = replica_id
         if config.memory_mb:
             self.memory_limits[pid] = config.memory_mb * 1024 * 1024
-        self.channel.send([wire.FORKED, replica_id, pid])
+        self.channel.send(Forked(FORKED, replica_id, pid))
 
     def _kill(self, replica_id: str, reason: str) -> None:
         for pid, child_id in self.children.items():
@@ -151,8 +167,8 @@ class RevisionZygote:
             out_of_memory = pid in self.out_of_memory
             self.out_of_memory.discard(pid)
             if replica_id is not None:
-                self.channel.send([wire.EXITED, replica_id, pid, returncode, reason,
-                                   out_of_memory])
+                self.channel.send(Exited(EXITED, replica_id, pid, returncode, reason,
+                                         out_of_memory))
 
     def _shutdown(self) -> NoReturn:
         for pid in self.children:
@@ -179,13 +195,13 @@ def _become_revision_zygote(socket_path: str, code_key: str, spec: dict[str, Any
             loaded = load_handler(spec["bundle_dir"], spec["entrypoint"])
             meta = loaded.describe()
             meta["threads"] = len(os.listdir("/proc/self/task"))
-            hello: list[Any] = [wire.HELLO_REVISION, code_key, os.getpid(), True, meta, None]
+            hello = HelloRevision(HELLO_REVISION, code_key, os.getpid(), True, meta, None)
         except DeployError as exc:
-            hello = [wire.HELLO_REVISION, code_key, os.getpid(), False, exc.message,
-                     traceback.format_exc()]
+            hello = HelloRevision(HELLO_REVISION, code_key, os.getpid(), False, exc.message,
+                                  traceback.format_exc())
         except SandboxError as exc:
-            hello = [wire.HELLO_REVISION, code_key, os.getpid(), False,
-                     f"the zygote could not enter its sandbox: {exc}", None]
+            hello = HelloRevision(HELLO_REVISION, code_key, os.getpid(), False,
+                                  f"the zygote could not enter its sandbox: {exc}", None)
         channel = wire.BlockingChannel.connect(socket_path)
         channel.send(hello)
         if loaded is not None:
@@ -210,7 +226,7 @@ def run_profile_zygote(socket_path: str, profile: str, preload: list[str]) -> in
         except Exception as exc:
             errors[module] = f"{type(exc).__name__}: {exc}"
     channel = wire.BlockingChannel.connect(socket_path)
-    channel.send([wire.HELLO_PROFILE, profile, os.getpid(), errors])
+    channel.send(HelloProfile(HELLO_PROFILE, profile, os.getpid(), errors))
     watcher = _ChildWatcher()
     selector = selectors.DefaultSelector()
     selector.register(channel.sock, selectors.EVENT_READ, "server")
@@ -221,20 +237,21 @@ def run_profile_zygote(socket_path: str, profile: str, preload: list[str]) -> in
                 watcher.drain()
                 _reap()
                 continue
-            messages = channel.receive_available()
-            if messages is None:
+            frames = channel.receive_available()
+            if frames is None:
                 return 0
-            for message in messages:
-                if message[0] != wire.LOAD:
+            for frame in frames:
+                load = parse(frame, TO_PROFILE_ZYGOTE)
+                if load is None:
                     continue
                 pid = os.fork()
                 if pid == 0:
                     selector.close()
                     channel.close()
                     watcher.close()
-                    _become_revision_zygote(socket_path, message[1], message[2])
+                    _become_revision_zygote(socket_path, load.code_key, load.load_spec)
                 # The server recognises the revision zygote's hello by this pid.
-                channel.send([wire.FORKED, message[1], pid])
+                channel.send(Forked(FORKED, load.code_key, pid))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,218 @@
+"""The messages between the server, zygotes and replicas: each type's code and its fields in wire
+order, as a named tuple that msgpack packs as the frame's array (runtime/wire.py frames it).
+
+Readers turn a decoded frame into its typed message with ``parse`` and the table of the types
+they read; senders build the same tuples, so the bytes on the wire are what a list would make.
+Field types say what the sender puts there; nothing checks them on arrival (readers convert
+where a wrong type would do harm), so a message costs no more than the tuple it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TypeAlias, TypeVar
+
+# -- process identification: the first frame on every connection to the server ---------------
+HELLO_PROFILE = 1
+HELLO_REVISION = 2
+HELLO_REPLICA = 3
+
+
+class HelloProfile(NamedTuple):
+    type: int
+    profile_key: str
+    pid: int
+    preload_errors: dict[str, str]  # module -> why it failed to import; the zygote serves anyway
+
+
+class HelloRevision(NamedTuple):
+    type: int
+    code_key: str
+    pid: int
+    ok: bool
+    meta_or_error: Any  # the handler's description (a map) if ok, else why the import failed
+    traceback: str | None
+
+
+class HelloReplica(NamedTuple):
+    type: int
+    replica_id: str
+    pid: int
+    ok: bool
+    init_ms_or_error: float | str  # how long the user's init took, or how it failed
+    traceback: str | None
+
+
+# -- server -> profile zygote -------------------------------------------------------------------
+LOAD = 10
+
+
+class Load(NamedTuple):
+    type: int
+    code_key: str
+    load_spec: dict[str, Any]  # bundle_dir, entrypoint, env, sandbox
+
+
+# -- server -> revision zygote, and the zygotes' reports ----------------------------------------
+FORK = 20
+KILL = 21
+FORKED = 22
+EXITED = 23
+SHUTDOWN = 24
+
+
+class Fork(NamedTuple):
+    type: int
+    replica_id: str
+    replica_config: dict[str, Any]
+
+
+class Kill(NamedTuple):
+    type: int
+    replica_id: str
+    reason: str
+
+
+class Forked(NamedTuple):
+    type: int
+    child: str  # a revision zygote's replica id, or a profile zygote's code key
+    pid: int
+
+
+class Exited(NamedTuple):
+    type: int
+    replica_id: str
+    pid: int
+    returncode: int
+    reason: str
+    out_of_memory: bool = False  # a zygote that predates it leaves it out
+
+
+class Shutdown(NamedTuple):
+    type: int
+
+
+# -- server <-> replica data path ---------------------------------------------------------------
+REQUEST = 30
+RESPONSE = 31
+ERROR = 32
+CANCEL = 33
+HEARTBEAT = 34
+STOP = 35
+CHUNK = 36
+SPANS = 37
+
+
+class Request(NamedTuple):
+    type: int
+    rid: int
+    kind: int  # wire.KIND_*, as for every payload
+    payload: Any
+    meta: dict[str, Any]  # request_id, timeout, traceparent
+
+
+class Response(NamedTuple):
+    type: int
+    rid: int
+    status: int  # 0 = ok
+    kind: int
+    payload: Any
+
+
+class Error(NamedTuple):
+    type: int
+    rid: int
+    status: int
+    error_type: str
+    message: str
+    traceback: str | None
+
+
+class Cancel(NamedTuple):
+    type: int
+    rid: int
+
+
+class Heartbeat(NamedTuple):
+    type: int
+    inflight: int
+    rss: int
+    pss: int
+    charged: int  # bytes
+    # Optional, each key too: {"stats": {name: value}, "batch_sizes": {method: {batch size:
+    # batches run since the last heartbeat}}, "peak_rss": bytes}; an older replica leaves it out.
+    reports: dict[str, Any] | None = None
+
+
+class Stop(NamedTuple):
+    type: int
+    drain_timeout_s: float
+
+
+class Chunk(NamedTuple):
+    """One item of a streamed answer; the RESPONSE or ERROR of its rid ends the stream."""
+
+    type: int
+    rid: int
+    kind: int
+    payload: Any
+
+
+class Spans(NamedTuple):
+    """Spans the replica finished (telemetry/spans.py records), sent before the answer they
+    belong to."""
+
+    type: int
+    records: list[Any]
+
+
+# -- what each side reads -----------------------------------------------------------------------
+ToServer: TypeAlias = (HelloProfile | HelloRevision | HelloReplica | Forked | Exited | Response
+                       | Error | Chunk | Heartbeat | Spans)
+ToRevisionZygote: TypeAlias = Fork | Kill | Shutdown
+ToReplica: TypeAlias = Request | Cancel | Stop
+Answer: TypeAlias = Response | Error  # how a request ends
+
+
+def _exited(frame: list[Any]) -> Exited:
+    return Exited(*frame)  # not _make: a frame without the optional field gets its default
+
+
+def _heartbeat(frame: list[Any]) -> Heartbeat:
+    return Heartbeat(*frame)
+
+
+# ``_make`` builds a tuple from the decoded list without unpacking it into arguments: the
+# cheapest construction, and it rejects a frame with the wrong number of fields.
+TO_SERVER: dict[int, Callable[[list[Any]], ToServer]] = {
+    HELLO_PROFILE: HelloProfile._make, HELLO_REVISION: HelloRevision._make,
+    HELLO_REPLICA: HelloReplica._make, FORKED: Forked._make, EXITED: _exited,
+    RESPONSE: Response._make, ERROR: Error._make, CHUNK: Chunk._make, HEARTBEAT: _heartbeat,
+    SPANS: Spans._make,
+}
+TO_PROFILE_ZYGOTE: dict[int, Callable[[list[Any]], Load]] = {LOAD: Load._make}
+TO_REVISION_ZYGOTE: dict[int, Callable[[list[Any]], ToRevisionZygote]] = {
+    FORK: Fork._make, KILL: Kill._make, SHUTDOWN: Shutdown._make,
+}
+TO_REPLICA: dict[int, Callable[[list[Any]], ToReplica]] = {
+    REQUEST: Request._make, CANCEL: Cancel._make, STOP: Stop._make,
+}
+
+M = TypeVar("M")
+
+
+def parse(frame: list[Any], types: Mapping[int, Callable[[list[Any]], M]]) -> M | None:
+    """The typed message of a decoded frame, or None when its type is not in ``types``: readers
+    ignore such frames (and the server hangs up on one that comes first, in place of a hello).
+    A frame of a known type with the wrong number of fields is malformed: ValueError, as for a
+    frame that does not decode."""
+    try:
+        make = types.get(frame[0])
+    except TypeError:  # an unhashable first element names no type
+        return None
+    if make is None:
+        return None
+    try:
+        return make(frame)
+    except TypeError:
+        raise ValueError(f"a frame of type {frame[0]} with {len(frame)} fields") from None
