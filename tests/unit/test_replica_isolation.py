@@ -16,7 +16,7 @@ from stratus.backends.access import GroupAccess, out_of_reach, private_dir
 from stratus.backends.base import CodeSpec, ReplicaSpec
 from stratus.backends.isolation import Isolation, parent_pid
 from stratus.runtime.connection import Peer
-from stratus.runtime.replica import ReplicaConfig
+from stratus.runtime.messages import ReplicaConfig
 from stratus.runtime.sandbox import MB, Identity, SandboxConfig
 
 SERVER_ENV = {"PATH": "/usr/bin", "STRATUS_ADMIN_KEY": "sk-admin", "STRATUS_MASTER_KEY": "mk",

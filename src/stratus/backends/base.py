@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stratus.dispatch.channel import ReplicaChannel
-from stratus.runtime.replica import ReplicaConfig
+from stratus.runtime.messages import ReplicaConfig
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from stratus.dispatch.load import combine
 from stratus.dispatch.pool import FailureState, PoolReplica, ReplicaState
 from stratus.errors import DeploymentFailed, StratusError
 from stratus.models.service import ModelService
-from stratus.runtime.replica import ReplicaConfig
+from stratus.runtime.messages import ReplicaConfig
 from stratus.store.metadata import RevisionStatus
 from stratus.store.secrets import SecretStore
 

@@ -1,15 +1,17 @@
 """The messages between the server, zygotes and replicas: each type's code and its fields in wire
-order, as a named tuple that msgpack packs as the frame's array (runtime/wire.py frames it).
+order, as a named tuple that msgpack packs as the frame's array (runtime/wire.py frames it),
+and the ReplicaConfig that a FORK carries.
 
 Readers turn a decoded frame into its typed message with ``parse`` and the table of the types
 they read; senders build the same tuples, so the bytes on the wire are what a list would make.
-Field types say what the sender puts there; nothing checks them on arrival (readers convert
-where a wrong type would do harm), so a message costs no more than the tuple it is.
+Field types say what the sender puts there: on arrival only the number of fields is checked
+(readers convert where a wrong type would do harm), so a message costs little more than a tuple.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 # -- process identification: the first frame on every connection to the server ---------------
@@ -61,10 +63,38 @@ EXITED = 23
 SHUTDOWN = 24
 
 
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """Everything a replica needs, sent by the server in the FORK message."""
+
+    replica_id: str
+    socket_path: str
+    namespace: str
+    deployment: str
+    revision: int
+    max_concurrency: int
+    timeout_s: float
+    memory_mb: int | None
+    threads: int
+    log_path: str
+    heartbeat_s: float = 1.0
+    config: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)  # resolved, with blob paths
+    # The values of the revision's secrets, read as the replica starts; set in its environment
+    # only (the zygote it forks from never holds them) and kept out of any repr.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    sandbox: dict[str, Any] = field(default_factory=dict)  # a ReplicaSandbox, on the wire
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ReplicaConfig:
+        return cls(**data)
+
+
 class Fork(NamedTuple):
     type: int
     replica_id: str
-    replica_config: dict[str, Any]
+    replica_config: dict[str, Any]  # a ReplicaConfig, as dataclasses.asdict makes it
 
 
 class Kill(NamedTuple):

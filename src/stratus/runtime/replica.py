@@ -19,7 +19,6 @@ import time
 import traceback
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
 from opentelemetry import trace
@@ -43,6 +42,7 @@ from stratus.runtime.messages import (
     Error,
     Heartbeat,
     HelloReplica,
+    ReplicaConfig,
     Request,
     Response,
     Spans,
@@ -53,34 +53,6 @@ from stratus.runtime.sandbox import ReplicaSandbox, SandboxError, compose_env, e
 from stratus.sdk.batching import take_batch_sizes
 from stratus.sdk.context import Context, RequestContext, replica_logger
 from stratus.telemetry import tracing
-
-
-@dataclass(frozen=True)
-class ReplicaConfig:
-    """Everything a replica needs, sent by the server in the FORK message."""
-
-    replica_id: str
-    socket_path: str
-    namespace: str
-    deployment: str
-    revision: int
-    max_concurrency: int
-    timeout_s: float
-    memory_mb: int | None
-    threads: int
-    log_path: str
-    heartbeat_s: float = 1.0
-    config: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-    models: list[dict[str, Any]] = field(default_factory=list)  # resolved, with blob paths
-    # The values of the revision's secrets, read as the replica starts; set in its environment
-    # only (the zygote it forks from never holds them) and kept out of any repr.
-    secrets: dict[str, str] = field(default_factory=dict, repr=False)
-    sandbox: dict[str, Any] = field(default_factory=dict)  # a ReplicaSandbox, on the wire
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> ReplicaConfig:
-        return cls(**data)
 
 
 def _prepare_process(config: ReplicaConfig) -> None:

@@ -39,11 +39,12 @@ from stratus.runtime.messages import (
     HelloProfile,
     HelloRevision,
     Kill,
+    ReplicaConfig,
     Shutdown,
     ToRevisionZygote,
     parse,
 )
-from stratus.runtime.replica import ReplicaConfig, run_replica
+from stratus.runtime.replica import run_replica
 from stratus.runtime.sandbox import SandboxError, ZygoteSandbox, enter_zygote
 
 # Imported here so that forked replicas find them already loaded.
