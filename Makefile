@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stratus-installed
 
-BENCHES := noop coldstart autoscaling models batching llm traffic  # each is bench/<name>.py
+BENCHES := noop coldstart autoscaling models batching llm traffic instructions  # each is bench/<name>.py
 
 .PHONY: demo demo-embeddings test test-tools lint typecheck unit clean $(addprefix bench-,$(BENCHES))
 
@@ -24,6 +24,7 @@ BENCH_STAMP := $(VENV)/.stratus-bench-installed
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,demo,bench]'
 	command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk  # Debian's load generator
+	command -v valgrind >/dev/null || apt-get install -y --no-install-recommends valgrind  # bench-instructions
 	touch $(BENCH_STAMP)
 
 demo: $(STAMP)
