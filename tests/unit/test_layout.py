@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,18 @@ def test_packages_import_only_from_lower_layers_and_never_in_a_cycle() -> None:
     result = lint_imports(ROOT / "pyproject.toml", ROOT / "src")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "Contracts: 2 kept, 0 broken." in result.stdout
+
+
+def test_every_package_has_a_place_in_the_layers() -> None:
+    """A package left out of the contract would be checked by nobody: each child of
+    ``stratus`` must stand in one layer."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c["layers"] for c in contracts["contracts"] if c["type"] == "layers")
+    listed = {name.strip() for layer in layers for name in re.split(r"[|:]", layer)}
+    children = {f"stratus.{path.stem}" for path in SOURCE.glob("*.py") if path.stem != "__init__"}
+    children |= {f"stratus.{path.parent.name}" for path in SOURCE.glob("*/__init__.py")}
+    assert children - listed == set(), "add these to pyproject.toml's layers"
+    assert listed - children == set(), "pyproject.toml's layers name what does not exist"
 
 
 PROBE_CONFIG = """
