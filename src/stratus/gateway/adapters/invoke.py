@@ -24,11 +24,12 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
         body = b"{}"  # as Lambda's Invoke: no payload is an empty event
     check_depth(body, parts.settings.max_json_depth)
     try:
-        json.loads(body)
+        document = json.loads(body)
     except ValueError as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    # The parsed document, so that a sticky JSON field is read without parsing the body again.
     choice = parts.dispatcher.choose(call.principal.namespace, call.params[0],
-                                     call.pinned_revision(), call.headers, body)
+                                     call.pinned_revision(), call.headers, document)
     # A handler that streams, called without asking for a stream, answers with the list
     # of its items once it is done.
     items: list[bytes] = []
