@@ -86,6 +86,18 @@ class Conflict(StratusError):
     type = "conflict"
 
 
+class Unprocessable(StratusError):
+    """Well-formed, but in conflict with what the server already holds (an idempotency key
+    reused with another body)."""
+
+    status = 422
+    type = "unprocessable"
+
+
+class IdempotencyConflict(Unprocessable):
+    type = "idempotency_conflict"
+
+
 class BodyTimeout(StratusError):
     """The client did not send its request (headers or body) in time."""
 
@@ -172,6 +184,8 @@ _BY_TYPE: dict[str, type[StratusError]] = {
         ContextLengthExceeded,
         DeployError,
         NotFound,
+        Unprocessable,
+        IdempotencyConflict,
         Shed,
         HandlerError,
         ReplicaLost,

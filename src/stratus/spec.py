@@ -149,6 +149,45 @@ class ScheduleSpec(BaseModel):
         return self
 
 
+class Destination(BaseModel):
+    """Where an asynchronous invocation's outcome goes: a webhook (signed with HMAC-SHA256,
+    keyed by one of the namespace's secrets), another deployment, or a topic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$",
+                            description="an http(s) URL that receives a signed POST")
+    secret: str | None = Field(default=None, pattern=SECRET_NAME_PATTERN,
+                               description="the namespace secret whose value signs the webhook")
+    deployment: str | None = Field(default=None, pattern=NAME_PATTERN)
+    topic: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Destination:
+        given = [key for key in ("url", "deployment", "topic") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError("a destination names exactly one of 'url', 'deployment' or 'topic'")
+        if self.url is not None and self.secret is None:
+            raise ValueError("a webhook destination needs 'secret': the namespace secret that "
+                             "signs its requests")
+        return self
+
+
+class AsyncSpec(BaseModel):
+    """How a deployment's asynchronous invocations are retried, kept and reported."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    max_event_age_s: float = Field(default=6 * 3600.0, ge=1, le=14 * 86400)
+    backoff_base_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_cap_s: float = Field(default=300.0, gt=0, le=86400)
+    # The share of the deployment's slots async work may hold; the rest stays for sync calls.
+    share: float = Field(default=0.5, gt=0, le=1)
+    on_success: Destination | None = None
+    on_failure: Destination | None = None
+
+
 class ScalingFields(BaseModel):
     """Scaling settings live on the deployment: changing them creates no revision."""
 
@@ -166,6 +205,7 @@ class ScalingFields(BaseModel):
     policy_config: dict[str, Any] | None = None
     provisioned_replicas: int | None = Field(default=None, ge=0, le=1000)
     schedules: list[ScheduleSpec] | None = Field(default=None, max_length=64)
+    async_invocations: AsyncSpec | None = None
 
 
 class RuntimeFields(BaseModel):
@@ -254,6 +294,7 @@ class ScalingSpec(BaseModel):
     policy_config: dict[str, Any] = {}
     provisioned_replicas: int = 0
     schedules: list[ScheduleSpec] = []
+    async_invocations: AsyncSpec = AsyncSpec()
 
 
 class RuntimeSpec(BaseModel):

@@ -35,6 +35,7 @@ def resolve_scaling(
         policy_config=_pick(request.policy_config, base.policy_config),
         provisioned_replicas=_pick(request.provisioned_replicas, base.provisioned_replicas),
         schedules=_pick(request.schedules, base.schedules),
+        async_invocations=_pick(request.async_invocations, base.async_invocations),
     )
     if spec.min_replicas > spec.max_replicas:
         spec.max_replicas = spec.min_replicas

@@ -49,6 +49,9 @@ class Invocation:
     # the result exists.
     on_start: Callable[[int, bool], None] | None = None
     protocol: str = "native"  # which adapter made it: native, v2 or openai (for metrics)
+    # Told (fraction, message) as the handler reports progress (``ctx.progress``); the replica
+    # sends those reports only when this is set, as CHUNKs of kind KIND_PROGRESS.
+    on_progress: Callable[[float, str | None], None] | None = None
 
 
 @dataclass(slots=True)
@@ -262,6 +265,8 @@ class Dispatcher:
         assert channel is not None
         timeout = pool.limits.timeout_s
         meta: dict[str, Any] = {"request_id": invocation.request_id, "timeout": timeout}
+        if invocation.on_progress is not None:
+            meta["progress"] = True
         span: Span | None = None
         if tracing.recording():
             # The round trip to the replica; its traceparent makes the replica's spans children.

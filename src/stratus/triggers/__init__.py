@@ -1,0 +1,2 @@
+"""Triggers that start asynchronous invocations: cron schedules, topics (CloudEvents) and
+external queue sources (Redis Streams)."""
