@@ -1,0 +1,158 @@
+"""Stratus async invocations from the client side: submit, poll, list (httpx, one event loop).
+
+The API this drives (issue 16): ``POST /api/deployments/{name}/invoke?mode=async`` -> 202
+``{"id", "status"}``; ``GET /api/invocations/{id}`` -> ``{"status", "result", ...}``;
+``GET /api/invocations?deployment=&status=&limit=`` -> ``{"items": [...], "next_cursor"}``.
+Every call lives in one small function here, so a drift in the API is one edit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+
+NOOP = b'{"x": 1}'
+CLOCK = b'{"clock": true}'
+DONE = frozenset({"succeeded", "failed", "dead", "cancelled"})
+
+
+class AsyncClient:
+    """One keep-alive httpx client on a Stratus server, for one deployment."""
+
+    def __init__(self, base_url: str, headers: dict[str, str], deployment: str, connections: int):
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.http = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60.0,
+                                      headers={**headers, "Content-Type": "application/json"})
+        self.deployment = deployment
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def submit(self, body: bytes = NOOP) -> str:
+        """One async invocation; returns its id once the server answered 202."""
+        resp = await self.http.post(f"/api/deployments/{self.deployment}/invoke",
+                                    params={"mode": "async"}, content=body)
+        if resp.status_code != 202:
+            raise RuntimeError(f"async invoke -> {resp.status_code} {resp.text[:300]}")
+        return str(resp.json()["id"])
+
+    async def status(self, invocation_id: str) -> dict[str, Any]:
+        resp = await self.http.get(f"/api/invocations/{invocation_id}")
+        if resp.status_code != 200:
+            raise RuntimeError(f"GET invocation -> {resp.status_code} {resp.text[:300]}")
+        return dict(resp.json())
+
+    async def wait(self, invocation_id: str, poll_s: float, within_s: float = 120.0) -> dict[str, Any]:
+        """Poll one invocation until it is terminal; raise unless it succeeded."""
+        deadline = time.monotonic() + within_s
+        while True:
+            record = await self.status(invocation_id)
+            if record["status"] in DONE:
+                if record["status"] != "succeeded":
+                    raise RuntimeError(f"invocation {invocation_id}: {json.dumps(record)[:500]}")
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"invocation {invocation_id} still {record['status']}")
+            await asyncio.sleep(poll_s)
+
+    async def listed(self, status: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, str | int] = {"deployment": self.deployment, "status": status, "limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        resp = await self.http.get("/api/invocations", params=params)
+        if resp.status_code != 200:
+            raise RuntimeError(f"GET invocations -> {resp.status_code} {resp.text[:300]}")
+        return dict(resp.json())
+
+    async def count(self, status: str) -> int:
+        """How many of the deployment's invocations are in ``status`` (walks every page)."""
+        total, cursor = 0, None
+        while True:
+            page = await self.listed(status, 500, cursor)
+            total += len(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return total
+
+    async def drained(self) -> bool:
+        """True once nothing of the deployment is queued or running (two one-item lists)."""
+        for status in ("queued", "running"):
+            if (await self.listed(status, 1))["items"]:
+                return False
+        return True
+
+
+async def throughput(client: AsyncClient, n: int, concurrency: int, poll_s: float,
+                     within_s: float) -> dict[str, Any]:
+    """``n`` submissions from ``concurrency`` coroutines, then poll until none is pending."""
+    await client.wait(await client.submit(), poll_s)  # connections and the path are warm
+    before = await client.count("succeeded")
+    errors: list[str] = []
+    remaining = iter(range(n))
+
+    async def submitter() -> int:
+        accepted = 0
+        for _ in remaining:
+            try:
+                await client.submit()
+                accepted += 1
+            except Exception as exc:  # count, keep going: a refused submission is a result too
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return accepted
+
+    began = time.time()
+    accepted = sum(await asyncio.gather(*(submitter() for _ in range(concurrency))))
+    enqueued = time.time()
+    deadline = time.monotonic() + within_s
+    while not await client.drained():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"backlog not drained after {within_s:g}s")
+        await asyncio.sleep(poll_s)
+    finished = time.time()
+    succeeded = await client.count("succeeded") - before
+    return {"n": n, "accepted": accepted, "enqueue_s": enqueued - began, "e2e_s": finished - began,
+            "succeeded": succeeded, "failed": accepted - succeeded, "errors": errors[:5],
+            "error_count": len(errors)}
+
+
+async def latency(client: AsyncClient, n: int, gap_s: float, poll_s: float) -> dict[str, Any]:
+    """``n`` invocations one at a time on an idle, warm deployment."""
+    await client.wait(await client.submit(CLOCK), poll_s)
+    samples: list[dict[str, float]] = []
+    for _ in range(n):
+        await asyncio.sleep(gap_s)
+        sent = time.time()
+        record = await client.wait(await client.submit(CLOCK), poll_s)
+        samples.append({"to_start": float(record["result"]["started"]) - sent,
+                        "to_result": time.time() - sent})
+    return {"samples": samples}
+
+
+async def first(client: AsyncClient, poll_s: float, within_s: float) -> dict[str, float]:
+    """One async invocation on a deployment at zero replicas, to its result."""
+    sent = time.time()
+    record = await client.wait(await client.submit(CLOCK), poll_s, within_s)
+    done = time.time()
+    return {"to_result_s": done - sent, "to_handler_start_s": float(record["result"]["started"]) - sent}
+
+
+def run(coro_fn: Any, base_url: str, headers: dict[str, str], deployment: str, connections: int,
+        *args: Any) -> Any:
+    """Run ``coro_fn(client, *args)`` on a fresh client in a fresh event loop (uvloop if present)."""
+
+    async def main() -> Any:
+        client = AsyncClient(base_url, headers, deployment, connections)
+        try:
+            return await coro_fn(client, *args)
+        finally:
+            await client.close()
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())
