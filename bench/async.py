@@ -25,14 +25,17 @@ from typing import Any
 
 import stratus_async
 from async_report import render
-from celery_target import POOLS, CeleryPeer, ensure_celery_venv
+from celery_target import POOLS, CeleryPeer, ensure_celery_venv, flush_redis
 from common import log, machine_info, parse_only, percentile, publish, timestamp
 from stratus_target import StratusServer, has_ready_replica, no_replicas
 from sync_noop import sync_before_after
 from workflow_overhead import workflow_overhead
 
-TARGETS = ("stratus", *(f"celery-{pool}" for pool in POOLS))
+# stratus keeps its queue in the metadata store (SQLite, the default); stratus-redis in Redis
+# Streams (STRATUS_QUEUE_URL), the same Redis as Celery's broker, in its own db.
+TARGETS = ("stratus", "stratus-redis", *(f"celery-{pool}" for pool in POOLS))
 CELERY_DB = 13  # flushed at the start of every Celery run
+STRATUS_REDIS_DB = 14  # flushed at the start of the stratus-redis run
 CONFIG_KEYS = ("n", "concurrency", "latency_n", "gap", "poll", "cold_runs", "settle", "jitter",
                "sync_before", "sync_duration",
                "sync_repeats", "workflow_n", "quick")
@@ -62,9 +65,12 @@ def summarize_cold(runs: list[dict[str, float]]) -> dict[str, Any]:
             "to_handler_start_median_s": percentile(starts, 50)}
 
 
-def bench_stratus(args: argparse.Namespace) -> dict[str, Any]:
-    server = StratusServer("stratus-async")
-    out: dict[str, Any] = {}
+def bench_stratus(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    env: dict[str, str] = {}
+    if name == "stratus-redis":
+        env["STRATUS_QUEUE_URL"] = flush_redis(STRATUS_REDIS_DB)
+    server = StratusServer(name, env)
+    out: dict[str, Any] = {"queue_url": env.get("STRATUS_QUEUE_URL", "metadata store (SQLite)")}
     try:
         server.start()
         server.deploy("async_noop.py", "AsyncNoOp", "async-noop", ["--min-replicas", "1", *FLAGS])
@@ -74,11 +80,11 @@ def bench_stratus(args: argparse.Namespace) -> dict[str, Any]:
             return stratus_async.run(fn, server.base_url, server.auth_headers(), deployment,
                                      args.concurrency, *rest)
 
-        log(f"stratus: idle latency, {args.latency_n} one at a time")
+        log(f"{name}: idle latency, {args.latency_n} one at a time")
         out["latency"] = summarize_latency(
             call(stratus_async.latency, "async-noop", args.latency_n, args.gap, args.poll / 5)["samples"])
-        log(f"stratus: latency {out['latency']['to_start_p50_ms']:.2f} ms p50 to handler start")
-        log(f"stratus: throughput, {args.n} submissions at c={args.concurrency}")
+        log(f"{name}: latency {out['latency']['to_start_p50_ms']:.2f} ms p50 to handler start")
+        log(f"{name}: throughput, {args.n} submissions at c={args.concurrency}")
         out["throughput"] = summarize_throughput(
             call(stratus_async.throughput, "async-noop", args.n, args.concurrency, args.poll, 600.0))
         log_throughput("stratus", out["throughput"])
@@ -90,7 +96,7 @@ def bench_stratus(args: argparse.Namespace) -> dict[str, Any]:
             server.wait_for_replicas("async-zero", no_replicas)
             time.sleep(args.settle + random.uniform(0.0, args.jitter))  # no phase-lock with ticks
             run = call(stratus_async.first, "async-zero", args.poll / 5, 120.0)
-            log(f"stratus: from zero {run['to_result_s']:.3f}s" + (" (warm-up, discarded)" if not i else ""))
+            log(f"{name}: from zero {run['to_result_s']:.3f}s" + (" (warm-up, discarded)" if not i else ""))
             runs += [run] if i else []
         out["cold"] = summarize_cold(runs)
     finally:
@@ -168,12 +174,13 @@ def main() -> int:
     for name in args.targets:
         try:
             pool = name.removeprefix("celery-")
-            results[name] = bench_stratus(args) if name == "stratus" else bench_celery(pool, args)
+            results[name] = (bench_stratus(name, args) if name.startswith("stratus")
+                             else bench_celery(pool, args))
         except Exception as exc:  # one broken target must not hide the others' numbers
             log(f"{name} FAILED: {exc}")
             failures[name] = f"{type(exc).__name__}: {exc}"
     sync: dict[str, Any] = {}
-    if args.sync_before and "stratus" in args.targets:
+    if args.sync_before and any(name.startswith("stratus") for name in args.targets):
         try:
             sync = sync_before_after(args.sync_before, args.sync_duration, args.sync_repeats)
         except Exception as exc:

@@ -32,26 +32,23 @@ def ratio(ours: float | None, theirs: float | None) -> str | None:
 
 def render(results: Mapping[str, Mapping[str, Any]], sync: Mapping[str, Any],
            failures: Mapping[str, str]) -> str:
-    peers = [name for name in results if name != "stratus"]
-    headers = ["measurement", "stratus"]
-    for peer in peers:
-        headers += [peer, f"stratus / {peer}"]
+    """Every system's figure, then Stratus (each queue backend) over each Celery pool."""
+    ours = [name for name in results if name.startswith("stratus")]
+    peers = [name for name in results if not name.startswith("stratus")]
+    pairs = [(a, b) for a in ours for b in peers]
+    headers = ["measurement", *results, *(f"{a} / {b}" for a, b in pairs)]
     rows = []
     for label, section, key in ROWS:
-        ours = figure(results.get("stratus"), section, key)
-        row: list[object] = [label, ours]
-        for peer in peers:
-            theirs = figure(results[peer], section, key)
-            row += [theirs, ratio(ours, theirs)]
-        rows.append(row)
+        values = {name: figure(result, section, key) for name, result in results.items()}
+        rows.append([label, *values.values(), *(ratio(values[a], values[b]) for a, b in pairs)])
     lines = [markdown_table(headers, rows)]
-    todo = ((results.get("stratus") or {}).get("workflow") or {}).get("todo")
-    if todo:
-        lines.append(f"\n- (e) TODO: {todo}")
+    for name in ours:
+        todo = (results[name].get("workflow") or {}).get("todo")
+        if todo:
+            lines.append(f"- (e) TODO ({name}): {todo}")
     if sync:
         lines += ["", f"(f) sync no-op, bench/noop.py --only stratus, {sync['duration_s']:g}s per level, "
-                  f"best of {sync['repeats']} alternating runs:",
-                  sync_table(sync)]
+                  f"best of {sync['repeats']} alternating runs:", sync_table(sync)]
     lines += [f"- {name} FAILED: {error.splitlines()[0]}" for name, error in failures.items()]
     return "\n".join(lines)
 

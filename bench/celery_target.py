@@ -21,6 +21,17 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 POOLS = ("prefork", "solo")  # prefork is Celery's default pool; solo runs tasks in the worker itself
 
 
+def flush_redis(db: int) -> str:
+    """Empty one Redis db with redis-py from the Celery venv (the project venv may not have
+    it); returns the db's URL."""
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+    ensure_celery_venv()
+    subprocess.run([str(CELERY_VENV / "bin" / "python"), "-c",
+                    "import redis, sys; redis.Redis.from_url(sys.argv[1]).flushdb()", url],
+                   check=True, capture_output=True, timeout=60)
+    return url
+
+
 def ensure_celery_venv() -> float:
     """Create/refresh ``bench/.venv-celery`` (idempotent); returns seconds spent."""
     started = time.monotonic()
@@ -50,8 +61,7 @@ class CeleryPeer:
 
     def flush(self) -> None:
         """Empty the bench's Redis db: no queued message or result survives from a run before."""
-        self._python(["-c", "import redis, sys; redis.Redis.from_url(sys.argv[1]).flushdb()",
-                      self.redis_url])
+        flush_redis(self.db)
 
     def worker_command(self) -> list[str]:
         return [str(CELERY_VENV / "bin" / "celery"), "--workdir", str(PEERS_DIR), "-A", "celery_noop",

@@ -2,7 +2,7 @@
 
 The API this drives (issue 16): ``POST /api/deployments/{name}/invoke?mode=async`` -> 202
 ``{"id", "status"}``; ``GET /api/invocations/{id}`` -> ``{"status", "result", ...}``;
-``GET /api/invocations?deployment=&status=&limit=`` -> ``{"items": [...], "next_cursor"}``.
+``GET /api/invocations?deployment=&status=&limit=`` -> ``{"invocations": [...], "next_cursor"}``.
 Every call lives in one small function here, so a drift in the API is one edit.
 """
 
@@ -73,7 +73,7 @@ class AsyncClient:
         total, cursor = 0, None
         while True:
             page = await self.listed(status, 500, cursor)
-            total += len(page["items"])
+            total += len(page["invocations"])
             cursor = page.get("next_cursor")
             if not cursor:
                 return total
@@ -81,7 +81,7 @@ class AsyncClient:
     async def drained(self) -> bool:
         """True once nothing of the deployment is queued or running (two one-item lists)."""
         for status in ("queued", "running"):
-            if (await self.listed(status, 1))["items"]:
+            if (await self.listed(status, 1))["invocations"]:
                 return False
         return True
 

@@ -59,8 +59,9 @@ def stratus_command() -> list[str]:
 class StratusServer:
     """A throwaway Stratus server on a free loopback port with its own data dir."""
 
-    def __init__(self, name: str = "stratus") -> None:
+    def __init__(self, name: str = "stratus", env: dict[str, str] | None = None) -> None:
         self.name = name
+        self.env = dict(env or {})  # extra environment of ``stratus serve``
         self.key = secrets.token_urlsafe(24)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -80,7 +81,7 @@ class StratusServer:
             "--data-dir",
             str(self.data_dir),
         ]
-        self._proc = start_process(self.name, cmd, env={"STRATUS_ADMIN_KEY": self.key})
+        self._proc = start_process(self.name, cmd, env={**self.env, "STRATUS_ADMIN_KEY": self.key})
         wait_until_ready(f"{self.base_url}/readyz", self._proc, timeout=timeout)
         log(f"{self.name}: ready on {self.base_url}")
 
