@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/async.py [--quick] [--n 5000] [--only stratus,celery-prefork] [--json]
 
-Each system runs ONE worker process: a Stratus deployment with max 1 replica, a Celery
-worker ``-c 1`` with the prefork pool (Celery's default) and, as a second peer, the solo pool.
-In the same run, per system: (a) enqueue rate, N submissions from a 32-way concurrent client
-(httpx.AsyncClient / ``apply_async`` in threads); (b) end-to-end no-op rate, first submit to
-the last result observed; (c) idle latency from the client's send to the handler's start, one
+Each system runs ONE worker process: a Stratus deployment with max 1 replica (its queue in the
+metadata store, and as ``stratus-redis`` in Redis Streams), a Celery worker ``-c 1`` with the
+prefork pool (Celery's default) and, as a second peer, the solo pool. In the same run, per
+system: (a) enqueue rate, N submissions from a 32-way concurrent client (httpx.AsyncClient /
+``apply_async`` in threads) while the worker runs; (b) end-to-end no-op rate of that batch,
+first submit to the last result observed; (c) idle latency from the client's send to the handler's start, one
 at a time; (d) from zero: Stratus at 0 replicas vs a Celery worker started with the clock;
 (e) workflow overhead per step; (f) ``bench/noop.py --only stratus`` before the async work
 (``--sync-before``) and now. Results, with machine info, go to

@@ -17,6 +17,8 @@ ROWS = (
     ("(c) idle send -> result seen p50, ms", "latency", "to_result_p50_ms"),
     ("(d) from zero: send -> result, median s", "cold", "to_result_median_s"),
     ("(d) from zero: send -> handler start, median s", "cold", "to_handler_start_median_s"),
+    ("(e) workflow of 5 no-op steps (?wait=true) p50, ms", "workflow", "workflow_p50_ms"),
+    ("(e) 5 sequential sync invokes p50, ms", "workflow", "five_invokes_p50_ms"),
     ("(e) workflow, added ms per step p50 (goal <= 2)", "workflow", "per_step_added_p50_ms"),
 )
 
