@@ -88,7 +88,7 @@ def bench_stratus(name: str, args: argparse.Namespace) -> dict[str, Any]:
         log(f"{name}: throughput, {args.n} submissions at c={args.concurrency}")
         out["throughput"] = summarize_throughput(
             call(stratus_async.throughput, "async-noop", args.n, args.concurrency, args.poll, 600.0))
-        log_throughput("stratus", out["throughput"])
+        log_throughput(name, out["throughput"])
         out["workflow"] = workflow_overhead(server, "async-noop", args)
         server.deploy("async_noop.py", "AsyncNoOp", "async-zero",
                       ["--min-replicas", "0", "--scale-to-zero-after", "1", *FLAGS])

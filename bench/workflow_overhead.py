@@ -9,10 +9,10 @@ A server without ``/api/workflows`` gets a marked TODO instead of a figure.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import time
 from typing import Any
-
-import httpx
 
 from common import log, percentile
 from stratus_target import StratusServer
@@ -29,35 +29,53 @@ def definition(deployment: str) -> str:
     return f"name: {NAME}\nsteps:\n{steps}"
 
 
-def timed_workflow(http: httpx.Client) -> float:
+class KeepAlive:
+    """One persistent HTTP/1.1 connection (stdlib): the client's cost per request is tiny and
+    the same for both sides, since the 5 invokes make 4 more requests than the workflow."""
+
+    def __init__(self, server: StratusServer) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=90.0)
+        self.headers = {**server.auth_headers(), "Content-Type": "application/json"}
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             content_type: str | None = None) -> tuple[int, bytes]:
+        headers = {**self.headers, **({"Content-Type": content_type} if content_type else {})}
+        self.conn.request(method, path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        return resp.status, resp.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def timed_workflow(http: KeepAlive) -> float:
     began = time.perf_counter()
-    resp = http.post(f"/api/workflows/{NAME}/executions", params={"wait": "true", "timeout_s": 60},
-                     content=BODY)
+    status, body = http.call("POST", f"/api/workflows/{NAME}/executions?wait=true&timeout_s=60", BODY)
     elapsed = time.perf_counter() - began
-    if resp.status_code != 200 or resp.json().get("status") != "succeeded":
-        raise RuntimeError(f"workflow run -> {resp.status_code} {resp.text[:400]}")
+    if status != 200 or json.loads(body).get("status") != "succeeded":
+        raise RuntimeError(f"workflow run -> {status} {body[:400]!r}")
     return elapsed
 
 
-def timed_invokes(http: httpx.Client, deployment: str) -> float:
+def timed_invokes(http: KeepAlive, deployment: str) -> float:
     began = time.perf_counter()
     for _ in range(STEPS):
-        resp = http.post(f"/api/deployments/{deployment}/invoke", content=BODY)
-        if resp.status_code != 200:
-            raise RuntimeError(f"sync invoke -> {resp.status_code} {resp.text[:300]}")
+        status, body = http.call("POST", f"/api/deployments/{deployment}/invoke", BODY)
+        if status != 200:
+            raise RuntimeError(f"sync invoke -> {status} {body[:300]!r}")
     return time.perf_counter() - began
 
 
 def workflow_overhead(server: StratusServer, deployment: str, args: argparse.Namespace) -> dict[str, Any]:
-    headers = {**server.auth_headers(), "Content-Type": "application/json"}
-    with httpx.Client(base_url=server.base_url, headers=headers, timeout=90.0) as http:
-        if http.get("/api/workflows").status_code == 404:
+    http = KeepAlive(server)
+    try:
+        if http.call("GET", "/api/workflows")[0] == 404:
             log("workflow overhead: TODO, no /api/workflows on this server")
             return {"todo": "workflows API (POST /api/workflows) not on this tree: not measured"}
-        resp = http.post("/api/workflows", content=definition(deployment).encode(),
-                         headers={"Content-Type": "application/yaml"})
-        if resp.status_code not in (200, 201):
-            raise RuntimeError(f"POST /api/workflows -> {resp.status_code} {resp.text[:400]}")
+        status, body = http.call("POST", "/api/workflows", definition(deployment).encode(),
+                                 "application/yaml")
+        if status not in (200, 201):
+            raise RuntimeError(f"POST /api/workflows -> {status} {body[:400]!r}")
         for _ in range(3):  # warm: the workflow's first run, connections, the replica
             timed_workflow(http)
             timed_invokes(http, deployment)
@@ -66,6 +84,8 @@ def workflow_overhead(server: StratusServer, deployment: str, args: argparse.Nam
         for _ in range(args.workflow_n):  # interleaved, so load drift hits both alike
             flows.append(timed_workflow(http))
             chains.append(timed_invokes(http, deployment))
+    finally:
+        http.close()
     added = [(w - s) * 1000 / STEPS for w, s in zip(flows, chains, strict=True)]
     out = {"runs": args.workflow_n, "steps": STEPS,
            "workflow_p50_ms": percentile(flows, 50) * 1000,
