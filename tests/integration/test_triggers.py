@@ -9,7 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
@@ -245,7 +245,8 @@ def test_roles_and_namespaces(server: StratusServer, echo: str) -> None:
             refused = invoker.post(path, json=body)
             assert refused.status_code == 403 and error_of(refused)["type"] == "forbidden"
             assert developer.post(path, json=body).status_code == 201
-        assert invoker.get("/api/schedules/owned").status_code == 200  # reading is allowed
+        assert developer.get("/api/schedules/owned").status_code == 200
+        assert invoker.get("/api/schedules/owned").status_code == 403  # an invoker only invokes
         assert invoker.post("/api/topics/owned/publish", json={"x": 1}).status_code == 202
         assert invoker.delete("/api/schedules/owned").status_code == 403
 
@@ -294,3 +295,42 @@ def test_the_cli_manages_schedules_topics_and_sources(server: StratusServer, ech
     server.cli("topic", "unsubscribe", "cli-topic", "cli-sub")
     server.cli("topic", "rm", "cli-topic")
     assert json.loads(server.cli("source", "ls", "--json").stdout) == []
+
+
+def test_ticks_missed_while_down_run_at_start_up_by_the_catch_up_policy(
+        fresh_server: StratusServer) -> None:
+    server = fresh_server
+    server.deploy("basic", "app:Echo", name="late-echo")
+    # Two ticks, a second apart, some seconds ahead: the server is down when they come.
+    first = time.time() + 6
+    while int(first) % 60 > 57:  # both in one minute, so one expression names them
+        first += 1
+    moment = datetime.fromtimestamp(int(first), UTC)
+    cron = (f"{moment.minute} {moment.hour} {moment.day} {moment.month} * "
+            f"{moment.second},{moment.second + 1}")
+    for policy in ("none", "one", "all"):
+        made = server.http.post("/api/schedules", json={
+            "name": f"catch-{policy}", "cron": cron, "deployment": "late-echo",
+            "catch_up": policy, "payload": {"policy": policy}})
+        assert made.status_code == 201, made.text
+    server.stop()
+    while time.time() < int(first) + 2.5:
+        time.sleep(0.1)
+    server.start()
+
+    def fired() -> dict[str, list[str]] | None:
+        found: dict[str, list[str]] = {"catch-none": [], "catch-one": [], "catch-all": []}
+        for view in invocations(server.http, "late-echo"):
+            found[view["source"]["schedule"]].append(view["source"]["tick"])
+        return found if len(found["catch-all"]) == 2 and found["catch-one"] else None
+
+    found = wait_for(fired, 30, "the missed ticks to run")
+    time.sleep(1)  # nothing more comes
+    assert fired() == found
+    second = moment.replace(second=moment.second + 1).isoformat().replace("+00:00", "Z")
+    assert found["catch-none"] == []
+    assert found["catch-one"] == [second]  # once, as the latest
+    assert sorted(found["catch-all"]) == [moment.isoformat().replace("+00:00", "Z"), second]
+    for policy in ("none", "one", "all"):  # skipped or run, they are behind it
+        shown = server.http.get(f"/api/schedules/catch-{policy}").json()
+        assert shown["last_fired"] == int(first) + 1
