@@ -93,12 +93,12 @@ class Schedules:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the round: a schedule made during it wakes the next
             try:
                 wake_at = await self.run_due()
             except Exception:
                 log.exception("schedules: a round failed; trying again")
                 wake_at = self.clock() + RETRY_S
-            self._wake.clear()
             delay = min(max(0.0, wake_at - self.clock()), MAX_SLEEP_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
