@@ -37,6 +37,7 @@ from stratus.gateway.routes import (
     v2,
 )
 from stratus.gateway.routes.audit import router as audit_router
+from stratus.gateway.routes.invocations import router as invocations_router
 from stratus.gateway.routes.keys import router as keys_router
 from stratus.gateway.routes.masterkey import router as master_key_router
 from stratus.gateway.routes.schedules import router as schedules_router
@@ -131,6 +132,7 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     app.include_router(schedules_router)
     app.include_router(topics_router)
     app.include_router(sources_router)
+    app.include_router(invocations_router)
     dashboard.mount_ui(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness",
