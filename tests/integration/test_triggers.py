@@ -32,7 +32,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 def invocations(http: httpx.Client, deployment: str) -> list[dict[str, Any]]:
     response = http.get("/api/invocations", params={"deployment": deployment, "limit": 200})
     assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
+    items: list[dict[str, Any]] = response.json()["invocations"]
     return items
 
 

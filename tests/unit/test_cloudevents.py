@@ -31,6 +31,14 @@ def test_binary_mode_reads_ce_headers_and_the_body_as_data() -> None:
     assert written["data"] == {"amount": 3} and written["datacontenttype"] == "application/json"
 
 
+def test_an_event_sent_twice_is_the_same_payload_twice() -> None:
+    timeless = json.dumps({k: v for k, v in EVENT.items() if k != "time"}).encode()
+    first, second = (to_structured(read_event(STRUCTURED, timeless, "t")) for _ in range(2))
+    assert first == second and b'"time"' not in first
+    headers = {"ce-specversion": "1.0", "ce-id": "b-1", "ce-source": "/s", "ce-type": "t"}
+    assert to_structured(read_event(headers, b"", "t")) == to_structured(read_event(headers, b"", "t"))
+
+
 def test_plain_json_is_wrapped_into_an_event() -> None:
     event = read_event({"content-type": "application/json"}, b"[1, 2]", "orders")
     written = json.loads(to_structured(event))

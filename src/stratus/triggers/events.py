@@ -56,6 +56,14 @@ def _check_time(value: object) -> None:
                          f"({exc})") from None
 
 
+def _as_sent(event: BaseCloudEvent, had_time: bool) -> BaseCloudEvent:
+    """The event without the ``time`` the library stamps on one sent without: the same event
+    sent twice must be the same payload, or its idempotency key would refuse the second."""
+    if not had_time:
+        event.get_attributes().pop("time", None)
+    return event
+
+
 def _structured(body: bytes) -> BaseCloudEvent:
     try:
         document = json.loads(body)
@@ -70,7 +78,8 @@ def _structured(body: bytes) -> BaseCloudEvent:
         raise _malformed("an event holds data or data_base64, not both")
     if "time" in document:
         _check_time(document["time"])
-    return from_structured(HTTPMessage({"content-type": STRUCTURED}, body), _FORMAT)
+    event = from_structured(HTTPMessage({"content-type": STRUCTURED}, body), _FORMAT)
+    return _as_sent(event, "time" in document)
 
 
 def _binary(headers: Mapping[str, str], body: bytes) -> BaseCloudEvent:
@@ -88,7 +97,7 @@ def _binary(headers: Mapping[str, str], body: bytes) -> BaseCloudEvent:
         except (ValueError, UnicodeDecodeError):
             raise _malformed(f"the body is not valid JSON, though its content type is "
                              f"{content_type}") from None
-    return from_binary(HTTPMessage(kept, body), _FORMAT)
+    return _as_sent(from_binary(HTTPMessage(kept, body), _FORMAT), "ce-time" in kept)
 
 
 def _plain(body: bytes, topic: str) -> BaseCloudEvent:
