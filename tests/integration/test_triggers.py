@@ -334,3 +334,37 @@ def test_ticks_missed_while_down_run_at_start_up_by_the_catch_up_policy(
     for policy in ("none", "one", "all"):  # skipped or run, they are behind it
         shown = server.http.get(f"/api/schedules/catch-{policy}").json()
         assert shown["last_fired"] == int(first) + 1
+
+
+def test_a_stream_entry_is_acknowledged_once_dead_but_not_after_bad_input(
+        server: StratusServer, stream: tuple[redis.Redis, str]) -> None:
+    client, key = stream
+    server.deploy("triggers", "app.py:judge", name="judge", async_invocations={
+        "max_attempts": 2, "backoff_base_s": 0.05, "backoff_cap_s": 0.2})
+    created = server.http.post("/api/sources", json={
+        "name": "judged", "kind": "redis-stream", "url": REDIS_URL, "stream": key,
+        "deployment": "judge", "claim_idle_s": 600})
+    assert created.status_code == 201, created.text
+    assert created.json()["group"] == "stratus"
+    entries = {verdict: client.xadd(key, {"verdict": verdict}) for verdict in ("ok", "raise", "bad")}
+
+    def ended() -> dict[str, dict[str, Any]] | None:
+        views = {view["source"]["entry"]: view for view in invocations(server.http, "judge")
+                 if view["source"].get("stream") == key and view["status"] in TERMINAL}
+        return views if len(views) == 3 else None
+
+    views = wait_for(ended, 60, "the three invocations to end")
+    assert views[entries["ok"]]["status"] == "succeeded"
+    assert views[entries["raise"]]["status"] == "dead" and views[entries["raise"]]["attempts"] == 2
+    assert views[entries["bad"]]["status"] == "failed" and views[entries["bad"]]["attempts"] == 1
+
+    def settled() -> list[str] | None:
+        pending = [entry["message_id"] for entry in
+                   client.xpending_range(key, "stratus", min="-", max="+", count=10)]
+        return pending if len(pending) == 1 else None
+
+    # Acknowledged: the success, and the dead one (it is in the DLQ now); the bad input stays.
+    assert wait_for(settled, 10, "the acknowledgements") == [entries["bad"]]
+    dead = server.http.get("/api/deployments/judge/dlq").json()
+    assert [item["id"] for item in dead["invocations"]] == [views[entries["raise"]]["id"]]
+    assert server.http.delete("/api/sources/judged").status_code == 200
