@@ -134,6 +134,16 @@ def test_a_topic_fans_out_to_the_subscriptions_its_filters_match(server: Stratus
     assert received["source"] == "/stratus/topics/orders" and received["type"] == "stratus.publish"
     assert received["data"] == {"hello": "world"} and received["id"] == plain.json()["id"]
 
+    # A subscriber whose deployment was deleted is skipped, and said to be.
+    server.deploy("basic", "app:Echo", name="sub-gone")
+    assert http.post("/api/topics/orders/subscriptions",
+                     json={"deployment": "sub-gone", "filter": {"type": "gone"}}).status_code == 201
+    server.delete("sub-gone")
+    gone = http.post("/api/topics/orders/publish", content=b"{}", headers={
+        "ce-specversion": "1.0", "ce-id": "gone-1", "ce-source": "/s", "ce-type": "gone"})
+    assert gone.status_code == 202, gone.text
+    assert gone.json()["invocations"] == []
+    assert [s["subscription"] for s in gone.json()["skipped"]] == ["sub-gone"]
     assert http.delete("/api/topics/orders/subscriptions/sub-b").status_code == 200
     assert http.delete("/api/topics/orders").json() == {"deleted": "orders"}
     assert http.post("/api/topics/orders/publish", json={}).status_code == 404

@@ -85,24 +85,31 @@ class Topics:
                        subscriptions: list[Subscription]) -> dict[str, Any]:
         payload = to_structured(event)
         event_id = event.get_id()
+        matching = [s for s in subscriptions if matches(s.filter, event)]
+        # Submitted together: the queue commits them in one group rather than one by one.
+        outcomes = await asyncio.gather(
+            *(self.submitter.submit(
+                namespace, subscription.deployment, payload,
+                source={"kind": "topic", "topic": topic, "subscription": subscription.name,
+                        "event": event_id},
+                idempotency_key=event_key(topic, event_id, subscription.name))
+              for subscription in matching),
+            return_exceptions=True)
         invocations: list[dict[str, Any]] = []
         skipped: list[dict[str, str]] = []
-        for subscription in subscriptions:
-            if not matches(subscription.filter, event):
-                continue
-            source = {"kind": "topic", "topic": topic, "subscription": subscription.name,
-                      "event": event_id}
-            try:
-                record, _created = await self.submitter.submit(
-                    namespace, subscription.deployment, payload, source=source,
-                    idempotency_key=event_key(topic, event_id, subscription.name))
-            except NotFound as exc:  # its deployment was deleted: the others still get it
+        for subscription, outcome in zip(matching, outcomes, strict=True):
+            if isinstance(outcome, NotFound):  # its deployment was deleted: the rest still run
                 log.warning("topic %s/%s: subscription %s skipped: %s", namespace, topic,
-                            subscription.name, exc)
-                skipped.append({"subscription": subscription.name, "reason": str(exc)})
-                continue
-            invocations.append({"subscription": subscription.name,
-                                "deployment": subscription.deployment, "id": record.id})
+                            subscription.name, outcome)
+                skipped.append({"subscription": subscription.name, "reason": str(outcome)})
+            elif isinstance(outcome, BaseException):
+                # The publisher gets the error and publishes again: the subscriptions already
+                # submitted find their invocations by key, the others get theirs.
+                raise outcome
+            else:
+                invocations.append({"subscription": subscription.name,
+                                    "deployment": subscription.deployment,
+                                    "id": outcome[0].id})
         answer: dict[str, Any] = {"id": event_id, "invocations": invocations}
         if skipped:
             answer["skipped"] = skipped
