@@ -300,6 +300,10 @@ def test_the_cli_manages_schedules_topics_and_sources(server: StratusServer, ech
     assert answer["invocations"][0]["subscription"] == "cli-sub"
     assert finished(server.http, answer["invocations"][0]["id"])["result"]["echo"]["data"] == \
         {"k": 1}
+    structured = json.dumps({"specversion": "1.0", "id": "cli-1", "source": "/cli",
+                             "type": "stratus.publish", "data": {"k": 2}})
+    sent = json.loads(server.cli("topic", "publish", "cli-topic", structured, "--event").stdout)
+    assert sent["id"] == "cli-1" and len(sent["invocations"]) == 1
     assert any(t["name"] == "cli-topic" and t["subscriptions"] == 1
                for t in json.loads(server.cli("topic", "ls", "--json").stdout))
     server.cli("topic", "unsubscribe", "cli-topic", "cli-sub")
