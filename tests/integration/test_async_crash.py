@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from server import TEST_ENV, StratusServer, wait_for
 
 BACKLOG = 1000
@@ -99,7 +100,8 @@ def test_kill_9_of_replicas_mid_backlog_loses_nothing(tmp_path: Path) -> None:
         killed = 0
         deadline = time.monotonic() + 120
         while killed < 3 and time.monotonic() < deadline:
-            wait_for(lambda: _count(server, "crash-replicas", "succeeded") >= 150 * (killed + 1),
+            target = 150 * (killed + 1)
+            wait_for(lambda: _count(server, "crash-replicas", "succeeded") >= target,  # noqa: B023
                      120, "the backlog to progress")
             view = server.status("crash-replicas")
             pids = [item["pid"] for item in view["replicas"]["items"]

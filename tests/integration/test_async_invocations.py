@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from server import StratusServer, wait_for
 
 FAST_RETRIES = {"max_attempts": 3, "backoff_base_s": 0.05, "backoff_cap_s": 0.2}
@@ -191,7 +192,7 @@ def test_queued_work_is_cancelled_and_priorities_order_the_queue(
 class _Hook(BaseHTTPRequestHandler):
     received: list[tuple[dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         self.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
         self.send_response(204)
