@@ -382,3 +382,26 @@ def test_a_stream_entry_is_acknowledged_once_dead_but_not_after_bad_input(
     dead = server.http.get("/api/deployments/judge/dlq").json()
     assert [item["id"] for item in dead["invocations"]] == [views[entries["raise"]]["id"]]
     assert server.http.delete("/api/sources/judged").status_code == 200
+
+
+def test_an_async_outcome_sent_to_a_topic_reaches_its_subscribers(server: StratusServer) -> None:
+    http = server.http
+    assert http.post("/api/topics", json={"name": "outcomes"}).status_code == 201
+    server.deploy("basic", "app:Echo", name="dest-sink")
+    assert http.post("/api/topics/outcomes/subscriptions",
+                     json={"deployment": "dest-sink"}).status_code == 201
+    server.deploy("basic", "app:Echo", name="dest-src",
+                  async_invocations={"on_success": {"topic": "outcomes"}})
+    queued = http.post("/api/deployments/dest-src/invoke?mode=async", json={"x": 5})
+    assert queued.status_code == 202, queued.text
+    assert finished(http, queued.json()["id"])["status"] == "succeeded"
+
+    def delivered() -> list[dict[str, Any]] | None:
+        found = [v for v in invocations(http, "dest-sink") if v["source"].get("topic") == "outcomes"]
+        return found or None
+
+    view = finished(http, wait_for(delivered, 30, "the outcome on the topic")[0]["id"])
+    event = view["result"]["echo"]  # the outcome, wrapped into a CloudEvent
+    assert event["type"] == "stratus.publish" and event["source"] == "/stratus/topics/outcomes"
+    assert event["data"]["id"] == queued.json()["id"] and event["data"]["status"] == "succeeded"
+    assert http.delete("/api/topics/outcomes").status_code == 200
