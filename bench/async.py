@@ -43,10 +43,15 @@ CONFIG_KEYS = ("n", "concurrency", "latency_n", "gap", "poll", "cold_runs", "set
 FLAGS = ["--max-replicas", "1", "--max-concurrency", "64"]
 
 
-def summarize_latency(samples: list[dict[str, float]]) -> dict[str, float]:
+def summarize_latency(samples: list[dict[str, float]]) -> dict[str, Any]:
     starts = [s["to_start"] * 1000 for s in samples]
     results = [s["to_result"] * 1000 for s in samples]
-    return {"to_start_p50_ms": percentile(starts, 50), "to_start_p95_ms": percentile(starts, 95),
+    # Stratus's samples also say where the time went (stored, 202, claimed, finished).
+    path = {key: percentile([s[key] * 1000 for s in samples], 50)
+            for key in ("to_created", "to_202", "to_claimed", "to_start", "to_finished", "to_result")
+            if key in samples[0]}
+    return {"path_p50_ms": path,
+            "to_start_p50_ms": percentile(starts, 50), "to_start_p95_ms": percentile(starts, 95),
             "to_start_max_ms": max(starts), "to_result_p50_ms": percentile(results, 50),
             "to_result_p95_ms": percentile(results, 95), "samples": len(samples)}
 

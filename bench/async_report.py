@@ -45,6 +45,10 @@ def render(results: Mapping[str, Mapping[str, Any]], sync: Mapping[str, Any],
         rows.append([label, *values.values(), *(ratio(values[a], values[b]) for a, b in pairs)])
     lines = [markdown_table(headers, rows)]
     for name in ours:
+        path = (results[name].get("latency") or {}).get("path_p50_ms") or {}
+        if "to_claimed" in path:
+            steps = ", ".join(f"{key.removeprefix('to_')} {value:.2f}" for key, value in path.items())
+            lines.append(f"- (c) {name}, idle path, p50 ms from the client's send: {steps}")
         todo = (results[name].get("workflow") or {}).get("todo")
         if todo:
             lines.append(f"- (e) TODO ({name}): {todo}")

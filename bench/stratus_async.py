@@ -136,11 +136,20 @@ async def latency(client: AsyncClient, n: int, gap_s: float, poll_s: float) -> d
     for _ in range(n):
         await asyncio.sleep(gap_s)
         sent = time.time()
-        record = await client.wait(await client.submit(CLOCK), poll_s,
-                                   first_poll_s=LATENCY_FIRST_POLL_S)
+        invocation_id = await client.submit(CLOCK)
+        accepted = time.time()
+        record = await client.wait(invocation_id, poll_s, first_poll_s=LATENCY_FIRST_POLL_S)
         samples.append({"to_start": float(record["result"]["started"]) - sent,
-                        "to_result": time.time() - sent})
+                        "to_result": time.time() - sent, **path_of(record, sent, accepted)})
     return {"samples": samples}
+
+
+def path_of(record: dict[str, Any], sent: float, accepted: float) -> dict[str, float]:
+    """Where an idle invocation's time went, from the client's send (same host, same clock):
+    stored, 202 seen by the client, claimed by the server's worker, finished."""
+    return {"to_created": float(record["created_at"]) - sent, "to_202": accepted - sent,
+            "to_claimed": float(record["started_at"]) - sent,
+            "to_finished": float(record["finished_at"]) - sent}
 
 
 async def first(client: AsyncClient, poll_s: float, within_s: float) -> dict[str, float]:
