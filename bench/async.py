@@ -18,6 +18,7 @@ at a time; (d) from zero: Stratus at 0 replicas vs a Celery worker started with 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -176,6 +177,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     started = timestamp()
+    load_before = os.getloadavg()  # the machine is shared: say how busy it was
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for name in args.targets:
@@ -196,14 +198,16 @@ def main() -> int:
     payload = {
         "benchmark": "async",
         "started": started,
-        "machine": machine_info(),
+        "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "config": {k: getattr(args, k) for k in CONFIG_KEYS} | {"targets": args.targets,
                                                                 "celery_redis_db": CELERY_DB},
         "results": results,
         "sync_noop": sync,
         "failures": failures,
     }
-    publish("async", payload, render(results, sync, failures), args.json)
+    table = render(results, sync, failures)
+    table += f"\n- load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}"
+    publish("async", payload, table, args.json)
     return 1 if failures else 0
 
 
