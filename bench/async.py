@@ -44,6 +44,10 @@ CONFIG_KEYS = ("n", "concurrency", "latency_n", "gap", "poll", "cold_runs", "set
 FLAGS = ["--max-replicas", "1", "--max-concurrency", "64"]
 
 
+def loadavg() -> tuple[float, ...]:
+    return tuple(round(x, 2) for x in os.getloadavg())
+
+
 def summarize_latency(samples: list[dict[str, float]]) -> dict[str, Any]:
     starts = [s["to_start"] * 1000 for s in samples]
     results = [s["to_result"] * 1000 for s in samples]
@@ -177,7 +181,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     started = timestamp()
-    load_before = os.getloadavg()  # the machine is shared: say how busy it was
+    load_before = loadavg()  # the machine is shared: say how busy it was
     results: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for name in args.targets:
@@ -198,7 +202,7 @@ def main() -> int:
     payload = {
         "benchmark": "async",
         "started": started,
-        "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "machine": machine_info() | {"loadavg_before": load_before, "loadavg_after": loadavg()},
         "config": {k: getattr(args, k) for k in CONFIG_KEYS} | {"targets": args.targets,
                                                                 "celery_redis_db": CELERY_DB},
         "results": results,
@@ -206,7 +210,7 @@ def main() -> int:
         "failures": failures,
     }
     table = render(results, sync, failures)
-    table += f"\n- load average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}"
+    table += f"\n- load average (1, 5, 15 min) before {load_before}, after {loadavg()}"
     publish("async", payload, table, args.json)
     return 1 if failures else 0
 
