@@ -10,12 +10,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from stratus.errors import StratusError
 
 T = TypeVar("T")
-Op = Callable[[Connection], Any]
+Op = Callable[[Any], Any]  # given the transaction's DBAPI cursor
 _Job = tuple[Op, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 MAX_BATCH = 256  # writes per transaction: bounds how long one commit holds SQLite's lock
@@ -32,7 +32,7 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 class GroupWriter:
-    """``await writer.run(op)`` runs ``op(connection)`` in the writer thread and returns once
+    """``await writer.run(op)`` runs ``op(cursor)`` in the writer thread and returns once
     the transaction holding it is committed. An op's StratusError (a 422, say) is its own
     outcome and does not undo the batch; any other error rolls the batch back, and each op
     of it is then run again in a transaction of its own, so one bad write fails alone."""
@@ -56,7 +56,7 @@ class GroupWriter:
         await asyncio.to_thread(self._thread.join)
         self._thread = None
 
-    async def run(self, op: Callable[[Connection], T]) -> T:
+    async def run(self, op: Callable[[Any], T]) -> T:
         if self._thread is None:
             raise RuntimeError("the queue is not open")
         loop = asyncio.get_running_loop()
@@ -65,22 +65,31 @@ class GroupWriter:
         return await future
 
     def _run(self) -> None:
-        with self._engine.connect() as connection:
-            raw = connection.connection.dbapi_connection
-            sqlite = self._engine.dialect.name == "sqlite"
-            if sqlite:
-                # Take SQLite's write lock when the transaction starts (BEGIN IMMEDIATE), not
-                # at its first write: a deferred one that read first could not upgrade when
-                # another connection wrote meanwhile, and would fail instead of waiting.
-                raw.isolation_level = "IMMEDIATE"  # type: ignore[union-attr]
-            self._ready.set()
-            try:
-                self._loop(connection)
-            finally:
-                if sqlite:
-                    raw.isolation_level = ""  # type: ignore[union-attr]  # as the pool lent it
+        connection = self._connect()
+        self._ready.set()
+        try:
+            self._loop(connection)
+        finally:
+            self._release(connection)
 
-    def _loop(self, connection: Connection) -> None:
+    def _connect(self) -> Any:
+        connection = self._engine.raw_connection()
+        if self._engine.dialect.name == "sqlite":
+            # Take SQLite's write lock when the transaction starts (BEGIN IMMEDIATE), not at
+            # its first write: a deferred one that read first could not upgrade when another
+            # connection wrote meanwhile, and would fail instead of waiting its turn.
+            connection.dbapi_connection.isolation_level = "IMMEDIATE"  # type: ignore[union-attr]
+        return connection
+
+    def _release(self, connection: Any) -> None:
+        try:
+            if self._engine.dialect.name == "sqlite":
+                connection.dbapi_connection.isolation_level = ""  # as the pool lent it
+            connection.close()
+        except Exception:
+            connection.invalidate()
+
+    def _loop(self, connection: Any) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
@@ -96,25 +105,35 @@ class GroupWriter:
                     stop = True
                     break
                 batch.append(more)
-            self._commit(connection, batch)
+            connection = self._commit(connection, batch)
             if stop:
                 return
 
-    def _commit(self, connection: Connection, batch: list[_Job]) -> None:
+    def _commit(self, connection: Any, batch: list[_Job]) -> Any:
+        """Runs the batch in one transaction; the connection to go on with (a new one when
+        this one broke)."""
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
-            for job in batch:
-                try:
-                    outcomes.append((job, job[0](connection), None))
-                except StratusError as exc:
-                    outcomes.append((job, None, exc))
+            cursor = connection.cursor()
+            try:
+                for job in batch:
+                    try:
+                        outcomes.append((job, job[0](cursor), None))
+                    except StratusError as exc:
+                        outcomes.append((job, None, exc))
+            finally:
+                cursor.close()
             connection.commit()
         except Exception as exc:
-            connection.rollback()
+            try:
+                connection.rollback()
+            except Exception:
+                connection.invalidate()
+                connection = self._connect()
             if len(batch) > 1:
                 for job in batch:
-                    self._commit(connection, [job])
-                return
+                    connection = self._commit(connection, [job])
+                return connection
             outcomes = [(batch[0], None, exc)]
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, future, loop), value, error in outcomes:
@@ -122,3 +141,4 @@ class GroupWriter:
         for loop, settled in by_loop.items():
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_settle, settled)
+        return connection
