@@ -155,7 +155,10 @@ class SqlQueue:
         created = created_record(new, now)
         values = _values(created)
         if new.idempotency_key is None:
-            await self._writer.run(lambda cursor: self._sql["insert"].run(cursor, values))
+            try:
+                await self._writer.run(lambda cursor: self._sql["insert"].run(cursor, values))
+            except self._engine.dialect.dbapi.IntegrityError:  # type: ignore[union-attr]
+                raise Conflict(f"invocation {new.id} already exists") from None
             return created, True
         return await self._writer.run(lambda cursor: self._keyed(cursor, created, values, now))
 
