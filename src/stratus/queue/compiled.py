@@ -32,11 +32,18 @@ class Compiled:
         self._defaults: dict[str, Any] = dict(compiled.params)
         self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
 
-    def run(self, cursor: Any, values: Mapping[str, Any] | None = None) -> Any:
+    def params(self, values: Mapping[str, Any] | None = None) -> Any:
+        """The driver's parameters: a dict (named style) or a tuple (positional)."""
         merged = {**self._defaults, **values} if values else self._defaults
-        cursor.execute(self.sql, merged if self._order is None
-                       else tuple(merged[name] for name in self._order))
+        return merged if self._order is None else tuple(merged[name] for name in self._order)
+
+    def run(self, cursor: Any, values: Mapping[str, Any] | None = None) -> Any:
+        cursor.execute(self.sql, self.params(values))
         return cursor
+
+    def run_many(self, cursor: Any, params: list[Any]) -> None:
+        """Once per item of ``params`` (each made by ``params()``)."""
+        cursor.executemany(self.sql, params)
 
 
 def dumps(value: Any) -> str | None:

@@ -130,8 +130,8 @@ class SqlQueue:
             raise ValueError(f"the SQL queue runs on SQLite or PostgreSQL, not "
                              f"{engine.dialect.name}")
         self._engine = engine
-        self._writer = GroupWriter(engine)
         self._sql = _statements(engine.dialect)
+        self._writer = GroupWriter(engine, self._sql["insert"].run_many)
 
     async def open(self) -> None:
         await asyncio.to_thread(self._writer.start)
@@ -169,7 +169,7 @@ class SqlQueue:
         values = _values(created)
         if new.idempotency_key is None:
             try:
-                await self._writer.run(lambda cursor: self._sql["insert"].run(cursor, values))
+                await self._writer.insert(self._sql["insert"].params(values))
             except self._engine.dialect.dbapi.IntegrityError:  # type: ignore[union-attr]
                 raise Conflict(f"invocation {new.id} already exists") from None
             return created, True

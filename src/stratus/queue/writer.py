@@ -8,7 +8,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
 
@@ -16,7 +16,7 @@ from stratus.errors import StratusError
 
 T = TypeVar("T")
 Op = Callable[[Any], Any]  # given the transaction's DBAPI cursor
-_Job = tuple[Op, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Job = tuple["Op | _Row", "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 MAX_BATCH = 256  # writes per transaction: bounds how long one commit holds SQLite's lock
 
@@ -31,14 +31,25 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             future.set_result(value)
 
 
+class _Row:
+    """A job that is a row to insert, not an op."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: Any) -> None:
+        self.row = row
+
+
 class GroupWriter:
     """``await writer.run(op)`` runs ``op(cursor)`` in the writer thread and returns once
     the transaction holding it is committed. An op's StratusError (a 422, say) is its own
     outcome and does not undo the batch; any other error rolls the batch back, and each op
     of it is then run again in a transaction of its own, so one bad write fails alone."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine,
+                 insert_many: Callable[[Any, list[Any]], None] | None = None) -> None:
         self._engine = engine
+        self._insert_many = insert_many
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -57,10 +68,19 @@ class GroupWriter:
         self._thread = None
 
     async def run(self, op: Callable[[Any], T]) -> T:
+        result: T = await self._submit(op)
+        return result
+
+    async def insert(self, row: Any) -> None:
+        """Inserts ``row`` with ``insert_many``: the rows waiting in a batch go in one
+        ``executemany`` (one round trip on PostgreSQL, where psycopg pipelines it)."""
+        await self._submit(_Row(row))
+
+    async def _submit(self, op: Op | _Row) -> Any:
         if self._thread is None:
             raise RuntimeError("the queue is not open")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         self._jobs.put((op, future, loop))
         return await future
 
@@ -116,7 +136,13 @@ class GroupWriter:
         try:
             cursor = connection.cursor()
             try:
+                rows = [job for job in batch if isinstance(job[0], _Row)]
+                if rows and self._insert_many is not None:
+                    self._insert_many(cursor, [cast(_Row, job[0]).row for job in rows])
+                    outcomes += [(job, None, None) for job in rows]
                 for job in batch:
+                    if isinstance(job[0], _Row):
+                        continue
                     try:
                         outcomes.append((job, job[0](cursor), None))
                     except StratusError as exc:
