@@ -161,7 +161,7 @@ class SqlQueue:
     async def _one(self, name: str, values: dict[str, Any]) -> AsyncInvocation | None:
         """One write returning at most one record."""
         statement = self._sql[name]
-        row = await self._writer.run(lambda cursor: statement.run(cursor, values).fetchone())
+        row = await self._writer.statement(statement.sql, statement.params(values), "one")
         return None if row is None else record(row)
 
     async def enqueue(self, new: NewInvocation, now: float) -> tuple[AsyncInvocation, bool]:
@@ -207,7 +207,7 @@ class SqlQueue:
             # has to step over the rows an earlier claim of the same batch just took.
             rows = await asyncio.to_thread(self._alone, statement, values)
         else:
-            rows = await self._writer.run(lambda c: statement.run(c, values).fetchall())
+            rows = await self._writer.statement(statement.sql, statement.params(values), "all")
         rows.sort(key=lambda row: (-row[FIELDS.index("priority")], row[-1]))  # RETURNING: any order
         return [record(row) for row in rows]
 
@@ -238,7 +238,8 @@ class SqlQueue:
                            now: float) -> None:
         values = {"p_id": invocation_id, "p_fraction": fraction, "p_message": message,
                   "p_now": now}
-        await self._writer.run(lambda cursor: self._sql["progress"].run(cursor, values))
+        statement = self._sql["progress"]
+        await self._writer.statement(statement.sql, statement.params(values))
 
     async def get(self, namespace: str, invocation_id: str) -> AsyncInvocation | None:
         statement = select(*COLUMNS).where(C.id == invocation_id, C.namespace == namespace)

@@ -16,7 +16,8 @@ from stratus.errors import StratusError
 
 T = TypeVar("T")
 Op = Callable[[Any], Any]  # given the transaction's DBAPI cursor
-_Job = tuple["Op | _Row", "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Job = tuple["Op | _Row | _Statement", "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Outcome = tuple[_Job, Any, BaseException | None]
 
 MAX_BATCH = 256  # writes per transaction: bounds how long one commit holds SQLite's lock
 
@@ -38,6 +39,22 @@ class _Row:
 
     def __init__(self, row: Any) -> None:
         self.row = row
+
+
+class _Statement:
+    """A job that is one statement, and what of its result to give back: on PostgreSQL the
+    statements of a batch are pipelined (sent together, their results read after), so the
+    batch costs one round trip rather than one per write."""
+
+    __slots__ = ("fetch", "params", "sql")
+
+    def __init__(self, sql: str, params: Any, fetch: str) -> None:
+        self.sql, self.params, self.fetch = sql, params, fetch
+
+    def result(self, cursor: Any) -> Any:
+        if self.fetch == "one":
+            return cursor.fetchone()
+        return cursor.fetchall() if self.fetch == "all" else None
 
 
 class GroupWriter:
@@ -76,7 +93,11 @@ class GroupWriter:
         ``executemany`` (one round trip on PostgreSQL, where psycopg pipelines it)."""
         await self._submit(_Row(row))
 
-    async def _submit(self, op: Op | _Row) -> Any:
+    async def statement(self, sql: str, params: Any, fetch: str = "none") -> Any:
+        """Runs one statement; ``fetch``: "one" row, "all" rows or "none"."""
+        return await self._submit(_Statement(sql, params, fetch))
+
+    async def _submit(self, op: Op | _Row | _Statement) -> Any:
         if self._thread is None:
             raise RuntimeError("the queue is not open")
         loop = asyncio.get_running_loop()
@@ -132,7 +153,7 @@ class GroupWriter:
     def _commit(self, connection: Any, batch: list[_Job]) -> Any:
         """Runs the batch in one transaction; the connection to go on with (a new one when
         this one broke)."""
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[_Outcome] = []
         try:
             cursor = connection.cursor()
             try:
@@ -140,8 +161,11 @@ class GroupWriter:
                 if rows and self._insert_many is not None:
                     self._insert_many(cursor, [cast(_Row, job[0]).row for job in rows])
                     outcomes += [(job, None, None) for job in rows]
+                statements = [job for job in batch if isinstance(job[0], _Statement)]
+                if statements:
+                    outcomes += self._statements(connection, cursor, statements)
                 for job in batch:
-                    if isinstance(job[0], _Row):
+                    if isinstance(job[0], _Row | _Statement):
                         continue
                     try:
                         outcomes.append((job, job[0](cursor), None))
@@ -161,10 +185,35 @@ class GroupWriter:
                     connection = self._commit(connection, [job])
                 return connection
             outcomes = [(batch[0], None, exc)]
+        self._settle(outcomes)
+        return connection
+
+    def _statements(self, connection: Any, cursor: Any,
+                    jobs: list[_Job]) -> list[_Outcome]:
+        out: list[_Outcome] = []
+        if self._engine.dialect.name != "postgresql" or len(jobs) == 1:
+            for job in jobs:
+                statement = cast(_Statement, job[0])
+                cursor.execute(statement.sql, statement.params)
+                out.append((job, statement.result(cursor), None))
+            return out
+        raw = connection.dbapi_connection
+        with raw.pipeline():  # psycopg: one round trip for them all
+            cursors = []
+            for job in jobs:
+                statement = cast(_Statement, job[0])
+                cursors.append(raw.cursor())
+                cursors[-1].execute(statement.sql, statement.params)
+            out += [(job, cast(_Statement, job[0]).result(each), None)
+                    for job, each in zip(jobs, cursors, strict=True)]
+        for each in cursors:
+            each.close()
+        return out
+
+    def _settle(self, outcomes: list[_Outcome]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, future, loop), value, error in outcomes:
             by_loop.setdefault(loop, []).append((future, value, error))
         for loop, settled in by_loop.items():
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_settle, settled)
-        return connection
