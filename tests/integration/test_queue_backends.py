@@ -372,3 +372,22 @@ def test_open_queue_refuses_an_unknown_scheme(sqlite_engine: Engine) -> None:
     assert isinstance(open_queue("", sqlite_engine), SqlQueue)
     assert isinstance(open_queue("redis://127.0.0.1:6379/0", sqlite_engine), RedisQueue)
 
+
+
+async def test_the_sql_writer_reconnects_when_its_connection_is_killed(
+        postgres_engine: Engine) -> None:
+    queue = SqlQueue(postgres_engine)
+    await queue.open()
+    try:
+        await queue.enqueue(new(), T0)
+        with postgres_engine.connect() as connection:
+            killed = connection.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()").scalar()
+        assert killed
+        with pytest.raises(Exception, match=r"(?i)terminat|closed|connection"):
+            await queue.enqueue(new(), T0)  # on the dead connection: this one fails, alone
+        record, created = await queue.enqueue(new(), T0)  # on a new connection
+        assert created and await queue.get(NS, record.id) == record
+    finally:
+        await queue.close()

@@ -5,6 +5,7 @@ PostgreSQL, one fsync)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -70,12 +71,18 @@ class GroupWriter:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._start_error: Exception | None = None
 
     def start(self) -> None:
+        """Connects (in the thread), raising what connecting raised."""
         self._thread = threading.Thread(target=self._run, name="stratus-queue-writer",
                                         daemon=True)
         self._thread.start()
         self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._start_error
 
     async def stop(self) -> None:
         if self._thread is None:
@@ -106,10 +113,15 @@ class GroupWriter:
         return await future
 
     def _run(self) -> None:
-        connection = self._connect()
-        self._ready.set()
         try:
-            self._loop(connection)
+            connection = self._connect()
+        except Exception as exc:
+            self._start_error = exc
+            return
+        finally:
+            self._ready.set()
+        try:
+            connection = self._loop(connection)
         finally:
             self._release(connection)
 
@@ -123,6 +135,8 @@ class GroupWriter:
         return connection
 
     def _release(self, connection: Any) -> None:
+        if connection is None:
+            return
         try:
             if self._engine.dialect.name == "sqlite":
                 connection.dbapi_connection.isolation_level = ""  # as the pool lent it
@@ -130,11 +144,11 @@ class GroupWriter:
         except Exception:
             connection.invalidate()
 
-    def _loop(self, connection: Any) -> None:
+    def _loop(self, connection: Any) -> Any:
         while True:
             job = self._jobs.get()
             if job is None:
-                return
+                return connection
             batch = [job]
             stop = False
             while len(batch) < MAX_BATCH:
@@ -146,13 +160,24 @@ class GroupWriter:
                     stop = True
                     break
                 batch.append(more)
-            connection = self._commit(connection, batch)
+            try:
+                connection = self._commit(connection, batch)
+            except BaseException as exc:  # never leave a caller waiting for ever
+                self._settle([(job, None, exc) for job in batch])
+                if not isinstance(exc, Exception):
+                    raise
             if stop:
-                return
+                return connection
 
     def _commit(self, connection: Any, batch: list[_Job]) -> Any:
-        """Runs the batch in one transaction; the connection to go on with (a new one when
-        this one broke)."""
+        """Runs the batch in one transaction; the connection to go on with (None when this
+        one broke: the next batch connects again)."""
+        if connection is None:
+            try:
+                connection = self._connect()
+            except Exception as exc:  # the database is away: this batch fails, not the thread
+                self._settle([(job, None, exc) for job in batch])
+                return None
         outcomes: list[_Outcome] = []
         try:
             cursor = connection.cursor()
@@ -178,8 +203,9 @@ class GroupWriter:
             try:
                 connection.rollback()
             except Exception:
-                connection.invalidate()
-                connection = self._connect()
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
+                connection = None
             if len(batch) > 1:
                 for job in batch:
                     connection = self._commit(connection, [job])
