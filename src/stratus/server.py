@@ -56,6 +56,7 @@ from stratus.store.plaincache import PlainCache, cache_root
 from stratus.store.secrets import SecretStore
 from stratus.store.usage import UsageStore
 from stratus.telemetry import tracing
+from stratus.triggers.service import Triggers
 
 log = logging.getLogger("stratus.server")
 
@@ -133,6 +134,9 @@ def create_app(settings: Settings) -> DataPlane:
             open_queue(settings.queue_url, engine), dispatcher, controller,
             Destinations(app.state.secrets))
         await async_service.start()
+        app.state.triggers = triggers = Triggers(engine, async_service, controller.get_unit)
+        async_service.destinations.publish = triggers.topics.publish  # "topic" destinations
+        await triggers.start()
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
         # as long as the server. Frozen, it is no longer walked by every full collection,
         # which otherwise stalls the loop for 60-80 ms, the p99 of busy requests.
@@ -147,7 +151,8 @@ def create_app(settings: Settings) -> DataPlane:
         finally:
             parts.ready = False
             app.state.data_plane.components = None
-            await async_service.close()  # first: what it has in flight is run again later
+            await triggers.close()  # first: nothing new is submitted while the rest stops
+            await async_service.close()  # what it has in flight is run again later
             await controller.close()
             plain.close()  # the decrypted artifacts, once no replica uses them
             await book.close()  # after the controller: the last drained requests count too

@@ -11,7 +11,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stratus.cli import audit, experiments, invocations, keys, models, secrets
+from stratus.cli import (
+    audit,
+    experiments,
+    invocations,
+    keys,
+    models,
+    schedules,
+    secrets,
+    sources,
+    topics,
+)
 from stratus.cli.client import CliError
 from stratus.cli.cost import cost
 from stratus.cli.deploy import deploy
@@ -38,6 +48,9 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(audit.app, name="audit")
 app.add_typer(invocations.app, name="invocations")
 app.add_typer(invocations.dlq, name="dlq")
+app.add_typer(schedules.app, name="schedule")
+app.add_typer(topics.app, name="topic")
+app.add_typer(sources.app, name="source")
 app.command()(models.gc)
 app.command()(simulate)
 app.command()(revisions)
