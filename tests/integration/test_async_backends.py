@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server import TEST_ENV, StratusServer
 from test_async_invocations import FAST_RETRIES, attempts_of, enqueue, marker_dir, wait_done
 from test_store import _postgres_database
+
+from server import TEST_ENV, StratusServer
 
 REDIS_DB = 11  # this test's own database on the machine's Redis, flushed before use
 
