@@ -22,6 +22,7 @@ from stratus.invocations.invoker import invoke_json
 from stratus.queue.base import InvocationQueue
 from stratus.queue.records import AsyncInvocation, NewInvocation, Page, Status, body_digest
 from stratus.queue.retry import RetryPolicy
+from stratus.queue.shared import EXPIRED_ERROR
 from stratus.spec import AsyncSpec
 
 log = logging.getLogger("stratus.invocations")
@@ -258,6 +259,9 @@ class AsyncService:
                 await self.destinations.deliver(finished, self._spec_or_none(record))
 
     async def _run(self, record: AsyncInvocation) -> AsyncInvocation | None:
+        if record.expires_at <= self.clock():  # claimed before the expiry sweep saw it
+            return await self.queue.finish(self.owner, record.id, Status.DEAD, self.clock(),
+                                           error=EXPIRED_ERROR)
         progress = _ProgressWriter(self, record.id)
         try:
             answer, result = await invoke_json(
