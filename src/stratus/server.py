@@ -53,6 +53,7 @@ from stratus.store.plaincache import PlainCache, cache_root
 from stratus.store.secrets import SecretStore
 from stratus.store.usage import UsageStore
 from stratus.telemetry import tracing
+from stratus.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("stratus.server")
 
@@ -125,6 +126,8 @@ def create_app(settings: Settings) -> DataPlane:
         dispatcher.listeners.append(series.observe)
         series.start()
         await controller.start()
+        app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
+        await workflows.start()  # resumes the executions a stopped server left running
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
         # as long as the server. Frozen, it is no longer walked by every full collection,
         # which otherwise stalls the loop for 60-80 ms, the p99 of busy requests.
@@ -139,6 +142,7 @@ def create_app(settings: Settings) -> DataPlane:
         finally:
             parts.ready = False
             app.state.data_plane.components = None
+            await workflows.close()  # before the controller: their steps stop, not fail
             await controller.close()
             plain.close()  # the decrypted artifacts, once no replica uses them
             await book.close()  # after the controller: the last drained requests count too

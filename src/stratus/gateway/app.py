@@ -42,6 +42,7 @@ from stratus.gateway.routes.masterkey import router as master_key_router
 from stratus.gateway.routes.secrets import router as secrets_router
 from stratus.gateway.routes.traces import router as traces_router
 from stratus.gateway.routes.usage import router as usage_router
+from stratus.gateway.routes.workflows import router as workflows_router
 from stratus.gateway.state import Components
 from stratus.security.audit_log import AuditLog
 from stratus.security.roles import Permission
@@ -125,6 +126,7 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     app.include_router(secrets_router)
     app.include_router(master_key_router)
     app.include_router(audit_router)
+    app.include_router(workflows_router)
     dashboard.mount_ui(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness",
