@@ -195,11 +195,12 @@ def _step(loader: yaml.SafeLoader, node: Node, path: str, seen: dict[str, int]) 
     fields.value("comment", str)
     extra: dict[str, Any] = {}
     if "next" in allowed:
+        end_line = fields.line_of("end")
         extra["next"] = fields.value("next", str)
         extra["end"] = bool(fields.value("end", bool))
         if extra["next"] is not None and extra["end"]:
-            raise BadRequest(f"line {fields.line_of('end')}: {path}.end: a step has either "
-                             "next or end: true, not both")
+            raise BadRequest(f"line {end_line}: {path}.end: a step has either next or "
+                             "end: true, not both")
     if "timeout_s" in allowed:
         timeout = fields.number("timeout_s", 0.001, 86400)
         extra["timeout_s"] = float(timeout) if timeout is not None else None
