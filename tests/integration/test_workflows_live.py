@@ -4,6 +4,7 @@ field, an unknown deployment 404; namespaces are kept apart; a running execution
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,27 @@ def test_json_bodies_and_namespaces(deployed: StratusServer) -> None:
     assert other.post("/api/workflows", json=definition).status_code == 404  # its own: no wf-add
     assert deployed.http.delete("/api/workflows/wf-json2").status_code == 200
     assert deployed.http.get("/api/workflows/wf-json2").status_code == 404
+
+
+def test_the_cli_deploys_lists_runs_and_shows(deployed: StratusServer, tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(PIPELINE.replace("wf-pipeline", "wf-cli"))
+    assert "workflow wf-cli" in deployed.cli("workflow", "deploy", str(path)).stderr
+    assert "wf-cli" in deployed.cli("workflow", "ls").stdout
+    result = deployed.cli("workflow", "run", "wf-cli",
+                          '{"a": 1, "b": 2, "key": "cli", "values": [5]}', "--wait")
+    output = json.loads(result.stdout)
+    assert output["total"] == 3 and output["each"] == [{"value": 10}]
+    execution = result.stderr.split()[1]
+    shown = deployed.cli("workflow", "show", execution).stdout
+    for word in ("wf-cli", "succeeded", "total", "fan", "twice", "flaky", "attempts 2", "dbl",
+                 "risky", "caught", "recover"):
+        assert word in shown, shown
+    started = deployed.cli("workflow", "run", "wf-cli", '{"a": 1}').stdout.strip()
+    assert len(started) == 32
+    listed = deployed.cli("workflow", "executions", "--workflow", "wf-cli").stdout
+    assert execution in listed
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: wf-cli-bad\nsteps:\n  - id: a\n    typ: task\n")
+    failed = deployed.cli("workflow", "deploy", str(bad), check=False)
+    assert failed.returncode == 1 and "line 4" in failed.stderr and "steps[0].typ" in failed.stderr

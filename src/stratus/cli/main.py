@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stratus.cli import audit, experiments, keys, models, secrets
+from stratus.cli import audit, experiments, keys, models, secrets, workflows
 from stratus.cli.client import CliError
 from stratus.cli.cost import cost
 from stratus.cli.deploy import deploy
@@ -36,6 +36,7 @@ app.add_typer(keys.app, name="keys")
 keys.app.command("rotate-master")(rotate_master)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(audit.app, name="audit")
+app.add_typer(workflows.app, name="workflow")
 app.command()(models.gc)
 app.command()(simulate)
 app.command()(revisions)

@@ -31,6 +31,8 @@ BY_KIND: dict[str, tuple[str, ...]] = {
     "fail": ("error", "cause"),
 }
 
+ANY_STEP = tuple(sorted({*COMMON, *(name for names in BY_KIND.values() for name in names)}))
+
 
 class _Fields:
     """A mapping node's fields, taken one by one; what is left over is an unknown field."""
@@ -176,6 +178,7 @@ def _steps(loader: yaml.SafeLoader, node: Node, path: str, seen: dict[str, int]
 
 def _step(loader: yaml.SafeLoader, node: Node, path: str, seen: dict[str, int]) -> Step:
     fields = _Fields(loader, node, path)
+    fields.known(ANY_STEP)  # a misspelt "type" is named as unknown, not as "type" missing
     id_line = fields.line_of("id")
     step_id = fields.value("id", str, required=True)
     if not re.fullmatch(STEP_ID, step_id):
