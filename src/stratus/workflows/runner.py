@@ -38,6 +38,9 @@ class WorkflowRunner:
         # short transaction, without queueing behind the default pool's other work.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="workflow-history")
         self._parsed: dict[str, Workflow] = {}  # definition text -> its parse
+        # (namespace, name) -> definition text: every write goes through this runner, so a
+        # start reads no row once the workflow is known.
+        self._texts: dict[tuple[str, str], str] = {}
         self._closing = False
 
     async def _write(self, call: Callable[..., T], *args: Any) -> T:
@@ -117,6 +120,7 @@ class WorkflowRunner:
                                "not found") from None
         info = await self._write(self.history.put_workflow, namespace, workflow.name, text,
                                  time.time())
+        self._texts[(namespace, workflow.name)] = text
         return {**info, "steps": len(workflow.steps)}
 
     async def get_workflow(self, namespace: str, name: str) -> dict[str, Any]:
@@ -131,7 +135,11 @@ class WorkflowRunner:
 
     async def delete_workflow(self, namespace: str, name: str) -> None:
         """Running executions go on with the definition they started with."""
-        if not await self._write(self.history.delete_workflow, namespace, name):
+        deleted = await self._write(self.history.delete_workflow, namespace, name)
+        # After the write: a start that read the row before it (the writer runs in order) has
+        # cached it by now.
+        self._texts.pop((namespace, name), None)
+        if not deleted:
             raise NotFound(f"workflow {name!r} not found")
 
     # -- executions -----------------------------------------------------------------------
@@ -139,10 +147,13 @@ class WorkflowRunner:
         """Stored (committed) before it starts, so a crash right after still runs it."""
         if self._closing:
             raise BadRequest("the server is stopping")
-        row = await self._write(self.history.get_workflow, namespace, name)
-        if row is None:
-            raise NotFound(f"workflow {name!r} not found")
-        workflow = self._parse(row["definition"])
+        definition = self._texts.get((namespace, name))
+        if definition is None:
+            row = await self._write(self.history.get_workflow, namespace, name)
+            if row is None:
+                raise NotFound(f"workflow {name!r} not found")
+            definition = self._texts[(namespace, name)] = row["definition"]
+        workflow = self._parse(definition)
         text = dumps(payload)
         if len(text) > MAX_INPUT_BYTES:
             raise BadRequest(f"an execution's input holds at most {MAX_INPUT_BYTES} bytes")
@@ -150,7 +161,7 @@ class WorkflowRunner:
         live = Live(uuid.uuid4().hex, namespace, workflow, payload, now)
         await self._write(self.history.create_execution, {
             "id": live.id, "namespace": namespace, "workflow": name, "status": "running",
-            "definition": row["definition"], "input": text, "output": None, "error": None,
+            "definition": definition, "input": text, "output": None, "error": None,
             "created_at": now, "finished_at": None})
         self._launch(live)
         return live
