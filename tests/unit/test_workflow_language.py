@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +168,12 @@ def test_references_parse_into_paths() -> None:
 def test_empty_and_oversized_definitions() -> None:
     assert "empty" in _error("   \n")
     assert "at most" in _error(b"#" * (300 * 1024))  # type: ignore[arg-type]
+
+
+def test_the_documented_example_is_a_valid_workflow() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "workflows.md").read_text()
+    text = doc.split("## A full example", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    workflow = parse_text(text)
+    assert workflow.name == "pipeline" and len(workflow.steps) == 7
+    assert sorted({d for d, _ in workflow.deployments()}) == [
+        "embedder", "keywords", "preprocess", "ranker", "reporter", "scorer", "summariser"]
