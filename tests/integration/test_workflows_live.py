@@ -252,3 +252,19 @@ def test_the_cli_deploys_lists_runs_and_shows(deployed: StratusServer, tmp_path:
     bad.write_text("name: wf-cli-bad\nsteps:\n  - id: a\n    typ: task\n")
     failed = deployed.cli("workflow", "deploy", str(bad), check=False)
     assert failed.returncode == 1 and "line 4" in failed.stderr and "steps[0].typ" in failed.stderr
+
+
+def test_an_invoker_runs_workflows_but_only_a_developer_deploys_them(
+        deployed: StratusServer) -> None:
+    text = "name: wf-roles\nsteps:\n  - {id: a, type: task, deployment: wf-add}\n"
+    assert _deploy(deployed, text).status_code in (200, 201)
+    invoker = deployed.client_as(deployed.mint_key("default", "invoker")[1])
+    viewer = deployed.client_as(deployed.mint_key("default", "viewer")[1])
+    denied = invoker.post("/api/workflows", content=text,
+                          headers={"content-type": "application/yaml"})
+    assert denied.status_code == 403 and denied.json()["error"]["type"] == "forbidden"
+    assert invoker.delete("/api/workflows/wf-roles").status_code == 403
+    run = invoker.post("/api/workflows/wf-roles/executions?wait=true", json={"a": 1, "b": 2})
+    assert run.status_code == 200 and run.json()["output"] == {"sum": 3}
+    assert viewer.post("/api/workflows/wf-roles/executions", json={}).status_code == 403
+    assert viewer.get(f"/api/executions/{run.json()['id']}").status_code == 200
