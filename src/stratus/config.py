@@ -13,7 +13,8 @@ import yaml
 ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
 CONFIG_ENV = "STRATUS_CONFIG"
 # Sections of the server's config file; each feature validates its own.
-CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox")
+CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox", "queue")
+QUEUE_ENV = "STRATUS_QUEUE_URL"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,19 @@ class Settings:
         """One section of the config file, ``{}`` when it is absent."""
         found: dict[str, Any] = self.sections.get(name) or {}
         return found
+
+    @property
+    def queue_url(self) -> str:
+        """Where async invocations queue: ``$STRATUS_QUEUE_URL``, else the config file's
+        ``queue: redis://...`` (or ``queue: {url: ...}``); empty: the metadata store."""
+        if os.environ.get(QUEUE_ENV):
+            return os.environ[QUEUE_ENV]
+        value = self.sections.get("queue") or ""
+        if isinstance(value, dict):
+            value = value.get("url") or ""
+        if not isinstance(value, str):
+            raise ValueError("the config file's 'queue' is a URL such as redis://127.0.0.1:6379/0")
+        return value
 
     @property
     def log_dir(self) -> Path:

@@ -25,6 +25,8 @@ from stratus.gateway.dataplane import DataPlane
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.guard import Guard
 from stratus.gateway.state import Components
+from stratus.invocations.destinations import Destinations
+from stratus.invocations.service import AsyncService
 from stratus.models.registry import EXCLUSIVE_STAGES
 from stratus.models.service import ModelService
 from stratus.observe.alerts import AlertManager, alerts_config
@@ -35,6 +37,7 @@ from stratus.observe.request_metrics import RequestMetrics
 from stratus.observe.series import SeriesBook
 from stratus.observe.usage import controller_meter
 from stratus.observe.usage_writer import ProcessWriter
+from stratus.queue.factory import open_queue
 from stratus.security.audit_log import AuditLog
 from stratus.security.keys import KeyRing, KeyService
 from stratus.security.masterkey import load_keyring
@@ -126,6 +129,11 @@ def create_app(settings: Settings) -> DataPlane:
         dispatcher.listeners.append(series.observe)
         series.start()
         await controller.start()
+        # After the controller: the queue drains into the routes it restored.
+        parts.async_service = async_service = AsyncService(
+            open_queue(settings.queue_url, engine), dispatcher, controller,
+            Destinations(app.state.secrets))
+        await async_service.start()
         app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
         await workflows.start()  # resumes the executions a stopped server left running
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
@@ -142,6 +150,7 @@ def create_app(settings: Settings) -> DataPlane:
         finally:
             parts.ready = False
             app.state.data_plane.components = None
+            await async_service.close()  # first: what it has in flight is run again later
             await workflows.close()  # before the controller: their steps stop, not fail
             await controller.close()
             plain.close()  # the decrypted artifacts, once no replica uses them

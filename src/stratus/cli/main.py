@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stratus.cli import audit, experiments, keys, models, secrets, workflows
+from stratus.cli import audit, experiments, invocations, keys, models, secrets, workflows
 from stratus.cli.client import CliError
 from stratus.cli.cost import cost
 from stratus.cli.deploy import deploy
@@ -36,6 +36,8 @@ app.add_typer(keys.app, name="keys")
 keys.app.command("rotate-master")(rotate_master)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(audit.app, name="audit")
+app.add_typer(invocations.app, name="invocations")
+app.add_typer(invocations.dlq, name="dlq")
 app.add_typer(workflows.app, name="workflow")
 app.command()(models.gc)
 app.command()(simulate)
@@ -91,6 +93,12 @@ def invoke(
     name: Annotated[str, typer.Argument(help="Deployment name")],
     payload: Annotated[str, typer.Argument(help="JSON body, @file, or - for stdin")] = "{}",
     include: Annotated[bool, typer.Option("--include", "-i", help="Show response headers")] = False,
+    run_async: Annotated[bool, typer.Option(
+        "--async", help="Queue it and print its id (follow it with `stratus invocations "
+                        "watch ID`)")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="A repeat with the same key returns the first call's id and result")] = None,
+    priority: Annotated[int, typer.Option(help="With --async: higher runs first")] = 0,
     server: Server = None,
     api_key: ApiKey = None,
     namespace: Namespace = None,
@@ -105,11 +113,18 @@ def invoke(
     except ValueError as exc:
         raise CliError(f"payload is not valid JSON: {exc}") from None
     with make_client(server, api_key, namespace) as client:
+        headers = {"content-type": "application/json"}
+        if idempotency_key:
+            headers["idempotency-key"] = idempotency_key
+        if run_async:
+            headers["prefer"] = "respond-async"
+            headers["x-stratus-priority"] = str(priority)
         response = client.request("POST", f"/api/deployments/{name}/invoke",
-                                  content=payload.encode(),
-                                  headers={"content-type": "application/json"})
+                                  content=payload.encode(), headers=headers,
+                                  expect=(200, 201, 202))
     if include:
-        for header in ("x-request-id", "x-stratus-revision", "x-stratus-cold-start"):
+        for header in ("x-request-id", "x-stratus-revision", "x-stratus-cold-start",
+                       "x-stratus-invocation-id", "location"):
             err.print(f"[dim]{header}: {response.headers.get(header)}[/dim]")
     sys.stdout.write(response.text + ("\n" if not response.text.endswith("\n") else ""))
 

@@ -14,7 +14,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stratus.dispatch.channel import ReplicaChannel
@@ -106,6 +106,9 @@ class RevisionPool:
         self.copies_dropped = 0  # as a shadow: copies it had no room for
         # Set while this pool is out of its deployment's route: the primary that took its queue.
         self.moved_to: RevisionPool | None = None
+        # Asynchronous invocations of the deployment waiting in the durable queue (set on the
+        # primary by the async worker): demand the autoscaler sees beside the requests here.
+        self.backlog = 0
 
     # -- request path -----------------------------------------------------------
     def try_acquire(self) -> PoolReplica | None:
@@ -254,7 +257,11 @@ class RevisionPool:
 
     def sample(self, now: float, t: float) -> MetricSample:
         """``now`` on the monotonic clock; the sample is stamped ``t`` (the policy clock)."""
-        return self.load.sample(now, len(self.waiters), t)
+        sample = self.load.sample(now, len(self.waiters) + self.backlog, t)
+        if self.backlog:
+            sample = replace(sample, average_concurrency=sample.average_concurrency + self.backlog,
+                             peak_concurrency=sample.peak_concurrency + self.backlog)
+        return sample
 
     def instant(self, now: float, t: float) -> MetricSample:
         return self.load.instant(now, len(self.waiters), t)

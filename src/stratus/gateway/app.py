@@ -37,6 +37,7 @@ from stratus.gateway.routes import (
     v2,
 )
 from stratus.gateway.routes.audit import router as audit_router
+from stratus.gateway.routes.invocations import router as invocations_router
 from stratus.gateway.routes.keys import router as keys_router
 from stratus.gateway.routes.masterkey import router as master_key_router
 from stratus.gateway.routes.secrets import router as secrets_router
@@ -126,6 +127,7 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     app.include_router(secrets_router)
     app.include_router(master_key_router)
     app.include_router(audit_router)
+    app.include_router(invocations_router)
     app.include_router(workflows_router)
     dashboard.mount_ui(app)
 

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from stratus.config import Settings
 from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
+from stratus.invocations.service import AsyncService
 from stratus.models.service import ModelService
 from stratus.observe.payloads import PayloadLog
 from stratus.observe.usage import UsageMeter
@@ -29,6 +30,7 @@ class Components:
     models: ModelService
     usage: UsageMeter | None = None  # set once metering runs; adapters hand it tokens
     payloads: PayloadLog | None = None  # with logging.payloads: request and response bodies
+    async_service: AsyncService | None = None  # asynchronous invocations, once started
     ready: bool = False
 
 

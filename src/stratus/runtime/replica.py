@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, cast
 
@@ -51,7 +51,7 @@ from stratus.runtime.messages import (
 )
 from stratus.runtime.sandbox import ReplicaSandbox, SandboxError, compose_env, enter_replica
 from stratus.sdk.batching import take_batch_sizes
-from stratus.sdk.context import Context, RequestContext, replica_logger
+from stratus.sdk.context import Context, RequestContext, current_progress, replica_logger
 from stratus.telemetry import tracing
 
 
@@ -191,8 +191,23 @@ class ReplicaServer(asyncio.Protocol):
             return self.handler(request, self._context(meta))
         return self.handler(request)
 
+    def _progress_sink(self, rid: int) -> Callable[[float, str | None], None]:
+        def report(fraction: float, message: str | None) -> None:
+            frame = wire.encode(Chunk(CHUNK, rid, wire.KIND_PROGRESS, [fraction, message]))
+            self.loop.call_soon_threadsafe(self._send, frame)
+        return report
+
     def _serve_sync(self, rid: int, kind: int, payload: Any, meta: dict[str, Any],
                     span: Span) -> None:
+        # For this request only: the pool's thread serves another one next.
+        token = current_progress.set(self._progress_sink(rid) if meta.get("progress") else None)
+        try:
+            self._serve_sync_in_context(rid, kind, payload, meta, span)
+        finally:
+            current_progress.reset(token)
+
+    def _serve_sync_in_context(self, rid: int, kind: int, payload: Any, meta: dict[str, Any],
+                               span: Span) -> None:
         with self._handler_span(span):
             try:
                 output = self._call_handler(kind, payload, meta)
@@ -208,6 +223,8 @@ class ReplicaServer(asyncio.Protocol):
 
     async def _serve_async(self, rid: int, kind: int, payload: Any, meta: dict[str, Any],
                            span: Span) -> None:
+        if meta.get("progress"):  # the task has a context of its own: no reset needed
+            current_progress.set(self._progress_sink(rid))
         with self._handler_span(span):
             try:
                 output = self._call_handler(kind, payload, meta)

@@ -6,8 +6,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
@@ -15,6 +16,22 @@ from opentelemetry.util.types import AttributeValue
 
 # A proxy until the replica installs its provider; outside a replica its spans record nothing.
 _tracer = trace.get_tracer("stratus.handler")
+
+# Where the request being handled sends ``progress`` reports: set by the replica around each
+# call whose caller asked for progress (async invocations), None otherwise.
+ProgressReporter = Callable[[float, "str | None"], None]
+current_progress: ContextVar[ProgressReporter | None] = ContextVar("stratus_progress",
+                                                                   default=None)
+
+
+def report_progress(fraction: float, message: str | None = None) -> None:
+    """Report how far the current request has come (0..1) and what it is doing. Shown in
+    ``GET /api/invocations/{id}`` for an async invocation; a no-op for a sync call."""
+    if not isinstance(fraction, int | float) or isinstance(fraction, bool):
+        raise TypeError(f"progress takes a number between 0 and 1, not {fraction!r}")
+    reporter = current_progress.get()
+    if reporter is not None:
+        reporter(min(1.0, max(0.0, float(fraction))), None if message is None else str(message))
 
 
 class _JsonLineFormatter(logging.Formatter):
@@ -87,6 +104,11 @@ class Context:
         It ends with the block; an exception marks it failed (without its traceback)."""
         return _tracer.start_as_current_span(name, attributes=attributes, record_exception=False)
 
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report the progress of the request this replica is handling now (see
+        ``report_progress``): call it from ``__call__``."""
+        report_progress(fraction, message)
+
     def _model(self, name: str, version: str | None, stage: str | None) -> dict[str, Any]:
         for model in self._models:
             if model["name"] != name:
@@ -138,6 +160,10 @@ class RequestContext:
              ) -> AbstractContextManager[trace.Span]:
         """As ``Context.span``: a child span of this request's handler span."""
         return self.replica.span(name, attributes)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far this request has come: see ``report_progress``."""
+        report_progress(fraction, message)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))

@@ -14,9 +14,11 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -186,6 +188,48 @@ class AuditRow(Base):
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
 
+
+class AsyncInvocationRow(Base):
+    """One asynchronous invocation (``stratus.queue.sql``). ``seq`` only grows: it breaks ties
+    within a priority (first in, first out) and pages the newest first. Times are Unix seconds."""
+
+    __tablename__ = "async_invocations"
+    __table_args__ = (
+        UniqueConstraint("namespace", "idempotency_key"),  # NULL keys do not collide
+        Index("ix_async_invocations_claim", "namespace", "deployment", "status",
+              literal_column("priority").desc(), "seq"),
+        Index("ix_async_invocations_listing", "namespace", "seq"),
+        Index("ix_async_invocations_lease", "status", "lease_until"),
+        {"sqlite_autoincrement": True},  # never reuse a deleted row's seq
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                     primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)
+    deployment: Mapped[str] = mapped_column(String(63), nullable=False)
+    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+    not_before: Mapped[float] = mapped_column(Float, nullable=False)
+    expires_at: Mapped[float] = mapped_column(Float, nullable=False)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    progress: Mapped[float | None] = mapped_column(Float, nullable=True)
+    progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pinned_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 class WorkflowRow(Base):
     """A workflow's definition, as its author wrote it (YAML or JSON text)."""

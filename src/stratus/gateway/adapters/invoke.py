@@ -8,6 +8,12 @@ from collections.abc import AsyncIterator
 
 from stratus.dispatch.dispatcher import Choice, Invocation, InvocationResult
 from stratus.errors import BadRequest, InvalidJSON, StratusError
+from stratus.gateway.adapters.invoke_async import (
+    enqueue,
+    idempotency_key,
+    idempotent_sync,
+    wants_async,
+)
 from stratus.gateway.http import Call, Reply, error_body, stratus_headers
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import InvocationStream, StreamReply
@@ -16,9 +22,6 @@ from stratus.security.jsondepth import check_depth
 
 
 async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
-    mode = call.query_param("mode", "sync") if call.query else "sync"
-    if mode != "sync":
-        raise BadRequest(f"unsupported invoke mode {mode!r}; this server supports 'sync'")
     body = call.body
     if not body.strip():
         body = b"{}"  # as Lambda's Invoke: no payload is an empty event
@@ -27,6 +30,12 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
         document = json.loads(body)
     except ValueError as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    if (call.query or "prefer" in call.headers) and wants_async(call):
+        return await enqueue(parts, call, body)
+    if "idempotency-key" in call.headers:
+        key = idempotency_key(call)
+        assert key is not None
+        return await idempotent_sync(parts, call, body, key)
     # The parsed document, so that a sticky JSON field is read without parsing the body again.
     choice = parts.dispatcher.choose(call.principal.namespace, call.params[0],
                                      call.pinned_revision(), call.headers, document)
