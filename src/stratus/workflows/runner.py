@@ -84,6 +84,7 @@ class WorkflowRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._write(self.history.close)
         self._writer.shutdown(wait=True)
 
     def _launch(self, live: Live) -> None:
