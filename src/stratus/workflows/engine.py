@@ -49,6 +49,8 @@ class Live:
     created_at: float
     done: dict[str, dict[str, Any]] = field(default_factory=dict)
     running: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recorded: list[dict[str, Any]] = field(default_factory=list)  # rows stored by this run
+    ended: dict[str, Any] | None = None  # once over: status, output, error, finished_at
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -125,12 +127,14 @@ class Executor:
         finally:
             live.running.pop(key, None)
         decision = decide(steps, step, outcome)
-        await self.record({
+        row = {
             "execution_id": live.id, "key": key, "step": step.id, "kind": step.kind,
             "state": state_of(decision, outcome), "attempts": flight["attempts"],
             "input": given, "output": None if outcome.output is None else dumps(outcome.output),
             "error": None if outcome.error is None else dumps(outcome.error),
-            "chosen": outcome.chosen, "started_at": started, "finished_at": time.time()})
+            "chosen": outcome.chosen, "started_at": started, "finished_at": time.time()}
+        await self.record(row)
+        live.recorded.append(row)
         return outcome, decision
 
     async def step(self, live: Live, step: Step, key: str, context: refs.Context,

@@ -95,9 +95,11 @@ class WorkflowRunner:
     async def _run(self, live: Live) -> None:
         try:
             status, output, error = await self.executor.run(live)
-            await self._write(self.history.finish_execution, live.id, status,
-                              None if output is None else dumps(output),
-                              None if error is None else dumps(error), time.time())
+            ended = {"status": status, "output": None if output is None else dumps(output),
+                     "error": None if error is None else dumps(error), "finished_at": time.time()}
+            if await self._write(self.history.finish_execution, live.id, ended["status"],
+                                 ended["output"], ended["error"], ended["finished_at"]):
+                live.ended = ended
         except asyncio.CancelledError:
             raise  # cancelled by a DELETE (already recorded) or by the server stopping
         except Exception:
@@ -160,16 +162,33 @@ class WorkflowRunner:
             raise BadRequest(f"an execution's input holds at most {MAX_INPUT_BYTES} bytes")
         now = time.time()
         live = Live(uuid.uuid4().hex, namespace, workflow, payload, now)
-        await self._write(self.history.create_execution, {
+        created = asyncio.ensure_future(self._write(self.history.create_execution, {
             "id": live.id, "namespace": namespace, "workflow": name, "status": "running",
             "definition": definition, "input": text, "output": None, "error": None,
-            "created_at": now, "finished_at": None})
+            "created_at": now, "finished_at": None}))
+        # The first step starts while the row commits: the writer runs in order, so no step's
+        # row can land before it, and the caller hears of the execution only once it is stored.
         self._launch(live)
+        try:
+            await created
+        except BaseException:
+            assert live.task is not None
+            live.task.cancel()
+            raise
         return live
 
     async def wait(self, live: Live, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.finished.wait(), timeout_s)
+
+    def ended_view(self, live: Live, workflow_name: str) -> dict[str, Any] | None:
+        """An execution this runner ran to its end, shown from memory (what it stored), with no
+        read: the answer of a start with ``?wait=true``."""
+        if live.ended is None:
+            return None
+        row = {"id": live.id, "workflow": workflow_name, "input": dumps(live.input),
+               "created_at": live.created_at, **live.ended}
+        return execution_view(row, [*live.done.values(), *live.recorded], [], live.workflow)
 
     async def execution(self, namespace: str, execution_id: str) -> dict[str, Any]:
         row = await asyncio.to_thread(self.history.get_execution, namespace, execution_id)

@@ -105,7 +105,8 @@ async def start_execution(name: str, request: Request,
     if wait:
         await runner.wait(live, timeout_s)
         if live.finished.is_set():
-            return JSONResponse(await runner.execution(namespace, live.id), headers=location)
+            view = runner.ended_view(live, name) or await runner.execution(namespace, live.id)
+            return JSONResponse(view, headers=location)
     return JSONResponse({"id": live.id, "status": "running"}, status_code=202, headers=location)
 
 
