@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import Engine
 from test_store import engine
 
-from stratus.workflows.history import History, dumps, loads
+from stratus.workflows.history import History, dumps, finish_work, loads, step_work
 
 __all__ = ["engine"]  # the fixture: SQLite, then a fresh PostgreSQL database
 
@@ -65,3 +67,26 @@ def test_a_step_row_recorded_again_is_replaced_not_doubled(engine: Engine) -> No
     history.add_step(_step("x", "1/0/0", "succeeded", 3.0))
     steps = history.steps("x")
     assert [(s["key"], s["state"]) for s in steps] == [("0", "succeeded"), ("1/0/0", "succeeded")]
+
+
+def test_inline_writes_happen_on_a_free_sqlite_and_step_aside_otherwise(engine: Engine) -> None:
+    history = History(engine)
+    history.create_execution(_execution("z", "a", "w", 1.0))
+    done, _ = history.inline(step_work(_step("z", "0", "succeeded", 1.0)))
+    if engine.dialect.name != "sqlite":
+        assert not done  # over the network: always the writer thread's
+        return
+    assert done
+    # Another writer holds the lock: no waiting on the event loop, the writer's way instead.
+    with engine.connect() as other:
+        other.exec_driver_sql("BEGIN IMMEDIATE")
+        started = time.perf_counter()
+        done, _ = history.inline(step_work(_step("z", "1", "succeeded", 2.0)))
+        assert not done and time.perf_counter() - started < 0.5
+        other.rollback()
+    assert not history.inline(step_work(_step("z", "0", "failed", 3.0)))[0]  # already there
+    history.add_step(_step("z", "1", "succeeded", 2.0))
+    assert [s["key"] for s in history.steps("z")] == ["0", "1"]
+    done, ended = history.inline(finish_work("z", "succeeded", None, None, 4.0))
+    assert done and ended is True
+    history.close()

@@ -19,6 +19,7 @@ EXECUTIONS: Table = cast(Table, ExecutionRow.__table__)
 STEPS: Table = cast(Table, WorkflowStepRow.__table__)
 T = TypeVar("T")
 _INSERT_STEP = insert(STEPS)
+_INSERT_EXECUTION = insert(EXECUTIONS)
 TERMINAL = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 
 
@@ -36,6 +37,32 @@ class ExecutionPage:
     next_cursor: str | None
 
 
+Work = Callable[[Connection], T]
+
+
+def create_work(row: dict[str, Any]) -> Work[None]:
+    def work(conn: Connection) -> None:
+        conn.execute(_INSERT_EXECUTION, row)
+    return work
+
+
+def finish_work(execution_id: str, status: str, output: str | None, error: str | None,
+                now: float) -> Work[bool]:
+    statement = update(EXECUTIONS).where(
+        EXECUTIONS.c.id == execution_id, EXECUTIONS.c.status == "running").values(
+        status=status, output=output, error=error, finished_at=now)
+
+    def work(conn: Connection) -> bool:
+        return bool(conn.execute(statement).rowcount)
+    return work
+
+
+def step_work(row: dict[str, Any]) -> Work[None]:
+    def work(conn: Connection) -> None:
+        conn.execute(_INSERT_STEP, row)
+    return work
+
+
 class History:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -43,8 +70,9 @@ class History:
         # connection held open: no pool checkout and reset per step, half the cost of a row.
         # It belongs to the one thread that writes (the runner's writer).
         self._held: Connection | None = None
+        self._inline: Connection | None = None  # the event loop's, SQLite only
 
-    def _commit(self, work: Callable[[Connection], T]) -> T:
+    def _commit(self, work: Work[T]) -> T:
         """``work`` in a transaction of the held connection; a connection found broken (the
         database restarted) is replaced once."""
         for attempt in (1, 2):
@@ -65,9 +93,31 @@ class History:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        if self._held is not None:
-            self._held.close()
-            self._held = None
+        for connection in (self._held, self._inline):
+            if connection is not None:
+                connection.close()
+        self._held = self._inline = None
+
+    def inline(self, work: Work[T]) -> tuple[bool, T | None]:
+        """On SQLite, ``work`` committed at once on the caller's thread (the event loop),
+        skipping the hop to the writer thread, which costs more than the write itself: only
+        if the database is free this instant (no busy wait), and never with a checkpoint (its
+        fsync is left to the other connections). (False, None): not done; hand it to the
+        writer."""
+        if self.engine.dialect.name != "sqlite":
+            return False, None
+        if self._inline is None:
+            self._inline = self.engine.connect()
+            self._inline.exec_driver_sql("PRAGMA busy_timeout=0")
+            self._inline.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+            self._inline.commit()
+        try:
+            result = work(self._inline)
+            self._inline.commit()
+        except DBAPIError:  # locked by another writer, or a row recorded before: the writer's
+            self._inline.rollback()
+            return False, None
+        return True, result
 
     # -- workflows ------------------------------------------------------------------------
     def put_workflow(self, namespace: str, name: str, text: str, now: float) -> dict[str, Any]:
@@ -108,15 +158,12 @@ class History:
 
     # -- executions -----------------------------------------------------------------------
     def create_execution(self, row: dict[str, Any]) -> None:
-        self._commit(lambda conn: conn.execute(insert(EXECUTIONS), row))
+        self._commit(create_work(row))
 
     def finish_execution(self, execution_id: str, status: str, output: str | None,
                          error: str | None, now: float) -> bool:
         """Ends a running execution; False when it had already ended (cancelled, say)."""
-        statement = update(EXECUTIONS).where(
-            EXECUTIONS.c.id == execution_id, EXECUTIONS.c.status == "running").values(
-            status=status, output=output, error=error, finished_at=now)
-        return bool(self._commit(lambda conn: conn.execute(statement).rowcount))
+        return self._commit(finish_work(execution_id, status, output, error, now))
 
     def get_execution(self, namespace: str, execution_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -158,7 +205,7 @@ class History:
     def add_step(self, row: dict[str, Any]) -> None:
         """One ended step, in one short transaction."""
         try:
-            self._commit(lambda conn: conn.execute(_INSERT_STEP, row))
+            self._commit(step_work(row))
         except IntegrityError:  # recorded before a crash, then run again: the last one counts
             self._commit(lambda conn: conn.execute(update(STEPS).where(
                 STEPS.c.execution_id == row["execution_id"], STEPS.c.key == row["key"]

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
 
@@ -18,7 +18,17 @@ from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.errors import BadRequest, Conflict, NotFound
 from stratus.workflows.engine import Executor, Live
-from stratus.workflows.history import TERMINAL, ExecutionPage, History, dumps, loads
+from stratus.workflows.history import (
+    TERMINAL,
+    ExecutionPage,
+    History,
+    Work,
+    create_work,
+    dumps,
+    finish_work,
+    loads,
+    step_work,
+)
 from stratus.workflows.language import Workflow
 from stratus.workflows.parse import parse_text
 from stratus.workflows.views import execution_view, summary_view, workflow_view
@@ -42,12 +52,26 @@ class WorkflowRunner:
         # start reads no row once the workflow is known.
         self._texts: dict[tuple[str, str], str] = {}
         self._closing = False
+        self._queued = 0  # writes handed to the writer thread and not done yet
 
     async def _write(self, call: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer, call, *args)
+        self._queued += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, call, *args)
+        finally:
+            self._queued -= 1
+
+    async def _store(self, work: Work[T], call: Callable[..., T], *args: Any) -> T:
+        """A hot-path write: inline when the store allows it and nothing is queued for the
+        writer (so writes commit in the order they were made), else ``call`` on the writer."""
+        if self._queued == 0:
+            done, result = self.history.inline(work)
+            if done:
+                return cast(T, result)
+        return await self._write(call, *args)
 
     async def _record(self, row: dict[str, Any]) -> None:
-        await self._write(self.history.add_step, row)
+        await self._store(step_work(row), self.history.add_step, row)
 
     def _parse(self, text: str) -> Workflow:
         workflow = self._parsed.get(text)
@@ -95,11 +119,14 @@ class WorkflowRunner:
     async def _run(self, live: Live) -> None:
         try:
             status, output, error = await self.executor.run(live)
-            ended = {"status": status, "output": None if output is None else dumps(output),
-                     "error": None if error is None else dumps(error), "finished_at": time.time()}
-            if await self._write(self.history.finish_execution, live.id, ended["status"],
-                                 ended["output"], ended["error"], ended["finished_at"]):
-                live.ended = ended
+            result = None if output is None else dumps(output)
+            failure = None if error is None else dumps(error)
+            now = time.time()
+            if await self._store(finish_work(live.id, status, result, failure, now),
+                                 self.history.finish_execution, live.id, status, result,
+                                 failure, now):
+                live.ended = {"status": status, "output": result, "error": failure,
+                              "finished_at": now}
         except asyncio.CancelledError:
             raise  # cancelled by a DELETE (already recorded) or by the server stopping
         except Exception:
@@ -162,10 +189,11 @@ class WorkflowRunner:
             raise BadRequest(f"an execution's input holds at most {MAX_INPUT_BYTES} bytes")
         now = time.time()
         live = Live(uuid.uuid4().hex, namespace, workflow, payload, now)
-        created = asyncio.ensure_future(self._write(self.history.create_execution, {
-            "id": live.id, "namespace": namespace, "workflow": name, "status": "running",
-            "definition": definition, "input": text, "output": None, "error": None,
-            "created_at": now, "finished_at": None}))
+        row = {"id": live.id, "namespace": namespace, "workflow": name, "status": "running",
+               "definition": definition, "input": text, "output": None, "error": None,
+               "created_at": now, "finished_at": None}
+        created = asyncio.ensure_future(self._store(create_work(row),
+                                                    self.history.create_execution, row))
         # The first step starts while the row commits: the writer runs in order, so no step's
         # row can land before it, and the caller hears of the execution only once it is stored.
         self._launch(live)
