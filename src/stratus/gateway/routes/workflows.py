@@ -57,7 +57,7 @@ def _definition(body: bytes, content_type: str) -> str:
 
 
 @router.post("/workflows", dependencies=[needs(Permission.WRITE)], status_code=201,
-             responses={201: {"description": "Created (200: replaced)"}},
+             responses={200: {"description": "Replaced"}},
              summary="Deploy a workflow (YAML or JSON); replaces one of the same name",
              openapi_extra=_DEFINITION)
 async def deploy_workflow(request: Request) -> JSONResponse:
