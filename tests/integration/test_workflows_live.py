@@ -268,3 +268,48 @@ def test_an_invoker_runs_workflows_but_only_a_developer_deploys_them(
     assert run.status_code == 200 and run.json()["output"] == {"sum": 3}
     assert viewer.post("/api/workflows/wf-roles/executions", json={}).status_code == 403
     assert viewer.get(f"/api/executions/{run.json()['id']}").status_code == 200
+
+
+TIMEOUTS = """\
+name: wf-timeouts
+steps:
+  - id: pick
+    type: choice
+    choices:
+      - {variable: $.input.mode, equals: step, next: short}
+    default: long
+  - id: short
+    type: task
+    deployment: wf-slow
+    input: {seconds: 5}
+    timeout_s: 0.5
+    retry: {max_attempts: 2, base_s: 0.01}
+    catch: {next: late, errors: [timeout]}
+  - id: late
+    type: succeed
+    output: {caught: $.error.type, step: $.error.step}
+  - id: long
+    type: task
+    deployment: wf-slow
+    input: {seconds: 5}
+"""
+
+
+def test_choices_step_timeouts_with_retries_and_the_execution_timeout(
+        deployed: StratusServer) -> None:
+    assert _deploy(deployed, TIMEOUTS).status_code in (200, 201)
+    run = deployed.http.post("/api/workflows/wf-timeouts/executions?wait=true",
+                             json={"mode": "step"}).json()
+    assert run["status"] == "succeeded" and run["output"] == {"caught": "timeout", "step": "short"}
+    steps = {s["step"]: s for s in run["steps"]}
+    assert steps["pick"]["chosen"] == "short"
+    assert steps["short"]["state"] == "caught" and steps["short"]["attempts"] == 2
+    assert 1.0 <= steps["short"]["duration_ms"] / 1000 < 4.0  # two attempts of 0.5 s, not 5 s
+    # The whole execution's limit: the same definition with timeout_s, down the long path.
+    limited = TIMEOUTS.replace("name: wf-timeouts\n", "name: wf-timeouts\ntimeout_s: 1\n")
+    assert _deploy(deployed, limited).status_code == 200
+    run = deployed.http.post("/api/workflows/wf-timeouts/executions?wait=true",
+                             json={"mode": "whole"}).json()
+    assert run["status"] == "timed_out" and run["error"]["type"] == "timeout"
+    assert run["duration_s"] < 4.0
+    assert [s["step"] for s in run["steps"]] == ["pick"]  # long never ended
