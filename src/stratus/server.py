@@ -56,6 +56,7 @@ from stratus.store.plaincache import PlainCache, cache_root
 from stratus.store.secrets import SecretStore
 from stratus.store.usage import UsageStore
 from stratus.telemetry import tracing
+from stratus.triggers.service import Triggers
 from stratus.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("stratus.server")
@@ -134,6 +135,9 @@ def create_app(settings: Settings) -> DataPlane:
             open_queue(settings.queue_url, engine), dispatcher, controller,
             Destinations(app.state.secrets))
         await async_service.start()
+        app.state.triggers = triggers = Triggers(engine, async_service, controller.get_unit)
+        async_service.destinations.publish = triggers.topics.publish  # "topic" destinations
+        await triggers.start()
         app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
         await workflows.start()  # resumes the executions a stopped server left running
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
@@ -150,7 +154,8 @@ def create_app(settings: Settings) -> DataPlane:
         finally:
             parts.ready = False
             app.state.data_plane.components = None
-            await async_service.close()  # first: what it has in flight is run again later
+            await triggers.close()  # first: nothing new is submitted while the rest stops
+            await async_service.close()  # what it has in flight is run again later
             await workflows.close()  # before the controller: their steps stop, not fail
             await controller.close()
             plain.close()  # the decrypted artifacts, once no replica uses them

@@ -310,3 +310,25 @@ def test_async_work_leaves_sync_traffic_its_share_and_the_backlog_scales_up(
     server.wait_replicas("async-busy", 3, timeout=60)
     for invocation_id in ids:
         assert wait_done(server, invocation_id, timeout=120)["status"] == "succeeded"
+
+
+def test_the_cli_queues_watches_lists_and_redrives(server: StratusServer, tmp_path: Path) -> None:
+    markers = marker_dir(tmp_path)
+    deploy(server, "async-cli", "slow", markers)
+    queued = server.cli("invoke", "async-cli", '{"steps": 3, "step_s": 0.2}', "--async",
+                        "--idempotency-key", "cli-1", "--priority", "3")
+    invocation_id = json.loads(queued.stdout)["id"]
+    watched = server.cli("invocations", "watch", invocation_id, "--interval", "0.1")
+    assert json.loads(watched.stdout) == {"steps": 3}
+    shown = json.loads(server.cli("invocations", "get", invocation_id).stdout)
+    assert shown["status"] == "succeeded" and shown["priority"] == 3
+    listed = json.loads(server.cli("invocations", "ls", "--deployment", "async-cli",
+                                   "--json").stdout)
+    assert [item["id"] for item in listed["invocations"]] == [invocation_id]
+    deploy(server, "async-cli-dead", "always_fails", markers)
+    dead = json.loads(server.cli("invoke", "async-cli-dead", "{}", "--async").stdout)["id"]
+    failed = server.cli("invocations", "watch", dead, "--interval", "0.1", check=False)
+    assert failed.returncode == 1 and "dead" in failed.stderr
+    assert dead in server.cli("dlq", "ls", "async-cli-dead").stdout
+    redriven = server.cli("dlq", "redrive", "async-cli-dead")
+    assert dead in redriven.stdout and "redriven: 1" in redriven.stderr

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, delete
 from test_store import _postgres_database
 
-from stratus.errors import BadRequest, IdempotencyConflict
+from stratus.errors import BadRequest, Conflict, IdempotencyConflict
 from stratus.queue.base import InvocationQueue
 from stratus.queue.factory import open_queue
 from stratus.queue.records import IDEMPOTENCY_WINDOW_S, NewInvocation, Status, body_digest
@@ -136,6 +136,18 @@ async def test_enqueue_and_get_round_trip_every_field(queue: InvocationQueue) ->
     assert await queue.claim("w", NS, "echo", 10, T0 + 10, 30) == []
     done = await queue.finish("sync-call", held.id, Status.SUCCEEDED, T0 + 1, result=b'{"ok":1}')
     assert done is not None and done.result == b'{"ok":1}' and done.finished_at == T0 + 1
+
+
+async def test_a_reused_id_fails_alone_among_the_writes_committed_with_it(
+        queue: InvocationQueue) -> None:
+    twice = new()
+    others = [new(i) for i in range(30)]
+    outcomes = await asyncio.gather(*(queue.enqueue(item, T0) for item in [twice, *others, twice]),
+                                    return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes if isinstance(outcome, BaseException)] == [
+        Conflict]
+    assert len((await queue.page(NS, limit=100)).items) == 31
+    assert await queue.pending(T0) == {(NS, "echo"): 31}
 
 
 async def test_other_namespaces_see_nothing(queue: InvocationQueue) -> None:
@@ -360,3 +372,22 @@ def test_open_queue_refuses_an_unknown_scheme(sqlite_engine: Engine) -> None:
     assert isinstance(open_queue("", sqlite_engine), SqlQueue)
     assert isinstance(open_queue("redis://127.0.0.1:6379/0", sqlite_engine), RedisQueue)
 
+
+
+async def test_the_sql_writer_reconnects_when_its_connection_is_killed(
+        postgres_engine: Engine) -> None:
+    queue = SqlQueue(postgres_engine)
+    await queue.open()
+    try:
+        await queue.enqueue(new(), T0)
+        with postgres_engine.connect() as connection:
+            killed = connection.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()").scalar()
+        assert killed
+        with pytest.raises(Exception, match=r"(?i)terminat|closed|connection"):
+            await queue.enqueue(new(), T0)  # on the dead connection: this one fails, alone
+        record, created = await queue.enqueue(new(), T0)  # on a new connection
+        assert created and await queue.get(NS, record.id) == record
+    finally:
+        await queue.close()

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
@@ -31,7 +31,9 @@ def _when(epoch: float | None) -> str:
 
 
 def _table(views: list[dict[str, Any]]) -> Table:
-    table = Table("ID", "DEPLOYMENT", "STATUS", "ATTEMPTS", "PRIORITY", "CREATED", "ERROR")
+    # Ids whole, whatever the terminal's width: they are what the other commands take.
+    table = Table(Column("ID", no_wrap=True, min_width=28), "DEPLOYMENT", "STATUS", "ATTEMPTS",
+                  "PRIORITY", "CREATED", Column("ERROR", overflow="ellipsis", no_wrap=True))
     for view in views:
         error = view.get("error") or {}
         table.add_row(view["id"], view["deployment"], view["status"],

@@ -11,7 +11,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stratus.cli import audit, experiments, invocations, keys, models, secrets, workflows
+from stratus.cli import (
+    audit,
+    experiments,
+    invocations,
+    keys,
+    models,
+    schedules,
+    secrets,
+    sources,
+    topics,
+    workflows,
+)
 from stratus.cli.client import CliError
 from stratus.cli.cost import cost
 from stratus.cli.deploy import deploy
@@ -38,6 +49,9 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(audit.app, name="audit")
 app.add_typer(invocations.app, name="invocations")
 app.add_typer(invocations.dlq, name="dlq")
+app.add_typer(schedules.app, name="schedule")
+app.add_typer(topics.app, name="topic")
+app.add_typer(sources.app, name="source")
 app.add_typer(workflows.app, name="workflow")
 app.command()(models.gc)
 app.command()(simulate)

@@ -40,7 +40,10 @@ from stratus.gateway.routes.audit import router as audit_router
 from stratus.gateway.routes.invocations import router as invocations_router
 from stratus.gateway.routes.keys import router as keys_router
 from stratus.gateway.routes.masterkey import router as master_key_router
+from stratus.gateway.routes.schedules import router as schedules_router
 from stratus.gateway.routes.secrets import router as secrets_router
+from stratus.gateway.routes.sources import router as sources_router
+from stratus.gateway.routes.topics import router as topics_router
 from stratus.gateway.routes.traces import router as traces_router
 from stratus.gateway.routes.usage import router as usage_router
 from stratus.gateway.routes.workflows import router as workflows_router
@@ -127,6 +130,9 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     app.include_router(secrets_router)
     app.include_router(master_key_router)
     app.include_router(audit_router)
+    app.include_router(schedules_router)
+    app.include_router(topics_router)
+    app.include_router(sources_router)
     app.include_router(invocations_router)
     app.include_router(workflows_router)
     dashboard.mount_ui(app)

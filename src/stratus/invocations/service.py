@@ -22,13 +22,17 @@ from stratus.invocations.invoker import invoke_json
 from stratus.queue.base import InvocationQueue
 from stratus.queue.records import AsyncInvocation, NewInvocation, Page, Status, body_digest
 from stratus.queue.retry import RetryPolicy
+from stratus.queue.shared import EXPIRED_ERROR
 from stratus.spec import AsyncSpec
 
 log = logging.getLogger("stratus.invocations")
 
 LEASE_S = 15.0  # a dead server's claims go back to the queue this long after its last renewal
-IDLE_POLL_S = 0.5  # how often the queue is read when nothing local woke the worker
-MAINTENANCE_S = 5.0  # expiry of old queued work, purge of old records
+POLL_S = 0.5  # how often the queue is read while it holds work (the backlog the autoscaler sees)
+# Reading an empty queue backs off to this: work enqueued here wakes the worker at once, so the
+# gap only delays what another server sharing the queue enqueued, and spares an idle server.
+IDLE_POLL_MAX_S = 5.0
+MAINTENANCE_S = 10.0  # expiry of old queued work, purge of old records
 RETENTION_S = 24 * 3600.0  # finished invocations (and their idempotency keys) are kept this long
 DEAD_RETENTION_S = 14 * 86400.0  # dead letters, until redriven or this old
 PROGRESS_EVERY_S = 0.25  # the most often a running invocation's progress is written
@@ -53,6 +57,7 @@ class AsyncService:
         self._inflight: dict[tuple[str, str], int] = {}
         self._dirty: set[tuple[str, str]] = set()  # deployments that may have work to claim
         self._wake = asyncio.Event()
+        self._poll_at = 0.0  # monotonic: when the drain loop next reads the whole queue
         self._waiters: dict[str, list[asyncio.Future[AsyncInvocation]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -101,7 +106,7 @@ class AsyncService:
         record, created = await self.queue.enqueue(new, now)
         if created:
             self._dirty.add((namespace, deployment))
-            self._wake.set()
+            self._poll_within(POLL_S)
         return record, created
 
     async def _submit_for_destination(self, namespace: str, deployment: str, payload: bytes,
@@ -188,23 +193,31 @@ class AsyncService:
 
     # -- draining -----------------------------------------------------------------
     async def _drain_loop(self) -> None:
-        refresh_at = 0.0
+        poll_s = POLL_S
         while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+                await asyncio.wait_for(self._wake.wait(),
+                                       max(0.0, self._poll_at - time.monotonic()))
             self._wake.clear()
             try:
-                if time.monotonic() >= refresh_at:
-                    refresh_at = time.monotonic() + IDLE_POLL_S
+                if time.monotonic() >= self._poll_at:
                     pending = await self.queue.pending(self.clock())
                     set_backlog(self.dispatcher, pending)
                     self._dirty.update(pending)
+                    busy = bool(pending or self.running)
+                    poll_s = POLL_S if busy else min(IDLE_POLL_MAX_S, poll_s * 2)
+                    self._poll_at = time.monotonic() + poll_s
                 await self._claim_dirty()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("the async worker failed to read the queue; retrying")
-                await asyncio.sleep(IDLE_POLL_S)
+                await asyncio.sleep(POLL_S)
+
+    def _poll_within(self, delay_s: float) -> None:
+        """Read the queue again within ``delay_s`` (new work, a retry coming due)."""
+        self._poll_at = min(self._poll_at, time.monotonic() + max(0.0, delay_s))
+        self._wake.set()
 
     async def _claim_dirty(self) -> None:
         dirty = list(self._dirty)
@@ -246,6 +259,9 @@ class AsyncService:
                 await self.destinations.deliver(finished, self._spec_or_none(record))
 
     async def _run(self, record: AsyncInvocation) -> AsyncInvocation | None:
+        if record.expires_at <= self.clock():  # claimed before the expiry sweep saw it
+            return await self.queue.finish(self.owner, record.id, Status.DEAD, self.clock(),
+                                           error=EXPIRED_ERROR)
         progress = _ProgressWriter(self, record.id)
         try:
             answer, result = await invoke_json(
@@ -271,6 +287,7 @@ class AsyncService:
         at = policy.next_attempt_at(now, record.attempts, record.expires_at, exc.status,
                                     exc.type, self.rng)
         if at is not None:
+            self._poll_within(at - now)
             return await self.queue.retry(self.owner, record.id, now, at, error, exc.revision)
         final = Status.DEAD if policy.retryable(exc.status, exc.type) else Status.FAILED
         return await self.queue.finish(self.owner, record.id, final, now, error=error,

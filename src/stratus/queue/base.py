@@ -1,5 +1,5 @@
 """The one interface every queue backend implements (SQL via SQLAlchemy for SQLite and
-PostgreSQL, and Redis); tests/unit/test_queue_backends.py runs the same suite on all three."""
+PostgreSQL, and Redis); tests/integration/test_queue_backends.py runs the same suite on all three."""
 
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import msgpack
 import redis.asyncio as aioredis
 
 from stratus.errors import Conflict, IdempotencyConflict
@@ -141,7 +142,7 @@ class RedisQueue:
             return record, True
         if reply[0] == 2:
             raise Conflict(f"invocation {new.id} already exists")
-        existing, _ = _parse(reply[1])
+        existing, _ = _parse(_unpack(reply[1]))
         if existing.digest != new.digest:
             raise IdempotencyConflict(
                 f"idempotency key {new.idempotency_key!r} was used for invocation "
@@ -154,7 +155,7 @@ class RedisQueue:
             return []
         replies = await self._claim(args=[self._prefix, namespace, deployment, owner, limit,
                                           _text(now), _text(now + lease_s)])
-        return [_parse(flat)[0] for flat in replies]
+        return [_parse(flat)[0] for flat in _unpack(replies)]
 
     async def renew(self, owner: str, ids: Sequence[str], until: float) -> None:
         if ids:
@@ -173,7 +174,7 @@ class RedisQueue:
                          else _text(value)]
         reply = await self._held(args=[self._prefix, invocation_id, owner, status.value,
                                        _text(now), len(sets) // 2, *sets, *drops])
-        return None if reply is None else _parse(reply)[0]
+        return None if reply is None else _parse(_unpack(reply))[0]
 
     async def finish(self, owner: str, invocation_id: str, status: Status, now: float, *,
                      result: bytes | None = None, error: dict[str, Any] | None = None,
@@ -237,7 +238,7 @@ class RedisQueue:
     async def cancel(self, namespace: str, invocation_id: str,
                      now: float) -> AsyncInvocation | None:
         reply = await self._cancel(args=[self._prefix, namespace, invocation_id, _text(now)])
-        return None if reply is None else _parse(reply)[0]
+        return None if reply is None else _parse(_unpack(reply))[0]
 
     async def redrive(self, namespace: str, deployment: str, ids: Sequence[str] | None,
                       now: float, expires_at: float) -> list[str]:
@@ -264,7 +265,7 @@ class RedisQueue:
     async def expire(self, now: float) -> list[AsyncInvocation]:
         replies = await self._expire(args=[self._prefix, _text(now),
                                            json.dumps(EXPIRED_ERROR, separators=(",", ":"))])
-        return [_parse(flat)[0] for flat in replies]
+        return [_parse(flat)[0] for flat in _unpack(replies)]
 
     async def purge(self, finished_before: float, dead_before: float) -> int:
         total = 0
@@ -274,6 +275,13 @@ class RedisQueue:
             total += count
             if count < PURGE_BATCH:
                 return total
+
+
+def _unpack(packed: bytes) -> list[Any]:
+    """A script's msgpack'd reply: a record's name, value list, or a list of them (Lua's empty
+    table packs as an empty map)."""
+    value = msgpack.unpackb(packed, raw=True)
+    return [] if value == {} else list(value)
 
 
 def _flatten(reply: Any) -> list[bytes]:

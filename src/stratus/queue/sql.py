@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
-    Row,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stratus.errors import Conflict, IdempotencyConflict
+from stratus.queue.compiled import FIELDS, Compiled, dumps, record
 from stratus.queue.records import (
     IDEMPOTENCY_WINDOW_S,
     AsyncInvocation,
@@ -42,37 +43,95 @@ from stratus.store.tables import AsyncInvocationRow
 T = TypeVar("T")
 TABLE: Table = AsyncInvocationRow.__table__  # type: ignore[assignment]
 C = TABLE.c
-# The columns in AsyncInvocation's field order, so a row becomes a record positionally.
-FIELDS = tuple(AsyncInvocation.__dataclass_fields__)
 COLUMNS = tuple(C[name] for name in FIELDS)
-_STATUS = FIELDS.index("status")
-DONE = (Status.SUCCEEDED.value, Status.FAILED.value, Status.CANCELLED.value)
+QUEUED, RUNNING, DEAD = Status.QUEUED.value, Status.RUNNING.value, Status.DEAD.value
+NO_LEASE = {"lease_owner": None, "lease_until": None}
 
 
-def _record(row: Row[Any] | Sequence[Any]) -> AsyncInvocation:
-    values = list(row[: len(FIELDS)])
-    values[_STATUS] = Status(values[_STATUS])
-    if values[-3] is None:  # source
-        values[-3] = {}
-    return AsyncInvocation(*values)
-
-
-def _values(record: AsyncInvocation) -> dict[str, Any]:
-    values = {name: getattr(record, name) for name in FIELDS}
-    values["status"] = record.status.value
+def _values(new: AsyncInvocation) -> dict[str, Any]:
+    values = {name: getattr(new, name) for name in FIELDS}
+    values["status"] = new.status.value
+    values["error"], values["source"] = dumps(new.error), dumps(new.source)
     return values
+
+
+def _p(name: str) -> Any:
+    return bindparam(f"p_{name}")
+
+
+def _statements(dialect: Any) -> dict[str, Compiled]:
+    """Every write, compiled once. Parameters are named ``p_*``."""
+    upsert = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)
+    held = (C.id == _p("id")) & (C.lease_owner == _p("owner")) & (C.status == RUNNING)
+    key = (C.namespace == _p("ns")) & (C.idempotency_key == _p("key"))
+    dead = (C.namespace == _p("ns")) & (C.deployment == _p("dep")) & (C.status == DEAD)
+    redriven = {"status": QUEUED, "attempts": 0, "not_before": _p("now"),
+                "expires_at": _p("expires_at"), "updated_at": _p("now"), "finished_at": None,
+                **NO_LEASE}
+    # FOR UPDATE SKIP LOCKED on PostgreSQL: a claimer passes over rows another claimer's open
+    # transaction holds instead of waiting for them. SQLite renders no FOR UPDATE: its writer
+    # holds the database's one write lock (BEGIN IMMEDIATE) instead.
+    chosen = (select(C.seq).where(C.namespace == _p("ns"), C.deployment == _p("dep"),
+                                  C.status == QUEUED, C.not_before <= _p("now"))
+              .order_by(C.priority.desc(), C.seq).limit(_p("limit"))
+              .with_for_update(skip_locked=True))
+    statements: dict[str, Any] = {
+        "insert": (insert(TABLE), FIELDS),
+        "insert_keyed": (upsert(TABLE).on_conflict_do_nothing().returning(C.seq), FIELDS),
+        "free_key": update(TABLE).where(key, C.created_at < _p("before"))
+                    .values(idempotency_key=None),
+        "by_key": select(*COLUMNS).where(key),
+        "by_id": select(*COLUMNS).where(C.id == _p("id"), C.namespace == _p("ns")),
+        "claim": update(TABLE).where(C.seq.in_(chosen.scalar_subquery())).values(
+            status=RUNNING, attempts=C.attempts + 1, lease_owner=_p("owner"),
+            lease_until=_p("until"), started_at=_p("now"), updated_at=_p("now"),
+            finished_at=None, progress=None, progress_message=None,
+        ).returning(*COLUMNS, C.seq),
+        "renew": update(TABLE).where(held).values(lease_until=_p("until")),
+        "finish": update(TABLE).where(held).values(
+            status=_p("status"), finished_at=_p("now"), updated_at=_p("now"),
+            result=_p("result"), error=_p("error"), revision=_p("revision"), **NO_LEASE,
+        ).returning(*COLUMNS),
+        "retry": update(TABLE).where(held).values(
+            status=QUEUED, not_before=_p("not_before"), updated_at=_p("now"),
+            error=_p("error"), revision=_p("revision"), **NO_LEASE,
+        ).returning(*COLUMNS),
+        "progress": update(TABLE).where(C.id == _p("id"), C.status == RUNNING).values(
+            progress=_p("fraction"), progress_message=_p("message"), updated_at=_p("now")),
+        "cancel": update(TABLE).where(
+            C.id == _p("id"), C.namespace == _p("ns"),
+            or_(C.status == QUEUED, C.status == RUNNING),
+        ).values(status=Status.CANCELLED.value, finished_at=_p("now"), updated_at=_p("now"),
+                 **NO_LEASE).returning(*COLUMNS),
+        "redrive_all": update(TABLE).where(dead).values(redriven).returning(C.id),
+        "redrive_one": update(TABLE).where(dead, C.id == _p("id")).values(redriven)
+                       .returning(C.id),
+        "recover": update(TABLE).where(C.status == RUNNING, C.lease_until < _p("now"))
+                   .values(status=QUEUED, updated_at=_p("now"), **NO_LEASE),
+        "expire": update(TABLE).where(C.status == QUEUED, C.expires_at < _p("now")).values(
+            status=DEAD, finished_at=_p("now"), updated_at=_p("now"), error=_p("error"),
+            **NO_LEASE).returning(*COLUMNS),
+        "purge": delete(TABLE).where(or_(
+            and_(or_(C.status == Status.SUCCEEDED.value, C.status == Status.FAILED.value,
+                     C.status == Status.CANCELLED.value),
+                 C.finished_at < _p("finished_before")),
+            and_(C.status == DEAD, C.finished_at < _p("dead_before")))),
+    }
+    return {name: Compiled(spec[0], dialect, spec[1]) if isinstance(spec, tuple)
+            else Compiled(spec, dialect)
+            for name, spec in statements.items()}
 
 
 class SqlQueue:
     """InvocationQueue on a SQLAlchemy engine (``stratus.store.db.make_engine``)."""
 
     def __init__(self, engine: Engine) -> None:
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ValueError(f"the SQL queue runs on SQLite or PostgreSQL, not "
+                             f"{engine.dialect.name}")
         self._engine = engine
-        self._writer = GroupWriter(engine)
-        dialect = engine.dialect.name
-        self._insert: Callable[..., Any] = (
-            postgresql.insert if dialect == "postgresql" else sqlite.insert if dialect == "sqlite"
-            else insert)
+        self._sql = _statements(engine.dialect)
+        self._writer = GroupWriter(engine, self._sql["insert"].run_many)
 
     async def open(self) -> None:
         await asyncio.to_thread(self._writer.start)
@@ -86,96 +145,106 @@ class SqlQueue:
                 return op(connection)
         return await asyncio.to_thread(run)
 
-    async def enqueue(self, new: NewInvocation, now: float) -> tuple[AsyncInvocation, bool]:
-        record = created_record(new, now)
-        values = _values(record)
-        if new.idempotency_key is None:
-            await self._writer.run(lambda c: c.execute(insert(TABLE), values))
-            return record, True
-        return await self._writer.run(lambda c: self._enqueue_keyed(c, record, values, now))
+    def _alone(self, statement: Compiled, values: dict[str, Any]) -> list[Any]:
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            rows = list(statement.run(cursor, values).fetchall())
+            connection.commit()
+            return rows
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
 
-    def _enqueue_keyed(self, connection: Connection, record: AsyncInvocation,
-                       values: dict[str, Any], now: float) -> tuple[AsyncInvocation, bool]:
-        key = (C.namespace == record.namespace) & (C.idempotency_key == record.idempotency_key)
+    async def _one(self, name: str, values: dict[str, Any]) -> AsyncInvocation | None:
+        """One write returning at most one record."""
+        statement = self._sql[name]
+        row = await self._writer.statement(statement.sql, statement.params(values), "one")
+        return None if row is None else record(row)
+
+    async def enqueue(self, new: NewInvocation, now: float) -> tuple[AsyncInvocation, bool]:
+        created = created_record(new, now)
+        values = _values(created)
+        if new.idempotency_key is None:
+            try:
+                await self._writer.insert(self._sql["insert"].params(values))
+            except self._engine.dialect.dbapi.IntegrityError:  # type: ignore[union-attr]
+                raise Conflict(f"invocation {new.id} already exists") from None
+            return created, True
+        return await self._writer.run(lambda cursor: self._keyed(cursor, created, values, now))
+
+    def _keyed(self, cursor: Any, created: AsyncInvocation, values: dict[str, Any],
+               now: float) -> tuple[AsyncInvocation, bool]:
+        key = {"p_ns": created.namespace, "p_key": created.idempotency_key}
         # A key older than the window names nothing any more: free it for this invocation.
-        connection.execute(update(TABLE).where(key, C.created_at < now - IDEMPOTENCY_WINDOW_S)
-                           .values(idempotency_key=None))
+        self._sql["free_key"].run(cursor, {**key, "p_before": now - IDEMPOTENCY_WINDOW_S})
         # The unique (namespace, idempotency_key) decides between racing repeats, in this
         # process or another: the loser inserts nothing and reads the winner.
-        inserted = connection.execute(
-            self._insert(TABLE).values(values).on_conflict_do_nothing().returning(C.seq)).first()
-        if inserted is not None:
-            return record, True
-        row = connection.execute(select(*COLUMNS).where(key)).first()
+        if self._sql["insert_keyed"].run(cursor, values).fetchone() is not None:
+            return created, True
+        row = self._sql["by_key"].run(cursor, key).fetchone()
         if row is None:
-            raise Conflict(f"invocation {record.id} already exists")
-        existing = _record(row)
-        if existing.digest != record.digest:
+            raise Conflict(f"invocation {created.id} already exists")
+        existing = record(row)
+        if existing.digest != created.digest:
             raise IdempotencyConflict(
-                f"idempotency key {record.idempotency_key!r} was used for invocation "
+                f"idempotency key {created.idempotency_key!r} was used for invocation "
                 f"{existing.id} with another body")
         return existing, False
 
     async def claim(self, owner: str, namespace: str, deployment: str, limit: int, now: float,
                     lease_s: float) -> list[AsyncInvocation]:
-        # FOR UPDATE SKIP LOCKED on PostgreSQL: a claimer passes over rows another claimer's
-        # open transaction holds instead of waiting for them. SQLite renders no FOR UPDATE:
-        # its writer holds the database's one write lock (BEGIN IMMEDIATE) instead.
-        chosen = (select(C.seq).where(
-            C.namespace == namespace, C.deployment == deployment,
-            C.status == Status.QUEUED.value, C.not_before <= now)
-            .order_by(C.priority.desc(), C.seq).limit(limit).with_for_update(skip_locked=True))
-        statement = (update(TABLE).where(C.seq.in_(chosen.scalar_subquery()))
-                     .values(status=Status.RUNNING.value, attempts=C.attempts + 1,
-                             lease_owner=owner, lease_until=now + lease_s, started_at=now,
-                             updated_at=now, finished_at=None, progress=None,
-                             progress_message=None)
-                     .returning(*COLUMNS, C.seq))
-        rows = await self._writer.run(lambda c: c.execute(statement).all())
-        # RETURNING keeps no order
-        return [_record(row) for row in sorted(rows, key=lambda row: (-row.priority, row.seq))]
+        if limit <= 0:
+            return []
+        values = {"p_ns": namespace, "p_dep": deployment, "p_now": now, "p_limit": limit,
+                  "p_owner": owner, "p_until": now + lease_s}
+        statement = self._sql["claim"]
+        if self._engine.dialect.name == "postgresql":
+            # A claim of its own, in its own transaction: claimers then skip each other's
+            # locked rows (SKIP LOCKED) instead of queueing behind the writer, and no claim
+            # has to step over the rows an earlier claim of the same batch just took.
+            rows = await asyncio.to_thread(self._alone, statement, values)
+        else:
+            rows = await self._writer.statement(statement.sql, statement.params(values), "all")
+        rows.sort(key=lambda row: (-row[FIELDS.index("priority")], row[-1]))  # RETURNING: any order
+        return [record(row) for row in rows]
 
     async def renew(self, owner: str, ids: Sequence[str], until: float) -> None:
-        if not ids:
-            return
-        statement = (update(TABLE).where(C.id.in_(list(ids)), C.lease_owner == owner,
-                                         C.status == Status.RUNNING.value)
-                     .values(lease_until=until))
-        await self._writer.run(lambda c: c.execute(statement))
-
-    async def _held(self, owner: str, invocation_id: str,
-                    values: dict[str, Any]) -> AsyncInvocation | None:
-        statement = (update(TABLE).where(C.id == invocation_id, C.lease_owner == owner,
-                                         C.status == Status.RUNNING.value)
-                     .values(values).returning(*COLUMNS))
-        row = await self._writer.run(lambda c: c.execute(statement).first())
-        return None if row is None else _record(row)
+        def op(cursor: Any) -> None:
+            for invocation_id in ids:
+                self._sql["renew"].run(cursor, {"p_id": invocation_id, "p_owner": owner,
+                                                "p_until": until})
+        if ids:
+            await self._writer.run(op)
 
     async def finish(self, owner: str, invocation_id: str, status: Status, now: float, *,
                      result: bytes | None = None, error: dict[str, Any] | None = None,
                      revision: int | None = None) -> AsyncInvocation | None:
         if status not in (Status.SUCCEEDED, Status.FAILED, Status.DEAD, Status.CANCELLED):
             raise ValueError(f"finish() ends an attempt; {status} is not an end")
-        return await self._held(owner, invocation_id, {
-            "status": status.value, "finished_at": now, "updated_at": now, "result": result,
-            "error": error, "revision": revision, "lease_owner": None, "lease_until": None})
+        return await self._one("finish", {
+            "p_id": invocation_id, "p_owner": owner, "p_status": status.value, "p_now": now,
+            "p_result": result, "p_error": dumps(error), "p_revision": revision})
 
     async def retry(self, owner: str, invocation_id: str, now: float, not_before: float,
                     error: dict[str, Any], revision: int | None = None) -> AsyncInvocation | None:
-        return await self._held(owner, invocation_id, {
-            "status": Status.QUEUED.value, "not_before": not_before, "updated_at": now,
-            "error": error, "revision": revision, "lease_owner": None, "lease_until": None})
+        return await self._one("retry", {
+            "p_id": invocation_id, "p_owner": owner, "p_now": now, "p_not_before": not_before,
+            "p_error": dumps(error), "p_revision": revision})
 
     async def set_progress(self, invocation_id: str, fraction: float, message: str | None,
                            now: float) -> None:
-        statement = (update(TABLE).where(C.id == invocation_id, C.status == Status.RUNNING.value)
-                     .values(progress=fraction, progress_message=message, updated_at=now))
-        await self._writer.run(lambda c: c.execute(statement))
+        values = {"p_id": invocation_id, "p_fraction": fraction, "p_message": message,
+                  "p_now": now}
+        statement = self._sql["progress"]
+        await self._writer.statement(statement.sql, statement.params(values))
 
     async def get(self, namespace: str, invocation_id: str) -> AsyncInvocation | None:
         statement = select(*COLUMNS).where(C.id == invocation_id, C.namespace == namespace)
         row = await self._read(lambda c: c.execute(statement).first())
-        return None if row is None else _record(row)
+        return None if row is None else record(row)
 
     async def page(self, namespace: str, *, deployment: str | None = None,
                    status: Status | None = None, limit: int = 50,
@@ -192,62 +261,55 @@ class SqlQueue:
         rows = await self._read(lambda c: c.execute(statement).all())
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page([_record(row) for row in rows],
+        return Page([record(row) for row in rows],
                     encode_cursor(rows[-1].seq) if more else None)
 
     async def cancel(self, namespace: str, invocation_id: str,
                      now: float) -> AsyncInvocation | None:
-        def op(connection: Connection) -> AsyncInvocation | None:
-            row = connection.execute(
-                update(TABLE).where(C.id == invocation_id, C.namespace == namespace,
-                                    C.status.in_((Status.QUEUED.value, Status.RUNNING.value)))
-                .values(status=Status.CANCELLED.value, finished_at=now, updated_at=now,
-                        lease_owner=None, lease_until=None)
-                .returning(*COLUMNS)).first()
+        key = {"p_id": invocation_id, "p_ns": namespace}
+
+        def op(cursor: Any) -> AsyncInvocation | None:
+            row = self._sql["cancel"].run(cursor, {**key, "p_now": now}).fetchone()
             if row is None:  # unknown, another namespace's, or already terminal
-                row = connection.execute(select(*COLUMNS).where(
-                    C.id == invocation_id, C.namespace == namespace)).first()
-            return None if row is None else _record(row)
+                row = self._sql["by_id"].run(cursor, key).fetchone()
+            return None if row is None else record(row)
         return await self._writer.run(op)
 
     async def redrive(self, namespace: str, deployment: str, ids: Sequence[str] | None,
                       now: float, expires_at: float) -> list[str]:
-        statement = update(TABLE).where(C.namespace == namespace, C.deployment == deployment,
-                                        C.status == Status.DEAD.value)
-        if ids is not None:
-            if not ids:
-                return []
-            statement = statement.where(C.id.in_(list(ids)))
         # The last error stays until the next attempt ends, so a redriven one still says why.
-        statement = statement.values(
-            status=Status.QUEUED.value, attempts=0, not_before=now, expires_at=expires_at,
-            updated_at=now, finished_at=None, lease_owner=None, lease_until=None,
-        ).returning(C.id)
-        return await self._writer.run(lambda c: list(c.execute(statement).scalars()))
+        values = {"p_ns": namespace, "p_dep": deployment, "p_now": now,
+                  "p_expires_at": expires_at}
+
+        def op(cursor: Any) -> list[str]:
+            if ids is None:
+                return [row[0] for row in self._sql["redrive_all"].run(cursor, values)]
+            moved = []
+            for invocation_id in ids:
+                row = self._sql["redrive_one"].run(
+                    cursor, {**values, "p_id": invocation_id}).fetchone()
+                if row is not None:
+                    moved.append(row[0])
+            return moved
+        return await self._writer.run(op)
 
     async def recover(self, now: float) -> int:
-        statement = (update(TABLE).where(C.status == Status.RUNNING.value, C.lease_until < now)
-                     .values(status=Status.QUEUED.value, lease_owner=None, lease_until=None,
-                             updated_at=now))
-        return int(await self._writer.run(lambda c: c.execute(statement).rowcount))
+        return int(await self._writer.run(
+            lambda cursor: self._sql["recover"].run(cursor, {"p_now": now}).rowcount))
 
     async def pending(self, now: float) -> dict[tuple[str, str], int]:
         statement = (select(C.namespace, C.deployment, func.count())
-                     .where(C.status == Status.QUEUED.value)
-                     .group_by(C.namespace, C.deployment))
+                     .where(C.status == QUEUED).group_by(C.namespace, C.deployment))
         rows = await self._read(lambda c: c.execute(statement).all())
         return {(namespace, deployment): int(count) for namespace, deployment, count in rows}
 
     async def expire(self, now: float) -> list[AsyncInvocation]:
-        statement = (update(TABLE).where(C.status == Status.QUEUED.value, C.expires_at < now)
-                     .values(status=Status.DEAD.value, finished_at=now, updated_at=now,
-                             error=EXPIRED_ERROR, lease_owner=None, lease_until=None)
-                     .returning(*COLUMNS))
-        rows = await self._writer.run(lambda c: c.execute(statement).all())
-        return [_record(row) for row in rows]
+        values = {"p_now": now, "p_error": dumps(EXPIRED_ERROR)}
+        rows = await self._writer.run(
+            lambda cursor: self._sql["expire"].run(cursor, values).fetchall())
+        return [record(row) for row in rows]
 
     async def purge(self, finished_before: float, dead_before: float) -> int:
-        statement = delete(TABLE).where(or_(
-            and_(C.status.in_(DONE), C.finished_at < finished_before),
-            and_(C.status == Status.DEAD.value, C.finished_at < dead_before)))
-        return int(await self._writer.run(lambda c: c.execute(statement).rowcount))
+        values = {"p_finished_before": finished_before, "p_dead_before": dead_before}
+        return int(await self._writer.run(
+            lambda cursor: self._sql["purge"].run(cursor, values).rowcount))

@@ -5,18 +5,20 @@ PostgreSQL, one fsync)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from stratus.errors import StratusError
 
 T = TypeVar("T")
-Op = Callable[[Connection], Any]
-_Job = tuple[Op, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+Op = Callable[[Any], Any]  # given the transaction's DBAPI cursor
+_Job = tuple["Op | _Row | _Statement", "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+_Outcome = tuple[_Job, Any, BaseException | None]
 
 MAX_BATCH = 256  # writes per transaction: bounds how long one commit holds SQLite's lock
 
@@ -31,23 +33,56 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             future.set_result(value)
 
 
+class _Row:
+    """A job that is a row to insert, not an op."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: Any) -> None:
+        self.row = row
+
+
+class _Statement:
+    """A job that is one statement, and what of its result to give back: on PostgreSQL the
+    statements of a batch are pipelined (sent together, their results read after), so the
+    batch costs one round trip rather than one per write."""
+
+    __slots__ = ("fetch", "params", "sql")
+
+    def __init__(self, sql: str, params: Any, fetch: str) -> None:
+        self.sql, self.params, self.fetch = sql, params, fetch
+
+    def result(self, cursor: Any) -> Any:
+        if self.fetch == "one":
+            return cursor.fetchone()
+        return cursor.fetchall() if self.fetch == "all" else None
+
+
 class GroupWriter:
-    """``await writer.run(op)`` runs ``op(connection)`` in the writer thread and returns once
+    """``await writer.run(op)`` runs ``op(cursor)`` in the writer thread and returns once
     the transaction holding it is committed. An op's StratusError (a 422, say) is its own
     outcome and does not undo the batch; any other error rolls the batch back, and each op
     of it is then run again in a transaction of its own, so one bad write fails alone."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine,
+                 insert_many: Callable[[Any, list[Any]], None] | None = None) -> None:
         self._engine = engine
+        self._insert_many = insert_many
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._start_error: Exception | None = None
 
     def start(self) -> None:
+        """Connects (in the thread), raising what connecting raised."""
         self._thread = threading.Thread(target=self._run, name="stratus-queue-writer",
                                         daemon=True)
         self._thread.start()
         self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._start_error
 
     async def stop(self) -> None:
         if self._thread is None:
@@ -56,35 +91,64 @@ class GroupWriter:
         await asyncio.to_thread(self._thread.join)
         self._thread = None
 
-    async def run(self, op: Callable[[Connection], T]) -> T:
+    async def run(self, op: Callable[[Any], T]) -> T:
+        result: T = await self._submit(op)
+        return result
+
+    async def insert(self, row: Any) -> None:
+        """Inserts ``row`` with ``insert_many``: the rows waiting in a batch go in one
+        ``executemany`` (one round trip on PostgreSQL, where psycopg pipelines it)."""
+        await self._submit(_Row(row))
+
+    async def statement(self, sql: str, params: Any, fetch: str = "none") -> Any:
+        """Runs one statement; ``fetch``: "one" row, "all" rows or "none"."""
+        return await self._submit(_Statement(sql, params, fetch))
+
+    async def _submit(self, op: Op | _Row | _Statement) -> Any:
         if self._thread is None:
             raise RuntimeError("the queue is not open")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         self._jobs.put((op, future, loop))
         return await future
 
     def _run(self) -> None:
-        with self._engine.connect() as connection:
-            raw = connection.connection.dbapi_connection
-            sqlite = self._engine.dialect.name == "sqlite"
-            if sqlite:
-                # Take SQLite's write lock when the transaction starts (BEGIN IMMEDIATE), not
-                # at its first write: a deferred one that read first could not upgrade when
-                # another connection wrote meanwhile, and would fail instead of waiting.
-                raw.isolation_level = "IMMEDIATE"  # type: ignore[union-attr]
+        try:
+            connection = self._connect()
+        except Exception as exc:
+            self._start_error = exc
+            return
+        finally:
             self._ready.set()
-            try:
-                self._loop(connection)
-            finally:
-                if sqlite:
-                    raw.isolation_level = ""  # type: ignore[union-attr]  # as the pool lent it
+        try:
+            connection = self._loop(connection)
+        finally:
+            self._release(connection)
 
-    def _loop(self, connection: Connection) -> None:
+    def _connect(self) -> Any:
+        connection = self._engine.raw_connection()
+        if self._engine.dialect.name == "sqlite":
+            # Take SQLite's write lock when the transaction starts (BEGIN IMMEDIATE), not at
+            # its first write: a deferred one that read first could not upgrade when another
+            # connection wrote meanwhile, and would fail instead of waiting its turn.
+            connection.dbapi_connection.isolation_level = "IMMEDIATE"  # type: ignore[union-attr]
+        return connection
+
+    def _release(self, connection: Any) -> None:
+        if connection is None:
+            return
+        try:
+            if self._engine.dialect.name == "sqlite":
+                connection.dbapi_connection.isolation_level = ""  # as the pool lent it
+            connection.close()
+        except Exception:
+            connection.invalidate()
+
+    def _loop(self, connection: Any) -> Any:
         while True:
             job = self._jobs.get()
             if job is None:
-                return
+                return connection
             batch = [job]
             stop = False
             while len(batch) < MAX_BATCH:
@@ -96,26 +160,83 @@ class GroupWriter:
                     stop = True
                     break
                 batch.append(more)
-            self._commit(connection, batch)
+            try:
+                connection = self._commit(connection, batch)
+            except BaseException as exc:  # never leave a caller waiting for ever
+                self._settle([(job, None, exc) for job in batch])
+                if not isinstance(exc, Exception):
+                    raise
             if stop:
-                return
+                return connection
 
-    def _commit(self, connection: Connection, batch: list[_Job]) -> None:
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+    def _commit(self, connection: Any, batch: list[_Job]) -> Any:
+        """Runs the batch in one transaction; the connection to go on with (None when this
+        one broke: the next batch connects again)."""
+        if connection is None:
+            try:
+                connection = self._connect()
+            except Exception as exc:  # the database is away: this batch fails, not the thread
+                self._settle([(job, None, exc) for job in batch])
+                return None
+        outcomes: list[_Outcome] = []
         try:
-            for job in batch:
-                try:
-                    outcomes.append((job, job[0](connection), None))
-                except StratusError as exc:
-                    outcomes.append((job, None, exc))
+            cursor = connection.cursor()
+            try:
+                rows = [job for job in batch if isinstance(job[0], _Row)]
+                if rows and self._insert_many is not None:
+                    self._insert_many(cursor, [cast(_Row, job[0]).row for job in rows])
+                    outcomes += [(job, None, None) for job in rows]
+                statements = [job for job in batch if isinstance(job[0], _Statement)]
+                if statements:
+                    outcomes += self._statements(connection, cursor, statements)
+                for job in batch:
+                    if isinstance(job[0], _Row | _Statement):
+                        continue
+                    try:
+                        outcomes.append((job, job[0](cursor), None))
+                    except StratusError as exc:
+                        outcomes.append((job, None, exc))
+            finally:
+                cursor.close()
             connection.commit()
         except Exception as exc:
-            connection.rollback()
+            try:
+                connection.rollback()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
+                connection = None
             if len(batch) > 1:
                 for job in batch:
-                    self._commit(connection, [job])
-                return
+                    connection = self._commit(connection, [job])
+                return connection
             outcomes = [(batch[0], None, exc)]
+        self._settle(outcomes)
+        return connection
+
+    def _statements(self, connection: Any, cursor: Any,
+                    jobs: list[_Job]) -> list[_Outcome]:
+        out: list[_Outcome] = []
+        if self._engine.dialect.name != "postgresql" or len(jobs) == 1:
+            for job in jobs:
+                statement = cast(_Statement, job[0])
+                cursor.execute(statement.sql, statement.params)
+                out.append((job, statement.result(cursor), None))
+            return out
+        raw = connection.dbapi_connection
+        with raw.pipeline():  # psycopg: one round trip for them all
+            cursors = []
+            for job in jobs:
+                statement = cast(_Statement, job[0])
+                cursors.append(raw.cursor())
+                cursors[-1].execute(statement.sql, statement.params)
+            out += [(job, cast(_Statement, job[0]).result(each), None)
+                    for job, each in zip(jobs, cursors, strict=True)]
+        for each in cursors:
+            each.close()
+        return out
+
+    def _settle(self, outcomes: list[_Outcome]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for (_, future, loop), value, error in outcomes:
             by_loop.setdefault(loop, []).append((future, value, error))

@@ -189,6 +189,69 @@ class AuditRow(Base):
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
+class ScheduleRow(Base):
+    """A cron trigger: invokes a deployment with a fixed payload at each tick (``stratus.triggers``)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    cron: Mapped[str] = mapped_column(String(200), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    deployment: Mapped[str] = mapped_column(String(63), nullable=False)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)  # JSON
+    catch_up: Mapped[str] = mapped_column(String(8), nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)  # Unix seconds
+    last_fired: Mapped[float | None] = mapped_column(Float, nullable=True)  # the latest tick done
+
+
+class TopicRow(Base):
+    """A pub/sub topic; each published CloudEvent goes to its matching subscriptions."""
+
+    __tablename__ = "topics"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+    subscriptions: Mapped[list[SubscriptionRow]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class SubscriptionRow(Base):
+    __tablename__ = "topic_subscriptions"
+    __table_args__ = (UniqueConstraint("topic_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic_id: Mapped[int] = mapped_column(
+        ForeignKey("topics.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    deployment: Mapped[str] = mapped_column(String(63), nullable=False)
+    filter: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)  # attribute: exact value
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class SourceRow(Base):
+    """An external queue the server consumes, invoking a deployment per message."""
+
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)  # "redis-stream"
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # url, stream, group...
+    deployment: Mapped[str] = mapped_column(String(63), nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 class AsyncInvocationRow(Base):
     """One asynchronous invocation (``stratus.queue.sql``). ``seq`` only grows: it breaks ties
     within a priority (first in, first out) and pages the newest first. Times are Unix seconds."""
