@@ -9,7 +9,8 @@ execution's start and end records); ``tasks``, a workflow of ``--steps`` no-op t
 same way. The cost of a step is ``(tasks - empty) / steps`` at p50: the in-process call of the
 handler and the step's history record. ``between_steps`` is read from the executions'
 histories: from one step's end to the next one's start (recording the step, deciding the
-next), the engine's own share. Prints JSON.
+next), the engine's own share. Prints JSON, and keeps it in
+``bench/results/workflow-steps-<timestamp>.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from common import log, percentile
+from common import log, machine_info, percentile, write_results
 from stratus_target import StratusServer, has_ready_replica
 
 
@@ -85,7 +86,8 @@ def main() -> None:
         document = {"steps": args.steps, "runs": args.runs, **results,
                     "per_step_p50_ms": round(per_step, 3),
                     "between_steps_p50_ms": round(percentile(gaps, 50), 3),
-                    "goal_per_step_p50_ms": 2.0}
+                    "goal_per_step_p50_ms": 2.0, "machine": machine_info()}
+        log(f"results in {write_results('workflow-steps', document)}")
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     finally:
         server.stop()
