@@ -114,8 +114,11 @@ class History:
         try:
             result = work(self._inline)
             self._inline.commit()
-        except DBAPIError:  # locked by another writer, or a row recorded before: the writer's
+        except DBAPIError as exc:  # locked by another writer, or a row recorded before
             self._inline.rollback()
+            if exc.connection_invalidated:
+                self._inline.close()
+                self._inline = None  # a new one next time
             return False, None
         return True, result
 
