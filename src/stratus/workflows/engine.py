@@ -34,6 +34,7 @@ from stratus.workflows.stepping import (
 
 log = logging.getLogger("stratus.workflows")
 MAX_TRANSITIONS = 10_000  # per scope: a loop through a choice that never leaves ends here
+MAX_ITEMS = 10_000  # per map: each element is a task and a history row
 Record = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -208,6 +209,9 @@ class Executor:
             return failure("reference_error", str(exc)), None
         if not isinstance(items, list):
             return failure("invalid_items", f"{step.items} is not a list"), None
+        if len(items) > MAX_ITEMS:
+            return failure("invalid_items", f"{step.items} holds {len(items)} elements; a map "
+                           f"takes at most {MAX_ITEMS}"), None
         gate = asyncio.Semaphore(step.concurrency)
         iterator = (step.iterator,)
 
