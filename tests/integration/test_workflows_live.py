@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,32 @@ def test_choices_step_timeouts_with_retries_and_the_execution_timeout(
     assert run["status"] == "timed_out" and run["error"]["type"] == "timeout"
     assert run["duration_s"] < 4.0
     assert [s["step"] for s in run["steps"]] == ["pick"]  # long never ended
+
+
+FAILING = """\
+name: wf-failing
+steps:
+  - id: fan
+    type: parallel
+    branches:
+      - - {id: sleepy, type: task, deployment: wf-slow, input: {seconds: 5}}
+      - - {id: bad, type: task, deployment: wf-always-fail}
+  - {id: after, type: succeed}
+"""
+
+
+def test_an_uncaught_failure_cancels_the_other_branches_and_fails_the_execution(
+        deployed: StratusServer) -> None:
+    assert _deploy(deployed, FAILING).status_code in (200, 201)
+    started = time.monotonic()
+    run = deployed.http.post("/api/workflows/wf-failing/executions?wait=true", json={}).json()
+    assert time.monotonic() - started < 4.0  # the sleepy branch did not hold it up
+    assert run["status"] == "failed"
+    assert run["error"]["type"] == "handler_error" and run["error"]["step"] == "bad"
+    assert {(s["step"], s["state"]) for s in run["steps"]} == {("bad", "failed"), ("fan", "failed")}
+    # A map over something that is not a list fails with its own error type.
+    assert _deploy(deployed, PIPELINE).status_code == 200
+    run = deployed.http.post("/api/workflows/wf-pipeline/executions?wait=true",
+                             json={"a": 1, "b": 1, "key": "k9", "values": "nope"}).json()
+    assert run["status"] == "failed" and run["error"]["type"] == "invalid_items"
+    assert run["error"]["step"] == "each"
