@@ -57,6 +57,7 @@ from stratus.store.secrets import SecretStore
 from stratus.store.usage import UsageStore
 from stratus.telemetry import tracing
 from stratus.triggers.service import Triggers
+from stratus.workflows.runner import WorkflowRunner
 
 log = logging.getLogger("stratus.server")
 
@@ -137,6 +138,8 @@ def create_app(settings: Settings) -> DataPlane:
         app.state.triggers = triggers = Triggers(engine, async_service, controller.get_unit)
         async_service.destinations.publish = triggers.topics.publish  # "topic" destinations
         await triggers.start()
+        app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
+        await workflows.start()  # resumes the executions a stopped server left running
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
         # as long as the server. Frozen, it is no longer walked by every full collection,
         # which otherwise stalls the loop for 60-80 ms, the p99 of busy requests.
@@ -153,6 +156,7 @@ def create_app(settings: Settings) -> DataPlane:
             app.state.data_plane.components = None
             await triggers.close()  # first: nothing new is submitted while the rest stops
             await async_service.close()  # what it has in flight is run again later
+            await workflows.close()  # before the controller: their steps stop, not fail
             await controller.close()
             plain.close()  # the decrypted artifacts, once no replica uses them
             await book.close()  # after the controller: the last drained requests count too

@@ -21,6 +21,7 @@ from stratus.cli import (
     secrets,
     sources,
     topics,
+    workflows,
 )
 from stratus.cli.client import CliError
 from stratus.cli.cost import cost
@@ -51,6 +52,7 @@ app.add_typer(invocations.dlq, name="dlq")
 app.add_typer(schedules.app, name="schedule")
 app.add_typer(topics.app, name="topic")
 app.add_typer(sources.app, name="source")
+app.add_typer(workflows.app, name="workflow")
 app.command()(models.gc)
 app.command()(simulate)
 app.command()(revisions)

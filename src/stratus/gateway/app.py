@@ -46,6 +46,7 @@ from stratus.gateway.routes.sources import router as sources_router
 from stratus.gateway.routes.topics import router as topics_router
 from stratus.gateway.routes.traces import router as traces_router
 from stratus.gateway.routes.usage import router as usage_router
+from stratus.gateway.routes.workflows import router as workflows_router
 from stratus.gateway.state import Components
 from stratus.security.audit_log import AuditLog
 from stratus.security.roles import Permission
@@ -133,6 +134,7 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     app.include_router(topics_router)
     app.include_router(sources_router)
     app.include_router(invocations_router)
+    app.include_router(workflows_router)
     dashboard.mount_ui(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness",

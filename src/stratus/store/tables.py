@@ -293,3 +293,56 @@ class AsyncInvocationRow(Base):
     source: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+class WorkflowRow(Base):
+    """A workflow's definition, as its author wrote it (YAML or JSON text)."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)
+    name: Mapped[str] = mapped_column(String(63), nullable=False)
+    definition: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)  # Unix seconds
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class ExecutionRow(Base):
+    """One run of a workflow, with the definition it started with (a redeploy changes only the
+    runs that start after it). Input, output and error are JSON text."""
+
+    __tablename__ = "workflow_executions"
+    __table_args__ = (Index("ix_workflow_executions_namespace_created", "namespace", "created_at"),
+                      Index("ix_workflow_executions_status", "status"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63), nullable=False)
+    workflow: Mapped[str] = mapped_column(String(63), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    definition: Mapped[str] = mapped_column(Text, nullable=False)
+    input: Mapped[str] = mapped_column(Text, nullable=False)
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class WorkflowStepRow(Base):
+    """One step of an execution once it ended (succeeded, failed, or failed and caught); ``key``
+    says where it ran (``3``, ``2/1/0``: a parallel's branch or a map's element)."""
+
+    __tablename__ = "workflow_steps"
+
+    execution_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    step: Mapped[str] = mapped_column(String(63), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    input: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    chosen: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    started_at: Mapped[float] = mapped_column(Float, nullable=False)
+    finished_at: Mapped[float] = mapped_column(Float, nullable=False)

@@ -67,7 +67,9 @@ function stop() {
 }
 
 function show(view) {
-  for (const id of ["login", "list-view", "detail-view"]) $(id).hidden = id !== view;
+  for (const id of ["login", "list-view", "detail-view", "workflows-view", "execution-view"]) {
+    $(id).hidden = id !== view;
+  }
   $("sign-out").hidden = view === "login";
 }
 
@@ -86,7 +88,10 @@ function route() {
     return;
   }
   const match = location.hash.match(/^#\/d\/([^/]+)$/);
+  const execution = location.hash.match(/^#\/x\/([^/]+)$/); // workflows.js
   if (match) openDeployment(decodeURIComponent(match[1]));
+  else if (execution) openExecution(decodeURIComponent(execution[1]));
+  else if (location.hash === "#/workflows") openWorkflows();
   else openList();
 }
 
