@@ -21,7 +21,6 @@ import aiohttp
 NOOP = b'{"x": 1}'
 CLOCK = b'{"clock": true}'
 DONE = frozenset({"succeeded", "failed", "dead", "cancelled"})
-LATENCY_FIRST_POLL_S = 0.005  # the goal for send -> handler start
 
 
 class AsyncClient:
@@ -53,21 +52,20 @@ class AsyncClient:
     async def status(self, invocation_id: str) -> dict[str, Any]:
         return await self._json("GET", f"/api/invocations/{invocation_id}", 200)
 
-    async def wait(self, invocation_id: str, poll_s: float, within_s: float = 120.0,
-                   first_poll_s: float = 0.0) -> dict[str, Any]:
-        """Poll one invocation until it is terminal; raise unless it succeeded. The first poll
-        comes after ``first_poll_s``, so polls do not compete with the dispatch they wait on."""
+    async def wait(self, invocation_id: str, within_s: float = 120.0) -> dict[str, Any]:
+        """Long-poll one invocation (``GET /api/invocations/{id}?wait=S``, answered when it
+        ends) until it is terminal; raise unless it succeeded."""
         deadline = time.monotonic() + within_s
-        await asyncio.sleep(first_poll_s)
         while True:
-            record = await self.status(invocation_id)
+            left = max(0.1, min(60.0, deadline - time.monotonic()))
+            record = await self._json("GET", f"/api/invocations/{invocation_id}", 200,
+                                      params={"wait": f"{left:.3f}"})
             if record["status"] in DONE:
                 if record["status"] != "succeeded":
                     raise RuntimeError(f"invocation {invocation_id}: {json.dumps(record)[:500]}")
                 return record
             if time.monotonic() > deadline:
                 raise TimeoutError(f"invocation {invocation_id} still {record['status']}")
-            await asyncio.sleep(poll_s)
 
     async def listed(self, status: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
         params = {"deployment": self.deployment, "status": status, "limit": str(limit)}
@@ -96,7 +94,7 @@ class AsyncClient:
 async def throughput(client: AsyncClient, n: int, concurrency: int, poll_s: float,
                      within_s: float) -> dict[str, Any]:
     """``n`` submissions from ``concurrency`` coroutines, then poll until none is pending."""
-    await client.wait(await client.submit(), poll_s)  # connections and the path are warm
+    await client.wait(await client.submit())  # connections and the path are warm
     before = await client.count("succeeded")
     errors: list[str] = []
     remaining = iter(range(n))
@@ -127,18 +125,16 @@ async def throughput(client: AsyncClient, n: int, concurrency: int, poll_s: floa
 
 
 async def latency(client: AsyncClient, n: int, gap_s: float, poll_s: float) -> dict[str, Any]:
-    """``n`` invocations one at a time on an idle, warm deployment. The status is polled from
-    ``LATENCY_FIRST_POLL_S`` after the 202 on (the server has no blocking wait on an
-    invocation), so polls stay off the server's loop while it dispatches; Celery's client
-    waits on a Redis pub/sub channel instead, so ``to_result`` favours Celery by up to a poll."""
-    await client.wait(await client.submit(CLOCK), poll_s)
+    """``n`` invocations one at a time on an idle, warm deployment; the client long-polls each
+    (``?wait=``), as Celery's waits on a Redis pub/sub channel."""
+    await client.wait(await client.submit(CLOCK))
     samples: list[dict[str, float]] = []
     for _ in range(n):
         await asyncio.sleep(gap_s)
         sent = time.time()
         invocation_id = await client.submit(CLOCK)
         accepted = time.time()
-        record = await client.wait(invocation_id, poll_s, first_poll_s=LATENCY_FIRST_POLL_S)
+        record = await client.wait(invocation_id)
         samples.append({"to_start": float(record["result"]["started"]) - sent,
                         "to_result": time.time() - sent, **path_of(record, sent, accepted)})
     return {"samples": samples}
@@ -155,7 +151,7 @@ def path_of(record: dict[str, Any], sent: float, accepted: float) -> dict[str, f
 async def first(client: AsyncClient, poll_s: float, within_s: float) -> dict[str, float]:
     """One async invocation on a deployment at zero replicas, to its result."""
     sent = time.time()
-    record = await client.wait(await client.submit(CLOCK), poll_s, within_s)
+    record = await client.wait(await client.submit(CLOCK), within_s)
     done = time.time()
     return {"to_result_s": done - sent, "to_handler_start_s": float(record["result"]["started"]) - sent}
 

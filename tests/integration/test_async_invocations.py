@@ -332,3 +332,19 @@ def test_the_cli_queues_watches_lists_and_redrives(server: StratusServer, tmp_pa
     assert dead in server.cli("dlq", "ls", "async-cli-dead").stdout
     redriven = server.cli("dlq", "redrive", "async-cli-dead")
     assert dead in redriven.stdout and "redriven: 1" in redriven.stderr
+
+
+def test_a_long_poll_answers_when_the_invocation_ends(server: StratusServer,
+                                                      tmp_path: Path) -> None:
+    markers = marker_dir(tmp_path)
+    deploy(server, "async-longpoll", "slow", markers)
+    invocation_id = enqueue(server.http, "async-longpoll", {"steps": 2, "step_s": 0.3}).json()["id"]
+    view = server.http.get(f"/api/invocations/{invocation_id}", params={"wait": 30}).json()
+    assert view["status"] == "succeeded" and view["result"] == {"steps": 2}
+    # On one still running, the answer comes after the wait, as it stands.
+    slow = enqueue(server.http, "async-longpoll", {"steps": 30, "step_s": 0.2}).json()["id"]
+    started = time.monotonic()
+    pending = server.http.get(f"/api/invocations/{slow}", params={"wait": 0.5}).json()
+    assert pending["status"] in ("queued", "running") and time.monotonic() - started >= 0.5
+    assert server.http.get(f"/api/invocations/{slow}", params={"wait": 61}).status_code == 400
+    server.http.delete(f"/api/invocations/{slow}")

@@ -43,10 +43,21 @@ def _page_view(page: Page) -> dict[str, Any]:
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
+MAX_WAIT_S = 60.0
+
+
 @router.get("/invocations/{invocation_id}", dependencies=[needs(Permission.INVOKE)],
             summary="An asynchronous invocation: status, attempts, progress, result or error")
-async def get_invocation(invocation_id: str, request: Request, parts: Parts) -> dict[str, Any]:
-    record = await _service(parts).get(namespace_of(request), invocation_id)
+async def get_invocation(invocation_id: str, request: Request, parts: Parts,
+                         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0
+                         ) -> dict[str, Any]:
+    """With ``wait=S``, a long poll: the answer comes once the invocation has ended, or after
+    S seconds as it stands then, instead of the client polling in a loop."""
+    service = _service(parts)
+    if wait > 0:
+        record = await service.wait(namespace_of(request), invocation_id, wait)
+    else:
+        record = await service.get(namespace_of(request), invocation_id)
     return record.view()
 
 
