@@ -49,6 +49,9 @@ def prometheus(server: StratusServer, tmp_path: Path) -> Iterator[str]:
 
 def _up(url: str) -> bool:
     try:
+        # Prometheus listens before its storage is ready, and answers 503 until then.
+        if httpx.get(f"{url}/-/ready", timeout=5).status_code != 200:
+            return False
         return _query(url, 'up{job="stratus"}') == 1.0
     except httpx.TransportError:
         return False

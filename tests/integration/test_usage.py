@@ -71,12 +71,16 @@ def test_cost_of_a_known_workload_matches_the_hand_computed_truth(priced: Stratu
         return sum(PRICES["per_request"] + t * PRICES["per_second"]
                    + t * MEMORY_MB / 1024 * PRICES["per_gb_second"] for t in durations)
 
+    # What ran lies between the handler's sleep (the least a call can take) and what the
+    # client waited (the most): a loaded machine stretches each call by milliseconds, which
+    # the meter rightly charges.
     truth = by_hand([SLEEP_S] * CALLS)
     reported = group["cost"]["invocations"]
     error = abs(reported - truth) / truth
     print(f"invocation cost: reported {reported:.9f}, truth {truth:.9f}, error {error:.3%}")
-    assert error <= 0.01
-    assert group["gb_seconds"] == pytest.approx(CALLS * SLEEP_S * MEMORY_MB / 1024, rel=0.01)
+    assert truth * 0.999 <= reported <= by_hand(client_s)
+    lower_gb_s = CALLS * SLEEP_S * MEMORY_MB / 1024
+    assert lower_gb_s * 0.999 <= group["gb_seconds"] <= sum(client_s) * MEMORY_MB / 1024
     assert group["cold_starts"] == 0 and group["errors"] == 0
 
     # Each record's own time lies between the handler's sleep and what the client waited, and
