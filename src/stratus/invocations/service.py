@@ -15,7 +15,7 @@ from typing import Any
 
 from stratus.control.controller import Controller
 from stratus.dispatch.dispatcher import Dispatcher
-from stratus.errors import NotFound, StratusError
+from stratus.errors import NotFound, QuotaFull, StratusError
 from stratus.invocations.capacity import async_capacity, set_backlog
 from stratus.invocations.destinations import Destinations
 from stratus.invocations.invoker import invoke_json
@@ -58,6 +58,9 @@ class AsyncService:
         self._dirty: set[tuple[str, str]] = set()  # deployments that may have work to claim
         self._wake = asyncio.Event()
         self._poll_at = 0.0  # monotonic: when the drain loop next reads the whole queue
+        # Queued per namespace: as the latest read of the queue saw it, plus what was enqueued
+        # here since; what the max_queued quota is checked against.
+        self._queued: dict[str, int] = {}
         self._waiters: dict[str, list[asyncio.Future[AsyncInvocation]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -95,6 +98,7 @@ class AsyncService:
         """Store one invocation (committed before this returns); with an idempotency key
         already used, the first invocation and False."""
         spec = self.settings_of(namespace, deployment)
+        self._check_queue_quota(namespace)
         now = self.clock()
         new = NewInvocation(
             id=new_id(), namespace=namespace, deployment=deployment, payload=payload,
@@ -105,9 +109,17 @@ class AsyncService:
             pinned_revision=pinned, source=source or {"kind": "api"})
         record, created = await self.queue.enqueue(new, now)
         if created:
+            self._queued[namespace] = self._queued.get(namespace, 0) + 1
             self._dirty.add((namespace, deployment))
             self._poll_within(POLL_S)
         return record, created
+
+    def _check_queue_quota(self, namespace: str) -> None:
+        limit = self.controller.caps.quotas.for_namespace(namespace).max_queued
+        if limit and self._queued.get(namespace, 0) >= limit:
+            raise QuotaFull(f"namespace {namespace!r} has {limit} asynchronous invocations "
+                            "queued, its quota (max_queued); retry once some have run",
+                            retry_after=1.0)
 
     async def _submit_for_destination(self, namespace: str, deployment: str, payload: bytes,
                                       source: dict[str, Any]) -> AsyncInvocation:
@@ -203,6 +215,7 @@ class AsyncService:
                 if time.monotonic() >= self._poll_at:
                     pending = await self.queue.pending(self.clock())
                     set_backlog(self.dispatcher, pending)
+                    self._queued = _by_namespace(pending)
                     self._dirty.update(pending)
                     busy = bool(pending or self.running)
                     poll_s = POLL_S if busy else min(IDLE_POLL_MAX_S, poll_s * 2)
@@ -232,6 +245,8 @@ class AsyncService:
                                              self.clock(), LEASE_S)
             if len(claimed) < free:
                 self._dirty.discard(key)
+            if claimed:
+                self._queued[namespace] = max(0, self._queued.get(namespace, 0) - len(claimed))
             for record in claimed:
                 self._inflight[key] = self._inflight.get(key, 0) + 1
                 self.running[record.id] = asyncio.create_task(self._attempt(record))
@@ -363,6 +378,13 @@ class _ProgressWriter:
     def close(self) -> None:
         if self.task is not None and not self.task.done() and self.latest is None:
             self.task.cancel()
+
+
+def _by_namespace(pending: dict[tuple[str, str], int]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (namespace, _), count in pending.items():
+        totals[namespace] = totals.get(namespace, 0) + count
+    return totals
 
 
 def _error_of(exc: StratusError) -> dict[str, Any]:

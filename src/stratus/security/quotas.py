@@ -27,6 +27,8 @@ class NamespaceQuota(BaseModel):
     max_concurrency: int = Field(default=0, ge=0, description="data-plane requests in flight")
     max_replicas: int = Field(default=0, ge=0, description="replicas of all its deployments")
     max_memory_mb: int = Field(default=0, ge=0, description="memory_mb x replicas, summed")
+    max_queued: int = Field(default=0, ge=0,
+                            description="asynchronous invocations waiting in the queue")
 
     def key_burst_for(self, rate: float) -> float:
         return self.key_burst or max(1.0, rate)

@@ -1,0 +1,48 @@
+"""A namespace's ``max_queued`` quota: async invocations beyond it get a 429 while the queue is
+full, other namespaces are not held back, and the queued work still runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from test_async_invocations import enqueue, marker_dir, wait_done
+
+from server import TEST_ENV, StratusServer
+
+
+def test_queued_work_over_the_quota_is_refused_until_it_drains(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "stratus.yaml").write_text(yaml.safe_dump(
+        {"quotas": {"default": {"max_queued": 3}}}))  # every namespace: 3 each
+    server = StratusServer(data_dir, TEST_ENV)
+    server.start()
+    try:
+        markers = marker_dir(tmp_path)
+        server.deploy("asyncjobs", "app.py:slow", name="quota-slow", max_replicas=1,
+                      max_concurrency=1, config={"marker_dir": markers},
+                      async_invocations={"share": 1.0})
+        running = enqueue(server.http, "quota-slow", {"steps": 1, "step_s": 1.0}).json()["id"]
+        server.wait_ready("quota-slow")
+        queued = [enqueue(server.http, "quota-slow", {"steps": 1, "step_s": 0}) for _ in range(3)]
+        assert all(response.status_code == 202 for response in queued)
+        refused = enqueue(server.http, "quota-slow", {"steps": 1, "step_s": 0})
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["type"] == "quota_exceeded"
+        assert "max_queued" in refused.json()["error"]["message"]
+        assert refused.headers["retry-after"]
+        _, other_key = server.mint_key("quota-other", "developer")
+        with server.client_as(other_key) as other:
+            # Another namespace's queue is its own: a full one here holds nothing back there.
+            deployed = other.post("/api/deployments", json={
+                "name": "quota-slow", "code": {"bundle": server.upload("asyncjobs"),
+                                               "entrypoint": "app.py:echo"}})
+            assert deployed.status_code == 200, deployed.text
+            assert enqueue(other, "quota-slow", {}).status_code == 202
+        for invocation_id in [running] + [response.json()["id"] for response in queued]:
+            assert wait_done(server, invocation_id)["status"] == "succeeded"
+        again = enqueue(server.http, "quota-slow", {"steps": 1, "step_s": 0})
+        assert again.status_code == 202, again.text
+    finally:
+        server.stop()
