@@ -93,7 +93,9 @@ def test_error_ratio_alert_fires_and_resolves(alerting_server: StratusServer,
     assert webhook.states() == ["firing", "resolved"]
     resolved = webhook.received[1]["alert"]
     assert resolved["since"] == firing["since"] and resolved["resolved_at"] >= firing["since"]
-    assert resolved["value"] < 0.5
+    # The rule fires above its threshold, so it resolves at or below it (the window may
+    # hold exactly as many successes as errors when it is evaluated).
+    assert resolved["value"] <= firing["threshold"]
     shown = server.http.get("/api/alerts").json()["alerts"]
     assert len(shown) == 1 and shown[0]["state"] == "resolved"
     assert server.http.get("/api/alerts", params={"state": "firing"}).json() == {"alerts": []}

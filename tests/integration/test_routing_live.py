@@ -242,9 +242,15 @@ def test_a_revision_failing_30_percent_is_rolled_back_and_a_healthy_one_promoted
     assert view["traffic"] == {"2": 100}
     assert "error ratio" in view["rollout"]["reason"]
     assert any(e["kind"] == "rolled_back" for e in view["events"])
-    revisions = server.http.get("/api/deployments/tr-auto/revisions").json()["revisions"]
-    failed = next(r for r in revisions if r["revision"] == 3)
-    assert failed["status"] == "failed" and "error ratio" in failed["reason"]
+    def revision_3() -> dict[str, Any] | None:
+        revisions = server.http.get("/api/deployments/tr-auto/revisions").json()["revisions"]
+        found: dict[str, Any] = next(r for r in revisions if r["revision"] == 3)
+        return found if found["status"] == "failed" else None
+
+    # The rollback routes at once; the revision's status is recorded by the ordered metadata
+    # writes just after, so a loaded machine can show it a moment later.
+    failed = wait_for(revision_3, 10, "revision 3 to be recorded as failed")
+    assert "error ratio" in failed["reason"]
     assert server.status("tr-auto")["serving_revision"] == 2
     assert "ALERT" in server.log_tail(400) and "rolled_back" in server.log_tail(400)
     alerts = server.http.get("/api/alerts").json()["alerts"]
