@@ -28,7 +28,7 @@ from stratus.cli.cost import cost
 from stratus.cli.deploy import deploy
 from stratus.cli.logs import logs
 from stratus.cli.masterkey import rotate_master
-from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.options import ApiKey, AsJson, Namespace, Server, json_argument, make_client
 from stratus.cli.simulate import simulate
 from stratus.cli.traffic import revisions, rollback, rollout, traffic
 
@@ -118,14 +118,7 @@ def invoke(
     namespace: Namespace = None,
 ) -> None:
     """Invoke a deployment with a JSON payload and print what it returns."""
-    if payload == "-":
-        payload = sys.stdin.read()
-    elif payload.startswith("@"):
-        payload = Path(payload[1:]).read_text()
-    try:
-        json.loads(payload)
-    except ValueError as exc:
-        raise CliError(f"payload is not valid JSON: {exc}") from None
+    payload = json_argument(payload, "payload")
     with make_client(server, api_key, namespace) as client:
         headers = {"content-type": "application/json"}
         if idempotency_key:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from stratus.cli.client import CliError
-from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.options import ApiKey, AsJson, Namespace, Server, json_argument, make_client
 
 app = typer.Typer(help="Workflows: pipelines of deployments, defined in YAML or JSON.",
                   no_args_is_help=True)
@@ -78,14 +78,7 @@ def run(
     server: Server = None, api_key: ApiKey = None, namespace: Namespace = None,
 ) -> None:
     """Start an execution; with --wait, print its output (exit 1 if it did not succeed)."""
-    if payload == "-":
-        payload = sys.stdin.read()
-    elif payload.startswith("@"):
-        payload = Path(payload[1:]).read_text()
-    try:
-        json.loads(payload)
-    except ValueError as exc:
-        raise CliError(f"input is not valid JSON: {exc}") from None
+    payload = json_argument(payload, "input")
     query = f"?wait=true&timeout_s={timeout:g}" if wait else ""
     with make_client(server, api_key, namespace) as client:
         response = client.request("POST", f"/api/workflows/{name}/executions{query}",

@@ -17,14 +17,16 @@ ProgressSink = Callable[[float, str | None], None]
 
 async def invoke_json(dispatcher: Dispatcher, namespace: str, deployment: str, body: bytes,
                       request_id: str, *, pinned: int | None = None,
-                      on_progress: ProgressSink | None = None,
-                      protocol: str = "async") -> tuple[bytes, InvocationResult]:
+                      on_progress: ProgressSink | None = None, protocol: str = "async",
+                      document: Any = None) -> tuple[bytes, InvocationResult]:
     """The handler's answer as JSON bytes (a streamed answer as the list of its items), and the
-    result it came in. Raises the StratusError of a failure, as a sync call would answer it."""
-    try:
-        document = json.loads(body) if body.strip() else {}
-    except ValueError as exc:
-        raise InvalidJSON(f"the payload is not valid JSON: {exc}") from None
+    result it came in. Raises the StratusError of a failure, as a sync call would answer it.
+    ``document``: the body already parsed, by a caller that had to (for a sticky field)."""
+    if document is None:
+        try:
+            document = json.loads(body) if body.strip() else {}
+        except ValueError as exc:
+            raise InvalidJSON(f"the payload is not valid JSON: {exc}") from None
     choice = dispatcher.choose(namespace, deployment, pinned, None, document)
     items: list[bytes] = []
 

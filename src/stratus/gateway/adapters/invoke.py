@@ -35,7 +35,7 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
     if "idempotency-key" in call.headers:
         key = idempotency_key(call)
         assert key is not None
-        return await idempotent_sync(parts, call, body, key)
+        return await idempotent_sync(parts, call, body, document, key)
     # The parsed document, so that a sticky JSON field is read without parsing the body again.
     choice = parts.dispatcher.choose(call.principal.namespace, call.params[0],
                                      call.pinned_revision(), call.headers, document)

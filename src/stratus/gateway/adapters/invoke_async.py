@@ -4,9 +4,10 @@ once the invocation is committed) and its idempotent calls (``Idempotency-Key``)
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from stratus.errors import BadRequest, Conflict, StratusError, Unavailable
-from stratus.gateway.http import Call, Reply, error_body, stratus_headers
+from stratus.gateway.http import Call, Reply, error_body, revision_header, stratus_headers
 from stratus.gateway.state import Components
 from stratus.invocations.invoker import invoke_json
 from stratus.invocations.service import AsyncService
@@ -80,7 +81,8 @@ async def enqueue(parts: Components, call: Call, body: bytes) -> Reply:
                  headers)
 
 
-async def idempotent_sync(parts: Components, call: Call, body: bytes, key: str) -> Reply:
+async def idempotent_sync(parts: Components, call: Call, body: bytes, document: Any,
+                          key: str) -> Reply:
     """A sync call that a repeat of its key answers from the record instead of running
     again; a repeat while the first still runs is a 409."""
     service = _service(parts)
@@ -93,7 +95,7 @@ async def idempotent_sync(parts: Components, call: Call, body: bytes, key: str) 
     try:
         answer, result = await invoke_json(parts.dispatcher, namespace, deployment, body,
                                            record.id, pinned=call.pinned_revision(),
-                                           protocol="native")
+                                           protocol="native", document=document)
     except StratusError as exc:
         await service.end_sync(record, None, exc, None)
         raise
@@ -107,7 +109,7 @@ def _replay(record: AsyncInvocation) -> Reply:
                (b"x-stratus-idempotent-replay", b"true")]
     if record.status is Status.SUCCEEDED and record.result is not None:
         if record.revision is not None:
-            headers += stratus_headers(record.revision, False)[:1]
+            headers.append(revision_header(record.revision))
         return Reply(200, record.result, headers)
     if record.terminal and record.error is not None:
         error = record.error
