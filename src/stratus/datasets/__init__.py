@@ -1,0 +1,1 @@
+"""Datasets: immutable, content-addressed versions of tabular data, their schemas and splits."""

@@ -1,0 +1,1 @@
+"""Experiment tracking outside Stratus: mirroring runs to an MLflow server."""
