@@ -232,7 +232,10 @@ class Controller:
         return [f"{unit.name} (revision {live.number})" for unit in self.list_units(namespace)
                 for live in unit.revisions.values() if name in live.runtime.secrets.values()]
 
-    async def patch(self, namespace: str, name: str, patch: DeploymentPatch) -> dict[str, Any]:
+    async def patch(self, namespace: str, name: str, patch: DeploymentPatch,
+                    strategy: RolloutStrategy | None = None) -> dict[str, Any]:
+        """A new revision with the patched fields, rolled out by ``strategy`` (default: switch
+        once warm)."""
         unit = self.get_unit(namespace, name)
         latest = unit.latest_revision()
         if latest is None:
@@ -251,7 +254,7 @@ class Controller:
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
         validate_scaling(scaling)
         return await self._record(namespace, name, runtime, scaling, latest.pool.meta, latest.code,
-                                  await self.loader.lay_out(runtime))
+                                  await self.loader.lay_out(runtime), strategy)
 
     async def follow_model(self, namespace: str, name: str) -> list[str]:
         """A version of ``name`` changed stage: deployments that follow that stage get a new
