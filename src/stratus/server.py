@@ -18,6 +18,7 @@ from stratus.backends.local import LocalBackend
 from stratus.config import Settings
 from stratus.control.controller import Controller
 from stratus.cost import prices_from
+from stratus.datasets.service import DatasetService
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.experiments.book import ExperimentBook
 from stratus.gateway.app import build
@@ -46,6 +47,7 @@ from stratus.security.rotation import settle
 from stratus.security.tokens import JwtVerifier, jwt_config
 from stratus.store.artifacts import ArtifactStore, sealed_blobs_exist
 from stratus.store.audit import AuditStore
+from stratus.store.datasets import DatasetStore
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.experiments import ExperimentStore
 from stratus.store.keys import KeyStore
@@ -102,7 +104,7 @@ def create_app(settings: Settings) -> DataPlane:
         controller = Controller(settings, MetadataStore(engine), artifacts, backend, dispatcher,
                                 model_service, app.state.secrets)
         parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller),
-                           model_service)
+                           model_service, DatasetService(DatasetStore(engine), artifacts))
         request_metrics = RequestMetrics(parts.metrics)
         guard.count_into(parts.metrics)
         dispatcher.listeners.append(request_metrics.observe)

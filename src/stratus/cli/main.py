@@ -13,6 +13,7 @@ from rich.table import Table
 
 from stratus.cli import (
     audit,
+    datasets,
     experiments,
     invocations,
     keys,
@@ -42,6 +43,7 @@ app.command()(deploy)
 app.command()(cost)
 app.command()(logs)
 app.add_typer(models.app, name="models")
+app.add_typer(datasets.app, name="datasets")
 app.add_typer(experiments.app, name="experiments")
 app.add_typer(keys.app, name="keys")
 keys.app.command("rotate-master")(rotate_master)

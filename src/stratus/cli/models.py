@@ -163,7 +163,7 @@ def gc(
     api_key: ApiKey = None,
     namespace: Namespace = None,
 ) -> None:
-    """Delete stored blobs that no model version or revision references."""
+    """Delete stored blobs that no model version, dataset version or revision references."""
     with make_client(server, api_key, namespace) as client:
         result = client.json("POST", "/api/gc", json={"grace_s": grace})
     err.print(f"removed {result['blobs_removed']} blob(s), freed {result['bytes_freed'] / 2**20:.1f} MiB")

@@ -30,6 +30,7 @@ from stratus.gateway.routes import (
     alerts,
     blobs,
     dashboard,
+    datasets,
     deployments,
     experiments,
     models,
@@ -120,6 +121,7 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     app.include_router(experiments.router)
     app.include_router(blobs.router)
     app.include_router(models.router)
+    app.include_router(datasets.router)
     app.include_router(v2.router)
     app.include_router(openai_models.router)
     app.include_router(traces_router)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from stratus.config import Settings
 from stratus.control.controller import Controller
+from stratus.datasets.service import DatasetService
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.invocations.service import AsyncService
 from stratus.models.service import ModelService
@@ -28,6 +29,7 @@ class Components:
     artifacts: ArtifactStore
     metrics: CollectorRegistry
     models: ModelService
+    datasets: DatasetService
     usage: UsageMeter | None = None  # set once metering runs; adapters hand it tokens
     payloads: PayloadLog | None = None  # with logging.payloads: request and response bodies
     async_service: AsyncService | None = None  # asynchronous invocations, once started

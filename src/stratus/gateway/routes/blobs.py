@@ -1,4 +1,4 @@
-"""Content-addressed uploads (code bundles and model files) and garbage collection."""
+"""Content-addressed uploads (code bundles, model and dataset files) and garbage collection."""
 
 from __future__ import annotations
 
@@ -69,10 +69,11 @@ class CollectRequest(BaseModel):
 
 @router.post("/gc",
              dependencies=[needs(Permission.GLOBAL)],
-             summary="Delete blobs that no model version or revision references")
+             summary="Delete blobs that no model version, dataset version or revision references")
 async def collect(body: CollectRequest, parts: Parts) -> dict[str, Any]:
     def run() -> dict[str, int]:
-        referenced = parts.models.store.all_digests() | parts.controller.store.all_bundles()
+        referenced = (parts.models.store.all_digests() | parts.datasets.store.all_digests()
+                      | parts.controller.store.all_bundles())
         return parts.artifacts.collect(referenced, body.grace_s)
 
     return await asyncio.to_thread(run)
