@@ -64,18 +64,26 @@ def _csv_error(label: str, path: Path, exc: pa.ArrowInvalid) -> BadRequest:
     if row is not None:
         return BadRequest(f"{label}: line {_physical_line(path, int(row.group(1)))}: {detail}")
     if "UTF8" in message or "UTF-8" in message:
-        line = _first_undecodable_line(path)
-        where = f"line {line}: " if line is not None else ""
-        return BadRequest(f"{label}: {where}the text is not valid UTF-8")
+        return _not_utf8(label, path)
     return BadRequest(f"{label}: {detail}")
+
+
+def _not_utf8(label: str, path: Path) -> BadRequest:
+    line = _first_undecodable_line(path)
+    where = f"line {line}: " if line is not None else ""
+    return BadRequest(f"{label}: {where}the text is not valid UTF-8")
 
 
 def _read_csv(label: str, path: Path, schema: pa.Schema | None) -> pa.Table:
     read, convert = _csv_options(schema, threads=schema is not None)
     try:
-        return pcsv.read_csv(path, read_options=read, convert_options=convert)
+        table = pcsv.read_csv(path, read_options=read, convert_options=convert)
     except pa.ArrowInvalid as exc:
         raise _csv_error(label, path, exc) from None
+    # Arrow infers bytes where text is not UTF-8; in a CSV that is a mistake to name.
+    if schema is None and any(pa.types.is_binary(kind) for kind in table.schema.types):
+        raise _not_utf8(label, path)
+    return table
 
 
 def _read_parquet(label: str, path: Path) -> pa.Table:

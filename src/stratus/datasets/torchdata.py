@@ -53,13 +53,13 @@ def _target(table: pa.Table, name: str) -> tuple[torch.Tensor, list[str] | None]
         column = column.cast(kind.value_type)
         kind = column.type
     if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-        return torch.from_numpy(np.asarray(column.to_numpy(), dtype=np.int64)), None
+        return torch.from_numpy(np.array(column.to_numpy(), dtype=np.int64)), None
     if pa.types.is_floating(kind):
-        return torch.from_numpy(np.asarray(column.to_numpy(), dtype=np.float32)), None
+        return torch.from_numpy(np.array(column.to_numpy(), dtype=np.float32)), None
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         classes = sorted(str(label) for label in pc.unique(column).to_pylist())
         codes = pc.index_in(column, value_set=pa.array(classes, type=kind))
-        return torch.from_numpy(np.asarray(codes.to_numpy(), dtype=np.int64)), classes
+        return torch.from_numpy(np.array(codes.to_numpy(), dtype=np.int64)), classes
     raise BadRequest(f"target column {name!r} is {kind}: a number or text is needed")
 
 
