@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import load_iris
 
@@ -121,7 +120,7 @@ def test_a_directory_whose_schemas_disagree_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match=r"do not share one schema: 2\.csv has the columns"):
         read_all([("1.csv", one), ("2.csv", other_columns)], "csv")
     text_and_number = write(tmp_path / "3.csv", "id,name\nx,b\n")
-    with pytest.raises(BadRequest, match="do not share one schema.*int64 vs string"):
+    with pytest.raises(BadRequest, match=r"do not share one schema.*int64 vs string"):
         read_all([("1.csv", one), ("3.csv", text_and_number)], "csv")
 
 

@@ -67,11 +67,13 @@ def iris_csv() -> bytes:
 
 
 def test_a_split_reads_the_same_rows_every_time(harness: Harness) -> None:
-    record, created = harness.push("iris", "1", {"iris.csv": iris_csv()},
-                                   split={"train": 0.8, "test": 0.2}, seed=11)
-    assert created and record.rows == 150
-    assert record.split == {"seed": 11, "fractions": {"train": 0.8, "test": 0.2},
-                            "sizes": {"test": 30, "train": 120}}
+    view, created = harness.push("iris", "1", {"iris.csv": iris_csv()},
+                                 split={"train": 0.8, "test": 0.2}, seed=11)
+    assert created and view["rows"] == 150 and view["ref"] == "iris@1"
+    assert view["split"] == {"seed": 11, "fractions": {"train": 0.8, "test": 0.2},
+                             "sizes": {"test": 30, "train": 120}}
+    assert view["preview"]["rows"][0]["species"] == "setosa"
+    assert len(view["preview"]["rows"]) == 20
     layout = json.loads(json.dumps(harness.service.resolve("default", "iris@1")))  # crosses JSON
     assert layout["ref"] == "iris@1" and layout["rows"] == 150 and layout["format"] == "csv"
     assert Path(layout["files"]["iris.csv"]["path"]).read_bytes() == iris_csv()
@@ -82,12 +84,12 @@ def test_a_split_reads_the_same_rows_every_time(harness: Harness) -> None:
     again = open_split(json.loads(json.dumps(layout)), "train").to_arrow()
     assert first.equals(again), "a second reader sees the same rows"
     whole = open_split(layout, None).to_pandas()
-    both = pd.concat([train.to_pandas(), test.to_pandas()]).sort_values(FEATURES + ["species"])
+    both = pd.concat([train.to_pandas(), test.to_pandas()]).sort_values([*FEATURES, "species"])
     assert len(whole) == 150
     pd.testing.assert_frame_equal(both.reset_index(drop=True),
-                                  whole.sort_values(FEATURES + ["species"]).reset_index(drop=True))
-    other_seed, _ = harness.push("iris", "2", {"iris.csv": iris_csv()},
-                                 split={"train": 0.8, "test": 0.2}, seed=12)
+                                  whole.sort_values([*FEATURES, "species"]).reset_index(drop=True))
+    harness.push("iris", "2", {"iris.csv": iris_csv()},
+                 split={"train": 0.8, "test": 0.2}, seed=12)
     moved = open_split(harness.service.resolve("default", "iris@2"), "test").to_arrow()
     assert not moved.equals(test.to_arrow()), "another seed chooses other rows"
 
@@ -181,6 +183,10 @@ def test_push_refuses_missing_blobs_bad_files_and_bad_requests(harness: Harness)
     assert harness.service.store.versions("default", "d") == []
 
 
+def digests(view: dict[str, Any]) -> set[str]:
+    return {entry["sha256"] for entry in view["files"].values()}
+
+
 def test_the_store_lists_latest_deletes_and_counts_digests(harness: Harness) -> None:
     one, _ = harness.push("d", "1", {"x.csv": b"a\n1\n"})
     two, _ = harness.push("d", "b", {"x.csv": b"a\n1\n2\n"})
@@ -191,7 +197,7 @@ def test_the_store_lists_latest_deletes_and_counts_digests(harness: Harness) -> 
         ("d", "b", 2, 2), ("e", "1", 1, 2)]
     assert [v["version"] for v in harness.service.show("default", "d")["versions"]] == ["1", "b"]
     store = harness.service.store
-    assert store.all_digests() == one.digests | two.digests | {
+    assert store.all_digests() == digests(one) | digests(two) | {
         harness.upload(b"a\n1\n")["sha256"], harness.upload(b"a\n3\n")["sha256"]}
     assert harness.service.delete("default", "d", "b") == "d@b"
     assert harness.service.find("default", "d").version == "1"
@@ -202,7 +208,7 @@ def test_the_store_lists_latest_deletes_and_counts_digests(harness: Harness) -> 
         harness.service.delete("default", "e", None)
     with pytest.raises(NotFound, match="dataset 'e' not found"):
         harness.service.delete("default", "e", "1")
-    assert store.all_digests() == one.digests
+    assert store.all_digests() == digests(one)
     harness.push("d", "2", {"x.csv": b"a\n5\n"})
     assert harness.service.find("default", "d").version == "2"
 
@@ -211,9 +217,33 @@ def test_a_split_preview_is_that_splits_first_rows(harness: Harness) -> None:
     data = "n\n" + "".join(f"{i}\n" for i in range(100))
     harness.push("nums", "1", {"n.csv": data.encode()}, split={"train": 0.9, "test": 0.1}, seed=5)
     whole = harness.service.preview("default", "nums", "1")
-    assert whole["preview"] == {"split": None, "rows": [{"n": i} for i in range(20)]}
+    assert whole["preview"] == {"split": None, "rows": [{"n": i} for i in range(20)],
+                                "split_rows": 100}
     assert whole["schema"] == {"columns": [{"name": "n", "type": "int64", "nulls": 0}]}
     test = harness.service.preview("default", "nums", "1", "test")
     expected = open_split(harness.service.resolve("default", "nums@1"), "test").to_pandas()
     assert test["preview"]["split"] == "test" and test["preview"]["split_rows"] == 10
     assert [row["n"] for row in test["preview"]["rows"]] == expected["n"].tolist()
+
+
+@pytest.mark.parametrize("format", ["csv", "parquet"])
+def test_previews_read_across_the_files_of_a_directory(harness: Harness, format: str,
+                                                       tmp_path: Path) -> None:
+    files = {}
+    for part in range(3):
+        frame = pd.DataFrame({"n": range(part * 10, part * 10 + 10), "half": [0.5] * 10})
+        target = tmp_path / f"{part}.{format}"
+        if format == "csv":
+            frame.to_csv(target, index=False)
+        else:
+            frame.to_parquet(target, index=False, row_group_size=4)
+        files[f"parts/{part}.{format}"] = target.read_bytes()
+    view, _ = harness.push("parts", "1", files, format=format, split={"a": 0.5, "b": 0.5})
+    assert view["rows"] == 30
+    shown = harness.service.preview("default", "parts", "1")["preview"]["rows"]
+    assert [row["n"] for row in shown] == list(range(20))
+    layout = harness.service.resolve("default", "parts@1")
+    for split in ("a", "b"):
+        expected = open_split(layout, split).to_pandas()["n"].tolist()[:20]
+        previewed = harness.service.preview("default", "parts", "1", split)["preview"]["rows"]
+        assert [row["n"] for row in previewed] == expected

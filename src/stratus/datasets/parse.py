@@ -6,7 +6,7 @@ names the file and, for CSV, the line."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -143,6 +143,26 @@ def read_all(sources: Sequence[Source], format: str, schema: pa.Schema | None = 
     parts = [table if table.schema.equals(target) else read_as(label, table, target)
              for label, table in tables]
     return pa.concat_tables(parts)
+
+
+def batches(label: str, path: Path, format: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """A file's rows a batch at a time, in the recorded types: the first rows of a large file
+    without reading all of it (a CSV is parsed only as far as it is read)."""
+    try:
+        if format == "csv":
+            read, convert = _csv_options(schema, threads=True)
+            source = pcsv.open_csv(path, read_options=read, convert_options=convert)
+        else:
+            source = pq.ParquetFile(path)
+        with source:
+            stream = source if format == "csv" else source.iter_batches()
+            for batch in stream:
+                if batch.schema.names != schema.names:
+                    raise BadRequest(f"{label}: its columns {batch.schema.names} are not the "
+                                     f"dataset's {schema.names}")
+                yield batch if batch.schema.equals(schema) else batch.cast(schema)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadRequest(f"{label}: {exc}") from None
 
 
 def read_as(label: str, table: pa.Table, schema: pa.Schema) -> pa.Table:

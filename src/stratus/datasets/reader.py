@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from stratus.datasets.parse import read_all
+from stratus.datasets.parse import batches, read_all
 from stratus.datasets.schema import arrow_schema
 from stratus.datasets.splits import split_indices
 from stratus.errors import IntegrityError, NotFound
@@ -53,6 +53,25 @@ def read_version(layout: dict[str, Any]) -> pa.Table:
         raise IntegrityError(f"dataset {layout['ref']} reads as {table.num_rows} rows, but "
                              f"{layout['rows']} were recorded at push")
     return table
+
+
+def take_rows(layout: dict[str, Any], rows: npt.NDArray[np.int64]) -> pa.Table:
+    """The rows numbered ``rows`` (ascending) of the version, reading its files only as far as
+    the last of them: a preview of a large version costs its first rows, not all of them."""
+    schema = arrow_schema(layout["schema"])
+    needed = int(rows[-1]) + 1 if len(rows) else 0
+    read: list[pa.RecordBatch] = []
+    have = 0
+    for relative in sorted(layout["files"]):
+        if have >= needed:
+            break
+        for batch in batches(relative, Path(layout["files"][relative]["path"]), layout["format"],
+                             schema):
+            read.append(batch)
+            have += batch.num_rows
+            if have >= needed:
+                break
+    return pa.Table.from_batches(read, schema).take(pa.array(rows, type=pa.int64()))
 
 
 class DatasetSplit:

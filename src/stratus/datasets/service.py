@@ -1,6 +1,6 @@
 """The datasets' operations on the server: push a version (parse the uploaded files, record the
-schema, rows, split and preview), resolve a reference to the layout a job reads, show, preview
-and delete."""
+schema, rows and split), resolve a reference to the layout a job reads, show, preview and
+delete. Previews are read from the sealed files when asked for: no row is kept in the database."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.datasets import splits
 from stratus.datasets.parse import read_all
-from stratus.datasets.reader import check_split, open_split
+from stratus.datasets.reader import check_split, open_split, take_rows
 from stratus.datasets.refs import DatasetRef, check_format, check_name, check_path, check_version
-from stratus.datasets.schema import describe, preview, public
+from stratus.datasets.schema import PREVIEW_ROWS, describe, preview, public
 from stratus.errors import BadRequest, NotFound
 from stratus.spec import SHA256_PATTERN
 from stratus.store.artifacts import ArtifactStore
@@ -55,9 +56,9 @@ class DatasetService:
 
     # -- push ---------------------------------------------------------------------------
     def push(self, namespace: str, name: str,
-             body: DatasetPushRequest) -> tuple[DatasetVersionRecord, bool]:
-        """(the version, whether it was created): pushing a version again with the same
-        content answers the stored one; with other content, Conflict."""
+             body: DatasetPushRequest) -> tuple[dict[str, Any], bool]:
+        """(the version's view, whether it was created): pushing a version again with the
+        same content answers the stored one; with other content, Conflict."""
         check_name(name)
         check_version(body.version)
         check_format(body.format)
@@ -65,7 +66,8 @@ class DatasetService:
         files = {check_path(relative): entry.model_dump() for relative, entry in body.files.items()}
         existing = self.store.find(namespace, name, body.version)
         if existing is not None:  # decided before parsing anything again
-            return self.store.repeated(existing, body.format, files, split), False
+            record = self.store.repeated(existing, body.format, files, split)
+            return self.preview(namespace, name, record.version), False
         ref = f"{name}@{body.version}"
         sources = [(relative, self._plaintext(ref, relative, files[relative]))
                    for relative in sorted(files)]
@@ -73,8 +75,10 @@ class DatasetService:
         rows = table.num_rows
         recorded = splits.describe(rows, split["seed"], split["fractions"]) if split else None
         record = _record(namespace, name, body.version, body.format, files, describe(table), rows,
-                         recorded, preview(table))
-        return self.store.create_version(record)
+                         recorded)
+        stored, created = self.store.create_version(record)
+        shown = {"split": None, "rows": preview(table), "split_rows": rows}
+        return self.view(stored, shown), created
 
     def _plaintext(self, ref: str, relative: str, entry: dict[str, Any]) -> Path:
         label = f"dataset {ref} ({relative})"
@@ -129,24 +133,22 @@ class DatasetService:
         return {"name": name, "latest": versions[-1].version,
                 "versions": [record.summary() for record in versions]}
 
-    def view(self, record: DatasetVersionRecord) -> dict[str, Any]:
+    @staticmethod
+    def view(record: DatasetVersionRecord, shown: dict[str, Any]) -> dict[str, Any]:
         return {**record.summary(), "files": record.files, "schema": public(record.schema),
-                "preview": {"split": None, "rows": record.preview}}
+                "preview": shown}
 
     def preview(self, namespace: str, name: str, version: str,
                 split: str | None = None) -> dict[str, Any]:
-        """A version's view; with ``split``, its preview is that split's first rows (read from
-        the files: only the whole version's preview is recorded)."""
+        """A version's view with its first rows, or with ``split``, that split's first rows."""
         record = self.find(namespace, f"{check_name(name)}@{check_version(version)}")
-        view = self.view(record)
-        if split is None:
-            return view
         layout = self.resolve(namespace, record.ref)
         chosen = open_split(layout, split)  # NotFound for a split the version lacks
-        head = chosen.indices[:20] if chosen.indices is not None else None
-        table = open_split(layout, None).to_arrow()
-        rows = preview(table.take(head) if head is not None else table)
-        return {**view, "preview": {"split": split, "rows": rows, "split_rows": chosen.num_rows}}
+        rows = (chosen.indices[:PREVIEW_ROWS] if chosen.indices is not None
+                else np.arange(min(record.rows, PREVIEW_ROWS), dtype=np.int64))
+        head = take_rows(layout, rows)
+        shown = {"split": split, "rows": preview(head), "split_rows": chosen.num_rows}
+        return self.view(record, shown)
 
     def delete(self, namespace: str, name: str, version: str | None) -> str:
         if version is None:
@@ -158,8 +160,8 @@ class DatasetService:
 
 def _record(namespace: str, name: str, version: str, format: str,
             files: dict[str, dict[str, Any]], schema: dict[str, Any], rows: int,
-            split: dict[str, Any] | None, rows_preview: list[dict[str, Any]]) -> DatasetVersionRecord:
+            split: dict[str, Any] | None) -> DatasetVersionRecord:
     return DatasetVersionRecord(
         namespace=namespace, name=name, version=version, format=format, files=files,
         size_bytes=sum(int(entry["size"]) for entry in files.values()), schema=schema, rows=rows,
-        split=split, preview=rows_preview, created_at=time.time())
+        split=split, created_at=time.time())

@@ -1,6 +1,7 @@
 """The datasets' repository: immutable versions per namespace and name, with the files (blobs),
-the inferred schema, the row count, the split and a preview that the push recorded. SQLAlchemy
-Core; synchronous, so callers run it off the event loop."""
+the inferred schema, the row count and the split that the push recorded. No row of the data is
+kept here: the data stays sealed in the artifact store. SQLAlchemy Core; synchronous, so callers
+run it off the event loop."""
 
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ DATASET_VERSIONS = Table(
     Column("data_schema", JSON, nullable=False),  # {columns: [{name, type, nulls}], arrow}
     Column("row_count", BigInteger, nullable=False),
     Column("split", JSON, nullable=True),  # {seed, fractions, sizes}
-    Column("preview", JSON, nullable=False),  # the first rows, as records
     Column("created_at", Float, nullable=False),  # Unix seconds
     UniqueConstraint("namespace", "name", "version"),
     Index("ix_dataset_versions_namespace_name", "namespace", "name"),
@@ -61,7 +61,6 @@ class DatasetVersionRecord:
     schema: dict[str, Any]
     rows: int
     split: dict[str, Any] | None
-    preview: list[dict[str, Any]]
     created_at: float
 
     @property
@@ -93,7 +92,7 @@ def _record(row: RowMapping) -> DatasetVersionRecord:
         format=row["format"], files=dict(row["files"]), size_bytes=int(row["size_bytes"]),
         schema=dict(row["data_schema"]), rows=int(row["row_count"]),
         split=dict(row["split"]) if row["split"] is not None else None,
-        preview=list(row["preview"]), created_at=float(row["created_at"]),
+        created_at=float(row["created_at"]),
     )
 
 
@@ -110,7 +109,7 @@ class DatasetStore:
         values = {"namespace": record.namespace, "name": record.name, "version": record.version,
                   "format": record.format, "files": record.files,
                   "size_bytes": record.size_bytes, "data_schema": record.schema,
-                  "row_count": record.rows, "split": record.split, "preview": record.preview,
+                  "row_count": record.rows, "split": record.split,
                   "created_at": record.created_at}
         try:
             with self.engine.begin() as connection:

@@ -23,9 +23,8 @@ router = APIRouter(prefix="/api/datasets", tags=["datasets"])
              summary="Record a dataset version whose files are uploaded")
 async def push_version(name: str, body: DatasetPushRequest, request: Request,
                        parts: Parts) -> JSONResponse:
-    service = parts.datasets
-    record, created = await asyncio.to_thread(service.push, namespace_of(request), name, body)
-    return JSONResponse(service.view(record), status_code=201 if created else 200)
+    view, created = await asyncio.to_thread(parts.datasets.push, namespace_of(request), name, body)
+    return JSONResponse(view, status_code=201 if created else 200)
 
 
 @router.get("", dependencies=[needs(Permission.READ)], summary="List datasets")

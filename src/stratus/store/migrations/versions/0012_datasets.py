@@ -28,7 +28,6 @@ def upgrade() -> None:
         sa.Column("data_schema", sa.JSON(), nullable=False),
         sa.Column("row_count", sa.BigInteger(), nullable=False),
         sa.Column("split", sa.JSON(), nullable=True),
-        sa.Column("preview", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.UniqueConstraint("namespace", "name", "version"),
         sqlite_autoincrement=True,
