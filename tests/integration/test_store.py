@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import Engine
 
 from server import StratusServer
+from stratus.errors import Conflict, NotFound
 from stratus.spec import RuntimeSpec, ScalingSpec
+from stratus.store.datasets import DatasetStore, DatasetVersionRecord
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.metadata import MetadataStore, RevisionStatus
 
@@ -97,3 +99,40 @@ def test_server_on_postgres_keeps_deployments_across_a_restart(tmp_path: Path) -
             assert server.invoke("pg-echo", {"a": 2}).json()["echo"] == {"a": 2}
         finally:
             server.stop()
+
+
+def _dataset(namespace: str, version: str, digest: str, created_at: float) -> DatasetVersionRecord:
+    return DatasetVersionRecord(
+        namespace=namespace, name="iris", version=version, format="csv",
+        files={"iris.csv": {"sha256": digest, "size": 10}}, size_bytes=10,
+        schema={"columns": [{"name": "x", "type": "double", "nulls": 0}], "arrow": "AA=="},
+        rows=150, split={"seed": 7, "fractions": {"train": 0.8, "test": 0.2},
+                         "sizes": {"test": 30, "train": 120}}, created_at=created_at)
+
+
+def test_dataset_versions_are_immutable_namespaced_and_latest_last(engine: Engine) -> None:
+    store = DatasetStore(engine)
+    first, created = store.create_version(_dataset("a", "2", "ab" * 32, 1.0))
+    assert created and store.find("a", "iris", "2") == first
+    again, created = store.create_version(_dataset("a", "2", "ab" * 32, 2.0))
+    assert not created and again == first, "the same content again is the stored version"
+    with pytest.raises(Conflict, match="already exists with other content"):
+        store.create_version(_dataset("a", "2", "cd" * 32, 3.0))
+    store.create_version(_dataset("a", "1", "cd" * 32, 4.0))
+    store.create_version(_dataset("b", "9", "ef" * 32, 5.0))
+    assert [r.version for r in store.versions("a", "iris")] == ["2", "1"]
+    latest = store.latest("a", "iris")
+    assert latest is not None and latest.version == "1", "the latest is the last pushed"
+    assert latest.split == {"seed": 7, "fractions": {"train": 0.8, "test": 0.2},
+                            "sizes": {"test": 30, "train": 120}}
+    assert [(r.version, n) for r, n in store.all_latest("a")] == [("1", 2)]
+    assert store.all_digests() == {"ab" * 32, "cd" * 32, "ef" * 32}
+    store.delete_version("a", "iris", "1")
+    latest = store.latest("a", "iris")
+    assert latest is not None and latest.version == "2"
+    with pytest.raises(NotFound, match="has no version 1"):
+        store.delete_version("a", "iris", "1")
+    assert store.delete_dataset("a", "iris") == 1
+    with pytest.raises(NotFound, match="dataset 'iris' not found"):
+        store.delete_dataset("a", "iris")
+    assert store.all_digests() == {"ef" * 32} and store.find("b", "iris", "9") is not None

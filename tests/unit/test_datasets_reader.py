@@ -247,3 +247,15 @@ def test_previews_read_across_the_files_of_a_directory(harness: Harness, format:
         expected = open_split(layout, split).to_pandas()["n"].tolist()[:20]
         previewed = harness.service.preview("default", "parts", "1", split)["preview"]["rows"]
         assert [row["n"] for row in previewed] == expected
+
+
+def test_a_tampered_blob_is_refused_at_push(harness: Harness) -> None:
+    entry = harness.upload(b"a,b\n1,2\n" * 100)
+    sealed = harness.artifacts.blob_path(entry["sha256"])
+    data = bytearray(sealed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    sealed.write_bytes(bytes(data))
+    body = DatasetPushRequest(version="1", format="csv", files={"x.csv": entry})
+    with pytest.raises(BadRequest, match=r"is corrupted.*fails its integrity check"):
+        harness.service.push("default", "d", body)
+    assert harness.service.store.versions("default", "d") == []

@@ -18,8 +18,8 @@ router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
 
 @router.post("/{name}/versions", dependencies=[needs(Permission.WRITE)], status_code=201,
-             responses={201: {"description": "Created (200: the same content was already this "
-                                             "version)"}},
+             responses={200: {"description": "The same content was already this version"},
+                        409: {"description": "The version exists with other content"}},
              summary="Record a dataset version whose files are uploaded")
 async def push_version(name: str, body: DatasetPushRequest, request: Request,
                        parts: Parts) -> JSONResponse:
