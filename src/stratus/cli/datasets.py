@@ -168,7 +168,7 @@ def remove(
     api_key: ApiKey = None,
     namespace: Namespace = None,
 ) -> None:
-    """Delete a dataset version, or a dataset; its blobs go at the next ``stratus gc``."""
+    """Delete a dataset version, or a dataset; its blobs go at the next stratus gc."""
     name, _, version = ref.partition("@")
     with make_client(server, api_key, namespace) as client:
         client.json("DELETE", f"/api/datasets/{name}" + (f"/versions/{version}" if version else ""))
