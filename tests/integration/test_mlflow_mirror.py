@@ -15,7 +15,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,9 @@ from server import free_port, wait_for
 mlflow = pytest.importorskip(
     "mlflow", reason="the MLflow client is not installed: pip install -e '.[mlflow]'")
 
+from stratus.jobs.events import JobEvent  # noqa: E402
+from stratus.jobs.log import JobLog  # noqa: E402
+from stratus.store.db import make_engine, migrate, sqlite_url  # noqa: E402
 from stratus.tracking.mlflow import MlflowMirror  # noqa: E402
 
 SERVER_VENV = Path(__file__).resolve().parents[1] / ".venv-mlflow"
@@ -98,15 +100,16 @@ def client(mlflow_server: MlflowServer) -> Any:
     return mlflow.MlflowClient(tracking_uri=mlflow_server.uri)
 
 
-@dataclass(frozen=True)
-class Event:
-    """A job event as the job log records it (stratus.jobs.events.JobEvent's fields)."""
+@pytest.fixture
+def job_log(tmp_path: Path) -> Iterator[JobLog]:
+    engine = make_engine(sqlite_url(tmp_path))
+    migrate(engine)
+    yield JobLog(engine)
+    engine.dispose()
 
-    job_id: str
-    type: str
-    data: dict[str, Any] = field(default_factory=dict)
-    seq: int = 0
-    at: float = field(default_factory=time.time)
+
+def event(job_id: str, type_: str, data: dict[str, Any] | None = None, seq: int = 1) -> JobEvent:
+    return JobEvent(job_id=job_id, seq=seq, type=type_, at=time.time(), data=data or {})
 
 
 def runs_of(client: Any, job_id: str) -> list[Any]:
@@ -127,30 +130,35 @@ def saved_model(directory: Path) -> tuple[Path, str]:
     return blob, digest
 
 
-def test_a_job_becomes_a_run(mlflow_server: MlflowServer, client: Any, tmp_path: Path) -> None:
+def test_a_job_becomes_a_run(mlflow_server: MlflowServer, client: Any, job_log: JobLog,
+                             tmp_path: Path) -> None:
     blob, digest = saved_model(tmp_path)
     job = "job-mirror-1"
-    events = [
-        Event(job, "JobSubmitted", {"spec": {"experiment": "iris-mirror",
-                                             "params": {"lr": 0.01, "epochs": 3}}}),
-        Event(job, "JobStarted", {"pid": 1234, "attempt": 1}),
-        Event(job, "ParamsLogged", {"params": {"hidden": 16, "optimizer": "adam"}}),
-        *[Event(job, "EpochCompleted", {"epoch": e, "loss": 1.0 / e, "metrics": {"acc": 0.3 * e}})
+    history: list[tuple[str, dict[str, Any]]] = [
+        ("JobSubmitted", {"spec": {"experiment": "iris-mirror",
+                                   "params": {"lr": 0.01, "epochs": 3}}}),
+        ("JobStarted", {"pid": 1234, "attempt": 1}),
+        ("ParamsLogged", {"params": {"hidden": 16, "optimizer": "adam"}}),
+        *[("EpochCompleted", {"epoch": e, "loss": 1.0 / e, "metrics": {"acc": 0.3 * e}})
           for e in (1, 2, 3)],
-        Event(job, "MetricLogged", {"name": "val_loss", "value": 0.42, "step": None}),
-        Event(job, "CheckpointSaved", {"step": 3, "digest": "ab" * 32, "size": 10}),
-        Event(job, "ModelSaved", {"model": {
+        ("MetricLogged", {"name": "val_loss", "value": 0.42, "step": None}),
+        ("CheckpointSaved", {"step": 3, "digest": "ab" * 32, "size": 10}),
+        ("ModelSaved", {"model": {
             "files": {"model.safetensors": {"sha256": digest, "size": blob.stat().st_size,
                                             "path": str(blob)}},
             "format": "safetensors", "framework": "torch", "task": "classification",
             "signature": {"inputs": [{"name": "x", "shape": [-1, 3]}]},
             "preprocessing": {"x": {"mean": 1.0, "std": 2.0}}}}),
-        Event(job, "JobCompleted", {"metrics": {"accuracy": 0.93}, "model_version": "1.0.0"}),
+        ("EvaluationCompleted", {"metrics": {"accuracy": 0.93, "f1_macro": 0.9,
+                                             "per_class": {"a": {"f1": 0.9}}}, "split": "test"}),
+        ("GateJudged", {"passed": True, "checks": [{"gate": "accuracy>=0.9", "passed": True}]}),
+        ("JobCompleted", {"metrics": {"accuracy": 0.93}, "model_version": None}),
+        ("ModelRegistered", {"name": "iris", "version": "1.0.0"}),
     ]
     mirror = MlflowMirror(mlflow_server.uri)
     try:
-        for event in events:
-            mirror.apply(event, namespace="team-a")
+        for type_, data in history:  # as the server will: each event the log appends
+            mirror.apply(job_log.append("team-a", job, type_, data), namespace="team-a")
         assert mirror.flush(60)
     finally:
         mirror.close()
@@ -167,15 +175,24 @@ def test_a_job_becomes_a_run(mlflow_server: MlflowServer, client: Any, tmp_path:
     assert tags["stratus.attempt"] == "1"
     assert tags["stratus.model_version"] == "1.0.0"
     assert tags["stratus.checkpoint"] == "ab" * 32
-    loss = client.get_metric_history(run.info.run_id, "loss")
-    assert sorted((m.step, m.value) for m in loss) == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
-    acc = client.get_metric_history(run.info.run_id, "acc")
-    assert sorted((m.step, round(m.value, 6)) for m in acc) == [(1, 0.3), (2, 0.6), (3, 0.9)]
-    # Values without a step land at the run's latest step, so they read as the last ones.
-    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] \
-        == [(3, 0.42)]
-    assert run.data.metrics["accuracy"] == 0.93
+    # Every curve as Stratus's own projection has it (a point without a step at its seq).
+    curves = job_log.curves("team-a", job)
+    assert set(curves) == {"loss", "acc", "val_loss"}
+    for name, points in curves.items():
+        mirrored = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id,
+                                                                               name))
+        assert mirrored == [(step, pytest.approx(value)) for step, value in points]
+    assert curves["val_loss"] == [(7, 0.42)]
+    assert run.data.metrics["accuracy"] == 0.93 and run.data.metrics["f1_macro"] == 0.9
+    assert "per_class" not in run.data.metrics
+    assert tags["stratus.gate"] == "passed"
+    assert tags["stratus.model"] == "iris@1.0.0"
 
+    top = sorted(f.path for f in client.list_artifacts(run.info.run_id))
+    assert top == ["evaluation.json", "gate.json", "model"]
+    evaluation = json.loads(Path(client.download_artifacts(
+        run.info.run_id, "evaluation.json", str(tmp_path / "eval"))).read_text())
+    assert evaluation["split"] == "test" and evaluation["metrics"]["per_class"]["a"]["f1"] == 0.9
     names = sorted(f.path for f in client.list_artifacts(run.info.run_id, "model"))
     assert names == ["model/model.safetensors", "model/stratus-model.json"]
     local = Path(client.download_artifacts(run.info.run_id, "model", str(tmp_path / "down")))
@@ -190,10 +207,10 @@ def test_failed_and_cancelled_jobs(mlflow_server: MlflowServer, client: Any) -> 
     mirror = MlflowMirror(mlflow_server.uri)
     try:
         for job in ("job-mirror-fail", "job-mirror-cancel"):
-            mirror.apply(Event(job, "JobSubmitted", {"spec": {"experiment": "iris-mirror"}}))
-        mirror.apply(Event("job-mirror-fail", "JobFailed",
-                           {"error": "Traceback ...\nValueError: boom", "reason": "error"}))
-        mirror.apply(Event("job-mirror-cancel", "JobCancelled", {"by": "alice"}))
+            mirror.apply(event(job, "JobSubmitted", {"spec": {"experiment": "iris-mirror"}}))
+        mirror.apply(event("job-mirror-fail", "JobFailed",
+                           {"error": "Traceback ...\nValueError: boom", "reason": "error"}, 2))
+        mirror.apply(event("job-mirror-cancel", "JobCancelled", {"by": "alice"}, 2))
         assert mirror.flush(60)
     finally:
         mirror.close()
@@ -215,7 +232,7 @@ def test_a_restarted_mirror_finds_the_run(mlflow_server: MlflowServer, client: A
     first.close()
     second = MlflowMirror(mlflow_server.uri)  # the server restarted: it knows nothing of the job
     second.log_metric(job, "loss", 0.5, step=2)
-    second.finish(job, "completed", {"accuracy": 0.8})
+    second.finish(job, "succeeded", {"accuracy": 0.8})
     assert second.flush(60)
     second.close()
     [run] = runs_of(client, job)
@@ -255,7 +272,7 @@ def test_mlflow_down_costs_warnings_not_jobs(caplog: pytest.LogCaptureFixture) -
         mirror.start("job-down", experiment="down", params={"lr": 0.1})
         for step in range(500):
             mirror.log_metric("job-down", "loss", 0.5, step)
-        mirror.finish("job-down", "completed", {"accuracy": 1.0})
+        mirror.finish("job-down", "succeeded", {"accuracy": 1.0})
         calls_took = time.monotonic() - started
         assert mirror.flush(60)
     finally:
@@ -279,7 +296,7 @@ def test_mlflow_that_comes_back_gets_the_run(mlflow_server: MlflowServer, client
         mlflow_server.start()
         time.sleep(0.6)  # past the pause
         mirror.log_metric(job, "loss", 0.25, step=4)
-        mirror.finish(job, "completed")
+        mirror.finish(job, "succeeded")
         assert mirror.flush(60)
     finally:
         mirror.close()

@@ -31,6 +31,8 @@ class JobEventLike(Protocol):
     @property
     def at(self) -> float: ...
     @property
+    def seq(self) -> int: ...
+    @property
     def data(self) -> dict[str, Any]: ...
 
 
@@ -47,7 +49,7 @@ def missing_client_error() -> RuntimeError | None:
 @dataclass(frozen=True)
 class _Call:
     job_id: str
-    kind: str  # start | params | metric | tags | model | finish
+    kind: str  # start | params | metric | tags | model | document | finish
     at: float
     payload: Any = None
 
@@ -108,15 +110,25 @@ class MlflowMirror:
                    artifact_path)
         self._put(_Call(job_id, "model", at or time.time(), payload))
 
-    def finish(self, job_id: str, status: str, metrics: Mapping[str, float] | None = None,
+    def log_document(self, job_id: str, document: Mapping[str, Any], artifact_file: str,
+                     at: float | None = None) -> None:
+        """A JSON artifact of the run (e.g. ``evaluation.json``)."""
+        self._put(_Call(job_id, "document", at or time.time(), (dict(document), artifact_file)))
+
+    def finish(self, job_id: str, status: str, metrics: Mapping[str, Any] | None = None,
                at: float | None = None) -> None:
-        """``status``: completed, failed or cancelled; ``metrics``: the run's final values."""
+        """``status``: succeeded, failed or cancelled; ``metrics``: the run's final values
+        (those that are numbers)."""
         if status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         at = at or time.time()
-        for name, value in (metrics or {}).items():
-            self.log_metric(job_id, name, value, None, at)
+        self._log_scalars(job_id, metrics, at)
         self._put(_Call(job_id, "finish", at, status))
+
+    def _log_scalars(self, job_id: str, metrics: Mapping[str, Any] | None, at: float) -> None:
+        for name, value in (metrics or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.log_metric(job_id, name, value, None, at)
 
     def apply(self, event: JobEventLike, namespace: str | None = None) -> None:
         """Mirror one event of the job log (the event types of stratus.jobs.events)."""
@@ -131,7 +143,10 @@ class MlflowMirror:
         elif event.type == "ParamsLogged":
             self.log_params(job_id, data.get("params") or {}, at)
         elif event.type == "MetricLogged":
-            self.log_metric(job_id, data["name"], data["value"], data.get("step"), at)
+            # Without a step, the event's sequence number: where Stratus's own curve puts it.
+            step = data.get("step")
+            self.log_metric(job_id, data["name"], data["value"],
+                            event.seq if step is None else step, at)
         elif event.type == "EpochCompleted":
             epoch = data.get("epoch")
             self.log_metric(job_id, "loss", data["loss"], epoch, at)
@@ -141,10 +156,23 @@ class MlflowMirror:
             self.set_tags(job_id, {"stratus.checkpoint": str(data.get("digest"))}, at)
         elif event.type == "ModelSaved":
             self._apply_model(job_id, data.get("model") or {}, at)
+        elif event.type == "EvaluationCompleted":
+            self._log_scalars(job_id, data.get("metrics"), at)
+            self.log_document(job_id, data, "evaluation.json", at)
+        elif event.type == "GateJudged":
+            self.set_tags(job_id, {"stratus.gate": "passed" if data.get("passed") else "failed"},
+                          at)
+            self.log_document(job_id, data, "gate.json", at)
+        elif event.type == "ModelRegistered":
+            self.set_tags(job_id, {"stratus.model_version": str(data.get("version")),
+                                   "stratus.model": f"{data.get('name')}@{data.get('version')}"},
+                          at)
+        elif event.type == "RolloutStarted":
+            self.set_tags(job_id, {"stratus.deployment": str(data.get("deployment"))}, at)
         elif event.type == "JobCompleted":
             if data.get("model_version"):
                 self.set_tags(job_id, {"stratus.model_version": str(data["model_version"])}, at)
-            self.finish(job_id, "completed", data.get("metrics"), at)
+            self.finish(job_id, "succeeded", data.get("metrics"), at)
         elif event.type == "JobFailed":
             self.set_tags(job_id, {"stratus.failure": str(data.get("reason") or ""),
                                    "stratus.error": str(data.get("error") or "")}, at)
@@ -261,6 +289,9 @@ class MlflowMirror:
         elif call.kind == "model":
             files, meta, artifact_path = call.payload
             writer.log_model(run_id, files, meta, artifact_path)
+        elif call.kind == "document":
+            document, artifact_file = call.payload
+            writer.log_dict(run_id, document, artifact_file)
         elif call.kind == "finish":
             writer.finish(run_id, call.payload, call.at)
 

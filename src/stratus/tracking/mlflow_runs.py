@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 JOB_TAG = "stratus.job_id"
-STATUSES = {"completed": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+# The job statuses that end a run (stratus.jobs.fold.TERMINAL) as MLflow names them.
+STATUSES = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a parameter's value
 MAX_TAG_VALUE = 5000
 METRICS_PER_BATCH = 1000  # log_batch takes at most 1000 metrics ...
@@ -141,6 +142,9 @@ class RunWriter:
                 os.symlink(Path(source).resolve(strict=True), target)
             (root / "stratus-model.json").write_text(json.dumps(meta, indent=2, default=str))
             self.client.log_artifacts(run_id, staging, artifact_path=artifact_path)
+
+    def log_dict(self, run_id: str, document: Mapping[str, Any], artifact_file: str) -> None:
+        self.client.log_dict(run_id, json.loads(json.dumps(document, default=str)), artifact_file)
 
     def finish(self, run_id: str, status: str, at: float) -> None:
         self.client.set_terminated(run_id, status=STATUSES[status], end_time=millis(at))
