@@ -4,6 +4,7 @@ makes the MLflow requests, and a server that is down costs warnings, never a job
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import queue
@@ -38,11 +39,10 @@ class JobEventLike(Protocol):
 
 def missing_client_error() -> RuntimeError | None:
     """Why the MLflow client cannot be used here, or None when it can."""
-    try:
-        import mlflow  # noqa: F401
-    except ImportError as exc:
-        return RuntimeError(f"tracking.mlflow_uri is set but the MLflow client is not "
-                            f"installed ({exc}): pip install 'stratus[mlflow]'")
+    # Found, not imported: the import takes a second or two, and happens on the mirror's thread.
+    if importlib.util.find_spec("mlflow") is None:
+        return RuntimeError("tracking.mlflow_uri is set but the MLflow client is not installed: "
+                            "pip install 'stratus[mlflow]'")
     return None
 
 
@@ -200,8 +200,13 @@ class MlflowMirror:
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued (within ``timeout``), then stop the thread."""
         if self._thread.is_alive():
-            self._queue.put(None)
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                log.warning("mlflow mirror: closing with %d calls unsent", self._queue.qsize())
+                return
             self._thread.join(timeout)
 
     def _put(self, call: _Call) -> None:
