@@ -161,3 +161,18 @@ def test_evaluate_model_bad_target() -> None:
     with pytest.raises(BadRequest, match="cannot also be a feature"):
         evaluate_model(model, pd.DataFrame({"v": [1.0], "y": [1.0]}), task="regression",
                        target="y", features=["v", "y"])
+
+
+def test_preprocessing_with_the_datasets_statistics() -> None:
+    """As a job or an evaluation wires it: the statistics fitted on the training split and
+    saved with the model, applied by stratus.datasets.stats to the rows being predicted
+    (evaluation does not import datasets, its layer peer: the caller binds the function)."""
+    from stratus.datasets.stats import apply_statistics, fit_statistics
+
+    train = pa.table({"h": [150.0, 160.0, 170.0, 180.0, 190.0], "w": [1.0, 1.0, 1.0, 1.0, 1.0]})
+    stats = fit_statistics(train, ["h", "w"])  # h: mean 170, std sqrt(200); w: std 0
+    model = linear([[1.0, 10.0]], [0.0])  # normalised h, plus 10 x the centred w
+    rows = pd.DataFrame({"h": [190.0, 170.0], "w": [3.0, 1.0]})
+    got = predict(model, rows, task="regression",
+                  preprocess=lambda frame: apply_statistics(frame, stats))
+    assert got == pytest.approx([20.0 / np.sqrt(200.0) + 20.0, 0.0])
