@@ -49,6 +49,7 @@ unit: $(STAMP)
 TEST_TOOLS := prometheus chromium
 
 test-tools:
+	bash tests/setup_mlflow_venv.sh  # a real MLflow server for the tracking mirror's test
 	@for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then apt-get install -y --no-install-recommends $$missing; fi
 
