@@ -65,6 +65,17 @@ class WorkerSpec:
     config: JobConfig
 
 
+@dataclass(frozen=True)
+class WorkerExit:
+    """How a job worker ended, as its zygote (and its cgroup) saw it."""
+
+    returncode: int  # negative: the signal that killed it
+    reason: str  # why the sandbox or the server killed it, if one did
+    out_of_memory: bool
+    cpu_s: float = 0.0  # user + system, with the processes it started and waited for
+    peak_rss: int = 0  # bytes
+
+
 class WorkerHandle(Protocol):
     """The server's side of a running job worker."""
 
@@ -89,8 +100,7 @@ class WorkerSink(Protocol):
     def worker_message(self, handle: WorkerHandle,
                        message: JobEventFrame | JobCall | JobDone) -> None: ...
 
-    def worker_exited(self, handle: WorkerHandle, returncode: int, reason: str,
-                      out_of_memory: bool) -> None: ...
+    def worker_exited(self, handle: WorkerHandle, ending: WorkerExit) -> None: ...
 
 
 class ReplicaEvents(Protocol):

@@ -212,8 +212,8 @@ class LocalBackend:
         self.workers.zygote_closed(zygote.code_key)
 
     def on_exited(self, replica_id: str, returncode: int, reason: str,
-                  out_of_memory: bool = False) -> None:
-        if self.workers.exited(replica_id, returncode, reason, out_of_memory):
+                  out_of_memory: bool = False, usage: tuple[float, int] = (0.0, 0)) -> None:
+        if self.workers.exited(replica_id, returncode, reason, out_of_memory, usage):
             return
         handle = self.handles.pop(replica_id, None)
         timer = self._kill_timers.pop(replica_id, None)

@@ -16,7 +16,7 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
-from stratus.backends.base import CodeSpec, WorkerSink, WorkerSpec
+from stratus.backends.base import CodeSpec, WorkerExit, WorkerSink, WorkerSpec
 from stratus.backends.isolation import Isolation
 from stratus.backends.zygotes import RevisionZygote
 from stratus.errors import Unavailable
@@ -41,7 +41,7 @@ class LocalWorker:
         self.pid: int | None = None
         self.connection: FramedConnection | None = None
         self.connected = False  # ever: a worker that never said hello has no frames to wait for
-        self.exit: tuple[int, str, bool] | None = None
+        self.exit: WorkerExit | None = None
         self.reported = False
         self._linger: asyncio.TimerHandle | None = None
 
@@ -68,9 +68,9 @@ class LocalWorker:
                 transport.resume_reading()
 
     # -- its end --------------------------------------------------------------------------
-    def exited(self, returncode: int, reason: str, out_of_memory: bool) -> None:
+    def exited(self, ending: WorkerExit) -> None:
         if self.exit is None:
-            self.exit = (returncode, reason, out_of_memory)
+            self.exit = ending
         if self.connection is None:
             self._report()
         elif self._linger is None:
@@ -90,7 +90,7 @@ class LocalWorker:
         self.reported = True
         if self._linger is not None:
             self._linger.cancel()
-        self.sink.worker_exited(self, *self.exit)
+        self.sink.worker_exited(self, self.exit)
 
 
 class JobWorkers:
@@ -169,7 +169,8 @@ class JobWorkers:
             worker.sink.worker_forked(worker, worker.pid)
         return True
 
-    def exited(self, worker_id: str, returncode: int, reason: str, out_of_memory: bool) -> bool:
+    def exited(self, worker_id: str, returncode: int, reason: str, out_of_memory: bool,
+               usage: tuple[float, int] = (0.0, 0)) -> bool:
         """The zygote reaped a process; False when it is not a job worker."""
         worker = self.workers.pop(worker_id, None)
         if worker is None:
@@ -177,7 +178,7 @@ class JobWorkers:
         ending = self.isolation.exited(worker_id, returncode)
         if ending is not None:  # the kernel's word on why beats the zygote's
             reason, out_of_memory = ending.reason, out_of_memory or ending.out_of_memory
-        worker.exited(returncode, reason, out_of_memory)
+        worker.exited(WorkerExit(returncode, reason, out_of_memory, *usage))
         return True
 
     def zygote_closed(self, code_key: str) -> None:

@@ -158,6 +158,8 @@ class Exited(NamedTuple):
     returncode: int
     reason: str
     out_of_memory: bool = False  # a zygote that predates it leaves it out
+    cpu_s: float = 0.0  # user + system CPU seconds of the process and its reaped children
+    peak_rss: int = 0  # bytes, the largest resident set it reached
 
 
 class Shutdown(NamedTuple):

@@ -79,17 +79,19 @@ class _ChildWatcher:
         os.close(self.write_fd)
 
 
-def _reap() -> list[tuple[int, int]]:
-    """Collect exited children as (pid, returncode); a negative code is the killing signal."""
-    exited: list[tuple[int, int]] = []
+def _reap() -> list[tuple[int, int, float, int]]:
+    """Collect exited children as (pid, returncode, CPU seconds, peak RSS bytes); a negative
+    code is the killing signal."""
+    exited: list[tuple[int, int, float, int]] = []
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return exited
         if pid == 0:
             return exited
-        exited.append((pid, os.waitstatus_to_exitcode(status)))
+        exited.append((pid, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime,
+                       usage.ru_maxrss * 1024))
 
 
 class RevisionZygote:
@@ -191,7 +193,7 @@ class RevisionZygote:
                 del self.memory_limits[pid]
 
     def _report_exits(self) -> None:
-        for pid, returncode in _reap():
+        for pid, returncode, cpu_s, peak_rss in _reap():
             replica_id = self.children.pop(pid, None)
             self.memory_limits.pop(pid, None)
             if pid in self.groups:  # the rest of a job's group goes with its leader
@@ -202,7 +204,7 @@ class RevisionZygote:
             self.out_of_memory.discard(pid)
             if replica_id is not None:
                 self.channel.send(Exited(EXITED, replica_id, pid, returncode, reason,
-                                         out_of_memory))
+                                         out_of_memory, cpu_s, peak_rss))
 
     def _shutdown(self) -> NoReturn:
         for pid in self.children:

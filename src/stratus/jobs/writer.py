@@ -1,0 +1,30 @@
+"""Appends job events to the log off the event loop, on one thread, so they are stored in the
+order they were handed over: a job's events in the order its worker made them."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from stratus.jobs.events import JobEvent
+from stratus.jobs.log import JobLog
+
+
+class EventWriter:
+    def __init__(self, log: JobLog) -> None:
+        self.log = log
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="job-events")
+
+    def append(self, namespace: str, job_id: str, type_: str,
+               data: dict[str, Any]) -> asyncio.Future[JobEvent]:
+        """Queued now (behind every earlier append), stored when the future resolves."""
+        return asyncio.get_running_loop().run_in_executor(
+            self._thread, self.log.append, namespace, job_id, type_, data)
+
+    async def call(self, function: Any, *args: Any) -> Any:
+        """Run ``function`` on the writer's thread, after the appends queued before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)

@@ -1,0 +1,101 @@
+"""Small training jobs for the tests: a torch MLP and a scikit-learn model on scikit-learn's
+bundled iris data, and jobs that fail, run out of memory, run until cancelled or resume from
+a checkpoint."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+
+from stratus import JobContext
+
+
+class MLP(torch.nn.Module):
+    def __init__(self, hidden: int = 16) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Linear(4, hidden), torch.nn.ReLU(),
+                                          torch.nn.Linear(hidden, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def _iris() -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_iris()
+    features = torch.tensor(data.data, dtype=torch.float32)
+    features = (features - features.mean(0)) / features.std(0)
+    return features, torch.tensor(data.target, dtype=torch.long)
+
+
+def train_mlp(ctx: JobContext) -> None:
+    print(f"first line of train_mlp in pid {os.getpid()}")
+    torch.manual_seed(int(ctx.params.get("seed", 0)))
+    x, y = _iris()
+    model = MLP(int(ctx.params.get("hidden", 16)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(ctx.params.get("lr", 0.05)))
+    ctx.log_params(optimizer="adam", rows=len(x))
+    for epoch in range(1, int(ctx.params.get("epochs", 5)) + 1):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            accuracy = (model(x).argmax(1) == y).float().mean()
+        ctx.log_metric("lr", optimizer.param_groups[0]["lr"], step=epoch)
+        ctx.epoch(epoch, float(loss), accuracy=accuracy)
+        ctx.logger.info("epoch %d loss %.4f", epoch, float(loss))
+    ctx.save_checkpoint({"model": model.state_dict(), "epoch": epoch})
+    ctx.save_model(model, task="classification",
+                   signature={"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]})
+
+
+def train_sklearn(ctx: JobContext) -> None:
+    data = load_iris()
+    model = LogisticRegression(C=float(ctx.params.get("C", 1.0)), max_iter=500)
+    model.fit(data.data, data.target)
+    ctx.log_metric("accuracy", accuracy_score(data.target, model.predict(data.data)))
+    ctx.save_model(model, task="classification")
+
+
+def fail(ctx: JobContext) -> None:
+    ctx.log_metric("progress", 0.5)
+    raise ValueError(f"the learning rate must be positive, not {ctx.params.get('lr')}")
+
+
+def hog(ctx: JobContext) -> None:
+    """Grows its memory a page at a time until the sandbox stops it."""
+    held = []
+    while True:
+        block = bytearray(16 << 20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page
+        held.append(block)
+
+
+def wait(ctx: JobContext) -> None:
+    """Starts a child process in its group, then runs until cancelled."""
+    child = os.fork()
+    if child == 0:
+        while True:
+            time.sleep(1)
+    print(f"child {child}", flush=True)
+    step = 0
+    while True:
+        step += 1
+        ctx.log_metric("heartbeat", step, step=step)
+        time.sleep(0.2)
+
+
+def resume(ctx: JobContext) -> None:
+    """Continues from its last checkpoint: each run adds one to the counter it holds."""
+    state = ctx.load_checkpoint()
+    count = 0 if state is None else int(state["count"])
+    ctx.save_checkpoint({"count": count + 1, "weights": torch.arange(4.0)}, step=count + 1)
+    ctx.log_metric("count", count + 1)
+    again = ctx.load_checkpoint()
+    assert again is not None and int(again["count"]) == count + 1, again
+    assert torch.equal(again["weights"], torch.arange(4.0))

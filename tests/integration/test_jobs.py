@@ -1,0 +1,202 @@
+"""Jobs on a real server: workers forked from the replicas' zygotes run user code that logs
+metrics and saves a torch MLP and a scikit-learn model; a job that raises, one that runs out
+of memory, one that is cancelled; roles and namespaces; a server killed under a running job."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server import TEST_ENV, StratusServer, pid_alive, wait_for
+
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def jobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StratusServer]:
+    instance = StratusServer(tmp_path_factory.mktemp("jobs"), TEST_ENV)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def submit(server: StratusServer, entrypoint: str, http: httpx.Client | None = None,
+           **fields: Any) -> httpx.Response:
+    digest = server.upload("jobs")
+    body = {"code": {"bundle": digest, "entrypoint": entrypoint}, **fields}
+    return (http or server.http).post("/api/jobs", json=body)
+
+
+def run(server: StratusServer, entrypoint: str, **fields: Any) -> dict[str, Any]:
+    response = submit(server, entrypoint, **fields)
+    assert response.status_code == 201, response.text
+    job: dict[str, Any] = response.json()
+    assert job["id"].startswith("job-") and job["status"] in ("queued", "running")
+    return job
+
+
+def wait_ended(server: StratusServer, job_id: str, http: httpx.Client | None = None,
+               timeout: float = 120) -> dict[str, Any]:
+    client = http or server.http
+
+    def ended() -> dict[str, Any] | None:
+        view: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
+        return view if view["status"] in ENDED else None
+
+    return wait_for(ended, timeout, f"job {job_id} to end", interval=0.1)
+
+
+def events(server: StratusServer, job_id: str) -> list[dict[str, Any]]:
+    response = server.http.get(f"/api/jobs/{job_id}/events")
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["events"]
+    return found
+
+
+def test_a_job_logs_its_metrics_and_saves_a_torch_mlp(jobs_server: StratusServer) -> None:
+    job = run(jobs_server, "train.py:train_mlp", params={"epochs": 6, "lr": 0.05, "hidden": 8},
+              experiment="iris-mlp")
+    view = wait_ended(jobs_server, job["id"])
+    assert view["status"] == "succeeded", view
+    history = events(jobs_server, job["id"])
+    kinds = [event["type"] for event in history]
+    assert kinds[:3] == ["JobSubmitted", "JobStarted", "ParamsLogged"]
+    assert kinds[-3:] == ["CheckpointSaved", "ModelSaved", "JobCompleted"]
+    assert [event["seq"] for event in history] == list(range(1, len(history) + 1))
+    epochs = [event["data"]["epoch"] for event in history if event["type"] == "EpochCompleted"]
+    assert epochs == [1, 2, 3, 4, 5, 6]
+    losses = [event["data"]["loss"] for event in history if event["type"] == "EpochCompleted"]
+    assert losses[-1] < losses[0]
+    final = history[-1]["data"]["metrics"]
+    assert final["loss"] == losses[-1] and 0.5 < final["accuracy"] <= 1.0 and final["lr"] == 0.05
+    assert view["params"] == {"epochs": 6, "lr": 0.05, "hidden": 8, "optimizer": "adam",
+                              "rows": 150}
+    assert view["total_epochs"] == 6 and view["epoch"] == 6 and view["experiment"] == "iris-mlp"
+    model = view["model"]
+    assert model["format"] == "safetensors" and model["framework"] == "torch"
+    assert model["meta"]["class_path"] == "train:MLP" and model["meta"]["job"] == job["id"]
+    assert model["signature"]["inputs"][0]["shape"] == [-1, 4]
+    weights = model["files"]["model.safetensors"]
+    assert jobs_server.http.head(f"/api/blobs/{weights['sha256']}").status_code == 200
+    started = next(event for event in history if event["type"] == "JobStarted")
+    assert started["data"]["attempt"] == 1 and started["data"]["pid"] > 0
+    curves = jobs_server.http.get(f"/api/jobs/{job['id']}/metrics").json()
+    assert [point[0] for point in curves["curves"]["loss"]] == [1, 2, 3, 4, 5, 6]
+    assert curves["metrics"] == final
+    log = jobs_server.http.get(f"/api/jobs/{job['id']}/logs").text
+    assert "first line of train_mlp" in log and "epoch 6 loss" in log
+
+
+def test_a_job_saves_a_scikit_learn_model_as_a_trusted_pickle(jobs_server: StratusServer) -> None:
+    job = run(jobs_server, "train.py:train_sklearn", params={"C": 2.0}, experiment="iris-lr")
+    view = wait_ended(jobs_server, job["id"])
+    assert view["status"] == "succeeded", view
+    model = view["model"]
+    assert (model["format"], model["framework"]) == ("pickle", "sklearn")
+    assert model["meta"]["trusted_pickle"] is True
+    assert model["meta"]["class_path"].endswith(":LogisticRegression")
+    assert view["metrics"]["accuracy"] > 0.9
+    runs = jobs_server.http.get("/api/jobs", params={"experiment": "iris-lr"}).json()["jobs"]
+    assert [run["id"] for run in runs] == [job["id"]]
+
+
+def test_a_job_that_raises_fails_with_its_traceback_in_a_log_only_its_namespace_reads(
+        jobs_server: StratusServer) -> None:
+    job = run(jobs_server, "train.py:fail", params={"lr": -1})
+    view = wait_ended(jobs_server, job["id"])
+    assert (view["status"], view["reason"]) == ("failed", "error"), view
+    assert view["error"] == "ValueError: the learning rate must be positive, not -1"
+    assert view["metrics"] == {"progress": 0.5}
+    log = jobs_server.http.get(f"/api/jobs/{job['id']}/logs").text
+    lines = [json.loads(line) for line in log.splitlines()]
+    trace = "\n".join(line["message"] for line in lines if line.get("stream") == "stderr")
+    assert "Traceback (most recent call last)" in trace and 'train.py", line' in trace
+    _, key = jobs_server.mint_key("jobs-other", "admin")
+    with jobs_server.client_as(key) as other:
+        for path in ("", "/logs", "/events", "/metrics"):
+            response = other.get(f"/api/jobs/{job['id']}{path}")
+            assert response.status_code == 404, (path, response.text)
+        assert other.get("/api/jobs").json()["jobs"] == []
+        assert other.delete(f"/api/jobs/{job['id']}").status_code == 404
+
+
+def test_a_job_over_its_memory_limit_fails_out_of_memory(jobs_server: StratusServer) -> None:
+    job = run(jobs_server, "train.py:hog", memory_mb=256)
+    view = wait_ended(jobs_server, job["id"])
+    assert (view["status"], view["reason"]) == ("failed", "out_of_memory"), view
+    assert "memory limit of 256 MB" in view["error"]
+
+
+def test_a_cancelled_job_has_its_processes_gone(jobs_server: StratusServer) -> None:
+    job = run(jobs_server, "train.py:wait")
+
+    def child_pid() -> int | None:
+        log = jobs_server.http.get(f"/api/jobs/{job['id']}/logs").text
+        found = [line for line in log.splitlines() if '"child ' in line]
+        return int(json.loads(found[0])["message"].split()[1]) if found else None
+
+    child = wait_for(child_pid, 60, "the job to start its child")
+    worker = jobs_server.http.get(f"/api/jobs/{job['id']}").json()["pid"]
+    assert pid_alive(worker) and pid_alive(child)
+    response = jobs_server.http.delete(f"/api/jobs/{job['id']}")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    wait_for(lambda: not pid_alive(worker) and not pid_alive(child), 5,
+             "the job's processes to be gone")
+    assert jobs_server.http.delete(f"/api/jobs/{job['id']}").status_code == 409
+    assert events(jobs_server, job["id"])[-1]["type"] == "JobCancelled"
+
+
+def test_bad_submissions_are_refused_with_the_reason(jobs_server: StratusServer) -> None:
+    missing = submit(jobs_server, "train.py:no_such_function")
+    assert missing.status_code == 400 and "no_such_function" in missing.json()["error"]["message"]
+    two_args = submit(jobs_server, "train.py:MLP")
+    assert two_args.status_code == 400 and "train(ctx)" in two_args.json()["error"]["message"]
+    workers = submit(jobs_server, "train.py:train_mlp", workers=2)
+    assert workers.status_code == 400 and "one worker" in workers.json()["error"]["message"]
+    bundle = jobs_server.http.post("/api/jobs", json={
+        "code": {"bundle": "0" * 64, "entrypoint": "train.py:train_mlp"}})
+    assert bundle.status_code == 400 and "has not been uploaded" in bundle.text
+    params = submit(jobs_server, "train.py:train_mlp", params={"lr": [1, 2]})
+    assert params.status_code == 400 and "params.lr" in params.text
+    assert jobs_server.http.get("/api/jobs/job-nothing").status_code == 404
+    assert jobs_server.http.get("/api/jobs", params={"status": "sleeping"}).status_code == 400
+
+
+def test_an_invoker_cannot_submit_a_job(jobs_server: StratusServer) -> None:
+    _, key = jobs_server.mint_key("default", "invoker")
+    with jobs_server.client_as(key) as invoker:
+        response = submit(jobs_server, "train.py:train_mlp", http=invoker)
+        assert response.status_code == 403, response.text
+
+
+def test_checkpoints_are_loaded_back_by_the_job_that_saved_them(
+        jobs_server: StratusServer) -> None:
+    job = run(jobs_server, "train.py:resume")
+    view = wait_ended(jobs_server, job["id"])
+    assert view["status"] == "succeeded", (view, jobs_server.http.get(
+        f"/api/jobs/{job['id']}/logs").text)
+    assert view["metrics"] == {"count": 1.0} and view["checkpoints"] == 1
+
+
+def test_a_job_running_when_the_server_is_killed_is_failed_on_restart(tmp_path: Path) -> None:
+    server = StratusServer(tmp_path / "data", TEST_ENV)
+    server.start()
+    try:
+        job = run(server, "train.py:wait")
+        wait_for(lambda: server.http.get(f"/api/jobs/{job['id']}").json()["status"] == "running",
+                 60, "the job to run")
+        worker = server.http.get(f"/api/jobs/{job['id']}").json()["pid"]
+        server.stop(signal.SIGKILL)
+        wait_for(lambda: not pid_alive(worker), 10, "the orphaned worker to end")
+        server.start()
+        view = server.http.get(f"/api/jobs/{job['id']}").json()
+        assert (view["status"], view["reason"]) == ("failed", "server_restart"), view
+    finally:
+        server.stop()
