@@ -15,12 +15,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import select
+
 from stratus.backends.base import Backend, CodeSpec, WorkerExit
 from stratus.config import Settings
 from stratus.errors import BadRequest, Conflict, NotFound, StratusError, Unavailable
 from stratus.jobs.events import new_job_id
 from stratus.jobs.fold import TERMINAL, JobState
-from stratus.jobs.log import JobLog
+from stratus.jobs.log import EVENTS, JobLog
 from stratus.jobs.metering import usage_record
 from stratus.jobs.request import DEFAULT_PRELOAD, JobRequest, JobsConfig
 from stratus.jobs.runner import JobPlan, JobRun
@@ -184,6 +186,22 @@ class JobService:
         view["queue_position"] = next((i + 1 for i, p in enumerate(self.queue)
                                        if p.job_id == state.id), None)
         return view
+
+    def referenced_digests(self) -> set[str]:
+        """Blobs the jobs' history points at (code, checkpoints, models): kept by ``/api/gc``."""
+        query = select(EVENTS.c.type, EVENTS.c.data).where(
+            EVENTS.c.type.in_(("JobSubmitted", "CheckpointSaved", "ModelSaved")))
+        found: set[str] = set()
+        with self.log.engine.connect() as conn:
+            for kind, text in conn.execute(query):
+                data = json.loads(text)
+                if kind == "JobSubmitted":
+                    found.add(str((data["spec"].get("code") or {}).get("bundle")))
+                elif kind == "CheckpointSaved":
+                    found.add(str(data["digest"]))
+                else:
+                    found.update(str(f["sha256"]) for f in data["model"]["files"].values())
+        return found
 
     def log_path(self, namespace: str, job_id: str) -> Path:
         return self.settings.log_dir / namespace / "jobs" / f"{job_id}.log"

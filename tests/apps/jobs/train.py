@@ -47,8 +47,8 @@ def train_mlp(ctx: JobContext) -> None:
         with torch.no_grad():
             accuracy = (model(x).argmax(1) == y).float().mean()
         ctx.log_metric("lr", optimizer.param_groups[0]["lr"], step=epoch)
-        ctx.epoch(epoch, float(loss), accuracy=accuracy)
-        ctx.logger.info("epoch %d loss %.4f", epoch, float(loss))
+        ctx.epoch(epoch, loss.item(), accuracy=accuracy)
+        ctx.logger.info("epoch %d loss %.4f", epoch, loss.item())
     ctx.save_checkpoint({"model": model.state_dict(), "epoch": epoch})
     ctx.save_model(model, task="classification",
                    signature={"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]})
