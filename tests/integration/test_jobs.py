@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from server import TEST_ENV, StratusServer, pid_alive, wait_for
+from server import APPS, STRATUS, TEST_ENV, StratusServer, pid_alive, wait_for
 
 ENDED = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture(scope="module")
 def jobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StratusServer]:
-    instance = StratusServer(tmp_path_factory.mktemp("jobs"), TEST_ENV)
+    data_dir = tmp_path_factory.mktemp("jobs")
+    (data_dir / "stratus.yaml").write_text("jobs:\n  max_running: 1\n")  # the rest queue
+    instance = StratusServer(data_dir, TEST_ENV)
     instance.start()
     yield instance
     instance.stop()
@@ -200,3 +203,78 @@ def test_a_job_running_when_the_server_is_killed_is_failed_on_restart(tmp_path: 
         assert (view["status"], view["reason"]) == ("failed", "server_restart"), view
     finally:
         server.stop()
+
+
+def test_jobs_beyond_max_running_wait_in_order(jobs_server: StratusServer) -> None:
+    first = run(jobs_server, "train.py:wait")
+    second = run(jobs_server, "train.py:train_sklearn")
+    third = run(jobs_server, "train.py:train_sklearn")
+    wait_for(lambda: jobs_server.http.get(f"/api/jobs/{first['id']}").json()["status"]
+             == "running", 60, "the first job to run")
+    views = [jobs_server.http.get(f"/api/jobs/{job['id']}").json() for job in (second, third)]
+    assert [(v["status"], v["queue_position"]) for v in views] == [("queued", 1), ("queued", 2)]
+    cancelled = jobs_server.http.delete(f"/api/jobs/{third['id']}").json()
+    assert cancelled["status"] == "cancelled"
+    assert [e["type"] for e in events(jobs_server, third["id"])] == ["JobSubmitted",
+                                                                     "JobCancelled"]
+    jobs_server.http.delete(f"/api/jobs/{first['id']}")
+    assert wait_ended(jobs_server, second["id"])["status"] == "succeeded"
+
+
+def test_a_job_past_its_timeout_is_stopped(jobs_server: StratusServer) -> None:
+    job = run(jobs_server, "train.py:wait", timeout_s=1.5)
+    view = wait_ended(jobs_server, job["id"])
+    assert (view["status"], view["reason"]) == ("failed", "timeout"), view
+    assert view["error"] == "the job ran past its timeout of 1.5s"
+    assert view["metrics"]["heartbeat"] >= 1
+
+
+def test_jobs_are_metered_on_a_cost_line_of_their_own(jobs_server: StratusServer) -> None:
+    before = jobs_server.http.get("/api/usage", params={"since": "1h"}).json()["jobs"]
+    job = run(jobs_server, "train.py:train_sklearn", memory_mb=512)
+    assert wait_ended(jobs_server, job["id"])["status"] == "succeeded"
+
+    def metered() -> dict[str, Any] | None:
+        jobs = jobs_server.http.get("/api/usage", params={"since": "1h"}).json()["jobs"]
+        return jobs if jobs["runs"] > before["runs"] else None
+
+    after = wait_for(metered, 30, "the job's usage record")
+    assert after["jobs"] == before["jobs"] + 1
+    assert after["gb_seconds"] - before["gb_seconds"] > 0
+    assert after["cpu_seconds"] > before["cpu_seconds"]
+    assert after["cost"]["total"] > before["cost"]["total"]
+    printed = jobs_server.cli("cost", "--since", "1h").stdout
+    assert f"jobs: {after['jobs']} run(s)" in printed and "GB-s" in printed
+
+
+def test_the_cli_runs_follows_compares_and_detaches(jobs_server: StratusServer) -> None:
+    target = str(APPS / "jobs" / "train.py")
+    done = jobs_server.cli("jobs", "run", f"{target}:train_mlp", "--param", "epochs=3",
+                           "--param", "lr=0.1", "--experiment", "cli", "--follow")
+    assert "3/3" in done.stderr and "succeeded" in done.stderr, done.stderr
+    assert "first line of train_mlp" in done.stderr
+    failed = jobs_server.cli("jobs", "run", f"{target}:fail", "--param", "lr=-2",
+                             "--experiment", "cli", "-f", check=False)
+    assert failed.returncode == 1  # rich wraps lines in a narrow (non-)terminal
+    assert "must be positive, not -2" in " ".join(failed.stderr.split()), failed.stderr
+    runs = jobs_server.http.get("/api/jobs", params={"experiment": "cli"}).json()["jobs"]
+    assert [run["status"] for run in runs] == ["failed", "succeeded"]
+    compared = jobs_server.cli("runs", "compare", runs[1]["id"], runs[0]["id"]).stdout
+    assert "param lr" in compared and "metric loss" in compared and "-2" in compared
+    printed = jobs_server.cli("jobs", "events", runs[1]["id"]).stdout
+    assert "JobSubmitted" in printed and "JobCompleted" in printed
+    listed = jobs_server.cli("jobs", "ls", "--experiment", "cli").stdout
+    assert runs[0]["id"] in listed and runs[1]["id"] in listed
+    follower = subprocess.Popen([STRATUS, "jobs", "run", f"{target}:wait", "-f"],
+                                env=jobs_server.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        waiting = wait_for(lambda: jobs_server.http.get(
+            "/api/jobs", params={"status": "running"}).json()["jobs"], 60, "the job to run")
+        follower.send_signal(signal.SIGINT)
+        output, _ = follower.communicate(timeout=30)
+        assert follower.returncode == 0 and "detached" in output, output
+        assert jobs_server.http.get(f"/api/jobs/{waiting[0]['id']}").json()["status"] == "running"
+    finally:
+        follower.kill()
+    jobs_server.cli("jobs", "cancel", waiting[0]["id"])

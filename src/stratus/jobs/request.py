@@ -18,7 +18,7 @@ MAX_PARAM_KEY = 128
 class JobRequest(BaseModel):
     """Body of ``POST /api/jobs``. The code bundle is uploaded first (``PUT /api/blobs/...``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     code: CodeRef
     params: dict[str, Scalar] = Field(default_factory=dict, max_length=256)
@@ -28,7 +28,9 @@ class JobRequest(BaseModel):
                                    description="groups runs to compare")
     memory_mb: int | None = Field(default=None, ge=64, le=1 << 20)
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
-    register: dict[str, Any] | None = None
+    # What to register the job's model as, and its gate (``register`` in the body; the name
+    # would shadow pydantic's own).
+    registration: dict[str, Any] | None = Field(default=None, alias="register")
     workers: int = Field(default=1, ge=1, le=1024, description="processes; only 1 for now")
     preload: list[str] | None = Field(default=None, max_length=64,
                                       description="modules the zygote imports; default torch")

@@ -134,7 +134,8 @@ class JobService:
         job_id = new_job_id()
         resolved = [{"ref": ref, "name": layout.get("name"), "version": layout.get("version")}
                     for ref, layout in layouts.items()]
-        spec = {**request.model_dump(mode="json", exclude={"preload"}), "preload": preload,
+        spec = {**request.model_dump(mode="json", by_alias=True, exclude={"preload"}),
+                "preload": preload,
                 "resolved_datasets": resolved, "submitted_by": by}
         await self.writer.append(namespace, job_id, "JobSubmitted", {"spec": spec})
         lineage = {"job": job_id, "experiment": request.experiment, "params": request.params,
