@@ -172,6 +172,24 @@ def test_bad_submissions_are_refused_with_the_reason(jobs_server: StratusServer)
     assert jobs_server.http.get("/api/jobs", params={"status": "sleeping"}).status_code == 400
 
 
+def test_wrong_calls_raise_in_the_job_with_the_reason(jobs_server: StratusServer) -> None:
+    job = run(jobs_server, "train.py:misuse")
+    view = wait_ended(jobs_server, job["id"])
+    assert view["status"] == "succeeded", view
+    assert view["params"] == {
+        "nan": "ValueError: metric 'x' is nan: only finite numbers are recorded",
+        "long_name": f"ValueError: a metric name is a non-empty string of at most 63 characters, "
+                     f"not {'y' * 64!r}",
+        "list_param": "TypeError: parameter 'bad' must be a string, number, bool or None, not list",
+        "model": "TypeError: save_model takes a torch nn.Module or a scikit-learn estimator, not "
+                 "object",
+        "dataset": "LookupError: dataset 'nothing@1' was not declared by this job (declared: "
+                   "none); submit it with --dataset nothing@1",
+        "step": "TypeError: step must be an int, not float",
+    }
+    assert view["metrics"] == {}
+
+
 def test_an_invoker_cannot_submit_a_job(jobs_server: StratusServer) -> None:
     _, key = jobs_server.mint_key("default", "invoker")
     with jobs_server.client_as(key) as invoker:

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 from stratus.sdk.saving import checkpoint_bytes, load_checkpoint_bytes, serialize
 
 Scalar = str | int | float | bool | None
-MAX_NAME = 200
+MAX_METRIC_NAME = 63  # as the event log stores them
+MAX_PARAM_NAME = 128
 
 
 class JobChannel(Protocol):
@@ -23,9 +24,9 @@ class JobChannel(Protocol):
     def call(self, op: str, payload: dict[str, Any]) -> Any: ...
 
 
-def _name(name: object, what: str) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-        raise ValueError(f"a {what} name is a non-empty string of at most {MAX_NAME} "
+def _name(name: object, what: str, longest: int = MAX_METRIC_NAME) -> str:
+    if not isinstance(name, str) or not name or len(name) > longest:
+        raise ValueError(f"a {what} name is a non-empty string of at most {longest} "
                          f"characters, not {name!r}")
     return name
 
@@ -56,7 +57,7 @@ def check_scalars(params: Mapping[str, object], what: str) -> dict[str, Scalar]:
     """Parameters are flat: each value a string, number, bool or None."""
     checked: dict[str, Scalar] = {}
     for key, value in params.items():
-        _name(key, what)
+        _name(key, what, MAX_PARAM_NAME)
         if value is not None and not isinstance(value, str | int | float | bool):
             raise TypeError(f"{what} {key!r} must be a string, number, bool or None, not "
                             f"{type(value).__name__}")
@@ -153,9 +154,10 @@ class JobContext:
     def dataset(self, ref: str, split: str | None = None) -> Any:
         """A dataset the job declared (``--dataset``), or one split of it: a
         ``DatasetSplit`` with ``to_pandas()``, ``to_arrow()`` and ``to_torch(...)``."""
+        layout = self._layout(ref)
         from stratus.datasets.reader import open_split
 
-        return open_split(self._layout(ref), split)
+        return open_split(layout, split)
 
     def _layout(self, ref: str) -> dict[str, Any]:
         if ref in self._datasets:

@@ -6,6 +6,7 @@
 
 const CURVE_COLORS = ["#2563eb", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#0ea5e9"];
 const MAX_CURVES = 6;
+const STEP_INCREMENTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5];
 const fmt = (v) => (typeof v === "number" ? Number(v.toPrecision(6)) : v ?? dash);
 
 async function refreshJobs(mine) {
@@ -39,7 +40,7 @@ function curveChart(box, name, color) {
     width: Math.max(260, box.clientWidth), height: 180, legend: { live: true },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: false } },
-    axes: [{ label: "step", labelSize: 16 }, { size: 56 }],
+    axes: [{ label: "step", labelSize: 16, incrs: STEP_INCREMENTS }, { size: 56 }],
     series: [{ label: "step" }, { label: name, stroke: color, width: 2, points: { size: 4 } }],
   }, [[], []], box);
   new ResizeObserver(() => chart.setSize({ width: Math.max(260, box.clientWidth), height: 180 }))

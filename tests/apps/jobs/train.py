@@ -99,3 +99,22 @@ def resume(ctx: JobContext) -> None:
     again = ctx.load_checkpoint()
     assert again is not None and int(again["count"]) == count + 1, again
     assert torch.equal(again["weights"], torch.arange(4.0))
+
+
+def misuse(ctx: JobContext) -> None:
+    """Each wrong call raises in the job, with the reason: recorded as a parameter."""
+    calls = {
+        "nan": lambda: ctx.log_metric("x", float("nan")),
+        "long_name": lambda: ctx.log_metric("y" * 64, 1.0),
+        "list_param": lambda: ctx.log_params(bad=[1]),
+        "model": lambda: ctx.save_model(object()),
+        "dataset": lambda: ctx.dataset("nothing@1"),
+        "step": lambda: ctx.log_metric("x", 1.0, step=1.5),
+    }
+    problems = {}
+    for name, call in calls.items():
+        try:
+            call()
+        except Exception as exc:
+            problems[name] = f"{type(exc).__name__}: {exc}"
+    ctx.log_params(**problems)
