@@ -197,28 +197,46 @@ def test_an_invoker_cannot_submit_a_job(jobs_server: StratusServer) -> None:
         assert response.status_code == 403, response.text
 
 
-def test_checkpoints_are_loaded_back_by_the_job_that_saved_them(
+def test_checkpoints_are_loaded_back_and_a_resumed_job_starts_from_them(
         jobs_server: StratusServer) -> None:
-    job = run(jobs_server, "train.py:resume")
-    view = wait_ended(jobs_server, job["id"])
+    first = run(jobs_server, "train.py:resume")
+    view = wait_ended(jobs_server, first["id"])
     assert view["status"] == "succeeded", (view, jobs_server.http.get(
-        f"/api/jobs/{job['id']}/logs").text)
+        f"/api/jobs/{first['id']}/logs").text)
     assert view["metrics"] == {"count": 1.0} and view["checkpoints"] == 1
+    second = run(jobs_server, "train.py:resume", resume_from=first["id"])
+    third = run(jobs_server, "train.py:resume", resume_from=second["id"])
+    for job, count, attempt in ((second, 2.0, 2), (third, 3.0, 3)):
+        view = wait_ended(jobs_server, job["id"])
+        assert (view["status"], view["metrics"], view["attempts"]) == (
+            "succeeded", {"count": count}, attempt), view
+    unknown = submit(jobs_server, "train.py:resume", resume_from="job-nothing")
+    assert unknown.status_code == 404
 
 
-def test_a_job_running_when_the_server_is_killed_is_failed_on_restart(tmp_path: Path) -> None:
+def test_a_job_running_when_the_server_is_killed_is_failed_on_restart_and_can_resume(
+        tmp_path: Path) -> None:
     server = StratusServer(tmp_path / "data", TEST_ENV)
     server.start()
     try:
-        job = run(server, "train.py:wait")
-        wait_for(lambda: server.http.get(f"/api/jobs/{job['id']}").json()["status"] == "running",
-                 60, "the job to run")
+        job = run(server, "train.py:steps", params={"steps": 100_000})
+        checkpointed = wait_for(lambda: [e for e in events(server, job["id"])
+                                         if e["type"] == "CheckpointSaved"], 60,
+                                "the job's first checkpoint")
         worker = server.http.get(f"/api/jobs/{job['id']}").json()["pid"]
         server.stop(signal.SIGKILL)
         wait_for(lambda: not pid_alive(worker), 10, "the orphaned worker to end")
         server.start()
         view = server.http.get(f"/api/jobs/{job['id']}").json()
         assert (view["status"], view["reason"]) == ("failed", "server_restart"), view
+        saved = [e for e in events(server, job["id"]) if e["type"] == "CheckpointSaved"]
+        assert saved[0] == checkpointed[0]
+        resumed = run(server, "train.py:steps", params={"steps": saved[-1]["data"]["step"] + 2},
+                      resume_from=job["id"])
+        view = wait_ended(server, resumed["id"])
+        assert view["status"] == "succeeded", view
+        assert view["metrics"]["resumed_at"] == saved[-1]["data"]["step"]
+        assert view["metrics"]["step"] == saved[-1]["data"]["step"] + 2
     finally:
         server.stop()
 

@@ -68,6 +68,8 @@ def run(
     preload: Annotated[list[str] | None, typer.Option(
         help="Module the zygote imports (repeatable) [default: torch]")] = None,
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable)")] = None,
+    resume_from: Annotated[str | None, typer.Option(
+        help="A job to continue: ctx.load_checkpoint() returns its latest checkpoint")] = None,
     follow: Annotated[bool, typer.Option(
         "--follow", "-f", help="Show progress and the log until the job ends (Ctrl-C detaches)")
     ] = False,
@@ -80,7 +82,8 @@ def run(
     root, entrypoint = entrypoint_of(target, directory)
     body: dict[str, Any] = {"params": dict(parse_param(p) for p in param or []),
                             "datasets": dataset or [], "experiment": experiment,
-                            "memory_mb": memory, "timeout_s": timeout, "threads": threads}
+                            "memory_mb": memory, "timeout_s": timeout, "threads": threads,
+                            "resume_from": resume_from}
     if preload:
         body["preload"] = preload
     for pair in env or []:

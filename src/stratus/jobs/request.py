@@ -36,6 +36,9 @@ class JobRequest(BaseModel):
                                       description="modules the zygote imports; default torch")
     env: dict[str, str] = Field(default_factory=dict, max_length=128)
     threads: int = Field(default=1, ge=1, le=256, description="torch and BLAS threads")
+    resume_from: str | None = Field(default=None, max_length=40, description=(
+        "a job whose latest checkpoint ctx.load_checkpoint() returns until this one saves its "
+        "own: a new attempt of it"))
 
     @field_validator("params")
     @classmethod

@@ -44,6 +44,8 @@ class JobPlan:
     log_path: Path
     attempt: int = 1
     lineage: dict[str, Any] = field(default_factory=dict)  # what a saved model records
+    # The jobs whose checkpoints this one resumes from, nearest first (``resume_from``).
+    ancestors: list[str] = field(default_factory=list)
 
 
 def server_line(path: Path, job_id: str, message: str, **extra: Any) -> None:
@@ -261,15 +263,18 @@ class JobRun:
         return {"digest": digest, "size": size, "step": step}
 
     async def _load_checkpoint(self) -> dict[str, Any] | None:
-        events = await asyncio.to_thread(self.writer.log.events, self.plan.namespace,
-                                         self.plan.job_id)
-        saved = [e for e in events if e.type == "CheckpointSaved"]
-        if not saved:
-            return None
-        latest = saved[-1].data
-        label = f"checkpoint of job {self.plan.job_id} (step {latest['step']})"
-        data = await asyncio.to_thread(self.artifacts.read_blob, str(latest["digest"]), label)
-        return {"data": data, "digest": latest["digest"], "step": latest["step"]}
+        """This job's latest checkpoint; before it saved one, that of the job it resumes."""
+        for job_id in (self.plan.job_id, *self.plan.ancestors):
+            events = await asyncio.to_thread(self.writer.log.events, self.plan.namespace, job_id)
+            saved = [e for e in events if e.type == "CheckpointSaved"]
+            if saved:
+                latest = saved[-1].data
+                label = f"checkpoint of job {job_id} (step {latest['step']})"
+                data = await asyncio.to_thread(self.artifacts.read_blob, str(latest["digest"]),
+                                               label)
+                return {"data": data, "digest": latest["digest"], "step": latest["step"],
+                        "job": job_id}
+        return None
 
     async def _model(self, payload: dict[str, Any]) -> dict[str, Any]:
         files = payload.get("files")

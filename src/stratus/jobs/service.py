@@ -34,6 +34,7 @@ from stratus.store.job_usage import JobUsageStore
 log = logging.getLogger("stratus.jobs")
 
 SHUTDOWN_GRACE_S = 5.0
+MAX_RESUMES = 32  # how far back a resumed job looks for a checkpoint
 # Told (namespace, job id, status) once a job has ended and its end is recorded.
 Finished = Callable[[str, str, str], Awaitable[None]]
 
@@ -121,6 +122,7 @@ class JobService:
         except StratusError as exc:
             raise BadRequest(f"the job's code: {exc.message}") from None
         layouts = await self._resolve(namespace, request.datasets)
+        ancestors, attempt = await self._ancestors(namespace, request.resume_from)
         preload = list(DEFAULT_PRELOAD if request.preload is None else request.preload)
         code = CodeSpec(code_key=_code_key(namespace, request, preload), bundle_dir=str(bundle_dir),
                         entrypoint=request.code.entrypoint, preload=tuple(preload),
@@ -144,7 +146,8 @@ class JobService:
             job_id=job_id, namespace=namespace, experiment=request.experiment, code=code,
             params=dict(request.params), datasets=layouts, memory_mb=request.memory_mb,
             timeout_s=request.timeout_s, threads=request.threads, env=dict(request.env),
-            log_path=self.log_path(namespace, job_id), lineage=lineage))
+            log_path=self.log_path(namespace, job_id), lineage=lineage, attempt=attempt,
+            ancestors=ancestors))
         self._pump()
         return await self.view(namespace, job_id)
 
@@ -156,6 +159,15 @@ class JobService:
             assert self.datasets is not None
             layouts[ref] = await asyncio.to_thread(self.datasets.resolve, namespace, ref)
         return layouts
+
+    async def _ancestors(self, namespace: str, parent: str | None) -> tuple[list[str], int]:
+        """The chain of jobs a resumed job continues (nearest first), and so its attempt."""
+        chain: list[str] = []
+        while parent is not None and len(chain) < MAX_RESUMES:
+            state = await self.state(namespace, parent)  # an unknown one is a 404
+            chain.append(parent)
+            parent = state.spec.get("resume_from")
+        return chain, len(chain) + 1
 
     async def cancel(self, namespace: str, job_id: str, by: str) -> dict[str, Any]:
         state = await self.state(namespace, job_id)

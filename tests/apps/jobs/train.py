@@ -118,3 +118,16 @@ def misuse(ctx: JobContext) -> None:
         except Exception as exc:
             problems[name] = f"{type(exc).__name__}: {exc}"
     ctx.log_params(**problems)
+
+
+def steps(ctx: JobContext) -> None:
+    """Counts to params["steps"], a checkpoint every 5 steps; a resumed run goes on from the
+    last one."""
+    state = ctx.load_checkpoint()
+    start = 0 if state is None else int(state["step"])
+    ctx.log_metric("resumed_at", start)
+    for step in range(start + 1, int(ctx.params["steps"]) + 1):
+        ctx.log_metric("step", step, step=step)
+        if step % 5 == 0:
+            ctx.save_checkpoint({"step": step}, step=step)
+        time.sleep(0.05)
