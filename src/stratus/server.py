@@ -148,7 +148,7 @@ def create_app(settings: Settings) -> DataPlane:
         app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
         await workflows.start()  # resumes the executions a stopped server left running
         parts.jobs = jobs = JobService(settings, JobLog(engine), backend, artifacts, jobs_settings,
-                                       usage=JobUsageStore(engine))
+                                       usage=JobUsageStore(engine), datasets=parts.datasets)
         await jobs.start()  # fails the jobs a stopped server left unfinished
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
         # as long as the server. Frozen, it is no longer walked by every full collection,

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sklearn.datasets import load_iris
 
 from server import APPS, STRATUS, TEST_ENV, StratusServer, pid_alive, wait_for
 
@@ -314,3 +315,35 @@ def test_the_cli_runs_follows_compares_and_detaches(jobs_server: StratusServer) 
     finally:
         follower.kill()
     jobs_server.cli("jobs", "cancel", waiting[0]["id"])
+
+
+def test_a_job_trains_on_a_dataset_split_with_training_statistics(
+        jobs_server: StratusServer, tmp_path: Path) -> None:
+    iris = load_iris(as_frame=True)
+    frame = iris.data.set_axis(["sepal_length", "sepal_width", "petal_length", "petal_width"],
+                               axis=1)
+    frame["species"] = [str(iris.target_names[t]) for t in iris.target]
+    path = tmp_path / "iris.csv"
+    frame.to_csv(path, index=False)
+    jobs_server.cli("datasets", "push", "iris-jobs", str(path), "--version", "1",
+                    "--split", "train=0.8,test=0.2", "--seed", "7")
+    job = run(jobs_server, "train.py:fit_dataset", datasets=["iris-jobs@1"],
+              params={"dataset": "iris-jobs@1", "epochs": 3})
+    view = wait_ended(jobs_server, job["id"])
+    assert view["status"] == "succeeded", (view, jobs_server.http.get(
+        f"/api/jobs/{job['id']}/logs").text)
+    assert (view["params"]["train_rows"], view["params"]["test_rows"]) == (120, 30)
+    assert view["metrics"]["test_accuracy"] > 0.8 and view["epoch"] == 3
+    model = view["model"]
+    assert model["meta"]["datasets"] == ["iris-jobs@1"] and model["meta"]["job"] == job["id"]
+    stats = model["preprocessing"]["standardize"]
+    assert set(stats) == {"sepal_length", "sepal_width", "petal_length", "petal_width"}
+    assert view["spec"]["resolved_datasets"] == [
+        {"ref": "iris-jobs@1", "name": "iris-jobs", "version": "1"}]
+    split = run(jobs_server, "train.py:bad_split", datasets=["iris-jobs"],
+                params={"dataset": "iris-jobs"})
+    failed = wait_ended(jobs_server, split["id"])
+    assert (failed["status"], failed["reason"]) == ("failed", "error")
+    assert "validation" in failed["error"], failed
+    unknown = submit(jobs_server, "train.py:fit_dataset", datasets=["nothing@1"])
+    assert unknown.status_code == 404 and "nothing" in unknown.json()["error"]["message"]

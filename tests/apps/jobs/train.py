@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
 from stratus import JobContext
+from stratus.datasets.stats import apply_statistics, fit_statistics
 
 
 class MLP(torch.nn.Module):
@@ -131,3 +132,36 @@ def steps(ctx: JobContext) -> None:
         if step % 5 == 0:
             ctx.save_checkpoint({"step": step}, step=step)
         time.sleep(0.05)
+
+
+def fit_dataset(ctx: JobContext) -> None:
+    """Fits on a dataset's train split, normalised by that split's statistics only, and scores
+    the test split: a scikit-learn model, then a torch MLP from the split as a torch Dataset."""
+    ref = str(ctx.params["dataset"])
+    train, test = ctx.dataset(ref, split="train"), ctx.dataset(ref, split="test")
+    features = [column for column in train.columns if column != "species"]
+    stats = fit_statistics(train.to_arrow(), features)
+    frame, held_out = train.to_pandas(), test.to_pandas()
+    model = LogisticRegression(max_iter=500)
+    model.fit(apply_statistics(frame, stats)[features], frame["species"])
+    predicted = model.predict(apply_statistics(held_out, stats)[features])
+    ctx.log_params(train_rows=train.num_rows, test_rows=test.num_rows)
+    ctx.log_metric("test_accuracy", accuracy_score(held_out["species"], predicted))
+    data = train.to_torch(features=features, target="species")
+    loader = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True)
+    mlp = MLP(8)
+    optimizer = torch.optim.Adam(mlp.parameters(), lr=0.05)
+    for epoch in range(1, int(ctx.params.get("epochs", 3)) + 1):
+        total = 0.0
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(mlp(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+        ctx.epoch(epoch, total / len(data))
+    ctx.save_model(model, task="classification", preprocessing={"standardize": stats})
+
+
+def bad_split(ctx: JobContext) -> None:
+    ctx.dataset(str(ctx.params["dataset"]), split="validation")
