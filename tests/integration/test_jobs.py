@@ -4,6 +4,7 @@ of memory, one that is cancelled; roles and namespaces; a server killed under a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -238,6 +239,15 @@ def test_a_job_running_when_the_server_is_killed_is_failed_on_restart_and_can_re
         assert view["status"] == "succeeded", view
         assert view["metrics"]["resumed_at"] == saved[-1]["data"]["step"]
         assert view["metrics"]["step"] == saved[-1]["data"]["step"] + 2
+        stray = b"referenced by nothing"
+        stray_digest = hashlib.sha256(stray).hexdigest()
+        assert server.http.put(f"/api/blobs/{stray_digest}", content=stray).status_code == 201
+        collected = server.http.post("/api/gc", json={"grace_s": 0})
+        assert collected.status_code == 200, collected.text
+        bundle = view["spec"]["code"]["bundle"]
+        for digest in (bundle, *(e["data"]["digest"] for e in saved)):
+            assert server.http.head(f"/api/blobs/{digest}").status_code == 200, digest
+        assert server.http.head(f"/api/blobs/{stray_digest}").status_code == 404
     finally:
         server.stop()
 
