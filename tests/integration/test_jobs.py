@@ -327,16 +327,22 @@ def test_the_cli_runs_follows_compares_and_detaches(jobs_server: StratusServer) 
     jobs_server.cli("jobs", "cancel", waiting[0]["id"])
 
 
-def test_a_job_trains_on_a_dataset_split_with_training_statistics(
-        jobs_server: StratusServer, tmp_path: Path) -> None:
+def push_iris(server: StratusServer, directory: Path, name: str,
+              namespace: str = "default") -> None:
+    """scikit-learn's bundled iris as a CSV dataset, split 80/20."""
     iris = load_iris(as_frame=True)
     frame = iris.data.set_axis(["sepal_length", "sepal_width", "petal_length", "petal_width"],
                                axis=1)
     frame["species"] = [str(iris.target_names[t]) for t in iris.target]
-    path = tmp_path / "iris.csv"
+    path = directory / "iris.csv"
     frame.to_csv(path, index=False)
-    jobs_server.cli("datasets", "push", "iris-jobs", str(path), "--version", "1",
-                    "--split", "train=0.8,test=0.2", "--seed", "7")
+    server.cli("datasets", "push", name, str(path), "--version", "1",
+               "--split", "train=0.8,test=0.2", "--seed", "7", "--namespace", namespace)
+
+
+def test_a_job_trains_on_a_dataset_split_with_training_statistics(
+        jobs_server: StratusServer, tmp_path: Path) -> None:
+    push_iris(jobs_server, tmp_path, "iris-jobs")
     job = run(jobs_server, "train.py:fit_dataset", datasets=["iris-jobs@1"],
               params={"dataset": "iris-jobs@1", "epochs": 3})
     view = wait_ended(jobs_server, job["id"])

@@ -236,8 +236,11 @@ class Isolation:
         private_dir(workdir, identity)
         link_code(Path(bundle_dir), workdir, identity)
         model_bytes = 0
-        if identity is not None:
-            private_dir(Path(log_path).parent, identity, own_files=True)
+        if identity is not None:  # its log's directory and those above it, up to the logs
+            log_parent = Path(log_path).parent
+            for directory in [*reversed(log_parent.parents), log_parent]:
+                if self.log_dir in directory.parents:
+                    private_dir(directory, identity, own_files=directory == log_parent)
         for model in models:
             for entry in model["files"].values():
                 model_bytes += int(entry.get("size") or 0)

@@ -165,3 +165,14 @@ def fit_dataset(ctx: JobContext) -> None:
 
 def bad_split(ctx: JobContext) -> None:
     ctx.dataset(str(ctx.params["dataset"]), split="validation")
+
+
+def whoami(ctx: JobContext) -> None:
+    """Who the worker runs as, where, and what it can reach."""
+    print(f"uid {os.getuid()} in {os.getcwd()}")
+    ctx.log_params(uid=os.getuid(), home=os.environ.get("HOME", ""),
+                   sees_server_key="STRATUS_ADMIN_KEY" in os.environ,
+                   reads_master_key=os.access(str(ctx.params["master_key"]), os.R_OK))
+    ctx.save_checkpoint({"w": torch.ones(2)})
+    assert ctx.load_checkpoint() is not None
+    ctx.save_model(MLP(4))
