@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -302,7 +301,3 @@ class JobRun:
         model = {"files": stored, "format": kind, **described, "meta": meta}
         await self._append("ModelSaved", {"model": model})
         return model
-
-    async def wait_tasks(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
