@@ -102,12 +102,17 @@ class JobRun:
         try:
             self.handle = await self.backend.start_worker(
                 WorkerSpec(self.worker_id, plan.code, config), self)
-        except StratusError as exc:
+        except Exception as exc:  # its zygote or sandbox could not be made: the job fails
+            message = exc.message if isinstance(exc, StratusError) else \
+                f"{type(exc).__name__}: {exc}"
+            detail = exc.detail if isinstance(exc, StratusError) else None
+            if not isinstance(exc, StratusError):
+                log.exception("job %s could not start", plan.job_id)
             await asyncio.to_thread(server_line, plan.log_path, plan.job_id,
-                                    f"the job could not start: {exc.message}",
-                                    **({"exc": exc.detail} if exc.detail else {}))
+                                    f"the job could not start: {message}",
+                                    **({"exc": detail} if detail else {}))
             if self.settled is None:
-                await self._finish("JobFailed", {"error": exc.message, "reason": "start_failed"},
+                await self._finish("JobFailed", {"error": message, "reason": "start_failed"},
                                    "failed", None)
             else:
                 self._ended(self.settled, None)

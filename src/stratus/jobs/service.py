@@ -130,9 +130,14 @@ class JobService:
         self._keep_zygote(code.code_key)
         try:
             await self.backend.prepare(code)  # imports it: a bad entrypoint is a 400 now
-        except StratusError:
-            self._maybe_release(code.code_key)
-            raise
+            return await self._enqueue(namespace, request, by, code, layouts, preload,
+                                       ancestors, attempt)
+        finally:
+            self._maybe_release(code.code_key)  # unless the job now queued uses it
+
+    async def _enqueue(self, namespace: str, request: JobRequest, by: str, code: CodeSpec,
+                       layouts: dict[str, dict[str, Any]], preload: list[str],
+                       ancestors: list[str], attempt: int) -> dict[str, Any]:
         job_id = new_job_id()
         resolved = [{"ref": ref, "name": layout.get("name"), "version": layout.get("version")}
                     for ref, layout in layouts.items()]
