@@ -13,7 +13,8 @@ import yaml
 ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
 CONFIG_ENV = "STRATUS_CONFIG"
 # Sections of the server's config file; each feature validates its own.
-CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox", "queue")
+CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox", "queue",
+                   "jobs")
 QUEUE_ENV = "STRATUS_QUEUE_URL"
 
 

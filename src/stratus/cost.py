@@ -33,6 +33,8 @@ class Prices(BaseModel):
         description="a replica kept up: idle serverless capacity, or an always-on one")
     per_prompt_token: float = Field(default=0.0, ge=0)
     per_completion_token: float = Field(default=0.0, ge=0)
+    per_cpu_second: float = Field(default=0.0, ge=0,
+                                  description="CPU seconds of a job's workers (GB-seconds too)")
 
     def rates(self) -> dict[str, float]:
         """r_i, by the name of the resource i each one prices."""
@@ -126,6 +128,13 @@ def compare(prices: Prices, metered: Metered, capacities: Sequence[Capacity]) ->
     serverless = invocations + idle
     return {"invocations": invocations, "idle": idle, "serverless": serverless,
             "always_on": always_on, "saved": always_on - serverless}
+
+
+def job_cost(prices: Prices, gb_seconds: float, cpu_seconds: float) -> dict[str, float]:
+    """What jobs cost: their workers' GB-seconds at the invocations' rate, and CPU seconds."""
+    terms = {"gb_seconds": prices.per_gb_second * gb_seconds,
+             "cpu_seconds": prices.per_cpu_second * cpu_seconds}
+    return {**terms, "total": sum(terms.values())}
 
 
 DEFAULT_PRICES = Prices()

@@ -28,6 +28,9 @@ from stratus.gateway.guard import Guard
 from stratus.gateway.state import Components
 from stratus.invocations.destinations import Destinations
 from stratus.invocations.service import AsyncService
+from stratus.jobs.log import JobLog
+from stratus.jobs.request import jobs_config
+from stratus.jobs.service import JobService
 from stratus.models.registry import EXCLUSIVE_STAGES
 from stratus.models.service import ModelService
 from stratus.observe.alerts import AlertManager, alerts_config
@@ -50,6 +53,7 @@ from stratus.store.audit import AuditStore
 from stratus.store.datasets import DatasetStore
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.experiments import ExperimentStore
+from stratus.store.job_usage import JobUsageStore
 from stratus.store.keys import KeyStore
 from stratus.store.legacy import seal_legacy
 from stratus.store.metadata import MetadataStore
@@ -82,6 +86,7 @@ def create_app(settings: Settings) -> DataPlane:
                            encrypted_data=sealed_blobs_exist(settings.artifacts_dir))
     plain = PlainCache(cache_root(settings.data_dir))
     isolation = Isolation.for_settings(settings)  # invalid, or replicas could not run: fail now
+    jobs_settings = jobs_config(settings.section("jobs"))  # invalid: fail now
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -142,6 +147,9 @@ def create_app(settings: Settings) -> DataPlane:
         await triggers.start()
         app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
         await workflows.start()  # resumes the executions a stopped server left running
+        parts.jobs = jobs = JobService(settings, JobLog(engine), backend, artifacts, jobs_settings,
+                                       usage=JobUsageStore(engine), datasets=parts.datasets)
+        await jobs.start()  # fails the jobs a stopped server left unfinished
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
         # as long as the server. Frozen, it is no longer walked by every full collection,
         # which otherwise stalls the loop for 60-80 ms, the p99 of busy requests.
@@ -159,6 +167,7 @@ def create_app(settings: Settings) -> DataPlane:
             await triggers.close()  # first: nothing new is submitted while the rest stops
             await async_service.close()  # what it has in flight is run again later
             await workflows.close()  # before the controller: their steps stop, not fail
+            await jobs.close()  # before the backend: their workers are killed, usage kept
             await controller.close()
             plain.close()  # the decrypted artifacts, once no replica uses them
             await book.close()  # after the controller: the last drained requests count too

@@ -41,9 +41,18 @@ SAMPLES: list[tuple[tuple[Any, ...], Table]] = [
     (messages.Stop(messages.STOP, 2.5), messages.TO_REPLICA),
     (messages.Chunk(messages.CHUNK, 7, wire.KIND_JSON, b"1"), messages.TO_SERVER),
     (messages.Spans(messages.SPANS, [["trace", "span"]]), messages.TO_SERVER),
+    (messages.HelloJob(messages.HELLO_JOB, "job-1.1.0", 45), messages.TO_SERVER),
+    (messages.ForkJob(messages.FORK_JOB, "job-1.1.0", {"job_id": "job-1", "rank": 0}),
+     messages.TO_REVISION_ZYGOTE),
+    (messages.JobEventFrame(messages.JOB_EVENT, "MetricLogged", {"name": "loss", "value": 0.5}),
+     messages.TO_SERVER),
+    (messages.JobCall(messages.JOB_CALL, 3, "checkpoint", {"step": 1, "data": b"\x00\x01"}),
+     messages.TO_SERVER),
+    (messages.JobReply(messages.JOB_REPLY, 3, True, {"digest": "ab"}), messages.TO_JOB),
+    (messages.JobDone(messages.JOB_DONE, False, "ValueError: x", "error"), messages.TO_SERVER),
 ]
 TABLES: list[Table] = [messages.TO_SERVER, messages.TO_PROFILE_ZYGOTE,
-                       messages.TO_REVISION_ZYGOTE, messages.TO_REPLICA]
+                       messages.TO_REVISION_ZYGOTE, messages.TO_REPLICA, messages.TO_JOB]
 
 
 def _name(sample: tuple[tuple[Any, ...], Table]) -> str:
@@ -90,6 +99,7 @@ def test_optional_trailing_fields_take_their_defaults() -> None:
     assert heartbeat == messages.Heartbeat(messages.HEARTBEAT, 0, 10, 20, 30, None)
     exited = parse([messages.EXITED, "r-1", 5, 0, ""], messages.TO_SERVER)
     assert isinstance(exited, messages.Exited) and exited.out_of_memory is False
+    assert (exited.cpu_s, exited.peak_rss) == (0.0, 0)
 
 
 class _Transport:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import stratus
 from stratus.backends.access import GroupAccess, link_code, out_of_reach, private_dir
@@ -217,36 +218,54 @@ class Isolation:
 
     def replica(self, spec: ReplicaSpec) -> ReplicaSandbox:
         config = spec.config
-        identity = self.identity(config.namespace)
-        home = self._home(config.namespace, identity)
-        workdir = home / _path_name(config.deployment) / spec.replica_id
+        return self.process(spec.replica_id, config.namespace, config.deployment,
+                            spec.code.bundle_dir, config.log_path, config.memory_mb,
+                            config.models,
+                            threads=config.max_concurrency + config.threads + 4)  # + runtime's
+
+    def process(self, process_id: str, namespace: str, group: str, bundle_dir: str,
+                log_path: str, memory_mb: int | None, models: list[dict[str, Any]],
+                threads: int) -> ReplicaSandbox:
+        """The sandbox of one process forked from a revision zygote (a replica of deployment
+        ``group``, or a job worker): its own directory under the namespace's home, the code
+        and models it may read, its log, its cgroup and rlimits."""
+        identity = self.identity(namespace)
+        home = self._home(namespace, identity)
+        workdir = home / _path_name(group) / process_id
         private_dir(workdir.parent, identity)
         private_dir(workdir, identity)
-        link_code(Path(spec.code.bundle_dir), workdir, identity)
+        link_code(Path(bundle_dir), workdir, identity)
         model_bytes = 0
-        if identity is not None:
-            private_dir(Path(config.log_path).parent, identity, own_files=True)
-        for model in config.models:
+        if identity is not None:  # its log's directory and those above it, up to the logs
+            log_parent = Path(log_path).parent
+            for directory in [*reversed(log_parent.parents), log_parent]:
+                if self.log_dir in directory.parents:
+                    private_dir(directory, identity, own_files=directory == log_parent)
+        for model in models:
             for entry in model["files"].values():
                 model_bytes += int(entry.get("size") or 0)
                 if identity is not None:
                     self.access.grant(Path(entry["path"]), files=True)
             if identity is not None and model.get("dir"):
                 self.access.grant(Path(model["dir"]), tree=True)
-        cgroup = self._cgroup(spec.replica_id, config.memory_mb)
+        cgroup = self._cgroup(process_id, memory_mb)
         controllers = self.cgroups.controllers if self.cgroups and cgroup else frozenset()
-        threads = config.max_concurrency + config.threads + 4  # + capture, loop, runtime
-        self.replicas[spec.replica_id] = _Replica(config.namespace, workdir, config.memory_mb,
-                                                  identity, cgroup)
+        self.replicas[process_id] = _Replica(namespace, workdir, memory_mb, identity, cgroup)
         return ReplicaSandbox(
             workdir=str(workdir),
-            env=home_env(self.base, str(workdir), _user(config.namespace)),
+            env=home_env(self.base, str(workdir), _user(namespace)),
             rlimits=replica_rlimits(self.config, identity is not None, "pids" in controllers),
             address_space=0 if "memory" in controllers
-            else address_space_budget(config.memory_mb, model_bytes, threads),
+            else address_space_budget(memory_mb, model_bytes, threads),
             cgroups=cgroup.expected if cgroup else (),
-            memory_mb=config.memory_mb,
+            memory_mb=memory_mb,
         )
+
+    def grant_files(self, namespace: str, paths: list[str]) -> None:
+        """Let the namespace's processes read these plaintext files (a job's datasets)."""
+        if self.identity(namespace) is not None:
+            for path in paths:
+                self.access.grant(Path(path), files=True)
 
     def _home(self, namespace: str, identity: Identity | None) -> Path:
         home = self.homes / _path_name(namespace)

@@ -1,7 +1,8 @@
-"""The local backend: replicas are processes on this host, forked from warm zygotes.
+"""The local backend: replicas and job workers are processes on this host, forked from warm
+zygotes.
 
-One Unix socket in the run directory accepts every connection: profile zygotes,
-revision zygotes and replicas each say who they are in their first frame.
+One Unix socket in the run directory accepts every connection: profile zygotes, revision
+zygotes, replicas and job workers each say who they are in their first frame.
 """
 
 from __future__ import annotations
@@ -16,8 +17,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stratus.backends.base import CodeSpec, HandleState, ReplicaEvents, ReplicaHandle, ReplicaSpec
+from stratus.backends.base import (
+    CodeSpec,
+    HandleState,
+    ReplicaEvents,
+    ReplicaHandle,
+    ReplicaSpec,
+    WorkerHandle,
+    WorkerSink,
+    WorkerSpec,
+)
 from stratus.backends.isolation import Isolation
+from stratus.backends.readahead import read_ahead
+from stratus.backends.workers import JobWorkers, LocalWorker
 from stratus.backends.zygotes import ProfileZygote, RevisionZygote
 from stratus.dispatch.channel import ReplicaChannel
 from stratus.errors import DeployError, Unavailable
@@ -52,6 +64,7 @@ class LocalBackend:
         self._kill_timers: dict[str, asyncio.TimerHandle] = {}
         self._stopped: set[str] = set()  # replicas the server asked to end
         self._zygote_lock = asyncio.Lock()
+        self.workers = JobWorkers(self.isolation, self.revisions, self.prepare)
 
     @staticmethod
     def _socket_path(run_dir: Path) -> str:
@@ -75,6 +88,7 @@ class LocalBackend:
         )
         os.chmod(self.socket_path, 0o600)
         self.isolation.socket_created(self.socket_path)
+        self.workers.socket_path = self.socket_path
 
     async def close(self) -> None:
         self.events = None  # replicas exiting now are expected: nothing to react to
@@ -137,6 +151,8 @@ class LocalBackend:
             return zygote
         if isinstance(hello, messages.HelloReplica):
             return self._accept_replica(hello, connection)
+        if isinstance(hello, messages.HelloJob):
+            return self.workers.accept(hello, connection)
         return None
 
     def _accept_replica(self, hello: messages.HelloReplica,
@@ -183,6 +199,8 @@ class LocalBackend:
             self.events.replica_lost(channel.replica_id)
 
     def _replica_forked(self, zygote: RevisionZygote, replica_id: str, pid: int) -> None:
+        if self.workers.forked(zygote, replica_id, pid):
+            return
         handle = self.handles.get(replica_id)
         if handle is not None and handle.code_key == zygote.code_key:
             handle.pid = int(pid)
@@ -191,9 +209,12 @@ class LocalBackend:
     def _revision_closed(self, zygote: RevisionZygote) -> None:
         if self.revisions.get(zygote.code_key) is zygote:
             del self.revisions[zygote.code_key]
+        self.workers.zygote_closed(zygote.code_key)
 
     def on_exited(self, replica_id: str, returncode: int, reason: str,
-                  out_of_memory: bool = False) -> None:
+                  out_of_memory: bool = False, usage: tuple[float, int] = (0.0, 0)) -> None:
+        if self.workers.exited(replica_id, returncode, reason, out_of_memory, usage):
+            return
         handle = self.handles.pop(replica_id, None)
         timer = self._kill_timers.pop(replica_id, None)
         if timer is not None:
@@ -274,7 +295,7 @@ class LocalBackend:
                 self.revisions[code.code_key] = zygote
                 assert profile.connection is not None
                 load = {"bundle_dir": code.bundle_dir, "entrypoint": code.entrypoint,
-                        "env": code.env, "sandbox": sandbox.to_wire()}
+                        "env": code.env, "sandbox": sandbox.to_wire(), "kind": code.kind}
                 profile.connection.send(messages.Load(messages.LOAD, code.code_key, load))
         try:
             return await asyncio.wait_for(asyncio.shield(zygote.loaded), IMPORT_TIMEOUT_S)
@@ -294,7 +315,7 @@ class LocalBackend:
     async def start(self, spec: ReplicaSpec) -> ReplicaHandle:
         if spec.config.models:
             # Not awaited: the reads proceed beside the fork and the init.
-            asyncio.get_running_loop().run_in_executor(None, _read_ahead, spec.config.models)
+            asyncio.get_running_loop().run_in_executor(None, read_ahead, spec.config.models)
         await self.prepare(spec.code)
         zygote = self.revisions[spec.code.code_key]
         try:
@@ -342,6 +363,13 @@ class LocalBackend:
             self._stopped.discard(handle.replica_id)
             self.isolation.exited(handle.replica_id, -9)
 
+    async def start_worker(self, spec: WorkerSpec, sink: WorkerSink) -> WorkerHandle:
+        return await self.workers.start(spec, sink)
+
+    def stop_worker(self, handle: WorkerHandle, reason: str) -> None:
+        if isinstance(handle, LocalWorker):
+            self.workers.stop(handle, reason)
+
     def list(self) -> list[ReplicaHandle]:
         return list(self.handles.values())
 
@@ -365,23 +393,3 @@ def _describe(returncode: int) -> str:
 
 
 BACKGROUND_NICE = 19  # the lowest CPU priority: a shadow's replicas run on leftover CPU
-READ_AHEAD_CHUNK = 8 << 20  # the kernel acts on at most read_ahead_kb of one WILLNEED call
-
-
-def _read_ahead(models: list[dict[str, Any]]) -> None:
-    """Ask the kernel to pull a replica's weights into the page cache while the replica forks
-    and initialises, so its first forward pass finds them read rather than faulting them in
-    page by page."""
-    for model in models:
-        for entry in model["files"].values():
-            try:
-                fd = os.open(entry["path"], os.O_RDONLY)
-            except OSError:
-                continue  # loading will report it clearly
-            try:
-                size = os.fstat(fd).st_size
-                for offset in range(0, size, READ_AHEAD_CHUNK):
-                    os.posix_fadvise(fd, offset, READ_AHEAD_CHUNK, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(fd)
-

@@ -37,8 +37,9 @@ class ProfileZygote:
 
 # Told (zygote, replica id, pid) when a revision zygote reports a replica it forked.
 ReplicaForked = Callable[["RevisionZygote", str, int], None]
-# Told (replica id, return code, reason, out of memory) when a revision zygote reaps a replica.
-ReplicaExited = Callable[[str, int, str, bool], None]
+# Told (replica id, return code, reason, out of memory, (CPU seconds, peak RSS bytes)) when a
+# revision zygote reaps a replica or a job worker.
+ReplicaExited = Callable[[str, int, str, bool, tuple[float, int]], None]
 
 
 class RevisionZygote:
@@ -74,7 +75,8 @@ class RevisionZygote:
             self._on_replica_forked(self, message.child, message.pid)
         elif isinstance(message, Exited):
             self._on_replica_exited(message.replica_id, int(message.returncode),
-                                    str(message.reason), bool(message.out_of_memory))
+                                    str(message.reason), bool(message.out_of_memory),
+                                    (float(message.cpu_s), int(message.peak_rss)))
 
     def on_close(self) -> None:
         self.connection = None

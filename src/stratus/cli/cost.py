@@ -52,6 +52,16 @@ def cost(
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     out.print(render(report, by))
+    jobs = report.get("jobs")
+    if jobs and jobs["runs"]:
+        out.print(job_line(jobs, report["currency"]))
+
+
+def job_line(jobs: dict[str, Any], currency: str) -> str:
+    """The jobs' own cost line, below the invocations' table."""
+    return (f"jobs: {jobs['jobs']} run(s), {jobs['duration_s']:.1f} s, "
+            f"{jobs['gb_seconds']:.3f} GB-s, {jobs['cpu_seconds']:.2f} CPU-s: "
+            f"{currency} {_money(jobs['cost']['total'])}")
 
 
 def render(report: dict[str, Any], by: By) -> Table:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from stratus.cli.client import CliError, describe_error
+from stratus.cli.client import Client, CliError, describe_error
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
 
 # Printed after the time and before the message; the rest of a record's fields are not shown.
@@ -65,19 +65,26 @@ def logs(
     if since:
         params["since"] = since
     with make_client(server, api_key, namespace) as client:
-        if not follow:
-            _emit(client.request("GET", f"/api/deployments/{name}/logs", params=params).text, as_json)
-            return
-        params["follow"] = "true"
-        try:
-            with client.http.stream("GET", f"/api/deployments/{name}/logs", params=params,
-                                    timeout=httpx.Timeout(10.0, read=None)) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise CliError(describe_error(response))
-                for line in response.iter_lines():
-                    _emit(line, as_json)
-        except httpx.TransportError as exc:
-            raise CliError(f"lost the Stratus server at {client.base_url}: {exc}", 2) from None
-        except KeyboardInterrupt:
-            pass
+        logs_of(client, f"/api/deployments/{name}/logs", params, follow, as_json)
+
+
+def logs_of(client: Client, path: str, params: dict[str, Any], follow: bool, raw: bool,
+            emit: Any = None) -> None:
+    """Print the log at ``path`` (a deployment's or a job's); with ``follow``, as it grows,
+    until the server ends the stream or Ctrl-C. ``emit`` takes each text (default: stdout)."""
+    emit = emit or _emit
+    if not follow:
+        emit(client.request("GET", path, params=params).text, raw)
+        return
+    try:
+        with client.http.stream("GET", path, params={**params, "follow": "true"},
+                                timeout=httpx.Timeout(10.0, read=None)) as response:
+            if response.status_code != 200:
+                response.read()
+                raise CliError(describe_error(response))
+            for line in response.iter_lines():
+                emit(line, raw)
+    except httpx.TransportError as exc:
+        raise CliError(f"lost the Stratus server at {client.base_url}: {exc}", 2) from None
+    except KeyboardInterrupt:
+        pass

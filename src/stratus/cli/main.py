@@ -16,8 +16,10 @@ from stratus.cli import (
     datasets,
     experiments,
     invocations,
+    jobs,
     keys,
     models,
+    runs,
     schedules,
     secrets,
     sources,
@@ -54,6 +56,8 @@ app.add_typer(invocations.dlq, name="dlq")
 app.add_typer(schedules.app, name="schedule")
 app.add_typer(topics.app, name="topic")
 app.add_typer(sources.app, name="source")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(runs.app, name="runs")
 app.add_typer(workflows.app, name="workflow")
 app.command()(models.gc)
 app.command()(simulate)

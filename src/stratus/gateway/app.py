@@ -39,6 +39,7 @@ from stratus.gateway.routes import (
 )
 from stratus.gateway.routes.audit import router as audit_router
 from stratus.gateway.routes.invocations import router as invocations_router
+from stratus.gateway.routes.jobs import router as jobs_router
 from stratus.gateway.routes.keys import router as keys_router
 from stratus.gateway.routes.masterkey import router as master_key_router
 from stratus.gateway.routes.schedules import router as schedules_router
@@ -137,6 +138,7 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     app.include_router(sources_router)
     app.include_router(invocations_router)
     app.include_router(workflows_router)
+    app.include_router(jobs_router)
     dashboard.mount_ui(app)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness",

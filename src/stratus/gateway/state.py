@@ -14,6 +14,7 @@ from stratus.control.controller import Controller
 from stratus.datasets.service import DatasetService
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.invocations.service import AsyncService
+from stratus.jobs.service import JobService
 from stratus.models.service import ModelService
 from stratus.observe.payloads import PayloadLog
 from stratus.observe.usage import UsageMeter
@@ -33,6 +34,7 @@ class Components:
     usage: UsageMeter | None = None  # set once metering runs; adapters hand it tokens
     payloads: PayloadLog | None = None  # with logging.payloads: request and response bodies
     async_service: AsyncService | None = None  # asynchronous invocations, once started
+    jobs: JobService | None = None  # training and evaluation jobs, once started
     ready: bool = False
 
 

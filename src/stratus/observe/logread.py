@@ -72,9 +72,10 @@ def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
     return data[:cut], offset + cut
 
 
-async def follow(path: Path, offset: int, first: str,
-                 going: Callable[[], bool]) -> AsyncIterator[bytes]:
-    """``first``, then whatever is appended to ``path`` after ``offset``, while ``going()``."""
+async def follow(path: Path, offset: int, first: str, going: Callable[[], bool],
+                 final: bool = False) -> AsyncIterator[bytes]:
+    """``first``, then whatever is appended to ``path`` after ``offset``, while ``going()``;
+    with ``final``, what was appended up to the moment it stopped too (a job's last lines)."""
     if first:
         yield first.encode()
     while going():
@@ -83,3 +84,8 @@ async def follow(path: Path, offset: int, first: str,
             yield data
         else:
             await asyncio.sleep(FOLLOW_POLL_S)
+    while final:
+        data, offset = await asyncio.to_thread(_read_from, path, offset)
+        if not data:
+            return
+        yield data

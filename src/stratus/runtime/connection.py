@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from stratus.runtime import wire
-from stratus.runtime.messages import TO_SERVER, Load, ToReplica, ToRevisionZygote, ToServer, parse
+from stratus.runtime.messages import (
+    TO_SERVER,
+    JobReply,
+    Load,
+    ToReplica,
+    ToRevisionZygote,
+    ToServer,
+    parse,
+)
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -81,7 +89,7 @@ class FramedConnection(asyncio.Protocol):
             return None
         return Peer(*_UCRED.unpack(raw))
 
-    def send(self, message: Load | ToRevisionZygote | ToReplica) -> None:
+    def send(self, message: Load | ToRevisionZygote | ToReplica | JobReply) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(wire.encode(message))

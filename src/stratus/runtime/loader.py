@@ -24,6 +24,7 @@ class HandlerKind(enum.StrEnum):
     CLASS = "class"  # __init__(self, ctx) once per replica, __call__(self, request) per request
     FUNCTION = "function"  # def handler(request)
     LAMBDA = "lambda"  # def handler(event, context) -> {"statusCode": ..., "body": ...}
+    JOB = "job"  # def train(ctx): run once in a job worker, with a JobContext
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,21 @@ def _classify(target: Any, entrypoint: str) -> tuple[HandlerKind, bool]:
     raise DeployError(f"{entrypoint}: {type(target).__name__} is neither a class nor a function")
 
 
-def load_handler(bundle_dir: str, entrypoint: str) -> LoadedHandler:
-    """Import the entrypoint's module from the bundle and validate the handler object."""
+def _classify_job(target: Any, entrypoint: str) -> tuple[HandlerKind, bool]:
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        raise DeployError(f"{entrypoint}: a job is a function train(ctx), not a "
+                          f"{type(target).__name__}")
+    if _runs_on_loop(target):
+        raise DeployError(f"{entrypoint}: a job function is a plain def, not async")
+    if _positional_arity(target) != 1:
+        raise DeployError(f"{entrypoint}: a job function takes exactly one argument (ctx), "
+                          f"not {_positional_arity(target)}")
+    return HandlerKind.JOB, False
+
+
+def load_handler(bundle_dir: str, entrypoint: str, job: bool = False) -> LoadedHandler:
+    """Import the entrypoint's module from the bundle and validate the handler object (with
+    ``job``, a job function taking one JobContext)."""
     module_name, attribute = split_entrypoint(entrypoint)
     if bundle_dir not in sys.path:
         sys.path.insert(0, bundle_dir)
@@ -104,7 +118,7 @@ def load_handler(bundle_dir: str, entrypoint: str) -> LoadedHandler:
         target = getattr(module, attribute)
     except AttributeError:
         raise DeployError(f"module {module_name} has no attribute {attribute!r}") from None
-    kind, is_async = _classify(target, entrypoint)
+    kind, is_async = _classify_job(target, entrypoint) if job else _classify(target, entrypoint)
     return LoadedHandler(target=target, kind=kind, is_async=is_async, options=options_of(target))
 
 

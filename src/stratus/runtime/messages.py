@@ -1,6 +1,6 @@
-"""The messages between the server, zygotes and replicas: each type's code and its fields in wire
-order, as a named tuple that msgpack packs as the frame's array (runtime/wire.py frames it),
-and the ReplicaConfig that a FORK carries.
+"""The messages between the server, zygotes, replicas and job workers: each type's code and its
+fields in wire order, as a named tuple that msgpack packs as the frame's array (runtime/wire.py
+frames it), and the ReplicaConfig and JobConfig that a FORK and a FORK_JOB carry.
 
 Readers turn a decoded frame into its typed message with ``parse`` and the table of the types
 they read; senders build the same tuples, so the bytes on the wire are what a list would make.
@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, TypeAlias, TypeVar
 HELLO_PROFILE = 1
 HELLO_REVISION = 2
 HELLO_REPLICA = 3
+HELLO_JOB = 4
 
 
 class HelloProfile(NamedTuple):
@@ -45,6 +46,12 @@ class HelloReplica(NamedTuple):
     traceback: str | None
 
 
+class HelloJob(NamedTuple):
+    type: int
+    worker_id: str
+    pid: int
+
+
 # -- server -> profile zygote -------------------------------------------------------------------
 LOAD = 10
 
@@ -61,6 +68,7 @@ KILL = 21
 FORKED = 22
 EXITED = 23
 SHUTDOWN = 24
+FORK_JOB = 25
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,40 @@ class Fork(NamedTuple):
     replica_config: dict[str, Any]  # a ReplicaConfig, as dataclasses.asdict makes it
 
 
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything a job worker needs, sent by the server in the FORK_JOB message. A job runs
+    ``world_size`` workers (1 for now), each told its ``rank``."""
+
+    worker_id: str
+    job_id: str
+    socket_path: str
+    namespace: str
+    log_path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    # Each dataset the job declared, by the reference it was given as: its resolved layout.
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memory_mb: int | None = None
+    threads: int = 1
+    rank: int = 0
+    world_size: int = 1
+    attempt: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    sandbox: dict[str, Any] = field(default_factory=dict)  # a ReplicaSandbox, on the wire
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> JobConfig:
+        return cls(**data)
+
+
+class ForkJob(NamedTuple):
+    """Fork a job worker rather than a replica: it runs ``train(ctx)`` once, then ends."""
+
+    type: int
+    worker_id: str
+    job_config: dict[str, Any]  # a JobConfig, as dataclasses.asdict makes it
+
+
 class Kill(NamedTuple):
     type: int
     replica_id: str
@@ -116,6 +158,8 @@ class Exited(NamedTuple):
     returncode: int
     reason: str
     out_of_memory: bool = False  # a zygote that predates it leaves it out
+    cpu_s: float = 0.0  # user + system CPU seconds of the process and its reaped children
+    peak_rss: int = 0  # bytes, the largest resident set it reached
 
 
 class Shutdown(NamedTuple):
@@ -196,10 +240,51 @@ class Spans(NamedTuple):
     records: list[Any]
 
 
+# -- job worker <-> server ----------------------------------------------------------------------
+JOB_EVENT = 40
+JOB_CALL = 41
+JOB_REPLY = 42
+JOB_DONE = 43
+
+
+class JobEventFrame(NamedTuple):
+    """An event the job's code recorded (params, a metric, an epoch): appended in order."""
+
+    type: int
+    kind: str  # the event type: ParamsLogged, MetricLogged, EpochCompleted
+    data: dict[str, Any]
+
+
+class JobCall(NamedTuple):
+    """A request the job waits for: store a checkpoint or a model, fetch the last checkpoint."""
+
+    type: int
+    call_id: int
+    op: str
+    payload: dict[str, Any]
+
+
+class JobReply(NamedTuple):
+    type: int
+    call_id: int
+    ok: bool
+    payload: Any  # the answer, or why the call failed (a string)
+
+
+class JobDone(NamedTuple):
+    """``train(ctx)`` returned (ok) or raised: the worker exits right after."""
+
+    type: int
+    ok: bool
+    error: str  # "Type: message" when it raised
+    reason: str  # "" | "error" | "out_of_memory"
+
+
 # -- what each side reads -----------------------------------------------------------------------
-ToServer: TypeAlias = (HelloProfile | HelloRevision | HelloReplica | Forked | Exited | Response
-                       | Error | Chunk | Heartbeat | Spans)
-ToRevisionZygote: TypeAlias = Fork | Kill | Shutdown
+ToServer: TypeAlias = (HelloProfile | HelloRevision | HelloReplica | HelloJob | Forked | Exited
+                       | Response | Error | Chunk | Heartbeat | Spans | JobEventFrame | JobCall
+                       | JobDone)
+ToRevisionZygote: TypeAlias = Fork | ForkJob | Kill | Shutdown
 ToReplica: TypeAlias = Request | Cancel | Stop
 Answer: TypeAlias = Response | Error  # how a request ends
 
@@ -216,17 +301,19 @@ def _heartbeat(frame: list[Any]) -> Heartbeat:
 # cheapest construction, and it rejects a frame with the wrong number of fields.
 TO_SERVER: dict[int, Callable[[list[Any]], ToServer]] = {
     HELLO_PROFILE: HelloProfile._make, HELLO_REVISION: HelloRevision._make,
-    HELLO_REPLICA: HelloReplica._make, FORKED: Forked._make, EXITED: _exited,
-    RESPONSE: Response._make, ERROR: Error._make, CHUNK: Chunk._make, HEARTBEAT: _heartbeat,
-    SPANS: Spans._make,
+    HELLO_REPLICA: HelloReplica._make, HELLO_JOB: HelloJob._make, FORKED: Forked._make,
+    EXITED: _exited, RESPONSE: Response._make, ERROR: Error._make, CHUNK: Chunk._make,
+    HEARTBEAT: _heartbeat, SPANS: Spans._make, JOB_EVENT: JobEventFrame._make,
+    JOB_CALL: JobCall._make, JOB_DONE: JobDone._make,
 }
 TO_PROFILE_ZYGOTE: dict[int, Callable[[list[Any]], Load]] = {LOAD: Load._make}
 TO_REVISION_ZYGOTE: dict[int, Callable[[list[Any]], ToRevisionZygote]] = {
-    FORK: Fork._make, KILL: Kill._make, SHUTDOWN: Shutdown._make,
+    FORK: Fork._make, FORK_JOB: ForkJob._make, KILL: Kill._make, SHUTDOWN: Shutdown._make,
 }
 TO_REPLICA: dict[int, Callable[[list[Any]], ToReplica]] = {
     REQUEST: Request._make, CANCEL: Cancel._make, STOP: Stop._make,
 }
+TO_JOB: dict[int, Callable[[list[Any]], JobReply]] = {JOB_REPLY: JobReply._make}
 
 M = TypeVar("M")
 

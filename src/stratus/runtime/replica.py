@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import random
-import signal
 import socket
 import sys
 import time
@@ -27,6 +25,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from stratus.errors import HandlerError, OutOfMemory, RequestTimeout, StratusError
 from stratus.runtime import codec, wire
 from stratus.runtime.capture import capture_output, finish_capture
+from stratus.runtime.forked import is_out_of_memory, reseed_and_size, reset_signals
 from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
 from stratus.runtime.memory import peak_rss, read_memory
 from stratus.runtime.messages import (
@@ -57,10 +56,7 @@ from stratus.telemetry import tracing
 
 def _prepare_process(config: ReplicaConfig) -> None:
     """Undo what the fork inherited from the zygote and set per-replica resources."""
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when replicas stop
+    reset_signals()
     if config.sandbox:
         # Before any user code: its cgroup, its own directory, environment and limits.
         enter_replica(ReplicaSandbox.from_wire(config.sandbox), config.env, config.secrets)
@@ -68,24 +64,7 @@ def _prepare_process(config: ReplicaConfig) -> None:
         os.environ.update(compose_env({}, {}, config.secrets))
     capture_output(config.log_path, {"namespace": config.namespace, "deployment": config.deployment,
                                      "revision": config.revision, "replica": config.replica_id})
-    # Every fork inherits the zygote's RNG state; without a reseed replicas draw alike.
-    random.seed()
-    threads = str(config.threads)
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = threads
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed()
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        # The zygote never ran torch ops, so its intra-op pool starts here, after the fork.
-        torch.set_num_threads(config.threads)
-        torch.seed()
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    # torch reports a refused allocation as a RuntimeError from its allocator.
-    return isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc))
+    reseed_and_size(config.threads)
 
 
 def _end_of_stream(rid: int) -> bytes:
@@ -265,7 +244,7 @@ class ReplicaServer(asyncio.Protocol):
         if isinstance(exc, StratusError):
             error: StratusError = exc
             stack = None
-        elif _is_out_of_memory(exc):
+        elif is_out_of_memory(exc):
             # An allocation refused under RLIMIT_AS: the replica lives on, the request fails.
             limit = self.config.memory_mb
             error = OutOfMemory(f"the handler ran out of memory ({type(exc).__name__}): the "

@@ -24,7 +24,8 @@ from typing import Any, NoReturn
 
 from stratus.errors import DeployError
 from stratus.runtime import wire
-from stratus.runtime.loader import LoadedHandler, load_handler
+from stratus.runtime.job import run_job
+from stratus.runtime.loader import HandlerKind, LoadedHandler, load_handler
 from stratus.runtime.memory import read_memory
 from stratus.runtime.messages import (
     EXITED,
@@ -36,8 +37,10 @@ from stratus.runtime.messages import (
     Exited,
     Fork,
     Forked,
+    ForkJob,
     HelloProfile,
     HelloRevision,
+    JobConfig,
     Kill,
     ReplicaConfig,
     Shutdown,
@@ -76,17 +79,19 @@ class _ChildWatcher:
         os.close(self.write_fd)
 
 
-def _reap() -> list[tuple[int, int]]:
-    """Collect exited children as (pid, returncode); a negative code is the killing signal."""
-    exited: list[tuple[int, int]] = []
+def _reap() -> list[tuple[int, int, float, int]]:
+    """Collect exited children as (pid, returncode, CPU seconds, peak RSS bytes); a negative
+    code is the killing signal."""
+    exited: list[tuple[int, int, float, int]] = []
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return exited
         if pid == 0:
             return exited
-        exited.append((pid, os.waitstatus_to_exitcode(status)))
+        exited.append((pid, os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime,
+                       usage.ru_maxrss * 1024))
 
 
 class RevisionZygote:
@@ -100,6 +105,7 @@ class RevisionZygote:
         self.memory_limits: dict[int, int] = {}  # pid -> bytes
         self.kill_reasons: dict[int, str] = {}
         self.out_of_memory: set[int] = set()  # pids the watchdog killed
+        self.groups: set[int] = set()  # job workers: each leads a process group, killed whole
 
     def serve(self) -> NoReturn:
         selector = selectors.DefaultSelector()
@@ -121,8 +127,11 @@ class RevisionZygote:
             self._report_exits()
 
     def _handle(self, message: ToRevisionZygote | None) -> None:
-        if isinstance(message, Fork):
+        is_job = self.loaded.kind is HandlerKind.JOB
+        if isinstance(message, Fork) and not is_job:
             self._fork(message.replica_id, message.replica_config)
+        elif isinstance(message, ForkJob) and is_job:
+            self._fork_job(message.worker_id, message.job_config)
         elif isinstance(message, Kill):
             self._kill(message.replica_id, message.reason)
         elif isinstance(message, Shutdown):
@@ -141,12 +150,35 @@ class RevisionZygote:
             self.memory_limits[pid] = config.memory_mb * 1024 * 1024
         self.channel.send(Forked(FORKED, replica_id, pid))
 
+    def _fork_job(self, worker_id: str, config_data: dict[str, Any]) -> None:
+        config = JobConfig.from_wire(config_data)
+        pid = os.fork()
+        if pid == 0:
+            os.setpgid(0, 0)  # its own group: what the job starts (data loaders) dies with it
+            self.channel.close()
+            self.watcher.close()
+            gc.enable()
+            run_job(self.loaded, config)
+        with contextlib.suppress(OSError):  # both sides set it: no kill can come before it
+            os.setpgid(pid, pid)
+        self.children[pid] = worker_id
+        self.groups.add(pid)
+        if config.memory_mb:
+            self.memory_limits[pid] = config.memory_mb * 1024 * 1024
+        self.channel.send(Forked(FORKED, worker_id, pid))
+
     def _kill(self, replica_id: str, reason: str) -> None:
         for pid, child_id in self.children.items():
             if child_id == replica_id:
                 self.kill_reasons.setdefault(pid, reason)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                self._signal(pid)
+
+    def _signal(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if pid in self.groups:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
 
     def _check_memory(self) -> None:
         for pid, limit in list(self.memory_limits.items()):
@@ -161,20 +193,22 @@ class RevisionZygote:
                 del self.memory_limits[pid]
 
     def _report_exits(self) -> None:
-        for pid, returncode in _reap():
+        for pid, returncode, cpu_s, peak_rss in _reap():
             replica_id = self.children.pop(pid, None)
             self.memory_limits.pop(pid, None)
+            if pid in self.groups:  # the rest of a job's group goes with its leader
+                self._signal(pid)
+                self.groups.discard(pid)
             reason = self.kill_reasons.pop(pid, "")
             out_of_memory = pid in self.out_of_memory
             self.out_of_memory.discard(pid)
             if replica_id is not None:
                 self.channel.send(Exited(EXITED, replica_id, pid, returncode, reason,
-                                         out_of_memory))
+                                         out_of_memory, cpu_s, peak_rss))
 
     def _shutdown(self) -> NoReturn:
         for pid in self.children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            self._signal(pid)
         os._exit(0)
 
 
@@ -193,7 +227,8 @@ def _become_revision_zygote(socket_path: str, code_key: str, spec: dict[str, Any
                 enter_zygote(ZygoteSandbox.from_wire(spec["sandbox"]))
             else:
                 os.environ.update(spec.get("env") or {})
-            loaded = load_handler(spec["bundle_dir"], spec["entrypoint"])
+            loaded = load_handler(spec["bundle_dir"], spec["entrypoint"],
+                                  job=spec.get("kind") == "job")
             meta = loaded.describe()
             meta["threads"] = len(os.listdir("/proc/self/task"))
             hello = HelloRevision(HELLO_REVISION, code_key, os.getpid(), True, meta, None)

@@ -54,18 +54,23 @@ class _JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def replica_logger(deployment: str, revision: int, replica_id: str) -> logging.Logger:
-    """A logger writing JSON lines to the replica's stderr, which goes to the deployment log."""
-    logger = logging.getLogger(f"stratus.replica.{deployment}")
+def json_logger(name: str, fields: Mapping[str, Any]) -> logging.Logger:
+    """A logger writing JSON lines, tagged with ``fields``, to stderr (which the process's
+    output capture appends to its log)."""
+    logger = logging.getLogger(name)
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _JsonLineFormatter({"deployment": deployment, "revision": revision, "replica": replica_id})
-    )
+    handler.setFormatter(_JsonLineFormatter(fields))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger
+
+
+def replica_logger(deployment: str, revision: int, replica_id: str) -> logging.Logger:
+    """A logger writing JSON lines to the replica's stderr, which goes to the deployment log."""
+    return json_logger(f"stratus.replica.{deployment}",
+                       {"deployment": deployment, "revision": revision, "replica": replica_id})
 
 
 class Context:

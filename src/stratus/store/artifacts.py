@@ -215,6 +215,10 @@ class ArtifactStore:
                 write_atomically(self.key_path(digest), self.keyring.wrap(data_key, digest).to_json())
             os.replace(sealed_file, target)
 
+    def read_blob(self, digest: str, label: str) -> bytes:
+        """A small blob's whole plaintext (a job's checkpoint), each segment authenticated."""
+        return b"".join(self._segments(digest, label))
+
     # -- plaintext for replicas -----------------------------------------------------------
     def plain_blob(self, digest: str, size: int | None, label: str) -> Path:
         """The blob's plaintext in the memory cache, decrypted and verified once, and again

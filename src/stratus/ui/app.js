@@ -67,7 +67,8 @@ function stop() {
 }
 
 function show(view) {
-  for (const id of ["login", "list-view", "detail-view", "workflows-view", "execution-view"]) {
+  for (const id of ["login", "list-view", "detail-view", "workflows-view", "execution-view",
+    "jobs-view", "job-view"]) {
     $(id).hidden = id !== view;
   }
   $("sign-out").hidden = view === "login";
@@ -89,9 +90,12 @@ function route() {
   }
   const match = location.hash.match(/^#\/d\/([^/]+)$/);
   const execution = location.hash.match(/^#\/x\/([^/]+)$/); // workflows.js
+  const job = location.hash.match(/^#\/j\/([^/]+)$/); // jobs.js
   if (match) openDeployment(decodeURIComponent(match[1]));
   else if (execution) openExecution(decodeURIComponent(execution[1]));
+  else if (job) openJob(decodeURIComponent(job[1]));
   else if (location.hash === "#/workflows") openWorkflows();
+  else if (location.hash === "#/jobs") openJobs();
   else openList();
 }
 

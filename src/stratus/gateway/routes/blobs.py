@@ -69,11 +69,14 @@ class CollectRequest(BaseModel):
 
 @router.post("/gc",
              dependencies=[needs(Permission.GLOBAL)],
-             summary="Delete blobs that no model version, dataset version or revision references")
+             summary="Delete blobs that no model version, dataset version, revision or job "
+                     "references")
 async def collect(body: CollectRequest, parts: Parts) -> dict[str, Any]:
     def run() -> dict[str, int]:
         referenced = (parts.models.store.all_digests() | parts.datasets.store.all_digests()
                       | parts.controller.store.all_bundles())
+        if parts.jobs is not None:  # jobs' code, checkpoints and models
+            referenced |= parts.jobs.referenced_digests()
         return parts.artifacts.collect(referenced, body.grace_s)
 
     return await asyncio.to_thread(run)

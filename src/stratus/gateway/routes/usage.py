@@ -12,13 +12,14 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from stratus.cost import Capacity, Metered, Prices, compare, metered_cost
+from stratus.cost import Capacity, Metered, Prices, compare, job_cost, metered_cost
 from stratus.errors import BadRequest, Unavailable
 from stratus.gateway.authz import needs
 from stratus.gateway.state import Parts, namespace_of
 from stratus.observe.logs import parse_since
 from stratus.observe.usage import UsageMeter
 from stratus.security.roles import Permission
+from stratus.store.job_usage import JobUsageTotals
 from stratus.store.usage import GROUPINGS, GroupUsage
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
@@ -83,6 +84,12 @@ def _total(groups: list[GroupUsage], prices: Prices) -> dict[str, Any]:
             "errors": sum(g.errors for g in groups), "cost": _costs(prices, metered, capacities)}
 
 
+def _jobs(totals: JobUsageTotals, prices: Prices) -> dict[str, Any]:
+    return {"jobs": totals.jobs, "runs": totals.runs, "duration_s": totals.duration_s,
+            "cpu_seconds": totals.cpu_seconds, "gb_seconds": totals.gb_seconds,
+            "cost": job_cost(prices, totals.gb_seconds, totals.cpu_seconds)}
+
+
 @router.get("",
             dependencies=[needs(Permission.READ)],
             summary="Usage and cost by group, against an always-on deployment")
@@ -94,7 +101,8 @@ async def usage_report(
 ) -> dict[str, Any]:
     """Costs follow C(t) = C0 + C1·t + Σ r_i·t_i per invocation with the server's price sheet;
     ``serverless`` adds the idle replica-seconds, ``always_on`` prices each deployment's peak
-    ready replicas for as long as it was observed in the period."""
+    ready replicas for as long as it was observed in the period. ``jobs`` sums the job runs
+    that started in the period: their GB-seconds and CPU seconds, priced apart."""
     if by not in GROUPINGS:
         raise BadRequest(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}")
     start, until = _period(since)
@@ -102,12 +110,16 @@ async def usage_report(
     await meter.flush()  # what the buffer holds counts too
     groups = await asyncio.to_thread(meter.store.report, namespace_of(request), start, until, by)
     prices = meter.prices
+    jobs = parts.jobs.usage if parts.jobs is not None else None
+    job_totals = JobUsageTotals() if jobs is None else await asyncio.to_thread(
+        jobs.totals, namespace_of(request), start, until)
     return {
         "namespace": namespace_of(request), "by": by, "since": _iso(start), "until": _iso(until),
         "period_s": until - start, "currency": prices.currency,
         "prices": prices.model_dump(exclude={"currency"}),
         "groups": [_group(by, group, prices) for group in groups],
         "total": _total(groups, prices),
+        "jobs": _jobs(job_totals, prices),  # training and evaluation jobs: their own line
     }
 
 
