@@ -14,7 +14,7 @@ ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
 CONFIG_ENV = "STRATUS_CONFIG"
 # Sections of the server's config file; each feature validates its own.
 CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox", "queue",
-                   "jobs")
+                   "jobs", "tracking")
 QUEUE_ENV = "STRATUS_QUEUE_URL"
 
 

@@ -29,6 +29,7 @@ from stratus.gateway.state import Components
 from stratus.invocations.destinations import Destinations
 from stratus.invocations.service import AsyncService
 from stratus.jobs.log import JobLog
+from stratus.jobs.promotion import Promotion
 from stratus.jobs.request import jobs_config
 from stratus.jobs.service import JobService
 from stratus.models.registry import EXCLUSIVE_STAGES
@@ -62,6 +63,7 @@ from stratus.store.plaincache import PlainCache, cache_root
 from stratus.store.secrets import SecretStore
 from stratus.store.usage import UsageStore
 from stratus.telemetry import tracing
+from stratus.tracking.mlflow import MlflowMirror, mirror_uri
 from stratus.triggers.service import Triggers
 from stratus.workflows.runner import WorkflowRunner
 
@@ -87,6 +89,7 @@ def create_app(settings: Settings) -> DataPlane:
     plain = PlainCache(cache_root(settings.data_dir))
     isolation = Isolation.for_settings(settings)  # invalid, or replicas could not run: fail now
     jobs_settings = jobs_config(settings.section("jobs"))  # invalid: fail now
+    mlflow_uri = mirror_uri(settings.section("tracking"))  # invalid: fail now
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -96,6 +99,7 @@ def create_app(settings: Settings) -> DataPlane:
         app.state.audit_store = audit_store = AuditStore(engine)
         audit_log.start(audit_store)
         artifacts = ArtifactStore(settings.artifacts_dir, keyring, plain)
+        mirror = MlflowMirror(mlflow_uri, locate=artifacts.plain_blob) if mlflow_uri else None
         app.state.keyring, app.state.secrets = keyring, SecretStore(engine, keyring)
         app.state.wrapped_keys = {"artifacts": artifacts, "secrets": app.state.secrets}
         await asyncio.to_thread(seal_legacy, artifacts)  # from before encryption at rest
@@ -148,7 +152,12 @@ def create_app(settings: Settings) -> DataPlane:
         app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
         await workflows.start()  # resumes the executions a stopped server left running
         parts.jobs = jobs = JobService(settings, JobLog(engine), backend, artifacts, jobs_settings,
-                                       usage=JobUsageStore(engine), datasets=parts.datasets)
+                                       usage=JobUsageStore(engine), datasets=parts.datasets,
+                                       models=parts.models)
+        parts.promotion = Promotion(jobs, parts.models, controller, artifacts,
+                                    settings.max_blob_bytes)
+        if mirror is not None:
+            jobs.writer.listeners.append(lambda namespace, event: mirror.apply(event, namespace))
         await jobs.start()  # fails the jobs a stopped server left unfinished
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
         # as long as the server. Frozen, it is no longer walked by every full collection,
@@ -168,6 +177,8 @@ def create_app(settings: Settings) -> DataPlane:
             await async_service.close()  # what it has in flight is run again later
             await workflows.close()  # before the controller: their steps stop, not fail
             await jobs.close()  # before the backend: their workers are killed, usage kept
+            if mirror is not None:
+                await asyncio.to_thread(mirror.close)
             await controller.close()
             plain.close()  # the decrypted artifacts, once no replica uses them
             await book.close()  # after the controller: the last drained requests count too

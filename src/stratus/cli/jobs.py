@@ -70,6 +70,27 @@ def run(
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable)")] = None,
     resume_from: Annotated[str | None, typer.Option(
         help="A job to continue: ctx.load_checkpoint() returns its latest checkpoint")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="A registry version the job loads with ctx.load_model, name@version (repeatable)")
+    ] = None,
+    register: Annotated[str | None, typer.Option(
+        help="Register the saved model under this name if it passes the gate")] = None,
+    version: Annotated[str | None, typer.Option(
+        help="The registered version [default: the latest's next minor]")] = None,
+    stage: Annotated[str, typer.Option(help="The registered version's stage")] = "staging",
+    gate: Annotated[list[str] | None, typer.Option(
+        help="A threshold the evaluation must meet, e.g. 'accuracy>=0.9' (repeatable)")] = None,
+    gate_vs: Annotated[str | None, typer.Option(
+        help="A stage (production): the new version must not do worse than its version")] = None,
+    tolerance: Annotated[float, typer.Option(
+        help="How much worse than --gate-vs a metric may be")] = 0.0,
+    gate_dataset: Annotated[str | None, typer.Option(
+        help="The dataset the model is evaluated on [default: the first --dataset]")] = None,
+    gate_split: Annotated[str, typer.Option(help="The split it is evaluated on")] = "test",
+    deploy: Annotated[str | None, typer.Option(
+        help="Roll the registered version out to this deployment")] = None,
+    canary: Annotated[int | None, typer.Option(
+        help="...as a canary starting at this percent [default: switch once warm]")] = None,
     follow: Annotated[bool, typer.Option(
         "--follow", "-f", help="Show progress and the log until the job ends (Ctrl-C detaches)")
     ] = False,
@@ -83,7 +104,15 @@ def run(
     body: dict[str, Any] = {"params": dict(parse_param(p) for p in param or []),
                             "datasets": dataset or [], "experiment": experiment,
                             "memory_mb": memory, "timeout_s": timeout, "threads": threads,
-                            "resume_from": resume_from}
+                            "resume_from": resume_from, "models": model or []}
+    if register is not None:
+        body["register"] = {"name": register, "version": version, "stage": stage,
+                            "gate": gate or [], "gate_vs": gate_vs, "tolerance": tolerance,
+                            "dataset": gate_dataset, "split": gate_split,
+                            "deploy": None if deploy is None else {"deployment": deploy,
+                                                                   "canary": canary}}
+    elif gate or gate_vs or deploy:
+        raise CliError("--gate, --gate-vs and --deploy apply to a model registered with --register")
     if preload:
         body["preload"] = preload
     for pair in env or []:
@@ -108,6 +137,46 @@ def run(
                        job.get("total_epochs"), err)
     if ended is not None and ended["status"] != "succeeded":
         raise CliError(f"job {job['id']} {ended['status']}: {ended.get('error') or ended['reason']}")
+
+
+@app.command("evaluate")
+def evaluate(
+    model: Annotated[str, typer.Argument(help="name@version (or name@stage) to evaluate")],
+    dataset: Annotated[str, typer.Option(help="The dataset, name@version")],
+    split: Annotated[str, typer.Option(help="Its split to score on")] = "test",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait and print the metrics")
+                      ] = False,
+    as_json: AsJson = False,
+    server: Server = None,
+    api_key: ApiKey = None,
+    namespace: Namespace = None,
+) -> None:
+    """Score a registered model version on a dataset's split (accuracy, precision, recall and
+    F1, or MAE, RMSE and R²); the result is recorded on the version."""
+    with make_client(server, api_key, namespace) as client:
+        job: dict[str, Any] = client.json("POST", "/api/jobs/evaluate", json={
+            "model": model, "dataset": dataset, "split": split})
+    if not follow:
+        if as_json:
+            sys.stdout.write(json.dumps(job, indent=2) + "\n")
+        else:
+            err.print(f"evaluation job [bold]{job['id']}[/bold] {job['status']}")
+        return
+    ended = follow_job(lambda: make_client(server, api_key, namespace), job["id"], None, err)
+    if ended is None:
+        return
+    if ended["status"] != "succeeded":
+        raise CliError(f"job {job['id']} {ended['status']}: {ended.get('error') or ended['reason']}")
+    evaluation = ended.get("evaluation") or {}
+    if as_json:
+        sys.stdout.write(json.dumps(evaluation, indent=2) + "\n")
+        return
+    table = Table("metric", Column("value", justify="right"),
+                  title=f"{evaluation.get('model')} on {evaluation.get('dataset')} "
+                        f"({evaluation.get('split')}, {evaluation.get('samples')} rows)")
+    for name, value in (evaluation.get("metrics") or {}).items():
+        table.add_row(name, f"{value:.4f}")
+    out.print(table)
 
 
 def _ago(moment: float | None) -> str:

@@ -14,6 +14,7 @@ from stratus.control.controller import Controller
 from stratus.datasets.service import DatasetService
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.invocations.service import AsyncService
+from stratus.jobs.promotion import Promotion
 from stratus.jobs.service import JobService
 from stratus.models.service import ModelService
 from stratus.observe.payloads import PayloadLog
@@ -35,6 +36,7 @@ class Components:
     payloads: PayloadLog | None = None  # with logging.payloads: request and response bodies
     async_service: AsyncService | None = None  # asynchronous invocations, once started
     jobs: JobService | None = None  # training and evaluation jobs, once started
+    promotion: Promotion | None = None  # evaluations, gates, registration
     ready: bool = False
 
 

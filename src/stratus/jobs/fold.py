@@ -57,8 +57,8 @@ def _total_epochs(params: dict[str, Any], spec: dict[str, Any]) -> int | None:
 
 def apply(state: JobState, event: JobEvent) -> JobState:
     """The state after ``event``. Events after the job ended change nothing but ``last_seq``,
-    except the ones that record what became of its model (registration and rollout), which
-    follow the job's completion."""
+    except the ones that record what became of its model (the gate, registration and rollout),
+    which follow the job's completion."""
     data = event.data
     done = state.status in TERMINAL
     kind = event.type
@@ -66,6 +66,8 @@ def apply(state: JobState, event: JobEvent) -> JobState:
         spec = dict(data["spec"])
         return _seq(state, event, spec=spec, experiment=spec.get("experiment"),
                     params=dict(spec.get("params") or {}), submitted_at=event.at, status="queued")
+    if kind == "GateJudged":
+        return _seq(state, event, gate=dict(data))
     if kind == "ModelRegistered":
         return _seq(state, event, model_version=str(data["version"]))
     if kind == "RolloutStarted":
@@ -91,8 +93,6 @@ def apply(state: JobState, event: JobEvent) -> JobState:
         return _seq(state, event, model=dict(data["model"]))
     if kind == "EvaluationCompleted":
         return _seq(state, event, evaluation=dict(data))
-    if kind == "GateJudged":
-        return _seq(state, event, gate=dict(data))
     if kind == "JobCompleted":
         metrics = {**state.metrics, **{str(k): float(v) for k, v in data["metrics"].items()}}
         return _seq(state, event, status="succeeded", ended_at=event.at, metrics=metrics,

@@ -3,6 +3,7 @@ record (and in what shape), the final metrics, and the event that ends the run."
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from stratus.jobs.events import MAX_METRIC_NAME
 
 # What the job's own code may record; the rest of a job's events are the server's to write.
-WORKER_EVENTS = ("ParamsLogged", "MetricLogged", "EpochCompleted")
+WORKER_EVENTS = ("ParamsLogged", "MetricLogged", "EpochCompleted", "EvaluationCompleted")
 MAX_PARAMS = 256
 
 
@@ -59,12 +60,34 @@ def clean_event(kind: str, data: Any) -> dict[str, Any]:
         step = data.get("step")
         return {"name": _name(data.get("name")), "value": _number(data.get("value"), "value"),
                 "step": None if step is None else _integer(step, "step")}
+    if kind == "EvaluationCompleted":
+        return _evaluation(data)
     metrics = data.get("metrics") or {}
     if not isinstance(metrics, dict):
         raise BadFrame("EpochCompleted: metrics must be a map")
     return {"epoch": _integer(data.get("epoch"), "epoch"),
             "loss": _number(data.get("loss"), "loss"),
             "metrics": {_name(k): _number(v, f"metric {k!r}") for k, v in metrics.items()}}
+
+
+def _evaluation(data: dict[str, Any]) -> dict[str, Any]:
+    """A model's evaluation on a dataset's split: its scalar metrics, and the report (per-class
+    figures, the confusion matrix) as JSON."""
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise BadFrame("EvaluationCompleted: metrics must be a non-empty map")
+    report = data.get("report") or {}
+    try:
+        json.dumps(report, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise BadFrame(f"EvaluationCompleted: the report must be JSON: {exc}") from None
+    texts = {key: data.get(key) for key in ("model", "dataset", "split", "task")}
+    if not all(value is None or (isinstance(value, str) and len(value) <= 200)
+               for value in texts.values()):
+        raise BadFrame("EvaluationCompleted: model, dataset, split and task are short strings")
+    return {**texts, "samples": _integer(data.get("samples", 0), "samples"),
+            "metrics": {_name(k): _number(v, f"metric {k!r}") for k, v in metrics.items()},
+            "report": report}
 
 
 def update_metrics(final: dict[str, float], kind: str, data: dict[str, Any]) -> None:

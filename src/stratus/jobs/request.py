@@ -15,6 +15,37 @@ DEFAULT_PRELOAD = ("torch",)  # jobs fork from the zygote that holds torch: chec
 MAX_PARAM_KEY = 128
 
 
+class DeployTarget(BaseModel):
+    """Roll a registered version out to a deployment that serves the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployment: str = Field(pattern=NAME_PATTERN)
+    canary: int | None = Field(default=None, ge=1, le=100,
+                               description="first percent of a canary; none: switch once warm")
+    step: int = Field(default=25, ge=1, le=100)
+    interval_s: float = Field(default=60.0, gt=0, le=86400)
+
+
+class Registration(BaseModel):
+    """``register`` of a job: the model it saves becomes a registry version if it passes the
+    gate, judged on its evaluation on ``dataset``'s ``split``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str | None = Field(default=None, description="default: the latest's next minor")
+    stage: str = "staging"
+    gate: list[str] = Field(default_factory=list, max_length=32,
+                            description="thresholds, e.g. 'accuracy>=0.9'")
+    gate_vs: str | None = Field(default=None, description="a stage (production): the new "
+                                "version must not do worse than the version in it")
+    tolerance: float = Field(default=0.0, ge=0, le=1e9)
+    dataset: str | None = Field(default=None, description="default: the job's first dataset")
+    split: str = Field(default="test", pattern=NAME_PATTERN)
+    deploy: DeployTarget | None = None
+
+
 class JobRequest(BaseModel):
     """Body of ``POST /api/jobs``. The code bundle is uploaded first (``PUT /api/blobs/...``)."""
 
@@ -30,7 +61,9 @@ class JobRequest(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     # What to register the job's model as, and its gate (``register`` in the body; the name
     # would shadow pydantic's own).
-    registration: dict[str, Any] | None = Field(default=None, alias="register")
+    registration: Registration | None = Field(default=None, alias="register")
+    models: list[str] = Field(default_factory=list, max_length=8, description=(
+        "registry versions the job loads with ctx.load_model (name@version or name@stage)"))
     workers: int = Field(default=1, ge=1, le=1024, description="processes; only 1 for now")
     preload: list[str] | None = Field(default=None, max_length=64,
                                       description="modules the zygote imports; default torch")

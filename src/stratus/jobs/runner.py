@@ -45,6 +45,8 @@ class JobPlan:
     lineage: dict[str, Any] = field(default_factory=dict)  # what a saved model records
     # The jobs whose checkpoints this one resumes from, nearest first (``resume_from``).
     ancestors: list[str] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)  # laid out for the worker
+    evaluate: dict[str, Any] | None = None  # the saved model's evaluation, for a gate
 
 
 def server_line(path: Path, job_id: str, message: str, **extra: Any) -> None:
@@ -98,7 +100,8 @@ class JobRun:
         config = JobConfig(worker_id=self.worker_id, job_id=plan.job_id, socket_path="",
                            namespace=plan.namespace, log_path=str(plan.log_path),
                            params=plan.params, datasets=plan.datasets, memory_mb=plan.memory_mb,
-                           threads=plan.threads, attempt=plan.attempt, env=plan.env)
+                           threads=plan.threads, attempt=plan.attempt, env=plan.env,
+                           models=plan.models, evaluate=plan.evaluate)
         try:
             self.handle = await self.backend.start_worker(
                 WorkerSpec(self.worker_id, plan.code, config), self)

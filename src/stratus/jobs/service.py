@@ -22,6 +22,7 @@ from stratus.config import Settings
 from stratus.errors import BadRequest, Conflict, NotFound, StratusError, Unavailable
 from stratus.jobs.events import new_job_id
 from stratus.jobs.fold import TERMINAL, JobState
+from stratus.jobs.gating import evaluation_target
 from stratus.jobs.log import EVENTS, JobLog
 from stratus.jobs.metering import usage_record
 from stratus.jobs.request import DEFAULT_PRELOAD, JobRequest, JobsConfig
@@ -44,6 +45,16 @@ class DatasetResolver(Protocol):
 
     def resolve(self, namespace: str, ref: str) -> dict[str, Any]: ...
 
+    def check_split(self, layout: dict[str, Any], split: str) -> None: ...
+
+
+class ModelResolver(Protocol):
+    """The model registry, as jobs need it: references -> versions laid out to load."""
+
+    def resolve(self, namespace: str, refs: list[str]) -> list[dict[str, Any]]: ...
+
+    def lay_out(self, resolved: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
 
 def _code_key(namespace: str, request: JobRequest, preload: list[str]) -> str:
     code = {"bundle": request.code.bundle, "entrypoint": request.code.entrypoint,
@@ -56,7 +67,8 @@ class JobService:
     def __init__(self, settings: Settings, log: JobLog, backend: Backend,
                  artifacts: ArtifactStore, config: JobsConfig, *,
                  usage: JobUsageStore | None = None,
-                 datasets: DatasetResolver | None = None) -> None:
+                 datasets: DatasetResolver | None = None,
+                 models: ModelResolver | None = None) -> None:
         self.settings = settings
         self.log = log
         self.backend = backend
@@ -64,6 +76,7 @@ class JobService:
         self.config = config
         self.usage = usage
         self.datasets = datasets
+        self.models = models
         self.writer = EventWriter(log)
         self.queue: deque[JobPlan] = deque()
         self.runs: dict[str, JobRun] = {}
@@ -122,6 +135,8 @@ class JobService:
         except StratusError as exc:
             raise BadRequest(f"the job's code: {exc.message}") from None
         layouts = await self._resolve(namespace, request.datasets)
+        evaluate = evaluation_target(request, layouts, self._check_split)
+        models = await self._models(namespace, request.models)
         ancestors, attempt = await self._ancestors(namespace, request.resume_from)
         preload = list(DEFAULT_PRELOAD if request.preload is None else request.preload)
         code = CodeSpec(code_key=_code_key(namespace, request, preload), bundle_dir=str(bundle_dir),
@@ -131,19 +146,22 @@ class JobService:
         try:
             await self.backend.prepare(code)  # imports it: a bad entrypoint is a 400 now
             return await self._enqueue(namespace, request, by, code, layouts, preload,
-                                       ancestors, attempt)
+                                       ancestors, attempt, models, evaluate)
         finally:
             self._maybe_release(code.code_key)  # unless the job now queued uses it
 
     async def _enqueue(self, namespace: str, request: JobRequest, by: str, code: CodeSpec,
                        layouts: dict[str, dict[str, Any]], preload: list[str],
-                       ancestors: list[str], attempt: int) -> dict[str, Any]:
+                       ancestors: list[str], attempt: int, models: list[dict[str, Any]],
+                       evaluate: dict[str, Any] | None) -> dict[str, Any]:
         job_id = new_job_id()
         resolved = [{"ref": ref, "name": layout.get("name"), "version": layout.get("version")}
                     for ref, layout in layouts.items()]
         spec = {**request.model_dump(mode="json", by_alias=True, exclude={"preload"}),
                 "preload": preload,
-                "resolved_datasets": resolved, "submitted_by": by}
+                "resolved_datasets": resolved, "submitted_by": by,
+                "resolved_models": [f"{m['name']}@{m['version']}" for m in models],
+                "evaluate": evaluate}
         await self.writer.append(namespace, job_id, "JobSubmitted", {"spec": spec})
         lineage = {"job": job_id, "experiment": request.experiment, "params": request.params,
                    "datasets": [f"{r['name']}@{r['version']}" for r in resolved]}
@@ -152,7 +170,7 @@ class JobService:
             params=dict(request.params), datasets=layouts, memory_mb=request.memory_mb,
             timeout_s=request.timeout_s, threads=request.threads, env=dict(request.env),
             log_path=self.log_path(namespace, job_id), lineage=lineage, attempt=attempt,
-            ancestors=ancestors))
+            ancestors=ancestors, models=models, evaluate=evaluate))
         self._pump()
         return await self.view(namespace, job_id)
 
@@ -164,6 +182,18 @@ class JobService:
             assert self.datasets is not None
             layouts[ref] = await asyncio.to_thread(self.datasets.resolve, namespace, ref)
         return layouts
+
+    def _check_split(self, layout: dict[str, Any], split: str) -> None:
+        assert self.datasets is not None  # a layout came from it
+        self.datasets.check_split(layout, split)
+
+    async def _models(self, namespace: str, refs: list[str]) -> list[dict[str, Any]]:
+        if not refs:
+            return []
+        if self.models is None:
+            raise BadRequest("this server keeps no models")
+        resolved = await asyncio.to_thread(self.models.resolve, namespace, refs)  # 404
+        return await asyncio.to_thread(self.models.lay_out, resolved)
 
     async def _ancestors(self, namespace: str, parent: str | None) -> tuple[list[str], int]:
         """The chain of jobs a resumed job continues (nearest first), and so its attempt."""

@@ -57,6 +57,11 @@ class ModelPushRequest(BaseModel):
     tags: dict[str, str] = {}
     trusted_pickle: bool = False
     source_format: str | None = None
+    # The training split's statistics that inputs are normalised with, as the job saved them.
+    preprocessing: dict[str, Any] | None = None
+    # How a torch module is built again: {"class_path", "init_kwargs"} (set by a job).
+    module: dict[str, Any] | None = None
+    evaluations: list[dict[str, Any]] = Field(default=[], max_length=64)
 
 
 def _check_path(relative: str) -> None:
@@ -90,7 +95,11 @@ class ModelService:
             except CorruptBlob as exc:
                 raise BadRequest(exc.message) from None
         meta = body.model_dump(include={"framework", "task", "signature", "parameters", "metrics",
-                                        "tags", "trusted_pickle", "source_format"})
+                                        "tags", "trusted_pickle", "source_format",
+                                        "preprocessing", "module", "evaluations"})
+        for key in ("preprocessing", "module", "evaluations"):  # only a job's versions
+            if not meta[key]:
+                del meta[key]
         meta["lineage"] = body.lineage.model_dump()
         files = {relative: entry.model_dump() for relative, entry in body.files.items()}
         return self.store.create_version(namespace, name, body.version, semver,

@@ -130,9 +130,15 @@ def run_job(loaded: LoadedHandler, config: JobConfig) -> NoReturn:
         ctx = JobContext(job_id=config.job_id, namespace=config.namespace, params=config.params,
                          datasets=config.datasets, channel=channel, logger=logger,
                          rank=config.rank, world_size=config.world_size,
-                         attempt=config.attempt, memory_mb=config.memory_mb)
+                         attempt=config.attempt, memory_mb=config.memory_mb,
+                         models=config.models)
         try:
             loaded.target(ctx)
+            if config.evaluate is not None:  # the job's model is gated: score it here, alive
+                # Imported here: scikit-learn and pandas stay out of the zygotes replicas use.
+                from stratus.runtime.evaluate import evaluate_saved
+
+                evaluate_saved(ctx, str(config.evaluate["dataset"]), str(config.evaluate["split"]))
             done = JobDone(JOB_DONE, True, "", "")
         except BaseException as exc:
             done = _outcome(exc)

@@ -125,6 +125,10 @@ class JobConfig:
     attempt: int = 1
     env: dict[str, str] = field(default_factory=dict)
     sandbox: dict[str, Any] = field(default_factory=dict)  # a ReplicaSandbox, on the wire
+    # Registry versions the job may load (ctx.load_model), laid out as replicas get them.
+    models: list[dict[str, Any]] = field(default_factory=list)
+    # After train(ctx) returns: evaluate the model it saved on {"dataset", "split"}.
+    evaluate: dict[str, Any] | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> JobConfig:

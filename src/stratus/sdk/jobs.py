@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from stratus.sdk.saving import checkpoint_bytes, load_checkpoint_bytes, serialize
@@ -79,7 +79,8 @@ class JobContext:
     def __init__(self, *, job_id: str, namespace: str, params: Mapping[str, Any],
                  datasets: Mapping[str, Mapping[str, Any]], channel: JobChannel,
                  logger: logging.Logger, rank: int = 0, world_size: int = 1, attempt: int = 1,
-                 memory_mb: int | None = None) -> None:
+                 memory_mb: int | None = None,
+                 models: Sequence[Mapping[str, Any]] = ()) -> None:
         self.job_id = job_id
         self.namespace = namespace
         self.params: dict[str, Any] = dict(params)
@@ -93,6 +94,10 @@ class JobContext:
         self._datasets = {ref: dict(layout) for ref, layout in datasets.items()}
         self._channel = channel
         self._last_epoch: int | None = None
+        self._models = [dict(model) for model in models]
+        # The model object saved last and what was recorded of it: the worker evaluates it
+        # when the job's model is gated.
+        self.saved: tuple[Any, dict[str, Any]] | None = None
 
     # -- tracking -------------------------------------------------------------------------
     def log_params(self, **params: Scalar) -> None:
@@ -134,21 +139,53 @@ class JobContext:
 
     def save_model(self, model: Any, *, signature: dict[str, Any] | None = None,
                    task: str | None = None,
-                   preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
+                   preprocessing: dict[str, Any] | None = None,
+                   init_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
         """Store a trained model (a torch ``nn.Module`` or a scikit-learn estimator) as the
-        job's output, with its input signature, task and preprocessing statistics (e.g. the
-        training split's means and standard deviations). Returns what was recorded."""
+        job's output, with its input signature (``{"features": [...], "target": ...}``, and
+        ``"classes"`` for a torch classifier's outputs), task (``classification`` or
+        ``regression``) and preprocessing statistics (the training split's, from
+        ``fit_statistics``). A torch module is built again from its class and
+        ``init_kwargs`` (JSON) to evaluate or load it later. Returns what was recorded."""
         for value, what in ((signature, "signature"), (preprocessing, "preprocessing")):
             if value is not None and not isinstance(value, dict):
                 raise TypeError(f"{what} must be a dict, not {type(value).__name__}")
         if task is not None and not isinstance(task, str):
             raise TypeError(f"task must be a string, not {type(task).__name__}")
+        if init_kwargs is not None and not isinstance(init_kwargs, dict):
+            raise TypeError(f"init_kwargs must be a dict, not {type(init_kwargs).__name__}")
         saved = serialize(model)
+        meta = {**saved.meta, "init_kwargs": init_kwargs or {}}
         recorded: dict[str, Any] = self._channel.call("model", {
             "files": saved.files, "format": saved.format, "framework": saved.framework,
             "signature": signature, "task": task, "preprocessing": preprocessing,
-            "meta": saved.meta})
+            "meta": meta})
+        self.saved = (model, recorded)
         return recorded
+
+    def log_evaluation(self, document: dict[str, Any]) -> None:
+        """Record a model's evaluation (``{"model", "dataset", "split", "task", "samples",
+        "metrics", "report"}``): what the built-in evaluation records, and a gate reads."""
+        self._channel.emit("EvaluationCompleted", document)
+
+    def load_model(self, name: str) -> Any:
+        """A registry version the job declared (``--model name@version``): a scikit-learn
+        estimator, or a torch module a job saved, built again with its weights."""
+        from stratus.sdk.saving import rebuild
+
+        for model in self._models:
+            if model["name"] == name:
+                return rebuild(model)
+        declared = ", ".join(m["ref"] for m in self._models) or "none"
+        raise LookupError(f"model {name!r} was not declared by this job (declared: "
+                          f"{declared}); submit it with --model {name}@<version>")
+
+    def model_info(self, name: str) -> dict[str, Any]:
+        """A declared model's version, format and metadata (signature, preprocessing...)."""
+        for model in self._models:
+            if model["name"] == name:
+                return {key: model.get(key) for key in ("name", "version", "format", "meta")}
+        raise LookupError(f"model {name!r} was not declared by this job")
 
     # -- data -------------------------------------------------------------------------------
     def dataset(self, ref: str, split: str | None = None) -> Any:

@@ -78,3 +78,32 @@ def load_checkpoint_bytes(data: bytes) -> Any:
     import torch
 
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _imported(path: str) -> Any:
+    import importlib
+
+    module_name, _, attribute = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def rebuild(model: dict[str, Any]) -> Any:
+    """A registry version laid out for this process, as the object it was saved from: a
+    torch module built again from its class (imported from the job's code, which the worker
+    runs in) with its ``init_kwargs``, then given the weights; anything else as the registry
+    loads it."""
+    from stratus.models.loading import load
+
+    module = (model.get("meta") or {}).get("module") or {}
+    if model["format"] == "safetensors" and module.get("class_path"):
+        try:
+            cls = _imported(str(module["class_path"]))
+        except (ImportError, AttributeError) as exc:
+            raise LookupError(f"model {model['name']}@{model['version']}: its class "
+                              f"{module['class_path']} cannot be imported here ({exc}); run the "
+                              "job with the code that trained it") from None
+        return load(model, module=cls(**(module.get("init_kwargs") or {})))
+    return load(model)

@@ -120,6 +120,19 @@ class ModelStore:
             session.flush()
             return _record(namespace, name, row)
 
+    def add_evaluation(self, namespace: str, name: str, version: str,
+                       evaluation: dict[str, Any]) -> ModelVersionRecord:
+        """Record an evaluation on a version (its files and the rest stay as pushed); one per
+        dataset version and split, the latest kept."""
+        with self._sessions.begin() as session:
+            row = self._version_row(session, self._model(session, namespace, name), name, version)
+            kept = [e for e in (row.meta or {}).get("evaluations", [])
+                    if (e.get("dataset"), e.get("split")) != (evaluation.get("dataset"),
+                                                              evaluation.get("split"))]
+            row.meta = {**(row.meta or {}), "evaluations": [*kept, evaluation]}
+            session.flush()
+            return _record(namespace, name, row)
+
     def _version_row(self, session: Session, model: ModelRow | None, name: str,
                      version: str) -> ModelVersionRow:
         if model is None:

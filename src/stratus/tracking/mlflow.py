@@ -10,7 +10,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,16 +59,38 @@ class _Flush:
     done: threading.Event
 
 
+Locate = Callable[[str, int | None, str], "str | Path"]
+
+
+def mirror_uri(section: Mapping[str, Any]) -> str | None:
+    """The config file's ``tracking: {mlflow_uri: ...}``; ValueError names what is wrong."""
+    unknown = sorted(set(section) - {"mlflow_uri"})
+    if unknown:
+        raise ValueError(f"tracking: unknown keys {unknown}; known: mlflow_uri")
+    uri = section.get("mlflow_uri")
+    if uri is None:
+        return None
+    if not isinstance(uri, str) or not uri.startswith(("http://", "https://", "file:", "sqlite:")):
+        raise ValueError(f"tracking.mlflow_uri must be an http(s) address, not {uri!r}")
+    problem = missing_client_error()
+    if problem is not None:
+        raise ValueError(f"tracking.mlflow_uri is set but {problem}")
+    return uri
+
+
 class MlflowMirror:
     """``MlflowMirror("http://mlflow:5000")``. Every method only queues; ``flush`` waits for
     the queue to drain and ``close`` stops the thread."""
 
     def __init__(self, uri: str, *, request_timeout_s: int = 10, retries: int = 1,
-                 pause_s: float = 30.0) -> None:
+                 pause_s: float = 30.0, locate: Locate | None = None) -> None:
         problem = missing_client_error()
         if problem is not None:
             raise problem
         self.uri = uri
+        # A model file's plaintext path from its (sha256, size), for files recorded without
+        # one (a job's ModelSaved): called on the mirror's thread, since it may decrypt.
+        self.locate = locate
         self.pause_s = pause_s  # after a connection failure, calls are skipped this long
         # MLflow reads these per request; its defaults (120 s, 7 retries with backoff) would
         # hold the mirror's thread for minutes on every call while the server is down.
@@ -102,12 +124,13 @@ class MlflowMirror:
     def set_tags(self, job_id: str, tags: Mapping[str, str], at: float | None = None) -> None:
         self._put(_Call(job_id, "tags", at or time.time(), {k: str(v) for k, v in tags.items()}))
 
-    def log_model(self, job_id: str, files: Mapping[str, str | Path],
+    def log_model(self, job_id: str, files: Mapping[str, str | Path | tuple[str, int]],
                   meta: Mapping[str, Any] | None = None, artifact_path: str = "model",
                   at: float | None = None) -> None:
-        """``files``: the model's relative names -> local plaintext paths."""
-        payload = ({name: Path(path) for name, path in files.items()}, dict(meta or {}),
-                   artifact_path)
+        """``files``: the model's relative names -> local plaintext paths, or (sha256, size)
+        of a stored blob that ``locate`` finds."""
+        payload = ({name: path if isinstance(path, tuple) else Path(path)
+                    for name, path in files.items()}, dict(meta or {}), artifact_path)
         self._put(_Call(job_id, "model", at or time.time(), payload))
 
     def log_document(self, job_id: str, document: Mapping[str, Any], artifact_file: str,
@@ -185,12 +208,22 @@ class MlflowMirror:
         # Files carry a local "path" when the caller laid them out (as layouts do); the rest
         # of the record goes up as stratus-model.json.
         files = model.get("files") or {}
-        paths = {name: entry["path"] for name, entry in files.items()
-                 if isinstance(entry, Mapping) and entry.get("path")}
+        paths: dict[str, Any] = {}
+        for name, entry in files.items():
+            if isinstance(entry, Mapping) and entry.get("path"):
+                paths[name] = entry["path"]
+            elif isinstance(entry, Mapping) and self.locate is not None and entry.get("sha256"):
+                paths[name] = (str(entry["sha256"]), int(entry.get("size") or 0))
         meta = {key: value for key, value in model.items() if key != "files"}
         meta["files"] = {name: {k: v for k, v in entry.items() if k != "path"}
                          if isinstance(entry, Mapping) else entry for name, entry in files.items()}
         self.log_model(job_id, paths, meta, at=at)
+
+    def _located(self, name: str, where: Path | tuple[str, int]) -> Path:
+        if not isinstance(where, tuple):
+            return where
+        assert self.locate is not None  # only then are blobs recorded
+        return Path(self.locate(where[0], where[1], f"model file {name}"))
 
     # -- the thread ------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> bool:
@@ -293,7 +326,8 @@ class MlflowMirror:
             writer.set_tags(run_id, call.payload)
         elif call.kind == "model":
             files, meta, artifact_path = call.payload
-            writer.log_model(run_id, files, meta, artifact_path)
+            located = {name: self._located(name, where) for name, where in files.items()}
+            writer.log_model(run_id, located, meta, artifact_path)
         elif call.kind == "document":
             document, artifact_file = call.payload
             writer.log_dict(run_id, document, artifact_file)

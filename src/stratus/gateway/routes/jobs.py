@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.errors import BadRequest, NotFound, Unavailable
 from stratus.gateway.audit import note_target
@@ -46,6 +47,30 @@ async def submit_job(body: JobRequest, request: Request, parts: Parts) -> JSONRe
     dataset a 404."""
     service = _service(parts)
     view = await service.submit(namespace_of(request), body, principal_of(request).actor)
+    note_target(request, view["id"])
+    return JSONResponse(view, status_code=201)
+
+
+class EvaluationRequest(BaseModel):
+    """Body of ``POST /api/jobs/evaluate``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=3, max_length=200, description="name@version or name@stage")
+    dataset: str = Field(min_length=1, max_length=200, description="name@version")
+    split: str = Field(default="test", min_length=1, max_length=63)
+
+
+@router.post("/evaluate", dependencies=[needs(Permission.WRITE)], status_code=201,
+             summary="Evaluate a model version on a dataset's split")
+async def evaluate_model(body: EvaluationRequest, request: Request,
+                         parts: Parts) -> JSONResponse:
+    """A job that scores the version (classification or regression metrics) and records them
+    on it. An unknown model, dataset or split is a 404."""
+    if parts.promotion is None:
+        raise Unavailable("jobs are not running yet")
+    view = await parts.promotion.evaluate(namespace_of(request), body.model, body.dataset,
+                                          body.split, principal_of(request).actor)
     note_target(request, view["id"])
     return JSONResponse(view, status_code=201)
 
