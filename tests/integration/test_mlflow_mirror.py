@@ -306,3 +306,35 @@ def test_mlflow_that_comes_back_gets_the_run(mlflow_server: MlflowServer, client
     assert run.data.metrics == {"loss": 0.25}
     assert run.info.status == "FINISHED"
 
+
+
+def test_a_server_with_tracking_mirrors_its_jobs(mlflow_server: MlflowServer, client: Any,
+                                                 tmp_path: Path) -> None:
+    """``tracking: {mlflow_uri}`` in the server's config: a real job's params, epoch losses,
+    final status and saved model files reach MLflow."""
+    from server import TEST_ENV, StratusServer
+
+    (tmp_path / "stratus.yaml").write_text(f"tracking:\n  mlflow_uri: {mlflow_server.uri}\n")
+    stratus = StratusServer(tmp_path, TEST_ENV)
+    stratus.start()
+    try:
+        digest = stratus.upload("jobs")
+        response = stratus.http.post("/api/jobs", json={
+            "code": {"bundle": digest, "entrypoint": "train.py:train_mlp"},
+            "params": {"epochs": 3, "lr": 0.05, "hidden": 8}, "experiment": "served-mirror"})
+        assert response.status_code == 201, response.text
+        job_id = response.json()["id"]
+        wait_for(lambda: stratus.http.get(f"/api/jobs/{job_id}").json()["status"] == "succeeded",
+                 120, "the job to succeed")
+
+        def mirrored() -> Any:
+            runs = runs_of(client, job_id)
+            return runs and runs[0].info.status == "FINISHED" and runs[0]
+        run = wait_for(mirrored, 60, "the run to be mirrored and finished", interval=0.25)
+        assert run.data.params["hidden"] == "8"
+        losses = client.get_metric_history(run.info.run_id, "loss")
+        assert sorted(m.step for m in losses) == [1, 2, 3]
+        names = sorted(f.path for f in client.list_artifacts(run.info.run_id, "model"))
+        assert "model/model.safetensors" in names, names
+    finally:
+        stratus.stop()

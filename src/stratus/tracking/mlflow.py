@@ -101,6 +101,7 @@ class MlflowMirror:
         self._runs: dict[str, RunState] = {}  # owned by the thread
         self._writer: RunWriter | None = None
         self._down_until = 0.0
+        self._curves: dict[str, set[str]] = {}  # per running job, the metrics mirrored
         self.dropped = 0  # calls not made: queue full, or MLflow down
         self.failures = 0
         self._thread = threading.Thread(target=self._work, name="mlflow-mirror", daemon=True)
@@ -119,6 +120,7 @@ class MlflowMirror:
     def log_metric(self, job_id: str, name: str, value: float, step: int | None = None,
                    at: float | None = None) -> None:
         at = at or time.time()
+        self._curves.setdefault(job_id, set()).add(name)
         self._put(_Call(job_id, "metric", at, MetricPoint(name, float(value), step, at)))
 
     def set_tags(self, job_id: str, tags: Mapping[str, str], at: float | None = None) -> None:
@@ -146,6 +148,7 @@ class MlflowMirror:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         at = at or time.time()
         self._log_scalars(job_id, metrics, at)
+        self._curves.pop(job_id, None)
         self._put(_Call(job_id, "finish", at, status))
 
     def _log_scalars(self, job_id: str, metrics: Mapping[str, Any] | None, at: float) -> None:
@@ -195,7 +198,10 @@ class MlflowMirror:
         elif event.type == "JobCompleted":
             if data.get("model_version"):
                 self.set_tags(job_id, {"stratus.model_version": str(data["model_version"])}, at)
-            self.finish(job_id, "succeeded", data.get("metrics"), at)
+            # The final values of metrics already on a curve are its last points: not again.
+            seen = self._curves.get(job_id, set())
+            final = {k: v for k, v in (data.get("metrics") or {}).items() if k not in seen}
+            self.finish(job_id, "succeeded", final, at)
         elif event.type == "JobFailed":
             self.set_tags(job_id, {"stratus.failure": str(data.get("reason") or ""),
                                    "stratus.error": str(data.get("error") or "")}, at)
