@@ -126,7 +126,10 @@ class StratusServer:
 
     # -- API helpers ----------------------------------------------------------------
     def upload(self, app: str) -> str:
-        bundle = build_bundle(APPS / app)
+        return self.upload_dir(APPS / app)
+
+    def upload_dir(self, directory: Path) -> str:
+        bundle = build_bundle(directory)
         if self.http.head(f"/api/bundles/{bundle.digest}").status_code != 200:
             response = self.http.put(f"/api/bundles/{bundle.digest}", content=bundle.data)
             assert response.status_code in (200, 201), response.text

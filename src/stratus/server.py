@@ -146,11 +146,6 @@ def create_app(settings: Settings) -> DataPlane:
             open_queue(settings.queue_url, engine), dispatcher, controller,
             Destinations(app.state.secrets))
         await async_service.start()
-        app.state.triggers = triggers = Triggers(engine, async_service, controller.get_unit)
-        async_service.destinations.publish = triggers.topics.publish  # "topic" destinations
-        await triggers.start()
-        app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
-        await workflows.start()  # resumes the executions a stopped server left running
         parts.jobs = jobs = JobService(settings, JobLog(engine), backend, artifacts, jobs_settings,
                                        usage=JobUsageStore(engine), datasets=parts.datasets,
                                        models=parts.models)
@@ -158,7 +153,13 @@ def create_app(settings: Settings) -> DataPlane:
                                     settings.max_blob_bytes)
         if mirror is not None:
             jobs.writer.listeners.append(lambda namespace, event: mirror.apply(event, namespace))
+        app.state.triggers = triggers = Triggers(engine, async_service, controller.get_unit,
+                                                 jobs=jobs)
+        async_service.destinations.publish = triggers.topics.publish  # "topic" destinations
+        app.state.workflows = workflows = WorkflowRunner(engine, dispatcher, controller)
+        await workflows.start()  # resumes the executions a stopped server left running
         await jobs.start()  # fails the jobs a stopped server left unfinished
+        await triggers.start()  # after: a tick's job is not taken for one left unfinished
         # What start-up loaded (FastAPI, SQLAlchemy, numpy, scipy: some 150,000 objects) lives
         # as long as the server. Frozen, it is no longer walked by every full collection,
         # which otherwise stalls the loop for 60-80 ms, the p99 of busy requests.

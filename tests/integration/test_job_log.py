@@ -156,3 +156,16 @@ def test_a_job_is_submitted_once_and_first(log: JobLog) -> None:
     log.append(NS, job, "JobSubmitted", {"spec": {}})
     with pytest.raises(ValueError, match="already submitted"):
         log.append(NS, job, "JobSubmitted", {"spec": {}})
+
+
+def test_the_jobs_submitted_since_a_moment_are_a_namespaces_oldest_first(log: JobLog) -> None:
+    made = {}
+    for namespace, at in ((NS, T0), (NS, T0 + 20), ("team-b", T0 + 30), (NS, T0 + 10)):
+        job = new_job_id()
+        log.append(namespace, job, "JobSubmitted", {"spec": {"source": {"tick": at}}}, at=at)
+        made[(namespace, at)] = job
+    assert [s.id for s in log.submitted_since(NS, T0 + 5)] == [made[(NS, T0 + 10)],
+                                                                made[(NS, T0 + 20)]]
+    assert [s.spec["source"] for s in log.submitted_since(NS, T0)] == [
+        {"tick": T0}, {"tick": T0 + 10}, {"tick": T0 + 20}]
+    assert log.submitted_since("team-b", T0 + 31) == []

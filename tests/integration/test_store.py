@@ -7,14 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, text
 
 from server import StratusServer
 from stratus.errors import Conflict, NotFound
 from stratus.spec import RuntimeSpec, ScalingSpec
 from stratus.store.datasets import DatasetStore, DatasetVersionRecord
-from stratus.store.db import make_engine, migrate, sqlite_url
+from stratus.store.db import MIGRATIONS, make_engine, migrate, sqlite_url
 from stratus.store.metadata import MetadataStore, RevisionStatus
+from stratus.store.triggers import TriggerStore
 
 POSTGRES = os.environ.get("STRATUS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
 
@@ -136,3 +139,43 @@ def test_dataset_versions_are_immutable_namespaced_and_latest_last(engine: Engin
     with pytest.raises(NotFound, match="dataset 'iris' not found"):
         store.delete_dataset("a", "iris")
     assert store.all_digests() == {"ef" * 32} and store.find("b", "iris", "9") is not None
+
+
+def _alembic(engine: Engine, step: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, step)(config, revision)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_schedules_made_before_job_schedules_still_invoke(backend: str, tmp_path: Path) -> None:
+    urls: Iterator[str] = (iter([sqlite_url(tmp_path)]) if backend == "sqlite"
+                           else _postgres_database())
+    engine = make_engine(next(urls))
+    try:
+        _alembic(engine, "upgrade", "0014")
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO schedules (namespace, name, cron, timezone, deployment, payload, "
+                "catch_up, created_at, last_fired) VALUES ('a', 'old', '0 3 * * *', 'UTC', "
+                "'echo', '{\"k\": 1}', 'all', 5.0, 60.0)"))
+        migrate(engine)  # 0015: target and job, deployment and payload optional
+        store = TriggerStore(engine)
+        old = store.schedule("a", "old")
+        assert (old.target, old.deployment, old.payload, old.job) == (
+            "invocation", "echo", '{"k": 1}', None)
+        assert (old.catch_up, old.created_at, old.last_fired) == ("all", 5.0, 60.0)
+        with pytest.raises(Conflict):  # the (namespace, name) constraint survived the copy
+            store.add_schedule("a", "old", "* * * * *", "UTC", None, None, "one", 9.0, job="{}")
+        store.add_schedule("a", "train", "* * * * *", "UTC", None, None, "one", 9.0, job="{}")
+        assert store.job_bodies() == ["{}"]
+        _alembic(engine, "downgrade", "0014")  # job schedules go: they cannot be stated there
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT name, deployment FROM schedules")).all()
+        assert [tuple(row) for row in rows] == [("old", "echo")]
+    finally:
+        engine.dispose()
+        for _ in urls:  # drops the PostgreSQL database
+            pass

@@ -1,5 +1,6 @@
 """The jobs CLI's pure parts: typed --param values, the entrypoint relative to the bundle's
-root, and the rows of `stratus runs compare`."""
+root, the job body `jobs run` and `jobs schedule` both make, what `schedule ls` says a schedule
+runs, and the rows of `stratus runs compare`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from stratus.cli.client import CliError
-from stratus.cli.jobs import entrypoint_of, parse_param
+from stratus.cli.job_options import JobOptions, entrypoint_of, job_body, parse_param
 from stratus.cli.runs import comparison
+from stratus.cli.schedules import target_of
+from stratus.jobs.request import JobRequest
 
 
 def test_param_values_that_read_as_json_scalars_are_typed() -> None:
@@ -51,3 +54,37 @@ def test_runs_are_compared_row_by_row_with_the_differences_marked() -> None:
         ("param lr", ["0.1", "0.2"], True),
         ("metric loss", ["0.25", "-"], True),
     ]
+
+
+def test_the_job_body_is_what_post_jobs_takes() -> None:
+    body = job_body(JobOptions(
+        datasets=["iris"], params=["epochs=3", "lr=0.1"], experiment="iris", threads=2,
+        preload=["sklearn"], env=["A=1", "B=x=y"], register="iris", gate=["accuracy>=0.9"],
+        gate_vs="production", tolerance=0.01, gate_split="train", deploy="svc", canary=10))
+    assert body["params"] == {"epochs": 3, "lr": 0.1} and body["env"] == {"A": "1", "B": "x=y"}
+    assert body["register"]["deploy"] == {"deployment": "svc", "canary": 10}
+    assert body["register"]["split"] == "train" and body["register"]["gate_vs"] == "production"
+    request = JobRequest.model_validate({**body, "code": {"bundle": "a" * 64,
+                                                          "entrypoint": "train.py:train"}})
+    assert request.registration is not None and request.registration.tolerance == 0.01
+    assert request.preload == ["sklearn"] and request.threads == 2
+    assert "register" not in job_body(JobOptions())
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    (JobOptions(gate=["accuracy>=0.9"]), "--register"),
+    (JobOptions(deploy="svc"), "--register"),
+    (JobOptions(register="iris", canary=10), "--deploy"),
+    (JobOptions(env=["NOVALUE"]), "--env"),
+    (JobOptions(params=["epochs"]), "--param"),
+])
+def test_options_that_make_no_sense_alone_are_refused(options: JobOptions, words: str) -> None:
+    with pytest.raises(CliError, match=words):
+        job_body(options)
+
+
+def test_schedule_ls_says_what_each_tick_runs() -> None:
+    assert target_of({"target": "invocation", "deployment": "echo"}) == "deployment echo"
+    assert target_of({"deployment": "echo"}) == "deployment echo"  # from an older server
+    job = {"code": {"bundle": "a" * 64, "entrypoint": "train.py:train"}}
+    assert target_of({"target": "job", "deployment": None, "job": job}) == "job train.py:train"

@@ -64,3 +64,15 @@ def test_a_source_url_is_shown_without_its_password(store: TriggerStore, url: st
     source = store.add_source("a", f"s{len(url)}", "redis-stream", {"url": url, "stream": "s"},
                               "d", 1.0)
     assert source.view()["url"] == shown and "hunter2" not in str(store.sources("a")[0].view())
+
+
+def test_a_job_schedule_keeps_its_body_and_no_deployment(store: TriggerStore) -> None:
+    body = '{"code": {"bundle": "' + "a" * 64 + '", "entrypoint": "train.py:train"}}'
+    made = store.add_schedule("a", "nightly", "0 3 * * *", "UTC", None, None, "one", 10.0,
+                              job=body)
+    store.add_schedule("a", "invoke", "0 3 * * *", "UTC", "d", "{}", "one", 10.0)
+    assert (made.target, made.deployment, made.payload, made.job) == ("job", None, None, body)
+    found = {s.name: s for s in store.schedules("a")}
+    assert found["nightly"] == made
+    assert (found["invoke"].target, found["invoke"].job) == ("invocation", None)
+    assert store.job_bodies() == [body]

@@ -1,24 +1,48 @@
 """``stratus jobs``: run a training function as a job, list and show jobs, print their logs and
-events, cancel them."""
+events, cancel them. (``jobs schedule`` is in ``job_schedule.py``.)"""
 
 from __future__ import annotations
 
 import json
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from stratus.cli.bundle import build_bundle
 from stratus.cli.client import CliError
 from stratus.cli.follow import follow_job
+from stratus.cli.job_options import (
+    Canary,
+    Datasets,
+    Deploy,
+    Directory,
+    Env,
+    Experiment,
+    Gate,
+    GateDataset,
+    GateSplit,
+    GateVs,
+    JobOptions,
+    Memory,
+    Models,
+    Params,
+    Preload,
+    Register,
+    Stage,
+    Target,
+    Threads,
+    Timeout,
+    Tolerance,
+    Version,
+    entrypoint_of,
+    job_body,
+    upload_code,
+)
 from stratus.cli.logs import logs_of
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
-from stratus.cli.upload import upload
 
 app = typer.Typer(help="Training and evaluation jobs.", no_args_is_help=True)
 out = Console()
@@ -26,71 +50,31 @@ err = Console(stderr=True)
 ENDED = ("succeeded", "failed", "cancelled")
 
 
-def parse_param(pair: str) -> tuple[str, Any]:
-    """``k=v``: v as a JSON number, bool or null when it reads as one, else as a string."""
-    key, sep, text = pair.partition("=")
-    if not sep or not key:
-        raise CliError(f"--param takes NAME=VALUE, not {pair!r}")
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return key, text
-    return key, value if value is None or isinstance(value, int | float | bool) else text
-
-
-def entrypoint_of(target: str, directory: Path | None) -> tuple[Path, str]:
-    """``path/train.py:train`` -> (the bundle's root, ``train.py:train`` relative to it)."""
-    file_part, sep, function = target.rpartition(":")
-    if not sep or not file_part.endswith(".py") or not function.isidentifier():
-        raise CliError(f"{target!r} must look like path/to/train.py:function")
-    source = Path(file_part).resolve()
-    if not source.is_file():
-        raise CliError(f"{file_part} does not exist")
-    root = (directory or source.parent).resolve()
-    if root not in source.parents:
-        raise CliError(f"{file_part} is not inside --dir {root}")
-    return root, f"{source.relative_to(root).as_posix()}:{function}"
-
-
 @app.command("run")
 def run(
-    target: Annotated[str, typer.Argument(help="path/to/train.py:function taking ctx")],
-    directory: Annotated[Path | None, typer.Option(
-        "--dir", help="The code to upload [default: the file's directory]")] = None,
-    dataset: Annotated[list[str] | None, typer.Option(
-        help="A dataset the job reads, name@version (repeatable)")] = None,
-    param: Annotated[list[str] | None, typer.Option(
-        help="NAME=VALUE, in ctx.params; numbers and bools are typed (repeatable)")] = None,
-    experiment: Annotated[str | None, typer.Option(help="Group this run with others")] = None,
-    memory: Annotated[int | None, typer.Option(help="Memory limit, MB")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds before the job is stopped")] = None,
-    threads: Annotated[int, typer.Option(help="torch and BLAS threads")] = 1,
-    preload: Annotated[list[str] | None, typer.Option(
-        help="Module the zygote imports (repeatable) [default: torch]")] = None,
-    env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeatable)")] = None,
+    target: Target,
+    directory: Directory = None,
+    dataset: Datasets = None,
+    param: Params = None,
+    experiment: Experiment = None,
+    memory: Memory = None,
+    timeout: Timeout = None,
+    threads: Threads = 1,
+    preload: Preload = None,
+    env: Env = None,
     resume_from: Annotated[str | None, typer.Option(
         help="A job to continue: ctx.load_checkpoint() returns its latest checkpoint")] = None,
-    model: Annotated[list[str] | None, typer.Option(
-        help="A registry version the job loads with ctx.load_model, name@version (repeatable)")
-    ] = None,
-    register: Annotated[str | None, typer.Option(
-        help="Register the saved model under this name if it passes the gate")] = None,
-    version: Annotated[str | None, typer.Option(
-        help="The registered version [default: the latest's next minor]")] = None,
-    stage: Annotated[str, typer.Option(help="The registered version's stage")] = "staging",
-    gate: Annotated[list[str] | None, typer.Option(
-        help="A threshold the evaluation must meet, e.g. 'accuracy>=0.9' (repeatable)")] = None,
-    gate_vs: Annotated[str | None, typer.Option(
-        help="A stage (production): the new version must not do worse than its version")] = None,
-    tolerance: Annotated[float, typer.Option(
-        help="How much worse than --gate-vs a metric may be")] = 0.0,
-    gate_dataset: Annotated[str | None, typer.Option(
-        help="The dataset the model is evaluated on [default: the first --dataset]")] = None,
-    gate_split: Annotated[str, typer.Option(help="The split it is evaluated on")] = "test",
-    deploy: Annotated[str | None, typer.Option(
-        help="Roll the registered version out to this deployment")] = None,
-    canary: Annotated[int | None, typer.Option(
-        help="...as a canary starting at this percent [default: switch once warm]")] = None,
+    model: Models = None,
+    register: Register = None,
+    version: Version = None,
+    stage: Stage = "staging",
+    gate: Gate = None,
+    gate_vs: GateVs = None,
+    tolerance: Tolerance = 0.0,
+    gate_dataset: GateDataset = None,
+    gate_split: GateSplit = "test",
+    deploy: Deploy = None,
+    canary: Canary = None,
     follow: Annotated[bool, typer.Option(
         "--follow", "-f", help="Show progress and the log until the job ends (Ctrl-C detaches)")
     ] = False,
@@ -101,29 +85,14 @@ def run(
 ) -> None:
     """Run a function train(ctx) as a job on the server."""
     root, entrypoint = entrypoint_of(target, directory)
-    body: dict[str, Any] = {"params": dict(parse_param(p) for p in param or []),
-                            "datasets": dataset or [], "experiment": experiment,
-                            "memory_mb": memory, "timeout_s": timeout, "threads": threads,
-                            "resume_from": resume_from, "models": model or []}
-    if register is not None:
-        body["register"] = {"name": register, "version": version, "stage": stage,
-                            "gate": gate or [], "gate_vs": gate_vs, "tolerance": tolerance,
-                            "dataset": gate_dataset, "split": gate_split,
-                            "deploy": None if deploy is None else {"deployment": deploy,
-                                                                   "canary": canary}}
-    elif gate or gate_vs or deploy:
-        raise CliError("--gate, --gate-vs and --deploy apply to a model registered with --register")
-    if preload:
-        body["preload"] = preload
-    for pair in env or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CliError(f"--env takes KEY=VALUE, not {pair!r}")
-        body.setdefault("env", {})[key] = value
+    body = job_body(JobOptions(
+        datasets=dataset, params=param, experiment=experiment, memory=memory, timeout=timeout,
+        threads=threads, preload=preload, env=env, resume_from=resume_from, models=model,
+        register=register, version=version, stage=stage, gate=gate, gate_vs=gate_vs,
+        tolerance=tolerance, gate_dataset=gate_dataset, gate_split=gate_split, deploy=deploy,
+        canary=canary))
     with make_client(server, api_key, namespace) as client:
-        bundle = build_bundle(root)
-        upload(client, "blobs", bundle.data, bundle.digest, "code bundle")
-        body["code"] = {"bundle": bundle.digest, "entrypoint": entrypoint}
+        body["code"] = upload_code(client, root, entrypoint)
         with err.status("importing the job's code"):
             job: dict[str, Any] = client.json("POST", "/api/jobs", json=body)
     if as_json and not follow:

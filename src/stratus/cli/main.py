@@ -16,6 +16,7 @@ from stratus.cli import (
     datasets,
     experiments,
     invocations,
+    job_schedule,
     jobs,
     keys,
     models,
@@ -57,6 +58,7 @@ app.add_typer(schedules.app, name="schedule")
 app.add_typer(topics.app, name="topic")
 app.add_typer(sources.app, name="source")
 app.add_typer(jobs.app, name="jobs")
+jobs.app.command("schedule")(job_schedule.schedule)
 app.add_typer(runs.app, name="runs")
 app.add_typer(workflows.app, name="workflow")
 app.command()(models.gc)

@@ -1,4 +1,5 @@
-"""``stratus schedule create | ls | rm``: cron schedules that invoke a deployment."""
+"""``stratus schedule create | ls | rm``: cron schedules that invoke a deployment (or, made by
+``stratus jobs schedule``, submit a training job)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import typer
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
 from stratus.cli.triggers_common import err, json_argument, show
 
-app = typer.Typer(help="Cron schedules: each tick is an async invocation of a deployment.",
+app = typer.Typer(help="Cron schedules: each tick is an async invocation of a deployment, or "
+                       "a training job (made with `stratus jobs schedule`).",
                   no_args_is_help=True)
 
 
@@ -40,8 +42,17 @@ def list_schedules(as_json: AsJson = False, server: Server = None, api_key: ApiK
     """List the schedules, with their last and next ticks."""
     with make_client(server, api_key, namespace) as client:
         rows: list[dict[str, Any]] = client.json("GET", "/api/schedules")["schedules"]
-    show(rows, ["name", "cron", "timezone", "deployment", "catch_up", "last_fired_at",
-                "next_fire"], as_json)
+    if not as_json:
+        rows = [{**row, "target": target_of(row)} for row in rows]
+    show(rows, ["name", "cron", "timezone", "target", "catch_up", "last_fired_at", "next_fire"],
+         as_json)
+
+
+def target_of(schedule: dict[str, Any]) -> str:
+    """What a tick runs: ``deployment NAME`` or ``job FILE:FUNCTION``."""
+    if schedule.get("target") == "job":
+        return f"job {((schedule.get('job') or {}).get('code') or {}).get('entrypoint')}"
+    return f"deployment {schedule.get('deployment')}"
 
 
 @app.command("rm")

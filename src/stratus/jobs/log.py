@@ -150,6 +150,15 @@ class JobLog:
         with self.engine.connect() as conn:
             return [_state(text) for text in conn.execute(query).scalars()]
 
+    def submitted_since(self, namespace: str, since: float) -> list[JobState]:
+        """A namespace's jobs submitted at or after ``since``, oldest first: few, read through
+        the (namespace, submitted_at) index whatever the size of the log."""
+        query = (select(STATES.c.state)
+                 .where(STATES.c.namespace == namespace, STATES.c.submitted_at >= since)
+                 .order_by(STATES.c.submitted_at, STATES.c.id))
+        with self.engine.connect() as conn:
+            return [_state(text) for text in conn.execute(query).scalars()]
+
     def curves(self, namespace: str, job_id: str) -> dict[str, list[tuple[int, float]]]:
         query = (select(METRICS.c.name, METRICS.c.step, METRICS.c.value)
                  .join(STATES, STATES.c.id == METRICS.c.job_id)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +55,19 @@ class ModelResolver(Protocol):
     def resolve(self, namespace: str, refs: list[str]) -> list[dict[str, Any]]: ...
 
     def lay_out(self, resolved: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What a submission resolved before anything runs."""
+
+    code: CodeSpec
+    layouts: dict[str, dict[str, Any]]
+    preload: list[str]
+    ancestors: list[str]
+    attempt: int
+    models: list[dict[str, Any]]
+    evaluate: dict[str, Any] | None
 
 
 def _code_key(namespace: str, request: JobRequest, preload: list[str]) -> str:
@@ -123,7 +137,31 @@ class JobService:
                 "reason": "server_shutdown"})
 
     # -- commands -------------------------------------------------------------------------
-    async def submit(self, namespace: str, request: JobRequest, by: str) -> dict[str, Any]:
+    async def check(self, namespace: str, request: JobRequest) -> None:
+        """Refuse now what ``submit`` would refuse, running nothing: a bad entrypoint, a bundle
+        not uploaded or code that does not import (400), an unknown dataset or model (404), a
+        gate that does not parse (400). A schedule's job is checked so on creation."""
+        checked = await self._checked(namespace, request)
+        self._keep_zygote(checked.code.code_key)
+        try:
+            await self.backend.prepare(checked.code)
+        finally:
+            self._maybe_release(checked.code.code_key)
+
+    async def submit(self, namespace: str, request: JobRequest, by: str,
+                     source: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Queue a job; ``source`` (what started it other than a client: a schedule's tick)
+        is kept in its spec."""
+        checked = await self._checked(namespace, request)
+        code = checked.code
+        self._keep_zygote(code.code_key)
+        try:
+            await self.backend.prepare(code)  # imports it: a bad entrypoint is a 400 now
+            return await self._enqueue(namespace, request, by, checked, source)
+        finally:
+            self._maybe_release(code.code_key)  # unless the job now queued uses it
+
+    async def _checked(self, namespace: str, request: JobRequest) -> _Checked:
         if request.workers != 1:
             raise BadRequest(f"a job runs one worker for now, not workers: {request.workers}")
         if self._closing:
@@ -142,35 +180,31 @@ class JobService:
         code = CodeSpec(code_key=_code_key(namespace, request, preload), bundle_dir=str(bundle_dir),
                         entrypoint=request.code.entrypoint, preload=tuple(preload),
                         env=dict(request.env), namespace=namespace, kind="job")
-        self._keep_zygote(code.code_key)
-        try:
-            await self.backend.prepare(code)  # imports it: a bad entrypoint is a 400 now
-            return await self._enqueue(namespace, request, by, code, layouts, preload,
-                                       ancestors, attempt, models, evaluate)
-        finally:
-            self._maybe_release(code.code_key)  # unless the job now queued uses it
+        return _Checked(code, layouts, preload, ancestors, attempt, models, evaluate)
 
-    async def _enqueue(self, namespace: str, request: JobRequest, by: str, code: CodeSpec,
-                       layouts: dict[str, dict[str, Any]], preload: list[str],
-                       ancestors: list[str], attempt: int, models: list[dict[str, Any]],
-                       evaluate: dict[str, Any] | None) -> dict[str, Any]:
+    async def _enqueue(self, namespace: str, request: JobRequest, by: str, checked: _Checked,
+                       source: dict[str, Any] | None) -> dict[str, Any]:
         job_id = new_job_id()
+        layouts = checked.layouts
         resolved = [{"ref": ref, "name": layout.get("name"), "version": layout.get("version")}
                     for ref, layout in layouts.items()]
         spec = {**request.model_dump(mode="json", by_alias=True, exclude={"preload"}),
-                "preload": preload,
+                "preload": checked.preload,
                 "resolved_datasets": resolved, "submitted_by": by,
-                "resolved_models": [f"{m['name']}@{m['version']}" for m in models],
-                "evaluate": evaluate}
+                "resolved_models": [f"{m['name']}@{m['version']}" for m in checked.models],
+                "evaluate": checked.evaluate}
+        if source is not None:
+            spec["source"] = source
         await self.writer.append(namespace, job_id, "JobSubmitted", {"spec": spec})
         lineage = {"job": job_id, "experiment": request.experiment, "params": request.params,
                    "datasets": [f"{r['name']}@{r['version']}" for r in resolved]}
         self.queue.append(JobPlan(
-            job_id=job_id, namespace=namespace, experiment=request.experiment, code=code,
+            job_id=job_id, namespace=namespace, experiment=request.experiment, code=checked.code,
             params=dict(request.params), datasets=layouts, memory_mb=request.memory_mb,
             timeout_s=request.timeout_s, threads=request.threads, env=dict(request.env),
-            log_path=self.log_path(namespace, job_id), lineage=lineage, attempt=attempt,
-            ancestors=ancestors, models=models, evaluate=evaluate))
+            log_path=self.log_path(namespace, job_id), lineage=lineage,
+            attempt=checked.attempt, ancestors=checked.ancestors, models=checked.models,
+            evaluate=checked.evaluate))
         self._pump()
         return await self.view(namespace, job_id)
 

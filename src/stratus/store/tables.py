@@ -190,7 +190,8 @@ class AuditRow(Base):
 
 
 class ScheduleRow(Base):
-    """A cron trigger: invokes a deployment with a fixed payload at each tick (``stratus.triggers``)."""
+    """A cron trigger (``stratus.triggers``): at each tick, invokes a deployment with a fixed
+    payload (target "invocation") or submits a training job (target "job")."""
 
     __tablename__ = "schedules"
     __table_args__ = (UniqueConstraint("namespace", "name"),)
@@ -200,8 +201,11 @@ class ScheduleRow(Base):
     name: Mapped[str] = mapped_column(String(63), nullable=False)
     cron: Mapped[str] = mapped_column(String(200), nullable=False)
     timezone: Mapped[str] = mapped_column(String(64), nullable=False)
-    deployment: Mapped[str] = mapped_column(String(63), nullable=False)
-    payload: Mapped[str] = mapped_column(Text, nullable=False)  # JSON
+    target: Mapped[str] = mapped_column(String(16), nullable=False, default="invocation",
+                                        server_default="invocation")
+    deployment: Mapped[str | None] = mapped_column(String(63), nullable=True)  # an invocation's
+    payload: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON; an invocation's
+    job: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON of POST /api/jobs's body
     catch_up: Mapped[str] = mapped_column(String(8), nullable=False)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)  # Unix seconds
     last_fired: Mapped[float | None] = mapped_column(Float, nullable=True)  # the latest tick done

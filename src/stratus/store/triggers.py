@@ -14,6 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from stratus.errors import Conflict, NotFound
 from stratus.store.tables import ScheduleRow, SourceRow, SubscriptionRow, TopicRow
 
+INVOCATION = "invocation"  # a schedule's target: an async invocation of a deployment
+JOB = "job"  # ... or a training job
+
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
@@ -22,16 +25,18 @@ class Schedule:
     name: str
     cron: str
     timezone: str
-    deployment: str
-    payload: str  # JSON text
+    deployment: str | None  # an invocation's
+    payload: str | None  # JSON text; an invocation's
     catch_up: str
     created_at: float
     last_fired: float | None
+    target: str = INVOCATION
+    job: str | None = None  # JSON text of a job's body (``POST /api/jobs``)
 
     def view(self) -> dict[str, Any]:
         return {"name": self.name, "cron": self.cron, "timezone": self.timezone,
-                "deployment": self.deployment, "payload": self.payload,
-                "catch_up": self.catch_up, "created_at": self.created_at,
+                "target": self.target, "deployment": self.deployment, "payload": self.payload,
+                "job": self.job, "catch_up": self.catch_up, "created_at": self.created_at,
                 "last_fired": self.last_fired}
 
 
@@ -89,7 +94,8 @@ def redacted(url: str) -> str:
 
 def _schedule(row: ScheduleRow) -> Schedule:
     return Schedule(row.id, row.namespace, row.name, row.cron, row.timezone, row.deployment,
-                    row.payload, row.catch_up, row.created_at, row.last_fired)
+                    row.payload, row.catch_up, row.created_at, row.last_fired, row.target,
+                    row.job)
 
 
 def _source(row: SourceRow) -> Source:
@@ -110,10 +116,13 @@ class TriggerStore:
 
     # -- schedules ------------------------------------------------------------------
     def add_schedule(self, namespace: str, name: str, cron: str, timezone: str,
-                     deployment: str, payload: str, catch_up: str, now: float) -> Schedule:
+                     deployment: str | None, payload: str | None, catch_up: str, now: float,
+                     *, job: str | None = None) -> Schedule:
+        """An invocation's schedule (``deployment`` and ``payload``) or, with ``job``, a job's."""
         row = ScheduleRow(namespace=namespace, name=name, cron=cron, timezone=timezone,
-                          deployment=deployment, payload=payload, catch_up=catch_up,
-                          created_at=now, last_fired=None)
+                          target=INVOCATION if job is None else JOB, deployment=deployment,
+                          payload=payload, job=job, catch_up=catch_up, created_at=now,
+                          last_fired=None)
         self._insert(row, f"schedule {name!r}")
         return _schedule(row)
 
@@ -139,6 +148,13 @@ class TriggerStore:
                 ScheduleRow.namespace == namespace, ScheduleRow.name == name))
             if not getattr(gone, "rowcount", 0):
                 raise NotFound(f"schedule {name!r} not found")
+
+    def job_bodies(self) -> list[str]:
+        """The job bodies (JSON text) of every namespace's job schedules: their code bundles
+        are kept by ``/api/gc``."""
+        with self._sessions() as session:
+            return [body for body in session.scalars(select(ScheduleRow.job).where(
+                ScheduleRow.target == JOB)) if body is not None]
 
     def fired(self, schedule_id: int, through: float) -> None:
         """Record the latest tick done; never moves backwards."""

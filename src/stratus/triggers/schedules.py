@@ -1,6 +1,7 @@
 """Cron schedules: their rules on creation, and the runner that sleeps until the next tick of
-any schedule, submits one async invocation per tick (keyed so a tick never runs twice) and
-records the last tick fired. Ticks missed while the server was down go by the catch-up policy."""
+any schedule, submits one async invocation (keyed so a tick never runs twice) or one training
+job per tick, and records the last tick fired. Ticks missed while the server was down go by the
+catch-up policy."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from stratus.errors import BadRequest, StratusError
-from stratus.store.triggers import Schedule, TriggerStore
+from stratus.errors import BadRequest, StratusError, Unavailable
+from stratus.jobs.request import JobRequest
+from stratus.store.triggers import JOB, Schedule, TriggerStore
 from stratus.triggers.cron import CatchUp, Cron, plan
 from stratus.triggers.names import check_name
+from stratus.triggers.scheduled_jobs import ScheduledJobs
 from stratus.triggers.submitter import DeploymentCheck, Submitter
 
 log = logging.getLogger("stratus.triggers")
@@ -32,18 +35,22 @@ def tick_key(schedule: str, tick: float) -> str:
 
 class Schedules:
     def __init__(self, store: TriggerStore, submitter: Submitter, check: DeploymentCheck,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 jobs: ScheduledJobs | None = None) -> None:
         self.store = store
         self.submitter = submitter
         self.check = check
         self.clock = clock
+        self.jobs = jobs
         self.online_since = clock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     # -- the API's side ---------------------------------------------------------------
     async def create(self, namespace: str, name: str, cron: str, timezone: str,
-                     deployment: str, payload: Any, catch_up: str) -> dict[str, Any]:
+                     catch_up: str, *, deployment: str | None = None, payload: Any = None,
+                     job: JobRequest | None = None) -> dict[str, Any]:
+        """Each tick invokes ``deployment`` with ``payload``, or submits ``job``."""
         check_name("schedule", name)
         parsed = Cron.parse(cron, timezone)
         try:
@@ -51,10 +58,21 @@ class Schedules:
         except ValueError:
             raise BadRequest(f"catch_up is one of {', '.join(p.value for p in CatchUp)}, "
                              f"not {catch_up!r}") from None
-        self.check(namespace, deployment)  # NotFound (404)
+        if (deployment is None) == (job is None):
+            raise BadRequest("a schedule either invokes a deployment (deployment, payload) or "
+                             "submits a job (job): give exactly one of deployment and job")
+        body: str | None = None
+        if job is not None:
+            if self.jobs is None:
+                raise Unavailable("this server runs no jobs")
+            body = await self.jobs.check(namespace, job)  # 400, 404 as POST /api/jobs
+        else:
+            assert deployment is not None
+            self.check(namespace, deployment)  # NotFound (404)
         created = await asyncio.to_thread(
             self.store.add_schedule, namespace, name, cron, timezone, deployment,
-            json.dumps(payload), policy.value, self.clock())
+            None if job is not None else json.dumps(payload), policy.value, self.clock(),
+            job=body)
         self._wake.set()
         return self.view(created, parsed)
 
@@ -71,7 +89,8 @@ class Schedules:
 
     def view(self, schedule: Schedule, cron: Cron | None = None) -> dict[str, Any]:
         body = schedule.view()
-        body["payload"] = json.loads(schedule.payload)
+        body["payload"] = None if schedule.payload is None else json.loads(schedule.payload)
+        body["job"] = None if schedule.job is None else json.loads(schedule.job)
         cron = cron or Cron.parse(schedule.cron, schedule.timezone)
         since = schedule.last_fired if schedule.last_fired is not None else schedule.created_at
         body["next_fire"] = _iso(cron.after(max(since, self.clock())))
@@ -106,25 +125,47 @@ class Schedules:
     async def run_due(self) -> float:
         """Fire every schedule's due ticks; the time of the next one of any schedule."""
         now = self.clock()
+        schedules = await asyncio.to_thread(self.store.schedules)
+        # Each schedule's ticks in order, the schedules side by side: a job's submission (its
+        # code imported in a zygote) holds no other schedule up.
+        nexts = await asyncio.gather(*(self._run_one(schedule, now) for schedule in schedules),
+                                     return_exceptions=True)
         wake_at = now + MAX_SLEEP_S
-        for schedule in await asyncio.to_thread(self.store.schedules):
-            try:
-                cron = Cron.parse(schedule.cron, schedule.timezone)
-            except BadRequest as exc:  # its time zone left the tz database, say
-                log.warning("schedule %s/%s cannot run: %s", schedule.namespace, schedule.name,
-                            exc)
-                continue
-            since = schedule.last_fired if schedule.last_fired is not None else schedule.created_at
-            due = plan(cron, since, now, self.online_since, CatchUp(schedule.catch_up))
-            for tick in due.fire:
-                await self._fire(schedule, tick)
-            if due.fired_through is not None:
-                await asyncio.to_thread(self.store.fired, schedule.id, due.fired_through)
-            wake_at = min(wake_at, due.next_at)
+        for schedule, found in zip(schedules, nexts, strict=True):
+            if isinstance(found, BaseException):
+                if not isinstance(found, Exception):
+                    raise found  # cancelled: the runner is closing
+                log.error("schedule %s/%s: a round failed; trying again", schedule.namespace,
+                          schedule.name, exc_info=found)
+                found = now + RETRY_S
+            wake_at = min(wake_at, found)
         return wake_at
+
+    async def _run_one(self, schedule: Schedule, now: float) -> float:
+        """Fire one schedule's due ticks and record them; when its next tick comes."""
+        try:
+            cron = Cron.parse(schedule.cron, schedule.timezone)
+        except BadRequest as exc:  # its time zone left the tz database, say
+            log.warning("schedule %s/%s cannot run: %s", schedule.namespace, schedule.name, exc)
+            return now + MAX_SLEEP_S
+        since = schedule.last_fired if schedule.last_fired is not None else schedule.created_at
+        due = plan(cron, since, now, self.online_since, CatchUp(schedule.catch_up))
+        for tick in due.fire:
+            await self._fire(schedule, tick)
+        if due.fired_through is not None:
+            await asyncio.to_thread(self.store.fired, schedule.id, due.fired_through)
+        return due.next_at
 
     async def _fire(self, schedule: Schedule, tick: float) -> None:
         source = {"kind": "schedule", "schedule": schedule.name, "tick": _iso(tick)}
+        if schedule.target == JOB:
+            if self.jobs is None:
+                log.warning("schedule %s/%s: tick %s lost: this server runs no jobs",
+                            schedule.namespace, schedule.name, source["tick"])
+                return
+            await self.jobs.fire(schedule, tick, source)
+            return
+        assert schedule.deployment is not None and schedule.payload is not None
         try:
             record, created = await self.submitter.submit(
                 schedule.namespace, schedule.deployment, schedule.payload.encode(),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from stratus.errors import BadRequest, NotFound
 from stratus.gateway.authz import needs
+from stratus.gateway.routes.triggers_common import TriggersDep
 from stratus.gateway.state import Components, Parts
 from stratus.security.roles import Permission
 from stratus.spec import SHA256_PATTERN
@@ -71,10 +72,11 @@ class CollectRequest(BaseModel):
              dependencies=[needs(Permission.GLOBAL)],
              summary="Delete blobs that no model version, dataset version, revision or job "
                      "references")
-async def collect(body: CollectRequest, parts: Parts) -> dict[str, Any]:
+async def collect(body: CollectRequest, parts: Parts, triggers: TriggersDep) -> dict[str, Any]:
     def run() -> dict[str, int]:
         referenced = (parts.models.store.all_digests() | parts.datasets.store.all_digests()
-                      | parts.controller.store.all_bundles())
+                      | parts.controller.store.all_bundles()
+                      | triggers.referenced_digests())  # the code of scheduled jobs
         if parts.jobs is not None:  # jobs' code, checkpoints and models
             referenced |= parts.jobs.referenced_digests()
         return parts.artifacts.collect(referenced, body.grace_s)
