@@ -1,5 +1,7 @@
 """The queue in the metadata store's database: SQLite (WAL) by default, PostgreSQL when
-configured. Writes go through one group-committing writer thread; reads run in worker threads."""
+configured. Writes are group-committed: on SQLite by the event loop itself when the database is
+free (else by the writer thread), on PostgreSQL by the writer thread; listings run in worker
+threads."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stratus.errors import Conflict, IdempotencyConflict
 from stratus.queue.compiled import FIELDS, Compiled, dumps, record
+from stratus.queue.inline import LoopWriter
 from stratus.queue.records import (
     IDEMPOTENCY_WINDOW_S,
     AsyncInvocation,
@@ -131,7 +134,9 @@ class SqlQueue:
                              f"{engine.dialect.name}")
         self._engine = engine
         self._sql = _statements(engine.dialect)
-        self._writer = GroupWriter(engine, self._sql["insert"].run_many)
+        thread = GroupWriter(engine, self._sql["insert"].run_many)
+        self._inline = LoopWriter(engine, thread) if engine.dialect.name == "sqlite" else None
+        self._writer: GroupWriter | LoopWriter = self._inline or thread
 
     async def open(self) -> None:
         await asyncio.to_thread(self._writer.start)
@@ -242,9 +247,12 @@ class SqlQueue:
         await self._writer.statement(statement.sql, statement.params(values))
 
     async def get(self, namespace: str, invocation_id: str) -> AsyncInvocation | None:
-        statement = select(*COLUMNS).where(C.id == invocation_id, C.namespace == namespace)
-        row = await self._read(lambda c: c.execute(statement).first())
-        return None if row is None else record(row)
+        by_id = self._sql["by_id"]
+        params = by_id.params({"p_id": invocation_id, "p_ns": namespace})
+        rows = self._inline.read(by_id.sql, params) if self._inline is not None else None
+        if rows is None:  # PostgreSQL, or not here: in a worker thread
+            rows = list(await self._read(lambda c: c.exec_driver_sql(by_id.sql, params).all()))
+        return record(rows[0]) if rows else None
 
     async def page(self, namespace: str, *, deployment: str | None = None,
                    status: Status | None = None, limit: int = 50,
