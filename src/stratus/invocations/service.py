@@ -291,8 +291,16 @@ class AsyncService:
             return await self._failed(record, StratusError(f"internal error: {exc}"))
         finally:
             progress.close()
-        return await self.queue.finish(self.owner, record.id, Status.SUCCEEDED, self.clock(),
-                                       result=answer, revision=result.revision)
+        spec = self._spec_or_none(record)
+        if spec is not None and spec.on_success is not None:  # the destination takes the record
+            return await self.queue.finish(self.owner, record.id, Status.SUCCEEDED,
+                                           self.clock(), result=answer, revision=result.revision)
+        # Mostly nobody needs the record back: the row is not read back for it.
+        held = await self.queue.end(self.owner, record.id, Status.SUCCEEDED, self.clock(),
+                                    result=answer, revision=result.revision)
+        if held and record.id in self._waiters:  # a long poll came in meanwhile
+            return await self.queue.get(record.namespace, record.id)
+        return None
 
     async def _failed(self, record: AsyncInvocation, exc: StratusError) -> AsyncInvocation | None:
         spec = self._spec_or_none(record) or AsyncSpec(max_attempts=record.max_attempts)

@@ -43,6 +43,9 @@ class LoopWriter:
         self._pending: list[Job] = []
         self._commits = 0
         self._open = False
+        # While the thread checkpoints, writes go to it (they would only find the lock taken),
+        # and the first of them starts the WAL over.
+        self._checkpointing = False
 
     @property
     def commits(self) -> int:
@@ -70,6 +73,7 @@ class LoopWriter:
         await self._submit(Row(row))
 
     async def statement(self, sql: str, params: Any, fetch: str = "none") -> Any:
+        """One statement; ``fetch``: "one" row, "all" rows, the "rowcount" or "none"."""
         return await self._submit(Statement(sql, params, fetch))
 
     def read(self, sql: str, params: Any) -> list[Any] | None:
@@ -91,7 +95,7 @@ class LoopWriter:
         """Whether this loop may use the connection: the first loop to write or read has it."""
         if self._loop is None:
             self._loop = loop
-        return self._open and loop is self._loop
+        return self._open and loop is self._loop and not self._checkpointing
 
     async def _submit(self, op: Op | Row | Statement) -> Any:
         loop = asyncio.get_running_loop()
@@ -131,9 +135,20 @@ class LoopWriter:
                     settle([(job[1], None, exc)])
             return
         self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0:
-            self._thread.checkpoint()
+        if self._commits % CHECKPOINT_EVERY == 0 and self._loop is not None:
+            self._checkpointing = True
+            self._thread.checkpoint(self._checkpoint_over)
         settle([(future, value, error) for (_, future, _), value, error in outcomes])
+
+    def _checkpoint_over(self) -> None:
+        """From the thread: the loop may write again."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(self._checkpointed)
+
+    def _checkpointed(self) -> None:
+        self._checkpointing = False
 
     def _try(self, batch: list[Job]) -> list[Outcome] | None:
         """The batch's outcomes once committed here; None (rolled back) if it could not be."""

@@ -58,14 +58,19 @@ class Statement:
     def result(self, cursor: Any) -> Any:
         if self.fetch == "one":
             return cursor.fetchone()
+        if self.fetch == "rowcount":
+            return cursor.rowcount
         return cursor.fetchall() if self.fetch == "all" else None
 
 
 class _Checkpoint:
-    """The job that asks the thread for a WAL checkpoint, outside any transaction."""
+    """The job that asks the thread for a WAL checkpoint, outside any transaction, and what
+    to call (from the thread) once it is over."""
 
+    __slots__ = ("done",)
 
-CHECKPOINT = _Checkpoint()
+    def __init__(self, done: Callable[[], None] | None) -> None:
+        self.done = done
 
 
 class GroupWriter:
@@ -111,7 +116,7 @@ class GroupWriter:
         await self._submit(Row(row))
 
     async def statement(self, sql: str, params: Any, fetch: str = "none") -> Any:
-        """Runs one statement; ``fetch``: "one" row, "all" rows or "none"."""
+        """Runs one statement; ``fetch``: "one" row, "all" rows, the "rowcount" or "none"."""
         return await self._submit(Statement(sql, params, fetch))
 
     async def _submit(self, op: Op | Row | Statement) -> Any:
@@ -126,14 +131,14 @@ class GroupWriter:
             raise RuntimeError("the queue is not open")
         self._jobs.put(job)
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, done: Callable[[], None] | None = None) -> None:
         """Asks the thread for a WAL checkpoint (SQLite), for writers that commit with
         automatic checkpoints off. RESTART: it takes the write lock (other writers wait for it,
         or hand their writes here), copies the WAL into the database, fsyncs it, and waits for
         readers to leave the WAL, so that the next writer starts the WAL over rather than
-        making it longer."""
+        making it longer. ``done`` is called from the thread once it is over, done or not."""
         if self._thread is not None:
-            self._jobs.put(CHECKPOINT)
+            self._jobs.put(_Checkpoint(done))
 
     def _run(self) -> None:
         try:
@@ -173,15 +178,16 @@ class GroupWriter:
             if job is None:
                 return connection
             batch: list[Job] = []
-            stop = checkpoint = False
+            stop = False
+            checkpoint: _Checkpoint | None = None
             while True:
                 if job is None:
                     stop = True
                     break
                 if isinstance(job, _Checkpoint):
-                    checkpoint = True
-                else:
-                    batch.append(job)
+                    checkpoint = job  # after the writes asked for before it
+                    break
+                batch.append(job)
                 if len(batch) >= MAX_BATCH:
                     break
                 try:
@@ -195,18 +201,20 @@ class GroupWriter:
                 self._settle([(job, None, exc) for job in batch])
                 if not isinstance(exc, Exception):
                     raise
-            if checkpoint:
-                self._checkpoint(connection)
+            if checkpoint is not None:
+                self._checkpoint(connection, checkpoint)
             if stop:
                 return connection
 
-    def _checkpoint(self, connection: Any) -> None:
-        if connection is None or self._engine.dialect.name != "sqlite":
-            return
+    def _checkpoint(self, connection: Any, job: _Checkpoint) -> None:
         try:
-            connection.dbapi_connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            if connection is not None and self._engine.dialect.name == "sqlite":
+                connection.dbapi_connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
         except Exception:  # busy, say: the next one copies what this one could not
             log.debug("a WAL checkpoint failed", exc_info=True)
+        finally:
+            if job.done is not None:
+                job.done()
 
     def _commit(self, connection: Any, batch: list[Job]) -> Any:
         """Runs the batch in one transaction; the connection to go on with (None when this
