@@ -6,6 +6,9 @@ over ``body_timeout_s``. One that does not gets a 408 (or 431) and the connectio
 
 Deadlines are checked by one sweep a second over the open connections: a request only
 records its deadline, since a timer per request costs the hot path microseconds.
+
+A response's header block is held until its body follows, so that a whole answer leaves in one
+write (uvicorn writes the two apart: two system calls and two TCP segments per answer).
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._expect(_BODY, self.body_timeout_s)
         super().on_headers_complete()
+        if self.cycle is not None:  # its task has not run yet: it writes through this
+            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         self._deadline = self.loop.time() + self.body_timeout_s
@@ -110,6 +115,45 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
         log.info("closing a connection from %s: %s", _peer(self.client), message)
         self.transport.close()
+
+
+class HeadWithBody:
+    """One response's transport: its first write (the status line and headers) is held, and
+    goes out with the next write (the body), which the app makes in the same step when it
+    answers whole; a stream's headers go out at the next iteration of the loop."""
+
+    __slots__ = ("_held", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        elif not self._started:
+            self._started = True
+            self._held = data
+            self._loop.call_soon(self._release)
+            return
+        self._transport.write(data)
+
+    def _release(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._release()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self._transport, name)
 
 
 def _peer(client: tuple[str, int] | None) -> str:
