@@ -23,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 log = logging.getLogger("stratus.gateway")
 
 SWEEP_S = 1.0
+_WHOLE = b"\r\ncontent-length: "  # in a header block as uvicorn writes it (names lowered)
 _HEADERS, _BODY = 1, 2  # what the connection is waiting for the client to send
 
 
@@ -66,8 +67,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._expect(_BODY, self.body_timeout_s)
         super().on_headers_complete()
-        if self.cycle is not None:  # its task has not run yet: it writes through this
-            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+        cycle = self.cycle
+        if cycle is not None:  # its task has not run yet: it writes through this
+            cycle.transport = HeadWithBody(  # type: ignore[assignment]
+                self.transport, cycle.scope["method"] == "HEAD")
 
     def on_body(self, body: bytes) -> None:
         self._deadline = self.loop.time() + self.body_timeout_s
@@ -118,17 +121,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 class HeadWithBody:
-    """One response's transport: its first write (the status line and headers) is held, and
-    goes out with the next write (the body), which the app makes in the same step when it
-    answers whole; a stream's headers go out at the next iteration of the loop."""
+    """One response's transport: the header block of a whole answer (one with a
+    ``content-length``) is held, and goes out with the body, which uvicorn writes next, in the
+    same step. A stream's headers (chunked) and a HEAD answer's (no body follows) go at once."""
 
-    __slots__ = ("_held", "_loop", "_started", "_transport")
+    __slots__ = ("_held", "_started", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport, head: bool) -> None:
         self._transport = transport
-        self._loop = loop
         self._held: bytes | None = None
-        self._started = False
+        self._started = head  # a HEAD answer's headers are its last write: nothing to hold
 
     def write(self, data: bytes) -> None:
         held = self._held
@@ -137,19 +139,15 @@ class HeadWithBody:
             data = held + data
         elif not self._started:
             self._started = True
-            self._held = data
-            self._loop.call_soon(self._release)
-            return
+            if _WHOLE in data:
+                self._held = data
+                return
         self._transport.write(data)
 
-    def _release(self) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held)
-
     def close(self) -> None:
-        self._release()
+        held, self._held = self._held, None
+        if held is not None:  # the app ended without a body: what it sent still goes
+            self._transport.write(held)
         self._transport.close()
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
