@@ -43,9 +43,11 @@ class FramedConnection(asyncio.Protocol):
         # Frames sent after the first of a loop iteration, written together at the next one:
         # a batch of invocations dispatched at once costs two writes, not one per frame.
         self._held: list[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -92,8 +94,9 @@ class FramedConnection(asyncio.Protocol):
             self._held.append(wire.encode(message))
             return
         transport.write(wire.encode(message))  # the first goes at once: no wait when idle
-        self._held = []
-        asyncio.get_running_loop().call_soon(self._release)
+        if self._loop is not None:
+            self._held = []
+            self._loop.call_soon(self._release)
 
     def _release(self) -> None:
         held, self._held = self._held, None
