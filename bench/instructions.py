@@ -2,6 +2,12 @@
 figure that the machine's noise does not move, for comparing source trees.
 
     .venv/bin/python bench/instructions.py [--tree name=SRC ...] [--requests 1000] [--rounds 2]
+        [--workload sync|async] [--concurrency 32]
+
+``--workload async`` counts asynchronous invocations instead (``?mode=async``): ``--requests``
+submissions from ``--concurrency`` senders (aiohttp, as ``bench/async.py``), then the wait until
+the last result is stored; the count covers the 202s, the queue's writes, the claims, the
+dispatch and the finishes, in every thread of the server.
 
 Each tree (default: this checkout's ``src``) serves the no-op handler from a server run under
 ``valgrind --tool=callgrind`` with instrumentation off until a warm-up is done; then
@@ -15,6 +21,7 @@ counts a little more: expect about 1% between runs of one tree.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import os
 import shutil
@@ -40,6 +47,8 @@ from common import (
     timestamp,
     wait_until_ready,
 )
+from stratus_async import AsyncClient
+from stratus_async import run as run_client
 
 KEY = "sk-bench-instructions"
 WARMUP = 300  # invokes before counting: the replica up, the gateway's caches filled
@@ -57,7 +66,33 @@ def invoke(connection: http.client.HTTPConnection, path: str) -> None:
         raise RuntimeError(f"POST {path} -> {answer.status} {body[:300]!r}")
 
 
-def count(tree: str, src: Path, requests: int) -> dict[str, Any]:
+async def submit_and_drain(client: AsyncClient, n: int, concurrency: int) -> None:
+    """``n`` async submissions from ``concurrency`` senders, then wait until none is pending:
+    the long poll on the last one, then a few cheap lists (not a poll every few ms, which the
+    slowed server would count)."""
+    ids: list[str] = []
+    remaining = iter(range(n))
+
+    async def sender() -> None:
+        for _ in remaining:
+            ids.append(await client.submit())
+
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    await client.wait(ids[-1], START_TIMEOUT_S)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not await client.drained():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n} async invocations not drained in {START_TIMEOUT_S:g}s")
+        await asyncio.sleep(0.2)
+
+
+def run_async(base: str, requests: int, concurrency: int) -> None:
+    run_client(submit_and_drain, base, {"Authorization": f"Bearer {KEY}"}, "async-noop",
+               concurrency, requests, concurrency)
+
+
+def count(tree: str, src: Path, requests: int, workload: str = "sync",
+          concurrency: int = 32) -> dict[str, Any]:
     """One server on ``src``: instructions over ``requests`` invokes after the warm-up."""
     port, data = free_port(), Path(tempfile.mkdtemp(prefix="bench-instructions-"))
     out = data / "callgrind.out"
@@ -70,20 +105,28 @@ def count(tree: str, src: Path, requests: int) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(f"{base}/readyz", server, timeout=START_TIMEOUT_S)
+        handler = "noop.py:NoOp" if workload == "sync" else "async_noop.py:AsyncNoOp"
+        name = "noop" if workload == "sync" else "async-noop"
         subprocess.run(
-            [str(MAIN_VENV / "bin" / "stratus"), "deploy", "noop.py:NoOp", "--name", "noop",
+            [str(MAIN_VENV / "bin" / "stratus"), "deploy", handler, "--name", name,
              "--min-replicas", "1", "--max-replicas", "1", "--max-concurrency", "64"],
             cwd=BENCH_DIR / "handlers", check=True, capture_output=True, timeout=START_TIMEOUT_S,
             env={**os.environ, **env, "STRATUS_URL": base, "STRATUS_API_KEY": KEY})
-        path = "/api/deployments/noop/invoke"
+        path = f"/api/deployments/{name}/invoke"
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120.0)
-        for _ in range(WARMUP):
-            invoke(connection, path)
+        if workload == "sync":
+            for _ in range(WARMUP):
+                invoke(connection, path)
+        else:
+            run_async(base, WARMUP, concurrency)
         pid = str(server.popen.pid)  # valgrind runs the server in its own process
         subprocess.run(["callgrind_control", "--instr=on", pid], check=True, capture_output=True)
         started = time.monotonic()
-        for _ in range(requests):
-            invoke(connection, path)
+        if workload == "sync":
+            for _ in range(requests):
+                invoke(connection, path)
+        else:
+            run_async(base, requests, concurrency)
         wall = time.monotonic() - started
         # A dump writes the counts since instrumentation began, then zeroes them.
         subprocess.run(["callgrind_control", "--dump", pid], check=True, capture_output=True)
@@ -92,8 +135,9 @@ def count(tree: str, src: Path, requests: int) -> dict[str, Any]:
     finally:
         stop_process(server)
         shutil.rmtree(data, ignore_errors=True)
-    log(f"{tree}: {total / requests:,.0f} instructions per invoke ({wall:.1f}s)")
-    return {"tree": tree, "src": str(src), "requests": requests, "wall_s": round(wall, 2),
+    log(f"{tree}: {total / requests:,.0f} instructions per {workload} invoke ({wall:.1f}s)")
+    return {"tree": tree, "src": str(src), "workload": workload, "requests": requests,
+            "wall_s": round(wall, 2),
             "instructions": total, "per_request": round(total / requests)}
 
 
@@ -128,13 +172,17 @@ def main() -> None:
     parser.add_argument("--tree", action="append", help="NAME=SRC (repeatable)")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workload", choices=("sync", "async"), default="sync",
+                        help="sequential sync invokes, or async submissions and their drain")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="concurrent senders of the async workload")
     parser.add_argument("--json", action="store_true", help="print the JSON result on stdout")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     trees = parse_trees(args.tree)
     started = timestamp()
-    runs = [count(name, src, args.requests)
+    runs = [count(name, src, args.requests, args.workload, args.concurrency)
             for _ in range(args.rounds) for name, src in trees.items()]
     rows = []
     for name in trees:
@@ -143,6 +191,7 @@ def main() -> None:
     table = markdown_table(["tree", "runs", "instructions/invoke (mean)", "min", "max"], rows)
     payload = {"benchmark": "instructions", "started": started, "machine": machine_info(),
                "config": {"requests": args.requests, "rounds": args.rounds,
+                          "workload": args.workload, "concurrency": args.concurrency,
                           "trees": {k: str(v) for k, v in trees.items()}},
                "results": runs}
     publish("instructions", payload, table, args.json)

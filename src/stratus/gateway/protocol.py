@@ -6,6 +6,9 @@ over ``body_timeout_s``. One that does not gets a 408 (or 431) and the connectio
 
 Deadlines are checked by one sweep a second over the open connections: a request only
 records its deadline, since a timer per request costs the hot path microseconds.
+
+A response's header block is held until its body follows, so that a whole answer leaves in one
+write (uvicorn writes the two apart: two system calls and two TCP segments per answer).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 log = logging.getLogger("stratus.gateway")
 
 SWEEP_S = 1.0
+_WHOLE = b"\r\ncontent-length: "  # in a header block as uvicorn writes it (names lowered)
 _HEADERS, _BODY = 1, 2  # what the connection is waiting for the client to send
 
 
@@ -63,6 +67,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._expect(_BODY, self.body_timeout_s)
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:  # its task has not run yet: it writes through this
+            cycle.transport = HeadWithBody(  # type: ignore[assignment]
+                self.transport, cycle.scope["method"] == "HEAD")
 
     def on_body(self, body: bytes) -> None:
         self._deadline = self.loop.time() + self.body_timeout_s
@@ -110,6 +118,40 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
         log.info("closing a connection from %s: %s", _peer(self.client), message)
         self.transport.close()
+
+
+class HeadWithBody:
+    """One response's transport: the header block of a whole answer (one with a
+    ``content-length``) is held, and goes out with the body, which uvicorn writes next, in the
+    same step. A stream's headers (chunked) and a HEAD answer's (no body follows) go at once."""
+
+    __slots__ = ("_held", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, head: bool) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self._started = head  # a HEAD answer's headers are its last write: nothing to hold
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        elif not self._started:
+            self._started = True
+            if _WHOLE in data:
+                self._held = data
+                return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:  # the app ended without a body: what it sent still goes
+            self._transport.write(held)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self._transport, name)
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -5,7 +5,6 @@ what keeps failing, and hands finished invocations to their destinations and wai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -19,6 +18,7 @@ from stratus.errors import NotFound, QuotaFull, StratusError
 from stratus.invocations.capacity import async_capacity, set_backlog
 from stratus.invocations.destinations import Destinations
 from stratus.invocations.invoker import invoke_json
+from stratus.invocations.wakeup import Wakeup
 from stratus.queue.base import InvocationQueue
 from stratus.queue.records import AsyncInvocation, NewInvocation, Page, Status, body_digest
 from stratus.queue.retry import RetryPolicy
@@ -56,7 +56,7 @@ class AsyncService:
         self.running: dict[str, asyncio.Task[None]] = {}  # id -> the attempt in flight
         self._inflight: dict[tuple[str, str], int] = {}
         self._dirty: set[tuple[str, str]] = set()  # deployments that may have work to claim
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._poll_at = 0.0  # monotonic: when the drain loop next reads the whole queue
         # Queued per namespace: as the latest read of the queue saw it, plus what was enqueued
         # here since; what the max_queued quota is checked against.
@@ -207,10 +207,7 @@ class AsyncService:
     async def _drain_loop(self) -> None:
         poll_s = POLL_S
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(),
-                                       max(0.0, self._poll_at - time.monotonic()))
-            self._wake.clear()
+            await self._wake.sleep(self._poll_at - time.monotonic())
             try:
                 if time.monotonic() >= self._poll_at:
                     pending = await self.queue.pending(self.clock())
@@ -291,8 +288,16 @@ class AsyncService:
             return await self._failed(record, StratusError(f"internal error: {exc}"))
         finally:
             progress.close()
-        return await self.queue.finish(self.owner, record.id, Status.SUCCEEDED, self.clock(),
-                                       result=answer, revision=result.revision)
+        spec = self._spec_or_none(record)
+        if spec is not None and spec.on_success is not None:  # the destination takes the record
+            return await self.queue.finish(self.owner, record.id, Status.SUCCEEDED,
+                                           self.clock(), result=answer, revision=result.revision)
+        # Mostly nobody needs the record back: the row is not read back for it.
+        held = await self.queue.end(self.owner, record.id, Status.SUCCEEDED, self.clock(),
+                                    result=answer, revision=result.revision)
+        if held and record.id in self._waiters:  # a long poll came in meanwhile
+            return await self.queue.get(record.namespace, record.id)
+        return None
 
     async def _failed(self, record: AsyncInvocation, exc: StratusError) -> AsyncInvocation | None:
         spec = self._spec_or_none(record) or AsyncSpec(max_attempts=record.max_attempts)

@@ -43,6 +43,13 @@ class InvocationQueue(Protocol):
         the owner no longer holds it (its lease expired and it was recovered, or it was
         cancelled): the caller's outcome is dropped."""
 
+    async def end(self, owner: str, invocation_id: str, status: Status, now: float, *,
+                  result: bytes | None = None, error: dict[str, Any] | None = None,
+                  revision: int | None = None) -> bool:
+        """``finish`` for a caller that needs no record back (no one waits for it, no
+        destination takes it): whether the owner still held it. The SQL backends then write
+        without reading the row back."""
+
     async def retry(self, owner: str, invocation_id: str, now: float, not_before: float,
                     error: dict[str, Any], revision: int | None = None) -> AsyncInvocation | None:
         """Back to QUEUED after a failed attempt, not to run before ``not_before``; None as

@@ -37,6 +37,11 @@ class Compiled:
         merged = {**self._defaults, **values} if values else self._defaults
         return merged if self._order is None else tuple(merged[name] for name in self._order)
 
+    def positional_in(self, names: Sequence[str]) -> bool:
+        """Whether the driver takes this statement's parameters as a tuple in ``names``'s
+        order, with no value of the statement's own."""
+        return self._order is not None and self._order == tuple(names)
+
     def run(self, cursor: Any, values: Mapping[str, Any] | None = None) -> Any:
         cursor.execute(self.sql, self.params(values))
         return cursor

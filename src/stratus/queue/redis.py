@@ -185,6 +185,13 @@ class RedisQueue:
             "finished_at": now, "updated_at": now, "result": result, "error": error,
             "revision": revision})
 
+    async def end(self, owner: str, invocation_id: str, status: Status, now: float, *,
+                  result: bytes | None = None, error: dict[str, Any] | None = None,
+                  revision: int | None = None) -> bool:
+        # One script either way: it returns the record with no extra round trip.
+        return await self.finish(owner, invocation_id, status, now, result=result,
+                                 error=error, revision=revision) is not None
+
     async def retry(self, owner: str, invocation_id: str, now: float, not_before: float,
                     error: dict[str, Any], revision: int | None = None) -> AsyncInvocation | None:
         return await self._end(owner, invocation_id, Status.QUEUED, now, {

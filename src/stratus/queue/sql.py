@@ -1,9 +1,12 @@
 """The queue in the metadata store's database: SQLite (WAL) by default, PostgreSQL when
-configured. Writes go through one group-committing writer thread; reads run in worker threads."""
+configured. Writes are group-committed: on SQLite by the event loop itself when the database is
+free (else by the writer thread), on PostgreSQL by the writer thread; listings run in worker
+threads."""
 
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -24,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from stratus.errors import Conflict, IdempotencyConflict
 from stratus.queue.compiled import FIELDS, Compiled, dumps, record
+from stratus.queue.inline import LoopWriter
 from stratus.queue.records import (
     IDEMPOTENCY_WINDOW_S,
     AsyncInvocation,
@@ -48,11 +52,20 @@ QUEUED, RUNNING, DEAD = Status.QUEUED.value, Status.RUNNING.value, Status.DEAD.v
 NO_LEASE = {"lease_owner": None, "lease_until": None}
 
 
+_FIELDS_OF = operator.attrgetter(*FIELDS)  # a record's fields as a tuple, in one C call
+_STATUS, _ERROR, _SOURCE = (FIELDS.index(name) for name in ("status", "error", "source"))
+
+
+def _row(new: AsyncInvocation) -> list[Any]:
+    """A record's column values, in FIELDS order (the insert's positional parameters)."""
+    row = list(_FIELDS_OF(new))
+    row[_STATUS] = new.status.value
+    row[_ERROR], row[_SOURCE] = dumps(new.error), dumps(new.source)
+    return row
+
+
 def _values(new: AsyncInvocation) -> dict[str, Any]:
-    values = {name: getattr(new, name) for name in FIELDS}
-    values["status"] = new.status.value
-    values["error"], values["source"] = dumps(new.error), dumps(new.source)
-    return values
+    return dict(zip(FIELDS, _row(new), strict=True))
 
 
 def _p(name: str) -> Any:
@@ -71,6 +84,9 @@ def _statements(dialect: Any) -> dict[str, Compiled]:
     # FOR UPDATE SKIP LOCKED on PostgreSQL: a claimer passes over rows another claimer's open
     # transaction holds instead of waiting for them. SQLite renders no FOR UPDATE: its writer
     # holds the database's one write lock (BEGIN IMMEDIATE) instead.
+    finish = update(TABLE).where(held).values(
+        status=_p("status"), finished_at=_p("now"), updated_at=_p("now"),
+        result=_p("result"), error=_p("error"), revision=_p("revision"), **NO_LEASE)
     chosen = (select(C.seq).where(C.namespace == _p("ns"), C.deployment == _p("dep"),
                                   C.status == QUEUED, C.not_before <= _p("now"))
               .order_by(C.priority.desc(), C.seq).limit(_p("limit"))
@@ -88,10 +104,8 @@ def _statements(dialect: Any) -> dict[str, Compiled]:
             finished_at=None, progress=None, progress_message=None,
         ).returning(*COLUMNS, C.seq),
         "renew": update(TABLE).where(held).values(lease_until=_p("until")),
-        "finish": update(TABLE).where(held).values(
-            status=_p("status"), finished_at=_p("now"), updated_at=_p("now"),
-            result=_p("result"), error=_p("error"), revision=_p("revision"), **NO_LEASE,
-        ).returning(*COLUMNS),
+        "finish": finish.returning(*COLUMNS),
+        "end": finish,
         "retry": update(TABLE).where(held).values(
             status=QUEUED, not_before=_p("not_before"), updated_at=_p("now"),
             error=_p("error"), revision=_p("revision"), **NO_LEASE,
@@ -131,7 +145,11 @@ class SqlQueue:
                              f"{engine.dialect.name}")
         self._engine = engine
         self._sql = _statements(engine.dialect)
-        self._writer = GroupWriter(engine, self._sql["insert"].run_many)
+        # SQLite's parameters are positional, in the insert's column order: FIELDS.
+        self._insert_by_position = self._sql["insert"].positional_in(FIELDS)
+        thread = GroupWriter(engine, self._sql["insert"].run_many)
+        self._inline = LoopWriter(engine, thread) if engine.dialect.name == "sqlite" else None
+        self._writer: GroupWriter | LoopWriter = self._inline or thread
 
     async def open(self) -> None:
         await asyncio.to_thread(self._writer.start)
@@ -166,13 +184,15 @@ class SqlQueue:
 
     async def enqueue(self, new: NewInvocation, now: float) -> tuple[AsyncInvocation, bool]:
         created = created_record(new, now)
-        values = _values(created)
         if new.idempotency_key is None:
+            params = (tuple(_row(created)) if self._insert_by_position
+                      else self._sql["insert"].params(_values(created)))
             try:
-                await self._writer.insert(self._sql["insert"].params(values))
+                await self._writer.insert(params)
             except self._engine.dialect.dbapi.IntegrityError:  # type: ignore[union-attr]
                 raise Conflict(f"invocation {new.id} already exists") from None
             return created, True
+        values = _values(created)
         return await self._writer.run(lambda cursor: self._keyed(cursor, created, values, now))
 
     def _keyed(self, cursor: Any, created: AsyncInvocation, values: dict[str, Any],
@@ -228,6 +248,22 @@ class SqlQueue:
             "p_id": invocation_id, "p_owner": owner, "p_status": status.value, "p_now": now,
             "p_result": result, "p_error": dumps(error), "p_revision": revision})
 
+    async def end(self, owner: str, invocation_id: str, status: Status, now: float, *,
+                  result: bytes | None = None, error: dict[str, Any] | None = None,
+                  revision: int | None = None) -> bool:
+        if self._engine.dialect.name == "postgresql":  # its pipelined batch: rows, not counts
+            return await self.finish(owner, invocation_id, status, now, result=result,
+                                     error=error, revision=revision) is not None
+        if status not in (Status.SUCCEEDED, Status.FAILED, Status.DEAD, Status.CANCELLED):
+            raise ValueError(f"end() ends an attempt; {status} is not an end")
+        statement = self._sql["end"]
+        values = {"p_id": invocation_id, "p_owner": owner, "p_status": status.value,
+                  "p_now": now, "p_result": result, "p_error": dumps(error),
+                  "p_revision": revision}
+        count = await self._writer.statement(statement.sql, statement.params(values),
+                                             "rowcount")
+        return bool(count)
+
     async def retry(self, owner: str, invocation_id: str, now: float, not_before: float,
                     error: dict[str, Any], revision: int | None = None) -> AsyncInvocation | None:
         return await self._one("retry", {
@@ -242,9 +278,12 @@ class SqlQueue:
         await self._writer.statement(statement.sql, statement.params(values))
 
     async def get(self, namespace: str, invocation_id: str) -> AsyncInvocation | None:
-        statement = select(*COLUMNS).where(C.id == invocation_id, C.namespace == namespace)
-        row = await self._read(lambda c: c.execute(statement).first())
-        return None if row is None else record(row)
+        by_id = self._sql["by_id"]
+        params = by_id.params({"p_id": invocation_id, "p_ns": namespace})
+        rows = self._inline.read(by_id.sql, params) if self._inline is not None else None
+        if rows is None:  # PostgreSQL, or not here: in a worker thread
+            rows = list(await self._read(lambda c: c.exec_driver_sql(by_id.sql, params).all()))
+        return record(rows[0]) if rows else None
 
     async def page(self, namespace: str, *, deployment: str | None = None,
                    status: Status | None = None, limit: int = 50,

@@ -48,9 +48,14 @@ class FramedConnection(asyncio.Protocol):
         self._decoder = wire.FrameDecoder()
         self.transport: asyncio.Transport | None = None
         self.endpoint: Endpoint | None = None
+        # Frames sent after the first of a loop iteration, written together at the next one:
+        # a batch of invocations dispatched at once costs two writes, not one per frame.
+        self._held: list[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -91,9 +96,23 @@ class FramedConnection(asyncio.Protocol):
 
     def send(self, message: Load | ToRevisionZygote | ToReplica | JobReply) -> None:
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(wire.encode(message))
+        if transport is None or transport.is_closing():
+            return
+        if self._held is not None:
+            self._held.append(wire.encode(message))
+            return
+        transport.write(wire.encode(message))  # the first goes at once: no wait when idle
+        if self._loop is not None:
+            self._held = []
+            self._loop.call_soon(self._release)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        transport = self.transport
+        if held and transport is not None and not transport.is_closing():
+            transport.write(b"".join(held))
 
     def close(self) -> None:
         if self.transport is not None:
+            self._release()  # what was sent goes before the close
             self.transport.close()
