@@ -55,7 +55,10 @@ class FramedConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self._loop = asyncio.get_running_loop()
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven by hand, outside a loop: each frame goes at once
+            self._loop = None
 
     def data_received(self, data: bytes) -> None:
         try:
