@@ -102,10 +102,16 @@ def run(
               + (f" (experiment {experiment})" if experiment else ""))
     if not follow:
         return
-    ended = follow_job(lambda: make_client(server, api_key, namespace), job["id"],
-                       job.get("total_epochs"), err)
+    _succeeded(follow_job(lambda: make_client(server, api_key, namespace), job["id"],
+                          job.get("total_epochs"), err))
+
+
+def _succeeded(ended: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The job a follow saw end (None: detached), or why it did not succeed as the error."""
     if ended is not None and ended["status"] != "succeeded":
-        raise CliError(f"job {job['id']} {ended['status']}: {ended.get('error') or ended['reason']}")
+        raise CliError(f"job {ended['id']} {ended['status']}: "
+                       f"{ended.get('error') or ended['reason']}")
+    return ended
 
 
 @app.command("evaluate")
@@ -131,11 +137,10 @@ def evaluate(
         else:
             err.print(f"evaluation job [bold]{job['id']}[/bold] {job['status']}")
         return
-    ended = follow_job(lambda: make_client(server, api_key, namespace), job["id"], None, err)
+    ended = _succeeded(follow_job(lambda: make_client(server, api_key, namespace), job["id"],
+                                  None, err))
     if ended is None:
         return
-    if ended["status"] != "succeeded":
-        raise CliError(f"job {job['id']} {ended['status']}: {ended.get('error') or ended['reason']}")
     evaluation = ended.get("evaluation") or {}
     if as_json:
         sys.stdout.write(json.dumps(evaluation, indent=2) + "\n")

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from stratus.control.controller import Controller
-from stratus.errors import BadRequest, NotFound, StratusError
+from stratus.errors import BadRequest, StratusError
 from stratus.evaluation.gate import judge, parse_gates
 from stratus.jobs.fold import TERMINAL, JobState
 from stratus.jobs.request import JobRequest, Registration
@@ -219,7 +219,7 @@ class Promotion:
             version=version, format=model["format"], files=model["files"],
             stage=registration.stage, framework=model.get("framework"), task=model.get("task"),
             signature=model.get("signature"),
-            parameters={k: v for k, v in state.params.items()},
+            parameters=dict(state.params),
             metrics=(evaluation or {}).get("metrics") or {},
             lineage=Lineage(dataset=(evaluation or {}).get("dataset") or next(
                 iter(meta.get("datasets") or []), None), job=state.id,
@@ -249,7 +249,7 @@ class Promotion:
                 namespace, target.deployment, DeploymentPatch(models=[ref]),
                 RolloutStrategy(canary=target.canary, step=target.step,
                                 interval_s=target.interval_s))
-        except (StratusError, NotFound) as exc:
+        except StratusError as exc:
             await self._append(namespace, job_id, "RolloutStarted", {
                 "deployment": target.deployment, "model": ref, "error": exc.message})
             return

@@ -73,6 +73,29 @@ def replica_logger(deployment: str, revision: int, replica_id: str) -> logging.L
                        {"deployment": deployment, "revision": revision, "replica": replica_id})
 
 
+def declared_model(models: Sequence[Mapping[str, Any]], name: str, owner: str,
+                   version: str | None = None, stage: str | None = None) -> dict[str, Any]:
+    """One of the models a deployment or a job (``owner``) declared, laid out to load."""
+    for model in models:
+        if model["name"] != name:
+            continue
+        if version is not None and model["version"] != version:
+            raise LookupError(f"this {owner} resolves {model['ref']} to version "
+                              f"{model['version']}, not {version}")
+        if stage is not None and model.get("stage") != stage:
+            raise LookupError(f"this {owner} declares {model['ref']}, not {name}@{stage}")
+        return dict(model)
+    declared = ", ".join(m["ref"] for m in models) or "none"
+    verb = "deploy" if owner == "deployment" else "submit it"
+    raise LookupError(f"model {name!r} is not declared by this {owner} (declared: "
+                      f"{declared}); {verb} with --model {name}@<version or stage>")
+
+
+def model_summary(model: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``model_info`` shows of a declared model."""
+    return {key: model.get(key) for key in ("name", "version", "stage", "format", "meta")}
+
+
 class Context:
     """Given to ``__init__(self, ctx)`` once per replica."""
 
@@ -115,18 +138,7 @@ class Context:
         report_progress(fraction, message)
 
     def _model(self, name: str, version: str | None, stage: str | None) -> dict[str, Any]:
-        for model in self._models:
-            if model["name"] != name:
-                continue
-            if version is not None and model["version"] != version:
-                raise LookupError(f"this deployment resolves {model['ref']} to version "
-                                  f"{model['version']}, not {version}")
-            if stage is not None and model.get("stage") != stage:
-                raise LookupError(f"this deployment declares {model['ref']}, not {name}@{stage}")
-            return model
-        declared = ", ".join(m["ref"] for m in self._models) or "none"
-        raise LookupError(f"model {name!r} is not declared by this deployment (declared: "
-                          f"{declared}); deploy with --model {name}@<version or stage>")
+        return declared_model(self._models, name, "deployment", version, stage)
 
     def load_model(self, name: str, version: str | None = None, stage: str | None = None,
                    module: Any = None) -> Any:
@@ -142,8 +154,7 @@ class Context:
         return str(self._model(name, None, None)["dir"])
 
     def model_info(self, name: str) -> dict[str, Any]:
-        model = self._model(name, None, None)
-        return {key: model[key] for key in ("name", "version", "stage", "format", "meta")}
+        return model_summary(self._model(name, None, None))
 
 
 class RequestContext:

@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from stratus.sdk.context import declared_model, model_summary
 from stratus.sdk.saving import checkpoint_bytes, load_checkpoint_bytes, serialize
 
 Scalar = str | int | float | bool | None
@@ -173,19 +174,11 @@ class JobContext:
         estimator, or a torch module a job saved, built again with its weights."""
         from stratus.sdk.saving import rebuild
 
-        for model in self._models:
-            if model["name"] == name:
-                return rebuild(model)
-        declared = ", ".join(m["ref"] for m in self._models) or "none"
-        raise LookupError(f"model {name!r} was not declared by this job (declared: "
-                          f"{declared}); submit it with --model {name}@<version>")
+        return rebuild(declared_model(self._models, name, "job"))
 
     def model_info(self, name: str) -> dict[str, Any]:
         """A declared model's version, format and metadata (signature, preprocessing...)."""
-        for model in self._models:
-            if model["name"] == name:
-                return {key: model.get(key) for key in ("name", "version", "format", "meta")}
-        raise LookupError(f"model {name!r} was not declared by this job")
+        return model_summary(declared_model(self._models, name, "job"))
 
     # -- data -------------------------------------------------------------------------------
     def dataset(self, ref: str, split: str | None = None) -> Any:

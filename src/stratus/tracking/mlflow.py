@@ -71,7 +71,8 @@ def mirror_uri(section: Mapping[str, Any]) -> str | None:
     if uri is None:
         return None
     if not isinstance(uri, str) or not uri.startswith(("http://", "https://", "file:", "sqlite:")):
-        raise ValueError(f"tracking.mlflow_uri must be an http(s) address, not {uri!r}")
+        raise ValueError(f"tracking.mlflow_uri must be an http(s), file: or sqlite: URI, not "
+                         f"{uri!r}")
     problem = missing_client_error()
     if problem is not None:
         raise ValueError(f"tracking.mlflow_uri is set but {problem}")
