@@ -21,7 +21,7 @@ from typing import Any
 from coldstart import ray_metrics_env
 from common import MAIN_VENV, http_call, log
 from modelkit import PROCESS_SCRIPT, ModelFiles
-from procfs import children, cmdline, io_read_bytes, smaps_rollup_kib
+from procfs import cmdline, descendants, io_read_bytes, smaps_rollup_kib
 from ray_target import RayPeer, ensure_ray_venv
 from stratus_target import StratusServer, no_replicas
 
@@ -99,14 +99,21 @@ def stratus_server(files: ModelFiles, server_name: str) -> Iterator[tuple[Stratu
 def stratus_target(files: ModelFiles, args: Any) -> Iterator[ModelTarget]:
     name = "model-cold"
     with stratus_server(files, "stratus-models") as (server, blobs):
-        server.deploy(*HANDLER, name, stratus_flags(0, 4))
+        started = time.monotonic()
+        server.deploy(*HANDLER, name, stratus_flags(0, 4))  # decrypts the weights into /dev/shm
+        deploy_s = time.monotonic() - started
+        decrypted = server.metric("stratus_decrypted_bytes_total")
+        decrypt_s = server.metric("stratus_decrypt_seconds_total")
+        log(f"stratus: deploy {deploy_s:.2f}s, of which decrypting {decrypted / 2**30:.2f} GiB "
+            f"{decrypt_s:.2f}s ({decrypted / decrypt_s / 1e9 if decrypt_s else 0:.2f} GB/s)")
         url, headers = server.invoke_url(name), server.auth_headers()
         yield ModelTarget(
             name="stratus",
             files=blobs,
             invoke=lambda timeout: post_json(url, headers, {}, timeout),
             wait_for_zero=lambda: server.wait_for_replicas(name, no_replicas),
-            meta={"blobs": [str(b) for b in blobs], "deploy_flags": stratus_flags(0, 4)},
+            meta={"blobs": [str(b) for b in blobs], "deploy_flags": stratus_flags(0, 4),
+                  "decrypt": {"bytes": decrypted, "seconds": decrypt_s, "deploy_s": deploy_s}},
         )
 
 
@@ -221,15 +228,6 @@ def pss_summary(pids: Sequence[int]) -> dict[str, Any]:
             for pid, r in rollups.items()
         ],
     }
-
-
-def descendants(pid: int) -> list[int]:
-    found, frontier = [], [pid]
-    while frontier:
-        kids = [kid for parent in frontier for kid in children(parent)]
-        found += kids
-        frontier = kids
-    return found
 
 
 def stratus_memory(files: ModelFiles, replicas: int, timeout: float) -> dict[str, Any]:

@@ -170,6 +170,14 @@ def render(
             if system != "stratus" and ("stratus", cache) in by_key:
                 ratio = median / by_key[("stratus", cache)]
                 lines.append(f"- {cache} cache: {system} median / stratus median = {ratio:.1f}x")
+        decrypt = next((s["meta"]["decrypt"] for s in cold if "decrypt" in s.get("meta", {})), None)
+        if decrypt and decrypt["seconds"]:
+            lines.append(
+                f"- stratus decrypts the sealed weights once per in-memory copy, at deploy: "
+                f"{decrypt['bytes'] / 2**30:.2f} GiB in {decrypt['seconds']:.2f} s "
+                f"({decrypt['bytes'] / decrypt['seconds'] / 1e9:.2f} GB/s; the deploy call took "
+                f"{decrypt['deploy_s']:.2f} s). A start after the copy was dropped (the memory "
+                f"budget's eviction, a deleted revision) pays it again, on top of the times above.")
     if memory:
         headers = [
             "system",

@@ -1,11 +1,13 @@
-"""Reading ``/proc``: process trees, command lines, memory (``smaps_rollup``) and I/O counters.
+"""Reading ``/proc``: process trees, command lines, memory (``smaps_rollup``), I/O counters and
+CPU time.
 
-Used by ``bench/models.py`` (replica PSS, bytes read from disk) and ``stratus_target.py``
-(finding the zygotes).
+Used by ``bench/models.py`` (replica PSS, bytes read from disk), ``stratus_target.py``
+(finding the zygotes) and ``bench/grpc.py`` (servers' CPU seconds).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -30,6 +32,33 @@ def children(pid: int) -> list[int]:
             if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
                 found.append(int(entry.name))
     return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of ``pid``."""
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [kid for parent in frontier for kid in children(parent)]
+        found += kids
+        frontier = kids
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (``utime + stime`` of ``/proc/<pid>/stat``);
+    0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # state ppid ...
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14, 15 of stat
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and every process under it (the live ones: a child that exited
+    took its time with it, unless its parent reaped it, which adds it to the parent's
+    ``cutime``, not counted here)."""
+    return sum(cpu_seconds(each) for each in (pid, *descendants(pid)))
 
 
 def smaps_rollup_kib(pid: int) -> dict[str, int]:

@@ -11,6 +11,7 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from common import BENCH_DIR, RAY_VENV, Proc, free_port, log, start_process, stop_process
@@ -29,8 +30,10 @@ def ensure_ray_venv() -> float:
 class RayPeer:
     """One Ray Serve application behind the Serve HTTP proxy, in a private Ray cluster."""
 
-    def __init__(self, script: str, name: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, script: str, name: str, env: dict[str, str] | None = None,
+                 args: Sequence[str] = ()) -> None:
         self.script = BENCH_DIR / "peers" / script
+        self.args = list(args)  # the script's own options, after ``--port``
         self.name = name
         self.env = {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **(env or {})}
         self.port = free_port()
@@ -42,7 +45,8 @@ class RayPeer:
     def start(self, timeout: float = 300.0) -> None:
         self._proc = start_process(
             self.name,
-            [str(RAY_VENV / "bin" / "python"), str(self.script), "--port", str(self.port)],
+            [str(RAY_VENV / "bin" / "python"), str(self.script), "--port", str(self.port),
+             *self.args],
             env=self.env,
             control_pipes=True,
         )
@@ -95,6 +99,13 @@ class RayPeer:
         """Replica counts by Serve state, e.g. ``{"RUNNING": 1}``; ``{}`` when none exist."""
         self._send("status")
         return {k: int(v) for k, v in self._wait_event("status", 30.0)["replicas"].items()}
+
+    def replica_pids(self, app_name: str, state: str = "RUNNING") -> list[int]:
+        """The worker pids of the application's replicas in ``state``, as Serve's controller
+        knows them (a replica killed a moment ago may still be listed)."""
+        self._send(f"replicas {app_name}")
+        items = self._wait_event("replicas", 30.0)["items"]
+        return [int(item["pid"]) for item in items if item["pid"] and item["state"] == state]
 
     def wait_for_zero_replicas(self, timeout: float = 120.0) -> float:
         """Block until no replica exists in any state; returns seconds waited."""

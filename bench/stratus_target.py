@@ -59,9 +59,11 @@ def stratus_command() -> list[str]:
 class StratusServer:
     """A throwaway Stratus server on a free loopback port with its own data dir."""
 
-    def __init__(self, name: str = "stratus", env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str = "stratus", env: dict[str, str] | None = None,
+                 serve_args: Sequence[str] = ()) -> None:
         self.name = name
         self.env = dict(env or {})  # extra environment of ``stratus serve``
+        self.serve_args = list(serve_args)  # extra options of ``stratus serve`` (--grpc-port N)
         self.key = secrets.token_urlsafe(24)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -80,6 +82,7 @@ class StratusServer:
             str(self.port),
             "--data-dir",
             str(self.data_dir),
+            *self.serve_args,
         ]
         self._proc = start_process(self.name, cmd, env={**self.env, "STRATUS_ADMIN_KEY": self.key})
         wait_until_ready(f"{self.base_url}/readyz", self._proc, timeout=timeout)
@@ -128,6 +131,16 @@ class StratusServer:
         """``stratus models push <name> <path> --version <version>``."""
         self.cli(["models", "push", name, str(path), "--version", version], timeout=900)
 
+    def metric(self, name: str) -> float:
+        """One unlabelled series of the server's /metrics (0 when absent)."""
+        response = http_call("GET", f"{self.base_url}/metrics", headers=self.auth_headers())
+        if response.status != 200:
+            raise RuntimeError(f"/metrics answered {response.status}")
+        for line in response.body.decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+        return 0.0
+
     def model_blobs(self, sha256: str) -> list[Path]:
         """The store's copy of a pushed file, found by its digest in the data dir."""
         return sorted(self.data_dir.glob(f"**/blobs/sha256/{sha256[:2]}/{sha256}"))
@@ -139,13 +152,14 @@ class StratusServer:
         counts = resp.json()["replicas"]
         return {k: int(counts.get(k, 0)) for k in ("ready", "starting", "draining")}
 
-    def replica_pids(self, name: str) -> list[int]:
-        """PIDs of the deployment's replicas, any state (``replicas.items[].pid``)."""
+    def replica_pids(self, name: str, state: str | None = None) -> list[int]:
+        """PIDs of the deployment's replicas (``replicas.items[].pid``) in ``state``, or any."""
         resp = http_call("GET", f"{self.base_url}/api/deployments/{name}", headers=self.auth_headers())
         if resp.status != 200:
             raise RuntimeError(f"GET deployment {name}: {resp.status} {resp.body[:300]!r}")
         items = resp.json()["replicas"].get("items", [])
-        return [int(item["pid"]) for item in items if item.get("pid")]
+        return [int(item["pid"]) for item in items
+                if item.get("pid") and state in (None, item.get("state"))]
 
     def zygote_pids(self) -> list[int]:
         return [pid for pid in children(self.pid) if "stratus.runtime.zygote" in cmdline(pid)]

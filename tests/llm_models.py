@@ -6,6 +6,7 @@ seeded, so every build of the same kind gives the same files.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from stratus.llm.sampling import SamplingParams
+from stratus.llm.server import LLMServer
 from stratus.sdk.context import Context
 
 CORPUS = Path(__file__).parent / "data" / "corpus.txt"
@@ -145,3 +148,19 @@ def make_context(model_dir: Path, name: str = "tiny", **config: Any) -> Context:
         config={"model": name, **config}, env={}, memory_mb=None, timeout_s=60.0,
         logger=logging.getLogger("stratus.test.llm"), threads=1, models=[entry],
     )
+
+
+async def generated_ids(server: LLMServer, ids: list[int], max_tokens: int,
+                        params: SamplingParams | None = None) -> list[int]:
+    """Every token the engine makes for the prompt ``ids`` (greedy unless ``params`` say)."""
+    seq = server.engine.submit(ids, params or SamplingParams(temperature=0.0), max_tokens,
+                               asyncio.get_running_loop())
+    out: list[int] = []
+    try:
+        while True:
+            tokens, finish = await seq.next_tokens()
+            out += tokens
+            if finish:
+                return out
+    finally:
+        server.engine.cancel(seq)

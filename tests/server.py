@@ -71,13 +71,20 @@ def sticky_keys(shares: dict[int, int]) -> dict[int, str]:
 
 
 class StratusServer:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    ready_timeout = 60.0  # seconds to wait for /readyz at start
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *,
+                 grpc: bool = False) -> None:
         self.data_dir = data_dir
         self.key = "sk-test-" + os.urandom(6).hex()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # With grpc: `stratus serve --grpc-port`, and the address gRPC clients dial.
+        self.grpc_port = free_port() if grpc else None
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if grpc else ""
         self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
+        self.wrapper: list[str] = []  # a command the server runs under (setpriv, say)
         self.log_path = data_dir / "server.log"
         self.http = httpx.Client(base_url=self.url, timeout=60,
                                  headers={"authorization": f"Bearer {self.key}"})
@@ -85,19 +92,28 @@ class StratusServer:
     # -- process ------------------------------------------------------------------
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "STRATUS_ADMIN_KEY": self.key, "STRATUS_URL": self.url,
-                "STRATUS_API_KEY": self.key, **self.extra_env}
+        # No grace period after SIGTERM (the default is 5 s) unless a test sets one.
+        return {**os.environ, "STRATUS_DRAIN_GRACE_S": "0", "STRATUS_ADMIN_KEY": self.key,
+                "STRATUS_URL": self.url, "STRATUS_API_KEY": self.key, **self.extra_env}
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         searchable_above(self.data_dir)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            [STRATUS, "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            [*self.wrapper, STRATUS, "serve", "--port", str(self.port),
+             "--data-dir", str(self.data_dir),
+             *(["--grpc-port", str(self.grpc_port)] if self.grpc_port else [])],
             env=self.env, stdout=log, stderr=log,
         )
         log.close()
-        wait_for(self._ready, 60, "the server to become ready")
+        try:
+            wait_for(self._ready, self.ready_timeout, "the server to become ready")
+        except BaseException:
+            # A fixture whose start fails never reaches its stop: without this the server
+            # (and its replicas) outlives the test run, loading the machine for the tests after.
+            self.stop(signal.SIGKILL, timeout=10)
+            raise
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -125,13 +141,16 @@ class StratusServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     # -- API helpers ----------------------------------------------------------------
-    def upload(self, app: str) -> str:
-        return self.upload_dir(APPS / app)
+    def upload(self, app: str, client: httpx.Client | None = None) -> str:
+        return self.upload_dir(APPS / app, client)
 
-    def upload_dir(self, directory: Path) -> str:
+    def upload_dir(self, directory: Path, client: httpx.Client | None = None) -> str:
+        """Upload a bundle of ``directory`` as ``client``'s namespace (default: the bootstrap
+        key's, which sees every stored bundle): a namespace sees only what it uploaded."""
+        http = client or self.http
         bundle = build_bundle(directory)
-        if self.http.head(f"/api/bundles/{bundle.digest}").status_code != 200:
-            response = self.http.put(f"/api/bundles/{bundle.digest}", content=bundle.data)
+        if http.head(f"/api/bundles/{bundle.digest}").status_code != 200:
+            response = http.put(f"/api/bundles/{bundle.digest}", content=bundle.data)
             assert response.status_code in (200, 201), response.text
         return bundle.digest
 

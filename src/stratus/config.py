@@ -14,7 +14,7 @@ ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
 CONFIG_ENV = "STRATUS_CONFIG"
 # Sections of the server's config file; each feature validates its own.
 CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox", "queue",
-                   "jobs", "tracking")
+                   "jobs", "tracking", "audit")
 QUEUE_ENV = "STRATUS_QUEUE_URL"
 
 
@@ -23,6 +23,7 @@ class Settings:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0  # the Open Inference Protocol over gRPC; 0: off
     admin_key: str = ""
     database_url: str = ""  # empty: SQLite in the data dir
     max_body_bytes: int = 64 * 1024 * 1024
@@ -37,6 +38,9 @@ class Settings:
     heartbeat_timeout_s: float = 15.0
     tick_s: float = 1.0
     max_backoff_s: float = 300.0
+    # After SIGTERM: how long requests are still served, with /readyz at 503, for a load
+    # balancer to notice before the server stops accepting them.
+    drain_grace_s: float = 5.0
     sections: dict[str, Any] = field(default_factory=dict)  # from the config file
 
     def section(self, name: str) -> dict[str, Any]:
@@ -72,7 +76,8 @@ class Settings:
 
 TUNABLE = ("max_body_bytes", "max_bundle_bytes", "max_blob_bytes", "memory_budget_mb",
            "init_timeout_s", "heartbeat_timeout_s", "tick_s", "max_backoff_s",
-           "max_json_depth", "max_header_bytes", "header_timeout_s", "body_timeout_s")
+           "max_json_depth", "max_header_bytes", "header_timeout_s", "body_timeout_s",
+           "drain_grace_s")
 
 
 def with_env_overrides(settings: Settings) -> Settings:

@@ -6,6 +6,10 @@ JSON shape: ``{"error": {"type": ..., "message": ..., "request_id": ...}}``.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterable
+from difflib import get_close_matches
+
 
 class StratusError(Exception):
     """Base of every error that maps onto a documented HTTP status."""
@@ -27,6 +31,8 @@ class StratusError(Exception):
         self.detail = detail
         # The revision that was serving when the error happened, once one was chosen.
         self.revision: int | None = None
+        # How many times the dispatcher sent the request (X-Stratus-Attempts), once it did.
+        self.attempts: int | None = None
 
 
 class BadRequest(StratusError):
@@ -40,12 +46,6 @@ class InvalidJSON(BadRequest):
 
 class InvalidTensor(BadRequest):
     type = "invalid_tensor"
-
-
-class UnencodableOutput(BadRequest):
-    """The handler returned something the protocol in use cannot carry."""
-
-    type = "unencodable_output"
 
 
 class ContextLengthExceeded(BadRequest):
@@ -79,6 +79,18 @@ class QuotaExceeded(Forbidden):
 class NotFound(StratusError):
     status = 404
     type = "not_found"
+
+
+class MethodNotAllowed(StratusError):
+    """A route that exists, asked with a method it does not serve; ``allow`` lists those it
+    does (the ``Allow`` header)."""
+
+    status = 405
+    type = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class Conflict(StratusError):
@@ -135,11 +147,21 @@ class HandlerError(StratusError):
     type = "handler_error"
 
 
+class UnencodableOutput(HandlerError):
+    """The handler returned something the protocol in use cannot carry: the handler's fault,
+    so a 500 like any handler failure."""
+
+    type = "unencodable_output"
+
+
 class ReplicaLost(StratusError):
     """The replica serving the request died or stopped answering."""
 
     status = 502
     type = "replica_failed"
+    # False only when the replica is known to have died before it took the request (it
+    # never acknowledged it, or it was gone before the request was sent): safe to resend.
+    reached_handler = True
 
 
 class OutOfMemory(ReplicaLost):
@@ -174,6 +196,39 @@ class IntegrityError(StratusError):
     type = "integrity_error"
 
 
+class InsufficientStorage(StratusError):
+    """A write found the data dir's disk (or the database's) full: nothing was written, what
+    was written before is intact, and the same request succeeds once space is freed."""
+
+    status = 507
+    type = "insufficient_storage"
+
+
+_SQLITE_FULL = 13  # sqlite3's SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"  # PostgreSQL's disk_full SQLSTATE
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_full(exc: BaseException) -> InsufficientStorage | None:
+    """The 507 for an exception a full disk caused (the disk's own error anywhere in its
+    chain: an OSError, SQLite's SQLITE_FULL, PostgreSQL's disk_full), else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, InsufficientStorage):
+            return current
+        full = (isinstance(current, OSError) and current.errno in _FULL_ERRNOS) \
+            or getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL \
+            or getattr(current, "sqlstate", None) == _PG_DISK_FULL \
+            or getattr(current, "pgcode", None) == _PG_DISK_FULL
+        if full:
+            return InsufficientStorage(f"the server's storage is full: {current}; free space "
+                                       "on its data dir and try again")
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return None
+
+
 _BY_TYPE: dict[str, type[StratusError]] = {
     cls.type: cls
     for cls in (
@@ -193,6 +248,7 @@ _BY_TYPE: dict[str, type[StratusError]] = {
         Unavailable,
         DeploymentFailed,
         RequestTimeout,
+        InsufficientStorage,
     )
 }
 
@@ -201,3 +257,11 @@ def error_from_type(error_type: str, message: str, detail: str | None = None) ->
     """Rebuild an error that crossed a process boundary as (type, message)."""
     cls = _BY_TYPE.get(error_type, HandlerError)
     return cls(message, detail=detail)
+
+
+def unknown_deployment(name: str, known: Iterable[str]) -> NotFound:
+    """The 404 for a deployment that does not exist, suggesting the closest of ``known``
+    (the caller's namespace's deployments only: another's names are not to be told)."""
+    close = get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return NotFound(f"deployment {name!r} not found{hint}")

@@ -26,6 +26,7 @@ from stratus.gateway.dataplane import DataPlane
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.guard import Guard
 from stratus.gateway.state import Components
+from stratus.grpc_api.server import GrpcServer
 from stratus.invocations.destinations import Destinations
 from stratus.invocations.service import AsyncService
 from stratus.jobs.log import JobLog
@@ -43,14 +44,20 @@ from stratus.observe.series import SeriesBook
 from stratus.observe.usage import controller_meter
 from stratus.observe.usage_writer import ProcessWriter
 from stratus.queue.factory import open_queue
+from stratus.resilience.disk import DiskHealth
 from stratus.security.audit_log import AuditLog
+from stratus.security.checkpoint_file import CheckpointFile
+from stratus.security.checkpointer import Checkpointer
+from stratus.security.checkpoints import FILE_NAME, checkpoint_policy
 from stratus.security.keys import KeyRing, KeyService
 from stratus.security.masterkey import load_keyring
 from stratus.security.quotas import quotas_from
 from stratus.security.rotation import settle
+from stratus.security.sessions import SessionSigner, session_ttl
 from stratus.security.tokens import JwtVerifier, jwt_config
 from stratus.store.artifacts import ArtifactStore, sealed_blobs_exist
 from stratus.store.audit import AuditStore
+from stratus.store.blobs import NamespaceBlobs
 from stratus.store.datasets import DatasetStore
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.experiments import ExperimentStore
@@ -59,6 +66,7 @@ from stratus.store.keys import KeyStore
 from stratus.store.legacy import seal_legacy
 from stratus.store.metadata import MetadataStore
 from stratus.store.models import ModelStore
+from stratus.store.owners import BlobOwners
 from stratus.store.plaincache import PlainCache, cache_root
 from stratus.store.secrets import SecretStore
 from stratus.store.usage import UsageStore
@@ -79,6 +87,7 @@ def create_app(settings: Settings) -> DataPlane:
     alerting = AlertManager(alerts_config(settings.section("alerts")))  # invalid: fail now
     prices = prices_from(settings.section("prices"))
     audit_log = AuditLog()  # started once the database is there; appends wait until then
+    checkpoints = checkpoint_policy(settings.section("audit"))  # invalid: fail now
     tracing.parse_config(settings.section("tracing"))  # invalid: fail now
     guard = Guard(quotas_from(settings.section("quotas")), authenticator.keys,  # invalid: fail now
                   max_body_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
@@ -86,6 +95,8 @@ def create_app(settings: Settings) -> DataPlane:
     # The master key: generated (and its place logged) on first start; missing: fail now.
     keyring = load_keyring(settings.data_dir,
                            encrypted_data=sealed_blobs_exist(settings.artifacts_dir))
+    authenticator.sessions = SessionSigner(keyring, settings.admin_key,  # invalid: fail now
+                                           session_ttl(settings.section("auth")))
     plain = PlainCache(cache_root(settings.data_dir))
     isolation = Isolation.for_settings(settings)  # invalid, or replicas could not run: fail now
     jobs_settings = jobs_config(settings.section("jobs"))  # invalid: fail now
@@ -93,27 +104,33 @@ def create_app(settings: Settings) -> DataPlane:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        engine = make_engine(settings.database_url or sqlite_url(settings.data_dir))
+        disk = DiskHealth()  # what each writer last met: /readyz tells of a full disk
+        engine = make_engine(settings.database_url or sqlite_url(settings.data_dir), disk)
         await asyncio.to_thread(migrate, engine)
-        app.state.audit = audit_log
-        app.state.audit_store = audit_store = AuditStore(engine)
-        audit_log.start(audit_store)
         artifacts = ArtifactStore(settings.artifacts_dir, keyring, plain)
+        artifacts.disk = audit_log.disk = disk
         mirror = MlflowMirror(mlflow_uri, locate=artifacts.plain_blob) if mlflow_uri else None
         app.state.keyring, app.state.secrets = keyring, SecretStore(engine, keyring)
-        app.state.wrapped_keys = {"artifacts": artifacts, "secrets": app.state.secrets}
+        checkpoint_file = CheckpointFile(settings.data_dir / FILE_NAME, keyring)
+        app.state.wrapped_keys = {"artifacts": artifacts, "secrets": app.state.secrets,
+                                  "audit_checkpoints": checkpoint_file}
         await asyncio.to_thread(seal_legacy, artifacts)  # from before encryption at rest
         await asyncio.to_thread(settle, keyring, app.state.wrapped_keys)  # wrong key: stop
+        # After the key is settled: a checkpoint MAC'd under a wrong key would stay unverifiable.
+        app.state.audit = audit_log
+        app.state.audit_store = audit_store = AuditStore(engine)
+        audit_log.start(audit_store, Checkpointer(checkpoint_file, checkpoints))
         plain.open()
         app.state.keys = keys = KeyService(KeyStore(engine), authenticator.keys)
         await keys.start()
         dispatcher = Dispatcher()
         backend = LocalBackend(settings.run_dir, settings.log_dir, isolation)
-        model_service = ModelService(ModelStore(engine, exclusive_stages=EXCLUSIVE_STAGES), artifacts)
-        controller = Controller(settings, MetadataStore(engine), artifacts, backend, dispatcher,
+        blobs = NamespaceBlobs(artifacts, BlobOwners(engine))
+        model_service = ModelService(ModelStore(engine, exclusive_stages=EXCLUSIVE_STAGES), blobs)
+        controller = Controller(settings, MetadataStore(engine), blobs, backend, dispatcher,
                                 model_service, app.state.secrets)
         parts = Components(settings, controller, dispatcher, artifacts, registry_for(controller),
-                           model_service, DatasetService(DatasetStore(engine), artifacts))
+                           model_service, DatasetService(DatasetStore(engine), blobs), blobs)
         request_metrics = RequestMetrics(parts.metrics)
         guard.count_into(parts.metrics)
         dispatcher.listeners.append(request_metrics.observe)
@@ -129,6 +146,7 @@ def create_app(settings: Settings) -> DataPlane:
         app.state.alerts = alerting
         await alerting.start()
         usage_writer = ProcessWriter(engine.url.render_as_string(hide_password=False))
+        usage_writer.disk = parts.disk = disk
         parts.usage = meter = controller_meter(UsageStore(engine), controller, prices, usage_writer)
         await meter.start()
         dispatcher.listeners.append(meter.observe)
@@ -139,6 +157,7 @@ def create_app(settings: Settings) -> DataPlane:
         dispatcher.listeners.append(book.observe)
         series = app.state.series = SeriesBook(controller.units)
         dispatcher.listeners.append(series.observe)
+        controller.reconciler.on_replica_started.append(series.replica_started)
         series.start()
         await controller.start()
         # After the controller: the queue drains into the routes it restored.
@@ -146,10 +165,10 @@ def create_app(settings: Settings) -> DataPlane:
             open_queue(settings.queue_url, engine), dispatcher, controller,
             Destinations(app.state.secrets))
         await async_service.start()
-        parts.jobs = jobs = JobService(settings, JobLog(engine), backend, artifacts, jobs_settings,
+        parts.jobs = jobs = JobService(settings, JobLog(engine), backend, blobs, jobs_settings,
                                        usage=JobUsageStore(engine), datasets=parts.datasets,
                                        models=parts.models)
-        parts.promotion = Promotion(jobs, parts.models, controller, artifacts,
+        parts.promotion = Promotion(jobs, parts.models, controller, blobs,
                                     settings.max_blob_bytes)
         if mirror is not None:
             jobs.writer.listeners.append(lambda namespace, event: mirror.apply(event, namespace))
@@ -166,13 +185,23 @@ def create_app(settings: Settings) -> DataPlane:
         gc.collect()
         gc.freeze()
         app.state.data_plane.components = parts
+        grpc_server = GrpcServer(parts, authenticator, guard, audit_log) \
+            if settings.grpc_port else None
+        if grpc_server is not None:
+            await grpc_server.start()
         parts.ready = True
-        log.info("stratus %s serving on http://%s:%d (data in %s)", stratus.__version__,
-                 settings.host, settings.port, settings.data_dir)
+        shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        base = f"http://{shown}:{settings.port}"
+        log.info("stratus %s serving on %s (data in %s)", stratus.__version__, base,
+                 settings.data_dir)
+        log.info("dashboard: %s/ui/  API docs: %s/docs and %s/redoc (sign in on the dashboard "
+                 "with an API key)", base, base, base)
         try:
             yield {}
         finally:
             parts.ready = False
+            if grpc_server is not None:
+                await grpc_server.close()  # its calls in flight end while the rest still runs
             app.state.data_plane.components = None
             await triggers.close()  # first: nothing new is submitted while the rest stops
             await async_service.close()  # what it has in flight is run again later

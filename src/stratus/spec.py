@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from stratus.resilience_spec import OutliersSpec, RetrySpec, SheddingSpec
+
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MODULE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*$"
@@ -56,6 +58,9 @@ class TrafficUpdate(BaseModel):
 
 
 class RolloutThresholdsSpec(BaseModel):
+    """When the judge rolls a new revision back (``control/rollout.py``'s
+    ``RollbackThresholds``, whose defaults these are)."""
+
     model_config = ConfigDict(extra="forbid")
 
     error_ratio_relative: float = Field(default=0.10, ge=0, le=100)
@@ -67,7 +72,8 @@ class RolloutThresholdsSpec(BaseModel):
 
 class RolloutSteps(BaseModel):
     """Without ``canary`` traffic switches at once (blue-green) once the new revision is warm;
-    with it, it steps through ``canary_plan(canary, step)``, judged at every step."""
+    with it, it steps through ``canary_plan(canary, step)``, judged at every step. Either way
+    the switch to 100% is then watched for ``watch_s``, judged against the previous revision."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -76,7 +82,23 @@ class RolloutSteps(BaseModel):
     interval_s: float = Field(default=60.0, gt=0, le=86400)
     window_s: float | None = Field(default=None, gt=0, le=86400,
                                    description="how far back the judge looks; default interval_s")
+    watch_s: float = Field(default=60.0, ge=0, le=86400,
+                           description="after the switch to 100%, how long the new revision is "
+                                       "judged while the previous one stays warm; 0: not at all")
     thresholds: RolloutThresholdsSpec = RolloutThresholdsSpec()
+
+    def over(self, base: RolloutSteps) -> RolloutSteps:
+        """``base`` (a deployment's declared steps) with the fields given here instead: what
+        one rollout runs with. Thresholds are taken one by one."""
+        fields = set(RolloutSteps.model_fields)
+        data = base.model_dump(include=fields)
+        for key in self.model_fields_set & fields:
+            if key == "thresholds":
+                given = self.thresholds
+                data[key].update(given.model_dump(include=given.model_fields_set))
+            else:
+                data[key] = getattr(self, key)
+        return RolloutSteps.model_validate(data)
 
 
 class RolloutRequest(RolloutSteps):
@@ -86,7 +108,8 @@ class RolloutRequest(RolloutSteps):
 
 
 class RolloutStrategy(RolloutSteps):
-    """How a deploy that records a new revision rolls it out."""
+    """How a deploy that records a new revision rolls it out. All but ``promote`` are kept as
+    the deployment's own: later rollouts take the fields they leave out from them."""
 
     promote: bool = Field(default=True, description="false: record the revision, but send it "
                                                     "no traffic until told to")
@@ -206,6 +229,9 @@ class ScalingFields(BaseModel):
     provisioned_replicas: int | None = Field(default=None, ge=0, le=1000)
     schedules: list[ScheduleSpec] | None = Field(default=None, max_length=64)
     async_invocations: AsyncSpec | None = None
+    outliers: OutliersSpec | None = None
+    shedding: SheddingSpec | None = None
+    retries: RetrySpec | None = None
 
 
 class RuntimeFields(BaseModel):
@@ -295,6 +321,9 @@ class ScalingSpec(BaseModel):
     provisioned_replicas: int = 0
     schedules: list[ScheduleSpec] = []
     async_invocations: AsyncSpec = AsyncSpec()
+    outliers: OutliersSpec = OutliersSpec()
+    shedding: SheddingSpec = SheddingSpec()
+    retries: RetrySpec = RetrySpec()
 
 
 class RuntimeSpec(BaseModel):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from server import StratusServer
 
@@ -100,7 +100,9 @@ def test_dashboard_shows_autoscaling(server: StratusServer, browser: Browser) ->
     page.click("#login-form button[type=submit]")
     row = page.locator(f'#deployments tr[data-deployment="{name}"]')
     row.wait_for(timeout=10_000)
-    assert page.evaluate("sessionStorage.getItem('stratus.apiKey')") == server.key
+    # Signed in by the session cookie, which the page cannot read; the key is not kept.
+    assert page.evaluate("sessionStorage.getItem('stratus.apiKey')") is None
+    assert page.evaluate("document.cookie") == ""
     expect(row.locator("td.replicas")).to_have_attribute("data-ready", "0")
 
     row.locator("a").click()
@@ -137,4 +139,66 @@ def test_dashboard_shows_autoscaling(server: StratusServer, browser: Browser) ->
     listed = ARTIFACTS / "dashboard-list.png"
     page.screenshot(path=str(listed))
     print(f"dashboard list screenshot: {listed}")
+    page.close()
+
+
+def sign_in(page: Page, server: StratusServer) -> None:
+    page.goto(server.url + "/ui/")
+    page.fill("#api-key", server.key)
+    page.click("#login-form button[type=submit]")
+    page.locator("#list-view").wait_for(timeout=10_000)
+
+
+def test_a_deployment_that_is_not_there_shows_not_found(server: StratusServer,
+                                                        browser: Browser) -> None:
+    """Going from a deployment to one that does not exist leaves nothing of the first on screen."""
+    name = "dash-there"
+    server.deploy("basic", "app.py:Echo", name=name, min_replicas=1, ready=1)
+    assert server.invoke(name, {"x": 1}).status_code == 200
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, server)
+    page.evaluate(f"location.hash = '#/d/{name}'")
+    expect(page.locator("#d-name")).to_have_text(name)
+    expect(page.locator("#stat-ready")).to_have_text("1")
+    page.locator("#invocations tbody tr").first.wait_for(timeout=10_000)
+
+    page.evaluate("location.hash = '#/d/no-such-deployment'")
+    not_found = page.locator("#not-found")
+    expect(not_found).to_be_visible(timeout=10_000)
+    expect(page.locator("#nf-message")).to_contain_text("no-such-deployment")
+    expect(page.locator("#detail-view")).to_be_hidden()
+    time.sleep(1.5)  # a poll or two later, the first deployment has not come back
+    expect(not_found).to_be_visible()
+    expect(page.locator("#detail-view")).to_be_hidden()
+
+    page.click("#nf-back")
+    expect(page.locator(f'#deployments tr[data-deployment="{name}"]')).to_be_visible()
+    page.evaluate(f"location.hash = '#/d/{name}'")  # and back to one that exists
+    expect(page.locator("#d-name")).to_have_text(name)
+    expect(page.locator("#not-found")).to_be_hidden()
+    page.close()
+
+
+def test_cold_starts_are_shown_as_the_two_counts_they_are(server: StratusServer,
+                                                          browser: Browser) -> None:
+    """Requests that waited for a replica to start, and replicas started, side by side."""
+    name = "dash-cold"
+    server.deploy("basic", "app.py:Echo", name=name, min_replicas=0, max_replicas=2)
+    assert server.invoke(name, {}).headers["x-stratus-cold-start"] == "true"
+    server.http.patch(f"/api/deployments/{name}", json={"min_replicas": 2})
+    server.wait_ready(name, 2)  # a second replica, started with no request waiting for it
+    row = next(d for d in server.http.get("/api/dashboard").json()["deployments"]
+               if d["name"] == name)
+    assert (row["cold_start_requests"], row["replica_starts"]) == (1, 2)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    sign_in(page, server)
+    headers = page.locator("#deployments thead th")
+    expect(headers.filter(has_text="Cold-start requests")).to_have_count(1)
+    expect(headers.filter(has_text="Replica starts")).to_have_count(1)
+    listed = page.locator(f'#deployments tr[data-deployment="{name}"]')
+    expect(listed.locator("td.cold-requests")).to_have_text("1")
+    expect(listed.locator("td.replica-starts")).to_have_text("2")
+    listed.locator("a").click()
+    expect(page.locator("#stat-cold")).to_have_text("1")
+    expect(page.locator("#stat-starts")).to_have_text("2")
     page.close()

@@ -49,12 +49,17 @@ def prometheus(server: StratusServer, tmp_path: Path) -> Iterator[str]:
 
 def _up(url: str) -> bool:
     try:
-        # Prometheus listens before its storage is ready, and answers 503 until then.
+        # Prometheus listens before its storage is ready, and answers 503 until then; a
+        # query right after readiness can still meet a 503 on a loaded machine.
         if httpx.get(f"{url}/-/ready", timeout=5).status_code != 200:
             return False
         return _query(url, 'up{job="stratus"}') == 1.0
     except httpx.TransportError:
         return False
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 503:
+            return False
+        raise
 
 
 def _query(url: str, expression: str) -> float | None:

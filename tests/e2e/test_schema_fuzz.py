@@ -28,6 +28,8 @@ from schemathesis.specs.openapi.checks import (
 from inprocess import openapi_document
 from server import TEST_ENV, StratusServer
 
+pytestmark = pytest.mark.solo  # `make test` runs it alone: its cases vanish under xdist
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 EXAMPLES = 10  # per operation in the fuzzing phase; the whole file stays near a minute

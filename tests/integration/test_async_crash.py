@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server import TEST_ENV, StratusServer, wait_for
+from server import TEST_ENV, StratusServer, searchable_above, wait_for
 
 BACKLOG = 1000
 
@@ -52,7 +52,8 @@ def _count(server: StratusServer, name: str, status: str) -> int:
 
 def _deploy(server: StratusServer, markers: Path, name: str) -> None:
     markers.mkdir()
-    markers.chmod(0o777)
+    markers.chmod(0o777)  # replicas run as their namespace's user
+    searchable_above(markers)
     server.deploy("asyncjobs", "app.py:once", name=name, max_replicas=2, max_concurrency=8,
                   config={"marker_dir": str(markers)},
                   async_invocations={"share": 1.0, "backoff_base_s": 0.05,

@@ -17,16 +17,19 @@ from typing import Any
 import httpx
 import pytest
 
-from server import StratusServer, wait_for
+from server import StratusServer, searchable_above, wait_for
 
 FAST_RETRIES = {"max_attempts": 3, "backoff_base_s": 0.05, "backoff_cap_s": 0.2}
 TERMINAL = ("succeeded", "failed", "dead", "cancelled")
 
 
 def marker_dir(tmp_path: Path) -> str:
+    """A directory the handlers write their markers to: replicas run as their namespace's
+    user when the server runs as root, so they must be able to reach and write it."""
     path = tmp_path / "markers"
     path.mkdir()
-    path.chmod(0o777)  # replicas may run as another user
+    path.chmod(0o777)
+    searchable_above(path)
     return str(path)
 
 

@@ -4,11 +4,13 @@ server with real replicas: the split they set is the split requests take."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from server import StratusServer
+from server import APPS, StratusServer
 
 APP = ("basic", "app.py:Echo")
 
@@ -67,8 +69,9 @@ def test_revisions_and_a_weighted_split(server: StratusServer) -> None:
 def test_blue_green_rollout_canary_and_rollback(server: StratusServer) -> None:
     two_revisions(server, "cli-roll")
     server.cli("traffic", "cli-roll", "2=100")
-    done = server.cli("rollout", "cli-roll", "--to", "1", "--wait")
-    assert "done: traffic to revision 1 100%" in " ".join(done.stderr.split())
+    done = server.cli("rollout", "cli-roll", "--to", "1", "--watch", "1s", "--wait")
+    followed = " ".join(done.stderr.split())
+    assert "watching" in followed and "done: traffic to revision 1 100%" in followed
     assert set(served_by(server, "cli-roll", 10)) == {"1"}
 
     back = " ".join(server.cli("rollback", "cli-roll", "--wait").stderr.split())
@@ -78,7 +81,7 @@ def test_blue_green_rollout_canary_and_rollback(server: StratusServer) -> None:
     assert set(served_by(server, "cli-roll", 10)) == {"2"}
 
     canary = server.cli("rollout", "cli-roll", "--to", "1", "--canary", "50", "--step", "50",
-                        "--interval", "1s", "--window", "500ms", "--wait")
+                        "--interval", "1s", "--window", "500ms", "--watch", "1s", "--wait")
     steps = " ".join(canary.stderr.split())
     assert "canary 50% → 100%" in steps and "revision 1 at 50%" in steps
     assert "done: traffic to revision 1 100%" in steps
@@ -121,3 +124,45 @@ def test_a_rollout_that_is_rolled_back_fails_the_wait(server: StratusServer) -> 
     listed = cli_json(server, "revisions", "cli-bad")["revisions"]
     assert [(item["revision"], item["status"]) for item in listed] == [(1, "ready"), (2, "failed")]
     assert set(served_by(server, "cli-bad", 5)) == {"1"}
+
+
+def test_judge_settings_from_flags_and_a_manifest_reach_the_deployment(
+        server: StratusServer, tmp_path: Path) -> None:
+    target = f"{APPS / 'basic' / 'app.py'}:Echo"
+    server.cli("deploy", target, "--name", "cli-judge", "--min-replicas", "0",
+               "--watch", "3s", "--window", "10s", "--error-ratio-relative", "0.2",
+               "--min-errors", "3", "--p95-relative", "1", "--p95-min-delta-ms", "30",
+               "--min-requests", "5")
+    declared = server.status("cli-judge")["rollout"]
+    assert (declared["watch_s"], declared["window_s"], declared["canary"]) == (3.0, 10.0, None)
+    assert declared["thresholds"] == {"error_ratio_relative": 0.2, "min_errors": 3,
+                                      "p95_relative": 1.0, "p95_min_delta_ms": 30.0,
+                                      "min_requests": 5}
+    # `stratus rollout` overrides what it names and takes the rest from the deployment.
+    server.deploy(*APP, name="cli-judge", min_replicas=0, config={"v": 2},
+                  rollout={"promote": False, **{k: declared[k] for k in ("watch_s", "window_s",
+                                                                          "thresholds")}})
+    view = cli_json(server, "rollout", "cli-judge", "--to", "2", "--watch", "0",
+                    "--min-requests", "9")
+    assert view["rollout"]["watch_s"] == 0 and view["rollout"]["window_s"] == 10.0
+    assert (view["rollout"]["thresholds"]["min_requests"],
+            view["rollout"]["thresholds"]["min_errors"]) == (9, 3)
+
+    # A manifest's rollout, with a flag over one of its thresholds.
+    shutil.copy(APPS / "basic" / "app.py", tmp_path / "app.py")
+    manifest = tmp_path / "stratus.yaml"
+    manifest.write_text("name: cli-judge-m\nentrypoint: app.py:Echo\nmin_replicas: 0\n"
+                        "rollout:\n  watch_s: 4\n  thresholds: {min_requests: 7, p95_relative: 2}\n")
+    server.cli("deploy", str(manifest), "--min-errors", "2")
+    declared = server.status("cli-judge-m")["rollout"]
+    assert declared["watch_s"] == 4.0
+    assert {k: declared["thresholds"][k] for k in ("min_requests", "p95_relative", "min_errors")} \
+        == {"min_requests": 7, "p95_relative": 2.0, "min_errors": 2}
+
+    code, text = refused(server, "deploy", target, "--name", "cli-judge", "--watch", "soon")
+    assert code == 2 and "'soon' is not a duration" in text
+    code, text = refused(server, "deploy", target, "--name", "cli-judge", "--min-requests", "0")
+    assert code == 2 and "--min-requests" in text
+    manifest.write_text("name: cli-judge-m\nentrypoint: app.py:Echo\nrollout: {watch_s: -1}\n")
+    code, text = refused(server, "deploy", str(manifest))
+    assert code == 1 and "(400)" in text and "rollout.watch_s" in text, text

@@ -23,8 +23,10 @@ from server import TEST_ENV, StratusServer
 from stratus.datasets.service import DatasetService
 from stratus.security.masterkey import load_keyring
 from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 from stratus.store.datasets import DatasetStore
 from stratus.store.db import make_engine, sqlite_url
+from stratus.store.owners import BlobOwners
 from stratus.store.plaincache import PlainCache
 
 BLOB_LIMIT = 256 * 1024
@@ -83,7 +85,8 @@ def service_beside(server: StratusServer, cache: Path) -> DatasetService:
     plain.open()
     artifacts = ArtifactStore(server.data_dir / "artifacts",
                               load_keyring(server.data_dir, environ={}), plain)
-    return DatasetService(DatasetStore(make_engine(sqlite_url(server.data_dir))), artifacts)
+    engine = make_engine(sqlite_url(server.data_dir))
+    return DatasetService(DatasetStore(engine), NamespaceBlobs(artifacts, BlobOwners(engine)))
 
 
 READ_SPLIT = """
@@ -228,7 +231,7 @@ def test_a_malformed_csv_is_a_400_naming_the_line(server: StratusServer, tmp_pat
     assert bad_cli.returncode != 0 and "sum to 0.9, not 1" in flat(bad_cli.stderr)
     unknown_blob = server.http.post("/api/datasets/broken/versions", json={
         "version": "1", "format": "csv", "files": {"x.csv": {"sha256": "ab" * 32, "size": 1}}})
-    assert unknown_blob.status_code == 400 and "has not been uploaded" in unknown_blob.text
+    assert unknown_blob.status_code == 404 and "has not been uploaded" in unknown_blob.text
 
 
 def test_unknown_datasets_versions_and_splits_are_404(server: StratusServer) -> None:

@@ -46,7 +46,7 @@ def test_malformed_deploy_spec(server: StratusServer) -> None:
     assert_error(response, 400, "invalid_request")
     response = server.http.post("/api/deployments", json={"code": {"bundle": "0" * 64,
                                                                    "entrypoint": "app.py:X"}})
-    error = assert_error(response, 400, "invalid_request")
+    error = assert_error(response, 404, "not_found")
     assert "not been uploaded" in error["message"]
     response = server.deploy_raw("basic", "app.py:Echo", name="Bad_Name")
     assert_error(response, 400, "invalid_request")
@@ -97,12 +97,12 @@ def test_handler_that_raises_gives_500_without_a_trace(server: StratusServer) ->
     assert "ValueError: boom" in logs
 
 
-def test_unencodable_output_is_a_clear_400(server: StratusServer) -> None:
+def test_unencodable_output_is_the_handlers_fault(server: StratusServer) -> None:
     server.deploy("basic", "app.py:Faulty", name="err-encode")
-    error = assert_error(server.invoke("err-encode", {"action": "unencodable"}), 400,
+    error = assert_error(server.invoke("err-encode", {"action": "unencodable"}), 500,
                          "unencodable_output")
     assert "JSON" in error["message"]
-    assert_error(server.invoke("err-encode", {"action": "nan"}), 400, "unencodable_output")
+    assert_error(server.invoke("err-encode", {"action": "nan"}), 500, "unencodable_output")
     assert server.invoke("err-encode", {"action": "ok"}).status_code == 200
 
 

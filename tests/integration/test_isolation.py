@@ -67,7 +67,7 @@ def _ok(response: httpx.Response, *codes: int) -> dict[str, Any]:
 
 
 def _fill_bravo(server: StratusServer, b: httpx.Client, has_secrets: bool) -> str:
-    digest = server.upload("basic")
+    digest = server.upload("basic", b)
     deployment = BRAVO["deployment"]
     for version in (1, 2):  # two revisions, for the experiment; the second takes no traffic
         _ok(b.post("/api/deployments", json={
@@ -256,7 +256,10 @@ def test_a_cannot_change_or_invoke_b_things(world: World) -> None:
     for method, template, body, status in MUTATIONS:
         _assert_like_a_ghost(world.a, method, template, body, status)
     if world.has_secrets:
-        reading = {"name": "alpha-echo", "code": {"bundle": world.bundle, "entrypoint": ECHO},
+        # The same code as B's, which A must upload itself to deploy.
+        bundle = world.server.upload("basic", world.a)
+        assert bundle == world.bundle
+        reading = {"name": "alpha-echo", "code": {"bundle": bundle, "entrypoint": ECHO},
                    "secrets": {"TOKEN": "{secret}"}}
         _assert_like_a_ghost(world.a, "POST", "/api/deployments", reading, 400)
     after = _ok(world.b.get(f"/api/deployments/{BRAVO['deployment']}"))

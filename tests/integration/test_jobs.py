@@ -89,6 +89,12 @@ def test_a_job_logs_its_metrics_and_saves_a_torch_mlp(jobs_server: StratusServer
     assert model["signature"]["inputs"][0]["shape"] == [-1, 4]
     weights = model["files"]["model.safetensors"]
     assert jobs_server.http.head(f"/api/blobs/{weights['sha256']}").status_code == 200
+    # The platform wrote the weights for the job's namespace: they are its, and only its.
+    mine = jobs_server.client_as(jobs_server.mint_key("default", "developer")[1])
+    theirs = jobs_server.client_as(jobs_server.mint_key("jobs-elsewhere", "developer")[1])
+    with mine, theirs:
+        assert mine.head(f"/api/blobs/{weights['sha256']}").status_code == 200
+        assert theirs.head(f"/api/blobs/{weights['sha256']}").status_code == 404
     started = next(event for event in history if event["type"] == "JobStarted")
     assert started["data"]["attempt"] == 1 and started["data"]["pid"] > 0
     curves = jobs_server.http.get(f"/api/jobs/{job['id']}/metrics").json()
@@ -121,7 +127,8 @@ def test_a_job_that_raises_fails_with_its_traceback_in_a_log_only_its_namespace_
     log = jobs_server.http.get(f"/api/jobs/{job['id']}/logs").text
     lines = [json.loads(line) for line in log.splitlines()]
     trace = "\n".join(line["message"] for line in lines if line.get("stream") == "stderr")
-    assert "Traceback (most recent call last)" in trace and 'train.py", line' in trace
+    assert "Traceback (most recent call last)" in trace and 'File "train.py", line' in trace
+    assert "stratus/runtime/" not in trace and "/bundles/" not in trace, trace  # train's frames
     _, key = jobs_server.mint_key("jobs-other", "admin")
     with jobs_server.client_as(key) as other:
         for path in ("", "/logs", "/events", "/metrics"):
@@ -167,7 +174,7 @@ def test_bad_submissions_are_refused_with_the_reason(jobs_server: StratusServer)
     assert workers.status_code == 400 and "one worker" in workers.json()["error"]["message"]
     bundle = jobs_server.http.post("/api/jobs", json={
         "code": {"bundle": "0" * 64, "entrypoint": "train.py:train_mlp"}})
-    assert bundle.status_code == 400 and "has not been uploaded" in bundle.text
+    assert bundle.status_code == 404 and "has not been uploaded" in bundle.text
     params = submit(jobs_server, "train.py:train_mlp", params={"lr": [1, 2]})
     assert params.status_code == 400 and "params.lr" in params.text
     assert jobs_server.http.get("/api/jobs/job-nothing").status_code == 404

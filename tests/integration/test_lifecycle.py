@@ -81,23 +81,28 @@ def test_redeploy_moves_traffic_to_the_new_revision_without_failures(server: Str
     server.deploy("basic", "app.py:Echo", name="life-roll", min_replicas=2, max_replicas=2,
                   config={"v": 1})
     server.wait_ready("life-roll", 2)
-    seen: list[tuple[int, int]] = []  # (status, revision)
+    # (when it was sent, status, revision): threads append in whatever order the GIL lets
+    # them, so the list is read in the order the requests were sent.
+    seen: list[tuple[float, int, int]] = []
     stop = threading.Event()
 
     def load() -> None:
         client = httpx.Client(base_url=server.url, timeout=30,
                               headers={"authorization": f"Bearer {server.key}"})
         while not stop.is_set():
+            sent = time.monotonic()
             response = client.post("/api/deployments/life-roll/invoke", json={"sleep": 0.005})
-            seen.append((response.status_code, int(response.headers.get("x-stratus-revision", 0))))
+            seen.append((sent, response.status_code,
+                         int(response.headers.get("x-stratus-revision", 0))))
         client.close()
 
     workers = [threading.Thread(target=load) for _ in range(4)]
     for worker in workers:
         worker.start()
     time.sleep(0.5)
+    # A short watch: revision 1 stays warm until it passes, then drains.
     view = server.deploy("basic", "app.py:Echo", name="life-roll", min_replicas=2,
-                         max_replicas=2, config={"v": 2})
+                         max_replicas=2, config={"v": 2}, rollout={"watch_s": 1})
     assert view["revision"] == 2
 
     def switched() -> bool:
@@ -106,19 +111,22 @@ def test_redeploy_moves_traffic_to_the_new_revision_without_failures(server: Str
         return status["serving_revision"] == 2 and not old
 
     wait_for(switched, 30, "traffic to move to revision 2 and revision 1 to drain")
+    moved = time.monotonic()
     time.sleep(0.3)
     stop.set()
     for worker in workers:
         worker.join(30)
-    statuses = Counter(status for status, _ in seen)
+    statuses = Counter(status for _, status, _ in seen)
     assert statuses.keys() == {200}, statuses
-    revisions = [revision for _, revision in seen]
-    assert revisions[0] == 1 and revisions[-1] == 2
+    revisions = [revision for _, _, revision in sorted(seen)]
+    assert revisions[0] == 1
+    after = [revision for sent, _, revision in seen if sent > moved]
+    assert after and set(after) == {2}, "a request sent once revision 1 was gone reached it"
     switch = revisions.index(2)
     assert revisions[switch:].count(1) <= 8, "old revision may finish in-flight requests only"
     assert server.invoke("life-roll", {}).json()["config"] == {"v": 2}
     unchanged = server.deploy("basic", "app.py:Echo", name="life-roll", min_replicas=2,
-                              max_replicas=2, config={"v": 2})
+                              max_replicas=2, config={"v": 2}, rollout={"watch_s": 1})
     assert unchanged["revision"] == 2, "an identical spec creates no revision"
     revisions_api = server.http.get("/api/deployments/life-roll/revisions").json()["revisions"]
     assert [r["revision"] for r in revisions_api] == [1, 2]

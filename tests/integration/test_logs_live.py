@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -70,10 +71,15 @@ def test_replica_output_is_tagged_and_read_by_stratus_logs(server: StratusServer
     time.sleep(0.05)
     cut = datetime.now(UTC).isoformat()
     time.sleep(0.05)
-    assert server.invoke("logs-chatty", {"say": "second"}).status_code == 200
+    second = server.invoke("logs-chatty", {"say": "second"})
+    assert second.status_code == 200
     _api_logs(server, "logs-chatty", "logger says second")
     recent = server.cli("logs", "logs-chatty", "--since", cut).stdout  # as people read it
-    assert f"{printed['replica']} stdout stdout says second" in recent
+    request_id = second.headers["x-request-id"]  # a request's lines name it
+    # One request in a hundred is sampled for tracing (tracing.sample_ratio), and then its
+    # lines name the trace and span too.
+    line = rf"{printed['replica']} stdout \[{request_id}( trace [0-9a-f]{{32}} span [0-9a-f]{{16}})?\]"
+    assert re.search(line + " stdout says second", recent), recent
     assert "stdout says first" not in recent
     assert "stdout says first" in _api_logs(server, "logs-chatty", "second", since="10m")
     bad = server.http.get("/api/deployments/logs-chatty/logs", params={"since": "yesterday-ish"})

@@ -41,6 +41,8 @@ def ended(server: StratusServer, job_id: str) -> dict[str, Any]:
         register = (view["spec"] or {}).get("register")
         if view["status"] == "succeeded" and register and view["gate"] is None:
             return None
+        if register and view["gate"] and view["gate"]["passed"] and view["model_version"] is None:
+            return None  # judged, not registered yet (a failed registration judges again)
         if register and (register.get("deploy") and view["gate"]["passed"]
                          and view["rollout"] is None):
             return None

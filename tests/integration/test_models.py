@@ -149,7 +149,7 @@ def test_push_refuses_files_that_were_not_uploaded(server: StratusServer) -> Non
     body = {"version": "1.0.0", "format": "safetensors",
             "files": {"w.safetensors": {"sha256": "0" * 64, "size": 10}}}
     response = server.http.post("/api/models/reg-ghost/versions", json=body)
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert "has not been uploaded" in error_of(response)["message"]
     escape = {**body, "files": {"../../etc/passwd": {"sha256": "0" * 64, "size": 10}}}
     response = server.http.post("/api/models/reg-ghost/versions", json=escape)
@@ -166,8 +166,10 @@ def test_promotion_rolls_out_to_followers_and_pins_stay(server: StratusServer, t
     push(server, "follow", path_a, "1.0.0", "--stage", "production")
     push(server, "follow", path_b, "2.0.0")
 
+    # Rollouts that follow the stage take the deployment's short watch.
     deployed = server.cli("deploy", f"{APP}:TensorSums", "--name", "follow-prod", "--model",
-                          "follow@production", "--env", "MODEL=follow", "--min-replicas", "1")
+                          "follow@production", "--env", "MODEL=follow", "--min-replicas", "1",
+                          "--watch", "1s")
     assert "revision 1" in flat(deployed.stderr) and "ready" in flat(deployed.stderr)
     server.deploy("modelstore", "app.py:TensorSums", name="follow-pin", models=["follow@1.0.0"],
                   config={"model": "follow"}, min_replicas=1, preload=TORCH, ready=1)
@@ -840,3 +842,53 @@ def test_no_room_beside_a_deployment_at_its_floor_is_a_503(budget_server: Stratu
     assert [item["pid"] for item in server.status("mem-a")["replicas"]["items"]] == [pid_a]
     assert server.status("mem-b")["replicas"]["ready"] == 0
     assert "exceeded its memory limit" not in server.log_tail(400)
+
+
+def test_a_decrypted_copy_is_charged_and_dropped_to_make_room(budget_server: StratusServer,
+                                                              tmp_path: Path) -> None:
+    """Decrypted weights live in /dev/shm, memory the kernel cannot reclaim: the budget
+    charges the copy and drops it, once no replica maps it, to make room."""
+    server = budget_server
+    path = tmp_path / "copy.safetensors"
+    sums = make_weights(path, 7, **{f"t{i:02d}": (1 << 20,) for i in range(30)})  # 120 MiB
+    push(server, "copy", path, "1.0.0")
+    server.deploy("modelstore", "app.py:TensorSums", name="copy-a", models=["copy@1.0.0"],
+                  config={"model": "copy"}, preload=TORCH, memory_mb=100,
+                  scale_to_zero_after_s=1)
+    assert_sums(server.invoke("copy-a").json(), sums)
+    copy = cache_root(server.data_dir) / "blobs" / sha256(path)
+    assert copy.is_file()
+    wait_for(lambda: server.status("copy-a")["replicas"]["items"] == [], 30, "A to scale to zero")
+    assert copy.is_file(), "nothing needed its memory yet: the copy stays for A's next start"
+
+    # 120 MiB of copy + 200 MB declared by B do not fit in 230 MiB: the copy nobody maps goes.
+    server.deploy("modelstore", "app.py:Hungry", name="mem-b", memory_mb=200,
+                  scale_to_zero_after_s=60)
+    assert server.invoke("mem-b").status_code == 200
+    wait_for(lambda: not copy.exists(), 10, "A's decrypted copy to be dropped")
+    assert "dropping the decrypted copy of blob" in server.log_tail(200)
+
+    # A's next start decrypts the copy again; B's idle replica makes way for both.
+    response = server.invoke("copy-a")
+    assert response.status_code == 200, response.text
+    assert_sums(response.json(), sums)
+    assert copy.is_file()
+    assert "exceeded its memory limit" not in server.log_tail(400)
+
+
+def test_a_deleted_deployment_takes_its_decrypted_copy_with_it(server: StratusServer,
+                                                               tmp_path: Path) -> None:
+    path = tmp_path / "gone.safetensors"
+    sums = make_weights(path, 11)
+    push(server, "gone", path, "1.0.0")
+    server.deploy("modelstore", "app.py:TensorSums", name="gone", models=["gone@1.0.0"],
+                  config={"model": "gone"}, preload=TORCH)
+    assert_sums(server.invoke("gone").json(), sums)
+    copy = cache_root(server.data_dir) / "blobs" / sha256(path)
+    assert copy.is_file()
+    metrics = server.http.get("/metrics").text
+    held = next(line for line in metrics.splitlines() if line.startswith("stratus_decrypted_copy_bytes "))
+    assert float(held.split()[1]) >= path.stat().st_size
+    assert any(line.startswith("stratus_decrypt_seconds_total ") for line in metrics.splitlines())
+    server.delete("gone")
+    wait_for(lambda: not copy.exists(), 15, "the deleted deployment's copy to be dropped")

@@ -196,17 +196,19 @@ def test_a_canary_under_20s_of_load_loses_nothing(server: StratusServer) -> None
     began = time.monotonic()
     for worker in workers:
         worker.start()
-    time.sleep(2)
-    response = server.http.post("/api/deployments/tr-zero/rollout",
-                                json={"to": 2, "canary": 20, "step": 40, "interval_s": 4})
-    assert response.status_code == 200, response.text
-    assert response.json()["rollout"]["plan"] == [20, 40, 80, 100]
-    wait_for(lambda: _traffic(server, "tr-zero")["rollout"]["state"] == "succeeded", 30,
-             "the canary to finish")
-    time.sleep(max(2.0, 20 - (time.monotonic() - began)))  # load runs 20 s in all
-    stop.set()
-    for worker in workers:
-        worker.join(30)
+    try:
+        time.sleep(2)
+        response = server.http.post("/api/deployments/tr-zero/rollout", json={
+            "to": 2, "canary": 20, "step": 40, "interval_s": 4, "watch_s": 2})
+        assert response.status_code == 200, response.text
+        assert response.json()["rollout"]["plan"] == [20, 40, 80, 100]
+        wait_for(lambda: _traffic(server, "tr-zero")["rollout"]["state"] == "succeeded", 30,
+                 "the canary to finish")
+        time.sleep(max(2.0, 20 - (time.monotonic() - began)))  # load runs 20 s in all
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(30)
     statuses = Counter(status for status, _ in seen)
     assert not errors, errors[:3]
     assert statuses.keys() == {200}, statuses
@@ -260,7 +262,7 @@ def test_a_revision_failing_30_percent_is_rolled_back_and_a_healthy_one_promoted
     assert _deploy(server, "tr-auto", rollout={"promote": False}, v=4) == 4
     assert _traffic(server, "tr-auto")["traffic"] == {"2": 100}, "not promoted: no traffic"
     response = server.http.post("/api/deployments/tr-auto/rollout", json={
-        "to": 4, "canary": 50, "step": 50, "interval_s": 1})
+        "to": 4, "canary": 50, "step": 50, "interval_s": 1, "watch_s": 1})
     assert response.status_code == 200, response.text
     stop.clear()
     workers = [threading.Thread(target=_load, args=(server, "tr-auto", stop, seen, errors))

@@ -124,7 +124,7 @@ def test_a_tick_trains_registers_and_is_not_submitted_again_after_a_restart(
 BAD_JOBS: list[tuple[dict[str, Any], int, str]] = [
     ({"paramz": {}}, 400, "paramz"),
     ({"params": {"layers": [1, 2]}}, 400, "params"),
-    ({"code": {"bundle": "0" * 64, "entrypoint": TRAIN}}, 400, "has not been uploaded"),
+    ({"code": {"bundle": "0" * 64, "entrypoint": TRAIN}}, 404, "has not been uploaded"),
     ({"code": {"entrypoint": "train.py:nope"}}, 400, "nope"),
     ({"datasets": ["missing@1"]}, 404, "missing"),
     ({"register": {"name": "x", "gate": ["accuracy>>0.9"]}}, 400, "position"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from server import StratusServer
 from stratus.errors import Conflict, NotFound
@@ -86,6 +86,32 @@ def test_namespaces_keep_names_apart_and_delete_cascades(engine: Engine) -> None
     assert not store.delete_deployment("team-a", "model")
     assert store.list_revisions("team-a", "model") == []
     assert store.get_deployment("team-b", "model") is not None
+
+
+def test_a_write_to_a_deployment_deleted_meanwhile_changes_nothing(engine: Engine) -> None:
+    """The router's writes are queued: one may run just as ``rm`` deletes its deployment
+    (the deletion lands before the write's own statement, here on another connection)."""
+    store = MetadataStore(engine)
+    store.apply("default", "gone", _runtime(), ScalingSpec(), {})
+    store.apply("default", "kept", _runtime(), ScalingSpec(), {})
+    deleted: list[bool] = []
+
+    def delete_first(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE") and not deleted:
+            deleted.append(MetadataStore(engine).delete_deployment("default", "gone"))
+
+    event.listen(engine, "before_cursor_execute", delete_first)
+    try:
+        store.set_routing("default", "gone", {"stable": 1, "traffic": {"1": 100}})
+    finally:
+        event.remove(engine, "before_cursor_execute", delete_first)
+    assert deleted == [True] and store.get_deployment("default", "gone") is None
+    store.set_revision_status("default", "gone", 1, RevisionStatus.FAILED, "late")
+    store.set_routing("default", "kept", {"stable": 1, "traffic": {"1": 100}})
+    store.set_revision_status("default", "kept", 1, RevisionStatus.FAILED, "init failed")
+    kept = store.get_deployment("default", "kept")
+    assert kept is not None and (kept.routing["stable"], kept.serving_revision) == (1, 1)
+    assert store.get_revision("default", "kept", 1).status == "failed"  # type: ignore[union-attr]
 
 
 def test_server_on_postgres_keeps_deployments_across_a_restart(tmp_path: Path) -> None:

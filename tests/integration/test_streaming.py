@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from server import StratusServer, wait_for
+from server import StratusServer, searchable_above, wait_for
 
 NDJSON = {"accept": "application/x-ndjson"}
 
@@ -68,6 +68,8 @@ def test_error_mid_stream_ends_with_an_error_line(server: StratusServer) -> None
 def test_a_client_that_leaves_stops_the_handler_and_frees_its_slot(
     server: StratusServer, tmp_path: Path
 ) -> None:
+    tmp_path.chmod(0o777)  # the replica, its namespace's user, writes its markers here
+    searchable_above(tmp_path)
     server.deploy("basic", "app.py:Counter", name="st-cancel", max_concurrency=1,
                   max_replicas=1, config={"marker_dir": str(tmp_path)})
     payload = {"n": 1000, "pause": 0.05, "marker": "long"}

@@ -217,15 +217,16 @@ def test_a_sample_ratio_of_zero_records_only_sampled_client_traces(tmp_path: Pat
         instance.deploy("tracing", "app.py:Traced", name="tr-unsampled", min_replicas=1, ready=1)
         response = instance.invoke("tr-unsampled", {"text": "a b"})
         assert response.status_code == 200, response.text  # ctx.span still works, recording nothing
-        assert response.json()["words"] == 2
+        assert response.json()["words"] == 2 and response.json()["recorded"] is False
         assert "x-trace-id" not in response.headers, "not traced: no trace to name"
         # A client's traceparent decides for itself: sampled is recorded, unsampled is not.
         unsampled = instance.invoke("tr-unsampled", {"text": "a"},
                                     headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00"})
         assert unsampled.status_code == 200 and "x-trace-id" not in unsampled.headers
+        assert unsampled.json()["recorded"] is False
         sampled = instance.invoke("tr-unsampled", {"text": "a"},
                                   headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
-        assert sampled.headers["x-trace-id"] == CLIENT_TRACE
+        assert sampled.headers["x-trace-id"] == CLIENT_TRACE and sampled.json()["recorded"]
         spans_of(instance, CLIENT_TRACE, {"stratus.gateway", "stratus.replica"})
     finally:
         instance.stop()

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from stratus.dispatch.outcomes import Outcome
 from stratus.observe.alert_rules import (
     AlertsConfig,
+    AnomalyConfig,
     LatencyBaseline,
     Sample,
+    latency_anomaly,
     next_state,
     rule_value,
     zscore,
@@ -127,6 +129,59 @@ def test_latency_anomaly_fires_then_resolves_after_a_quiet_spell() -> None:
     assert fired[0].value is not None and fired[0].value > 3
     assert manager.evaluate(8.0) == []
     assert [a.state for a in manager.evaluate(9.2)] == ["resolved"]
+
+
+DEFAULTS = AnomalyConfig.model_validate({})
+
+
+def _baseline(latencies_ms: list[float]) -> LatencyBaseline:
+    baseline = LatencyBaseline(DEFAULTS.window, DEFAULTS.min_samples, DEFAULTS.min_std_ms / 1000)
+    for latency in latencies_ms:
+        baseline.add(latency / 1000)
+    return baseline
+
+
+def test_a_few_milliseconds_over_a_fast_baseline_is_no_anomaly() -> None:
+    """A hello-world's jitter: ~1 ms answers, then 6 ms and 40 ms ones. Each is many standard
+    deviations out, yet under the 100 ms floor."""
+    baseline = _baseline([1.0 + 0.05 * (i % 5) for i in range(60)])
+    for latency_ms in (6.0, 40.0, 99.0):
+        z = baseline.score(latency_ms / 1000)
+        assert z is not None and z > DEFAULTS.z
+        assert latency_anomaly(baseline, latency_ms / 1000, DEFAULTS) is None
+
+
+def test_over_the_floor_but_near_the_baseline_is_no_anomaly() -> None:
+    """A 200 ms model at 260 ms: past the floor and far out for its tight spread, but not 3x."""
+    baseline = _baseline([200.0 + (i % 3) for i in range(60)])
+    assert latency_anomaly(baseline, 0.260, DEFAULTS) is None
+
+
+def test_a_real_slowdown_is_an_anomaly() -> None:
+    baseline = _baseline([1.0 + 0.05 * (i % 5) for i in range(60)])
+    z = latency_anomaly(baseline, 0.300, DEFAULTS)
+    assert z is not None and z > DEFAULTS.z
+    slow = _baseline([200.0 + (i % 3) for i in range(60)])
+    assert latency_anomaly(slow, 0.700, DEFAULTS) is not None  # 3.5x a 200 ms baseline
+
+
+def test_the_floor_and_ratio_are_configurable() -> None:
+    strict = AnomalyConfig.model_validate({"min_latency_ms": 5, "min_ratio": 2})
+    assert latency_anomaly(_baseline([1.0] * 60), 0.006, strict) is not None
+    off = AnomalyConfig.model_validate({"min_latency_ms": 0, "min_ratio": 1})
+    assert latency_anomaly(_baseline([1.0] * 60), 0.0045, off) is not None  # the old behaviour
+    with pytest.raises(ValueError):
+        AnomalyConfig.model_validate({"min_ratio": 0.5})
+
+
+def test_cold_start_requests_are_not_judged_as_anomalies() -> None:
+    manager = AlertManager(AlertsConfig.model_validate({}))
+    for i in range(60):
+        manager.observe(_outcome(i / 10, latency_s=0.001))
+    manager.observe(_outcome(6.1, latency_s=0.500, cold=True))  # waited for a replica to start
+    assert manager.evaluate(6.5) == []
+    manager.observe(_outcome(6.6, latency_s=0.500))
+    assert [a.name for a in manager.evaluate(7.0)] == ["latency_anomaly"]
 
 
 def test_one_shot_event_shows_as_firing_for_its_hold() -> None:

@@ -34,6 +34,7 @@ from stratus.store.db import make_engine, migrate, sqlite_url
     ("POST", "/v1/chat/completions", "v1.chat.completions.create"),
     ("GET", "/api/deployments/{name}/logs", "deployments.logs.read"),
     ("HEAD", "/api/bundles/{digest}", "bundles.read"),
+    ("POST", "/api/blobs/{digest}/shares", "blobs.shares.create"),
     ("POST", "/api/secrets/{name}", "secrets.create"),
 ])
 def test_action_names(method: str, template: str, action: str) -> None:

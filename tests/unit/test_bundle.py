@@ -235,3 +235,27 @@ def test_a_leading_slash_anchors_an_ignore_pattern_at_the_root(tmp_path: Path) -
     names = set(contents(build_bundle(tmp_path).data))
     assert "build/a.txt" not in names
     assert "pkg/build/b.txt" in names
+
+
+def test_gitignore_is_honoured_with_git_semantics(project: Path) -> None:
+    write_tree(project, {
+        "model.ckpt": b"w", "keep.ckpt": b"k", "build/out.txt": b"", "pkg/build/mod.py": b"",
+        "logs/a.txt": b"", "pkg/logs": b"a file, not a directory",
+    })
+    (project / ".gitignore").write_text("*.ckpt\n!keep.ckpt\n/build/\nlogs/\n")
+    names = set(contents(build_bundle(project).data))
+    assert names == set(KEPT) | {".gitignore", "keep.ckpt", "pkg/build/mod.py", "pkg/logs"}
+
+
+def test_stratusignore_can_take_back_what_gitignore_excludes(project: Path) -> None:
+    write_tree(project, {"weights.bin": b"w", "data.csv": b"c"})
+    (project / ".gitignore").write_text("*.bin\n")
+    (project / ".stratusignore").write_text("!weights.bin\ndata.csv\n")
+    names = set(contents(build_bundle(project).data))
+    assert "weights.bin" in names and "data.csv" not in names
+
+
+def test_the_bundle_names_its_largest_files(project: Path) -> None:
+    largest = build_bundle(project).largest
+    assert largest[0] == ("pkg/data/weights.bin", 4096)
+    assert [size for _, size in largest] == sorted((size for _, size in largest), reverse=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stratus.runtime.cgroups import Cgroups, Hierarchy, parse_hierarchies
-from stratus.runtime.sandbox import MB, current_cgroups
+from stratus.runtime.cgroups import Cgroups, Hierarchy, current_cgroups, parse_hierarchies
+from stratus.runtime.sandbox import MB
 
 HYBRID_CGROUP = """9:name=systemd:/
 8:pids:/
@@ -113,3 +113,42 @@ def test_a_real_child_over_its_memory_limit_is_killed_alone(host_cgroups: Cgroup
         host_cgroups.remove(cgroup)
         host_cgroups.close()
     assert not any(directory.exists() for directory in cgroup.directories)
+
+
+@pytest.mark.parametrize("ending", ["remove", "close"])
+def test_what_a_replica_left_running_is_killed_and_its_cgroup_removed(
+        host_cgroups: Cgroups, ending: str) -> None:
+    """The kernel removes a cgroup only once the processes just killed in it have exited: a
+    removal (the replica ended) and a close (the server stops) wait for that."""
+    cgroup = host_cgroups.create(f"left-{ending}-{os.getpid()}", 64 * MB, 32)
+    ready, told = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # placed, it forks a child that keeps running, and ends (or waits)
+            deadline = time.monotonic() + 5
+            while not set(cgroup.expected) <= current_cgroups(Path("/proc/self/cgroup").read_text()):
+                if time.monotonic() > deadline:
+                    os._exit(3)
+                time.sleep(0.001)
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            os.write(told, b"1")
+            if ending == "close":
+                time.sleep(60)
+            os._exit(0)
+        os.close(told)
+        host_cgroups.place(cgroup, pid)
+        assert os.read(ready, 1) == b"1"
+        if ending == "remove":
+            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+            host_cgroups.remove(cgroup)
+            assert not any(d.exists() for d in cgroup.directories), "still busy: not removed"
+            assert not host_cgroups.leftovers
+    finally:
+        os.close(ready)
+        host_cgroups.close()
+    if ending == "close":
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == -9
+    assert not any(d.exists() for d in cgroup.directories)
+    assert not any((h.directory / host_cgroups.parent).exists() for h in host_cgroups.hierarchies)

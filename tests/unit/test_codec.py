@@ -186,11 +186,20 @@ def test_unsupported_tensor_output_raises_unencodable_output() -> None:
 # -- Lambda-style responses --------------------------------------------------------
 
 
-def test_lambda_string_body() -> None:
-    assert encode_response(wire.KIND_JSON, True, {"statusCode": 201, "body": '{"ok": true}'}) == (
-        wire.KIND_HTTP,
-        [201, {"content-type": "application/json"}, b'{"ok": true}'],
-    )
+def test_lambda_string_body_is_text() -> None:
+    """A string is sent as text, whatever it holds: ``application/json`` labels JSON the
+    handler returned as a structure (or a content type it set itself)."""
+    for body in ("hello", '{"ok": true}'):
+        assert encode_response(wire.KIND_JSON, True, {"statusCode": 201, "body": body}) == (
+            wire.KIND_HTTP,
+            [201, {"content-type": "text/plain; charset=utf-8"}, body.encode()],
+        )
+
+
+def test_lambda_base64_body_without_a_content_type_is_binary() -> None:
+    assert encode_lambda({"statusCode": 200, "body": "aGk=", "isBase64Encoded": True}) == [
+        200, {"content-type": "application/octet-stream"}, b"hi"
+    ]
 
 
 def test_lambda_headers_are_lowercased_and_stringified_and_win_over_defaults() -> None:
@@ -229,8 +238,9 @@ def test_lambda_bytes_body_defaults_to_octet_stream() -> None:
 
 
 def test_lambda_missing_or_null_body() -> None:
-    assert encode_lambda({"statusCode": 204, "body": None}) == [204, {}, b""]
-    assert encode_lambda({"statusCode": 200}) == [200, {"content-type": "application/json"}, b""]
+    text = {"content-type": "text/plain; charset=utf-8"}  # empty: not a JSON document
+    assert encode_lambda({"statusCode": 204, "body": None}) == [204, text, b""]
+    assert encode_lambda({"statusCode": 200}) == [200, text, b""]
 
 
 def test_lambda_structured_body_is_json_encoded() -> None:

@@ -22,8 +22,10 @@ from stratus.datasets.service import DatasetPushRequest, DatasetService
 from stratus.errors import BadRequest, Conflict, NotFound
 from stratus.security.masterkey import load_keyring
 from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 from stratus.store.datasets import DatasetStore
 from stratus.store.db import make_engine, migrate, sqlite_url
+from stratus.store.owners import BlobOwners
 from stratus.store.plaincache import PlainCache
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -40,16 +42,17 @@ class Harness:
         self.artifacts = ArtifactStore(root / "artifacts", load_keyring(root, environ={}), plain)
         engine = make_engine(sqlite_url(root))
         migrate(engine)
-        self.service = DatasetService(DatasetStore(engine), self.artifacts)
+        self.blobs = NamespaceBlobs(self.artifacts, BlobOwners(engine))
+        self.service = DatasetService(DatasetStore(engine), self.blobs)
 
-    def upload(self, data: bytes) -> dict[str, Any]:
+    def upload(self, data: bytes, namespace: str = "default") -> dict[str, Any]:
         digest = hashlib.sha256(data).hexdigest()
-        asyncio.run(self.artifacts.write_blob(digest, _chunks(data), 1 << 30))
+        asyncio.run(self.blobs.upload(namespace, digest, _chunks(data), 1 << 30))
         return {"sha256": digest, "size": len(data)}
 
     def push(self, name: str, version: str, files: dict[str, bytes], format: str = "csv",
              namespace: str = "default", **fields: Any) -> Any:
-        entries = {relative: self.upload(data) for relative, data in files.items()}
+        entries = {relative: self.upload(data, namespace) for relative, data in files.items()}
         body = DatasetPushRequest(version=version, format=format, files=entries, **fields)
         return self.service.push(namespace, name, body)
 
@@ -162,10 +165,13 @@ def test_versions_are_immutable_and_a_repeated_push_is_idempotent(harness: Harne
 
 def test_push_refuses_missing_blobs_bad_files_and_bad_requests(harness: Harness) -> None:
     missing = {"x.csv": {"sha256": "ab" * 32, "size": 3}}
-    with pytest.raises(BadRequest, match="has not been uploaded"):
+    with pytest.raises(NotFound, match=r"x\.csv: blob abababababab has not been uploaded"):
         harness.service.push("default", "d", DatasetPushRequest(version="1", format="csv",
                                                                 files=missing))
     entry = harness.upload(b"a\n1\n")
+    with pytest.raises(NotFound, match=rf"x\.csv: blob {entry['sha256'][:12]} has not been uploaded"):
+        harness.service.push("other", "d", DatasetPushRequest(  # another namespace's blob
+            version="1", format="csv", files={"x.csv": entry}))
     wrong_size = {"x.csv": {**entry, "size": 99}}
     with pytest.raises(BadRequest, match="holds 4 bytes, expected 99"):
         harness.service.push("default", "d", DatasetPushRequest(version="1", format="csv",

@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stratus.backends.base import CodeSpec
-from stratus.control.density import DEFAULT_ESTIMATE, MIB, HostBudget, Resident, estimate, plan_room
+from stratus.control.density import (
+    DEFAULT_ESTIMATE,
+    MIB,
+    HostBudget,
+    Resident,
+    estimate,
+    plan_room,
+    replica_charge,
+)
 from stratus.control.unit import DeploymentUnit, LiveRevision, pool_limits
 from stratus.dispatch.pool import PoolReplica, ReplicaState, RevisionPool, _Waiter
 from stratus.errors import Unavailable
@@ -187,3 +195,42 @@ def test_eviction_never_takes_a_deployment_below_its_floor() -> None:
     HostBudget(250 * MIB).make_room(b, b_live, [a, b])
     still_ready = [r for r in a_live.pool.replicas.values() if r.state is ReplicaState.READY]
     assert len(still_ready) >= 1, "evicted below min_replicas=1"
+
+
+# -- decrypted copies -----------------------------------------------------------------------
+def copy(digest: str, mb: int, last_used: float = 0.0, evictable: bool = True) -> Resident:
+    return Resident(f"plain:{digest}", mb * MIB, last_used, evictable)
+
+
+def holder(key: str, mb: int, last_used: float, *digests: str, evictable: bool = True) -> Resident:
+    return Resident(key, mb * MIB, last_used, evictable, frozenset(f"plain:{d}" for d in digests))
+
+
+def test_a_copy_nobody_maps_goes_before_any_replica() -> None:
+    residents = [holder("old", 50, 1.0), copy("w", 100, last_used=90.0)]
+    assert plan_room(100 * MIB, 200 * MIB, residents) == ["plain:w"]
+
+
+def test_a_copy_goes_with_its_last_holder_and_counts_as_freed() -> None:
+    residents = [holder("a1", 20, 1.0, "w"), holder("a2", 20, 2.0, "w"), copy("w", 150)]
+    # Evicting a1 alone frees 20; a2 still maps the copy, so it stays until a2 goes too.
+    assert plan_room(40 * MIB, 210 * MIB, residents) == ["a1"]
+    assert plan_room(100 * MIB, 210 * MIB, residents) == ["a1", "a2", "plain:w"]
+
+
+def test_a_copy_that_is_not_evictable_stays_even_unheld() -> None:
+    residents = [copy("needed", 150, evictable=False), holder("idle", 50, 1.0)]
+    assert plan_room(100 * MIB, 250 * MIB, residents) == ["idle"]
+    assert plan_room(200 * MIB, 250 * MIB, residents) is None
+
+
+def test_a_copy_held_by_a_busy_replica_stays() -> None:
+    residents = [holder("busy", 20, 1.0, "w", evictable=False), copy("w", 150)]
+    assert plan_room(100 * MIB, 200 * MIB, residents) is None
+
+
+def test_replica_charge_leaves_out_its_share_of_the_copies() -> None:
+    assert replica_charge(300 * MIB, 100 * MIB, 150 * MIB) == 200 * MIB
+    # Shared memory beyond its models' copies is its own (a tensor it put in /dev/shm).
+    assert replica_charge(300 * MIB, 200 * MIB, 150 * MIB) == 150 * MIB
+    assert replica_charge(300 * MIB, 100 * MIB, 0) == 300 * MIB

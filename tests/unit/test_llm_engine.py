@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from llm_models import make_context, tiny_model
+from llm_models import generated_ids, make_context, tiny_model
 from stratus.errors import BadRequest, ContextLengthExceeded, HandlerError, Shed
 from stratus.llm.sampling import SamplingParams
 from stratus.llm.server import LLMServer
@@ -54,17 +54,8 @@ async def run(server: LLMServer, **request: Any) -> tuple[str, dict[str, Any], i
 async def token_ids(server: LLMServer, prompt: str, max_tokens: int, **params: Any) -> list[int]:
     """The engine's raw token ids for a prompt (greedy unless told otherwise)."""
     params.setdefault("temperature", 0.0)
-    ids = server.tokenizer.encode(prompt)
-    seq = server.engine.submit(ids, SamplingParams(**params), max_tokens, asyncio.get_running_loop())
-    out: list[int] = []
-    try:
-        while True:
-            tokens, finish = await seq.next_tokens()
-            out += tokens
-            if finish:
-                return out
-    finally:
-        server.engine.cancel(seq)
+    return await generated_ids(server, server.tokenizer.encode(prompt), max_tokens,
+                               SamplingParams(**params))
 
 
 async def wait_until(condition: Any, limit_s: float = 10.0) -> None:

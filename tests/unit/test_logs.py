@@ -82,6 +82,9 @@ def test_access_line_fields() -> None:
         "r-1", "d-3-x", 12.5, "timeout")
     assert (entry["logger"], entry["level"], entry["ts"]) == ("stratus.access", "info", 1.0)
     assert "trace_id" not in entry, "absent fields are left out, as JsonFormatter does"
+    outcome.trace_id, outcome.span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    traced = json.loads(access_line(outcome))
+    assert (traced["trace_id"], traced["span_id"]) == (outcome.trace_id, outcome.span_id)
 
 
 def test_render_for_people() -> None:
@@ -90,6 +93,9 @@ def test_render_for_people() -> None:
     assert render(line) == ("1970-01-01T00:00:00.500Z d-1-a stderr ERROR [r9] failed\n"
                             "Traceback\nValueError")
     assert render("not json") == "not json"
+    traced = json.dumps({"ts": 0.5, "replica": "d-1-a", "stream": "stdout", "message": "hi",
+                         "request_id": "r9", "trace_id": "0af7", "span_id": "b7ad"})
+    assert render(traced) == "1970-01-01T00:00:00.500Z d-1-a stdout [r9 trace 0af7 span b7ad] hi"
 
 
 def test_log_config_validation() -> None:

@@ -16,6 +16,7 @@ from stratus.cli.manifest import (
     heavy_imports,
     load_target,
 )
+from stratus.spec import DeploymentRequest
 
 
 @pytest.fixture
@@ -129,6 +130,13 @@ def test_every_documented_key_is_accepted(app_dir: Path) -> None:
     lines = [f"{key}: null" for key in sorted(code_keys)]
     path = write_manifest(app_dir, "\n".join(["entrypoint: app.py:Model", *lines]) + "\n")
     assert set(load_target(str(path)).settings) == code_keys
+
+
+def test_the_manifest_takes_every_field_of_the_rest_body() -> None:
+    """The manifest is the REST body with ``entrypoint`` for ``code``: a field the API gains
+    must not be refused as an unknown key (``async_invocations`` once was)."""
+    body = set(DeploymentRequest.model_fields) - {"code"}
+    assert body | {"entrypoint"} == MANIFEST_KEYS
 
 
 @pytest.mark.parametrize("key", BUILTIN_KEYS)
@@ -290,3 +298,11 @@ def test_unparsable_sources_yield_nothing(tmp_path: Path) -> None:
     nul = tmp_path / "nul.py"
     nul.write_bytes(b"import torch\n\x00\n")
     assert heavy_imports(nul) == []
+
+
+def test_a_manifests_retries_keep_their_on_key(app_dir: Path) -> None:
+    """YAML 1.1 reads a bare ``on`` key as true; the retries section means the word."""
+    path = write_manifest(app_dir, "entrypoint: app.py:Model\n"
+                                   "retries: {attempts: 3, on: [connect], idempotent: on}\n")
+    assert load_target(str(path)).settings["retries"] == {
+        "attempts": 3, "on": ["connect"], "idempotent": True}

@@ -4,6 +4,8 @@ reach on disk."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
 import stat
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from stratus.backends.access import GroupAccess, out_of_reach, private_dir
+from stratus.backends import acl
+from stratus.backends.access import Access, private_dir
 from stratus.backends.base import CodeSpec, ReplicaSpec
 from stratus.backends.isolation import Isolation, parent_pid
 from stratus.runtime.connection import Peer
@@ -90,23 +93,6 @@ def test_a_hello_must_come_from_the_process_it_names(tmp_path: Path) -> None:
     assert not isolation.vouches(me, os.getpid(), 12345, parent, "team-a")
 
 
-def test_out_of_reach_names_the_directory_to_open() -> None:
-    base = Path(tempfile.mkdtemp())  # not under pytest's directories, which are 0700
-    try:
-        base.chmod(0o755)
-        closed = base / "closed"
-        (closed / "inside").mkdir(parents=True, mode=0o755)
-        closed.chmod(0o700)
-        problem = out_of_reach([(closed / "inside", False)])
-        assert problem is not None and f"{closed} is mode 0700" in problem
-        assert f"chmod o+x {closed}" in problem
-        closed.chmod(0o711)
-        assert out_of_reach([(closed / "inside", False)]) is None
-        assert f"chmod o+xr {closed}" in str(out_of_reach([(closed, True)]))
-    finally:
-        shutil.rmtree(base)
-
-
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="only root changes owners and groups")
 
 
@@ -122,29 +108,75 @@ def test_private_directories_belong_to_the_namespace_user(tmp_path: Path) -> Non
     assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700
 
 
+def _reads(uid: int, paths: list[Path]) -> dict[str, str]:
+    """What user ``uid`` (in the replicas group) gets opening each path, in a forked child."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.setgroups([199999])
+        os.setgid(uid)
+        os.setuid(uid)
+        seen = {}
+        for path in paths:
+            try:
+                os.listdir(path) if path.is_dir() else path.read_bytes()
+                seen[str(path)] = "ok"
+            except OSError as exc:
+                seen[str(path)] = errno.errorcode[exc.errno or 0]
+        os.write(write_end, json.dumps(seen).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        found: dict[str, str] = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    return found
+
+
 @root_only
-def test_the_replicas_group_reaches_only_what_is_granted(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    bundle = data / "cache" / "bundles" / "b1"
-    (bundle / "pkg").mkdir(parents=True)
-    (bundle / "pkg" / "mod.py").write_text("")
-    (bundle / "tool.sh").write_text("")
-    (bundle / "tool.sh").chmod(0o700)
-    (data / "stratus.db").write_text("")
-    (data / "stratus.db").chmod(0o644)
-    (data / "logs").mkdir()
-    (data / "logs" / "server.jsonl").write_text("")
-    (data / "logs" / "server.jsonl").chmod(0o644)
-    for directory in (data, data / "cache", data / "cache" / "bundles"):
-        directory.chmod(0o700)  # as the server makes them (umask 077)
-    access = GroupAccess(199999, (data,))
-    access.close_data_dir(data, data / "logs")
-    assert stat.S_IMODE((data / "stratus.db").stat().st_mode) == 0o640
-    assert stat.S_IMODE((data / "logs" / "server.jsonl").stat().st_mode) == 0o640
-    access.grant(bundle, tree=True)
-    for directory in (data, data / "cache", data / "cache" / "bundles"):
-        info = directory.stat()
-        assert info.st_gid == 199999 and stat.S_IMODE(info.st_mode) & 0o077 == 0o010, directory
-    assert stat.S_IMODE((bundle / "pkg" / "mod.py").stat().st_mode) & 0o070 == 0o040
-    assert stat.S_IMODE((bundle / "tool.sh").stat().st_mode) & 0o070 == 0o050
-    assert stat.S_IMODE((bundle / "pkg").stat().st_mode) & 0o070 == 0o050
+def test_granted_content_is_readable_by_its_namespace_alone() -> None:
+    base = Path(tempfile.mkdtemp())  # not under pytest's directories, which are 0700
+    try:
+        base.chmod(0o711)
+        data = base / "data"
+        bundle = data / "cache" / "bundles" / "b1"
+        (bundle / "pkg").mkdir(parents=True)
+        (bundle / "pkg" / "mod.py").write_text("")
+        (bundle / "tool.sh").write_text("")
+        (bundle / "tool.sh").chmod(0o700)
+        weights = data / "cache" / "blobs" / "w1"
+        weights.parent.mkdir()
+        weights.write_bytes(b"weights")
+        (data / "stratus.db").write_text("")
+        (data / "stratus.db").chmod(0o644)
+        (data / "logs").mkdir()
+        (data / "logs" / "server.jsonl").write_text("")
+        (data / "logs" / "server.jsonl").chmod(0o644)
+        for directory in (data, data / "cache", data / "cache" / "bundles", bundle,
+                          bundle / "pkg", weights.parent):
+            directory.chmod(0o700)  # as the server makes them (umask 077)
+        for path in (bundle / "pkg" / "mod.py", weights):
+            path.chmod(0o600)
+        access = Access(199999, (data,))
+        access.close_data_dir(data, data / "logs")
+        assert stat.S_IMODE((data / "stratus.db").stat().st_mode) == 0o640
+        assert stat.S_IMODE((data / "logs" / "server.jsonl").stat().st_mode) == 0o640
+        access.grant(bundle, 200001, tree=True)
+        access.grant(weights, 200001, files=True)
+        access.grant(weights, 200002, files=True)  # content shared by two namespaces
+        for directory in (data, data / "cache", data / "cache" / "bundles"):
+            info = directory.stat()
+            assert info.st_gid == 199999 and stat.S_IMODE(info.st_mode) & 0o077 == 0o010, directory
+        assert acl.user_perms(acl.read_acl(bundle / "tool.sh"), 200001) == acl.R | acl.X
+        assert acl.user_perms(acl.read_acl(bundle / "pkg"), 200001) == acl.R | acl.X
+        assert acl.user_perms(acl.read_acl(weights), 200002) == acl.R
+
+        paths = [bundle, bundle / "pkg" / "mod.py", weights, data / "stratus.db"]
+        assert _reads(200001, paths) == {str(bundle): "ok", str(bundle / "pkg" / "mod.py"): "ok",
+                                         str(weights): "ok", str(data / "stratus.db"): "EACCES"}
+        assert _reads(200002, paths) == {str(bundle): "EACCES",
+                                         str(bundle / "pkg" / "mod.py"): "EACCES",
+                                         str(weights): "ok", str(data / "stratus.db"): "EACCES"}
+        assert _reads(200003, [weights]) == {str(weights): "EACCES"}
+    finally:
+        shutil.rmtree(base)

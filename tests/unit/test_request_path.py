@@ -50,7 +50,9 @@ def test_the_revision_header_holds_a_number_or_is_a_clear_error() -> None:
             pinned_revision(bad)
     assert revision_header(4) == (b"x-stratus-revision", b"4")
     assert stratus_headers(4, True) == [(b"x-stratus-revision", b"4"),
-                                        (b"x-stratus-cold-start", b"true")]
+                                        (b"x-stratus-cold-start", b"true"),
+                                        (b"x-stratus-attempts", b"1")]
+    assert stratus_headers(4, False, 2)[2] == (b"x-stratus-attempts", b"2")
 
 
 def test_choose_takes_a_pin_then_a_sticky_key_then_the_draw() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from stratus.runtime import sandbox
+from stratus.runtime.cgroups import current_cgroups
 from stratus.runtime.sandbox import (
     MB,
     Identity,
@@ -25,7 +26,6 @@ from stratus.runtime.sandbox import (
     base_env,
     cgroup_memory_bytes,
     compose_env,
-    current_cgroups,
     drop_privileges,
     enter_replica,
     home_env,
@@ -39,6 +39,7 @@ def test_config_defaults_and_validation() -> None:
     assert config == SandboxConfig()
     assert (config.nofile, config.cpu_seconds, config.pids, config.run_as) == (1024, 0, 512, "auto")
     assert sandbox_config({"nofile": 4096, "pass_env": ["HF_HOME"]}).pass_env == ("HF_HOME",)
+    assert sandbox_config({"run_as": "shared", "shared_uid": 5000}).shared_uid == 5000
     for section, words in [
         ({"nofiles": 10}, "nofiles"),
         ({"nofile": 8}, "nofile"),
@@ -46,6 +47,8 @@ def test_config_defaults_and_validation() -> None:
         ({"pass_env": ["STRATUS_ADMIN_KEY"]}, "never reach replicas"),
         ({"pass_env": ["not a name"]}, "not an environment variable name"),
         ({"group_id": 200001}, "group_id"),
+        ({"shared_uid": 200001}, "shared_uid"),
+        ({"shared_uid": 199999}, "shared_uid"),
     ]:
         with pytest.raises(ValueError, match=words):
             sandbox_config(section)
@@ -97,7 +100,8 @@ def test_sandboxes_cross_the_wire_unchanged() -> None:
     replica = ReplicaSandbox("/w", {"A": "1"}, {"NOFILE": (64, 64)}, 5 * MB,
                              ("memory:/x/r",), 256)
     assert ReplicaSandbox.from_wire(json.loads(json.dumps(replica.to_wire()))) == replica
-    zygote = ZygoteSandbox({"A": "1"}, Identity(200000, 200000, (199999,)), {"CORE": (0, 0)})
+    zygote = ZygoteSandbox({"A": "1"}, Identity(200000, 200000, (199999,)), {"CORE": (0, 0)},
+                           ("/data", "/dev/shm/stratus-0/x"))
     assert ZygoteSandbox.from_wire(json.loads(json.dumps(zygote.to_wire()))) == zygote
     assert ZygoteSandbox.from_wire(ZygoteSandbox({}).to_wire()).identity is None
 

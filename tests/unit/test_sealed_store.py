@@ -104,6 +104,23 @@ def test_a_blob_is_sealed_on_the_way_in_and_plain_only_in_the_cache(tmp_path: Pa
     assert (links / "sub" / "w.bin").read_bytes() == data
 
 
+def test_stored_bytes_uploaded_again_are_kept_as_they_are_unless_damaged(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "data")
+    data = os.urandom(3 << 20)
+    digest = put(store, data)
+    blob = store.blob_path(digest)
+    before, sealed, key = blob.stat(), blob.read_bytes(), store.key_path(digest).read_text()
+    assert put(store, data) == digest  # received, sealed and hashed whole, then dropped
+    after = blob.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert blob.read_bytes() == sealed and store.key_path(digest).read_text() == key
+    assert list(store.tmp.iterdir()) == []
+    flip(blob, blob.stat().st_size // 2)
+    assert put(store, data) == digest  # a damaged copy is replaced: the upload repairs it
+    assert blob.read_bytes() != sealed and store.has_sound_blob(digest)
+    assert store.plain_blob(digest, len(data), "w").read_bytes() == data
+
+
 def test_damage_is_caught_and_never_served(tmp_path: Path) -> None:
     store = open_store(tmp_path / "data")
     data = os.urandom(2 << 20)

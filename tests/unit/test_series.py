@@ -25,9 +25,26 @@ def test_counts_land_in_their_second_and_gaps_are_filled() -> None:
     assert points["t"][-4:] == [T0, T0 + 1, T0 + 2, T0 + 3]
     assert points["requests"][-4:] == [2, 1, 1, 0]
     assert points["errors"][-4:] == [1, 0, 0, 0]
-    assert points["cold_starts"][-4:] == [1, 0, 0, 0]
+    assert points["cold_start_requests"][-4:] == [1, 0, 0, 0]
+    assert points["replica_starts"] == [0] * 10
     assert points["p50_ms"][-4:] == [100.0, 100.0, 100.0, None]
     assert points["concurrency"] == [None] * 10, "never sampled: no gauge values"
+
+
+def test_requests_that_waited_and_replicas_started_are_two_counts() -> None:
+    """One replica start can hold many requests, and a replica started ahead of traffic (a
+    scale-up, a minimum) holds none: the dashboard shows both, each named for what it counts."""
+    book = SeriesBook({})
+    book.replica_started("default", "echo", 0.05, wall=T0 + 0.5)
+    for index in range(5):  # five requests queued behind that one start
+        book.observe(outcome(T0 + 0.6 + index * 0.01, cold=True))
+    book.replica_started("default", "echo", 0.04, wall=T0 + 1.5)  # a scale-up, nobody waited
+    points = book.points(KEY, 3, now=T0 + 2)
+    assert points["cold_start_requests"] == [5, 0, 0]
+    assert points["replica_starts"] == [1, 1, 0]
+    summary = book.summary(KEY, 60, now=T0 + 2)
+    assert (summary["cold_start_requests"], summary["replica_starts"]) == (5, 2)
+    assert "cold_starts" not in summary, "the ambiguous name is gone"
 
 
 def test_shadow_copies_are_left_out() -> None:

@@ -17,6 +17,7 @@ from stratus.autoscale.policy import Decision, ReplicaCounts
 from stratus.cli.main import app
 from stratus.cost import DEFAULT_PRICES
 from stratus.dispatch.load import MetricSample
+from stratus.resilience.concurrency_limit import LimitSettings
 from stratus.sim.report import DeploymentRun
 from stratus.sim.simulator import (
     Invocation,
@@ -320,3 +321,24 @@ def test_cli_needs_exactly_one_mode(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "--trace" in result.stderr
     missing = CliRunner().invoke(app, ["simulate", "--trace", str(tmp_path / "none.csv"), "--policy", "kpa"])
     assert missing.exit_code == 1 and "cannot read" in missing.stderr
+
+
+def test_the_adaptive_limit_sheds_an_overload_instead_of_queueing_it() -> None:
+    """Two replicas of four 100 ms slots serve 80 requests a second; 240 a second arrive for
+    20 s. Queued, the backlog grows until requests wait for seconds; with the live pool's
+    gradient limit in front of the queue, the surplus is refused at once and what is admitted
+    waits at most about the tolerance's half a service time."""
+    trace = [Invocation(1.0 + i / 240, "a", 100.0) for i in range(240 * 20)]
+    two = ScriptedPolicy(lambda now: 2)
+    settings: dict[str, Any] = {"max_concurrency": 4, "queue_timeout_s": 60.0}
+    queued = run_one(trace, lambda: two, **settings)
+    limit = LimitSettings(initial_limit=8, min_limit=4, max_limit=1008, window_s=0.25)
+    shedding = run_one(trace, lambda: ScriptedPolicy(lambda now: 2), concurrency_limit=limit,
+                       **settings)
+    capacity = 80 * 20
+    assert max(queued.latencies_ms) > 5000  # then the queue fills, and more are shed
+    assert shedding.served >= 0.9 * capacity
+    assert shedding.shed == shedding.invocations - shedding.served
+    ordered = sorted(shedding.latencies_ms)
+    p99 = ordered[int(0.99 * len(ordered)) - 1]
+    assert p99 <= 2 * 100.0, p99

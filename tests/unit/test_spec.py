@@ -18,6 +18,9 @@ from stratus.spec import (
     CodeRef,
     DeploymentPatch,
     DeploymentRequest,
+    RolloutRequest,
+    RolloutSteps,
+    RolloutStrategy,
     RuntimeFields,
     RuntimeSpec,
     ScalingFields,
@@ -106,6 +109,14 @@ def test_scaling_defaults() -> None:
     )
 
 
+def test_the_decorator_declares_idempotence_and_the_request_wins() -> None:
+    declared = DeploymentOptions(idempotent=True)
+    spec = resolve_scaling(ScalingFields(), declared)
+    assert spec.retries.idempotent and spec.retries.attempts == 2  # the rest stays default
+    asked = ScalingFields.model_validate({"retries": {"attempts": 3, "idempotent": False}})
+    assert not resolve_scaling(asked, declared).retries.idempotent
+    assert not resolve_scaling(ScalingFields(), DeploymentOptions()).retries.idempotent
+
 def test_policy_fields_come_from_the_request_else_the_current_spec() -> None:
     request = ScalingFields(initial_replicas=2, target_utilization=0.9, policy="hybrid_histogram",
                             policy_config={"min_samples": 5}, provisioned_replicas=1,
@@ -173,6 +184,11 @@ def test_deployment_request_carries_both_kinds_of_fields() -> None:
         {"target_utilization": 0}, {"target_utilization": 1.5}, {"initial_replicas": -1},
         {"policy": "idle_timeout"}, {"provisioned_replicas": -1}, {"schedules": ["every day keep 2"]},
         {"schedules": ["0 9 * * * for 1h keep 2"] * 65},
+        {"rollout": {"watch_s": -1}}, {"rollout": {"watch_s": 90000}},
+        {"rollout": {"thresholds": {"min_requests": 0}}},
+        {"rollout": {"thresholds": {"error_ratio_relative": -0.1}}},
+        {"rollout": {"thresholds": {"p95_min_delta_ms": -5}}},
+        {"rollout": {"thresholds": {"max_error_ratio": 0.1}}},
     ],
 )
 def test_invalid_deployment_requests_are_rejected(fields: dict[str, Any]) -> None:
@@ -368,3 +384,19 @@ def test_property_default_target_is_positive_and_at_most_the_limit(
                                 runtime(max_concurrency=max_concurrency))
     assert 0.0 < target <= max_concurrency
     assert target == pytest.approx(max(0.01, utilization * max_concurrency))
+
+
+def test_a_rollout_takes_what_it_leaves_out_from_the_deployment() -> None:
+    declared = RolloutStrategy.model_validate(
+        {"canary": 10, "interval_s": 30, "watch_s": 5,
+         "thresholds": {"min_requests": 4, "p95_min_delta_ms": 50}})
+    assert RolloutSteps().over(declared) == RolloutSteps.model_validate(
+        declared.model_dump(exclude={"promote"})), "nothing given: all the deployment's"
+    given = RolloutRequest.model_validate({"to": 3, "canary": None, "watch_s": 0,
+                                           "thresholds": {"min_errors": 2}})
+    steps = given.over(declared)
+    assert steps.canary is None and steps.watch_s == 0 and steps.interval_s == 30
+    assert steps.thresholds.model_dump() == {
+        "error_ratio_relative": 0.10, "min_errors": 2, "p95_relative": 0.50,
+        "p95_min_delta_ms": 50.0, "min_requests": 4}, "thresholds are taken one by one"
+    assert RolloutSteps().watch_s == 60.0, "the default watch"

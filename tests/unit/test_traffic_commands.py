@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 
 from stratus.cli import traffic
-from stratus.cli.traffic import parse_assignments, parse_duration, traffic_update
+from stratus.cli.judging import parse_duration
+from stratus.cli.traffic import parse_assignments, traffic_update
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

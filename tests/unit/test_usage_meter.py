@@ -166,3 +166,21 @@ def test_capacity_minutes_are_replaced_not_added(engine: Engine) -> None:
     (group,) = store.report("team", 600, 660, "deployment")
     assert group.capacities[0].observed_s == 20.0
     assert group.capacities[0].peak_replicas == 2
+
+
+async def test_a_pool_created_within_a_step_is_counted_from_its_creation(engine: Engine) -> None:
+    limits = PoolLimits(max_concurrency=1, timeout_s=10, max_queued=10, queue_timeout_s=10)
+    old = RevisionPool("team", "grown", 1, limits, lambda pool: None)
+    new = RevisionPool("team", "fresh", 1, limits, lambda pool: None)
+    old.created, new.created = 100.0, 104.9  # the new one appeared 0.1 s before the sample
+    meter = _meter(engine, pools=[old, new])
+    minute = 1_800_000_000 // 60 * 60
+    meter.sample(minute, 0.5, now=105.0)
+    meter.sample(minute + 0.5, 0.5, now=105.5)
+    await meter.flush()
+    store = UsageStore(engine)
+    observed = {g.key: g.capacities[0].observed_s
+                for g in store.report("team", minute, minute + 60, "deployment")}
+    # Billing the first step whole would charge 0.4 s the deployment did not exist.
+    assert observed[("team", "fresh")] == pytest.approx(0.6)
+    assert observed[("team", "grown")] == pytest.approx(1.0)

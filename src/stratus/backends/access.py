@@ -1,6 +1,7 @@
 """What replica users may reach on disk when each namespace runs as its own user: directories
-private to one namespace, and the few shared ones that only the *replicas group* may search
-(the data dir, its ``run`` and ``logs``, the unpacked code and weights), never list.
+private to one namespace; the few shared ones that only the *replicas group* may search (the
+data dir, its ``run`` and ``logs``, the directories holding code and weights), never list; and
+the code, weights and datasets themselves, readable by the namespaces that use them alone.
 """
 
 from __future__ import annotations
@@ -8,31 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterable
 from pathlib import Path
 
+from stratus.backends.acl import R, allow_user, read_acl, read_perms, user_perms
 from stratus.runtime.sandbox import Identity
 
 # Top-level entries of the data dir that replica users must reach; the rest is closed to them.
 REACHABLE = ("run", "logs", "builtin")
-
-
-def searchable_by_others(path: Path, listable: bool = False) -> bool:
-    mode = path.stat().st_mode
-    return bool(mode & stat.S_IXOTH) and (not listable or bool(mode & stat.S_IROTH))
-
-
-def out_of_reach(targets: Iterable[tuple[Path, bool]]) -> str | None:
-    """Why another user could not reach one of ``targets`` (path, must it be listable):
-    every directory above it must let others search it."""
-    for target, listable in targets:
-        for directory in [*reversed(target.parents), target]:
-            readable = listable and directory == target
-            if not searchable_by_others(directory, readable):
-                mode = stat.S_IMODE(directory.stat().st_mode)
-                return (f"{target} is out of their reach: {directory} is mode {mode:04o} "
-                        f"(chmod o+x{'r' if readable else ''} {directory} to let them in)")
-    return None
 
 
 def private_dir(path: Path, identity: Identity | None, own_files: bool = False) -> None:
@@ -64,8 +47,11 @@ def link_code(bundle: Path, workdir: Path, identity: Identity | None) -> None:
                 os.chown(link, identity.uid, identity.gid, follow_symlinks=False)
 
 
-class GroupAccess:
-    """Opens the server's own directories to the replicas group, one path at a time."""
+class Access:
+    """Opens the server's own trees to replica users, one path at a time: search (not list) on
+    the directories above what is granted, for the replicas group; read on the granted content
+    itself (code, weights, datasets) for one namespace's user alone, by an ACL entry, so that
+    one namespace cannot read another's even by naming its digest."""
 
     def __init__(self, gid: int, roots: tuple[Path, ...]) -> None:
         self.gid = gid
@@ -94,10 +80,10 @@ class GroupAccess:
         if stat.S_IMODE(info.st_mode) != mode:
             os.chmod(directory, mode)
 
-    def grant(self, path: Path, tree: bool = False, files: bool = False) -> None:
-        """Let the replicas group reach ``path``: search on each directory above it inside the
-        server's trees; with ``tree``, read on all of it; with ``files``, read on the file
-        and its integrity marker."""
+    def grant(self, path: Path, uid: int, tree: bool = False, files: bool = False) -> None:
+        """Let user ``uid`` reach ``path``: the replicas group may search each directory above
+        it inside the server's trees; with ``tree``, the user may read all of it; with
+        ``files``, the file and its integrity marker."""
         root = next((r for r in self.roots if path == r or r in path.parents), None)
         if root is not None:
             for directory in [root, *(p for p in reversed(path.parents) if root in p.parents)]:
@@ -106,31 +92,22 @@ class GroupAccess:
         if files:
             for target in (path, Path(f"{path}.verified")):
                 with contextlib.suppress(FileNotFoundError):
-                    self._readable(target)
-        elif tree and not self._granted_tree(path):
-            for top, subdirs, names in os.walk(path):
-                self._readable(Path(top))
+                    allow_user(target, uid, read_perms(target))
+        elif tree and not user_perms(read_acl(path), uid) & R:
+            # Bottom up, the top last: a tree whose top the user may read was granted whole.
+            for top, subdirs, names in os.walk(path, topdown=False):
                 for name in names:
-                    self._readable(Path(top, name))
-                subdirs[:] = [s for s in subdirs if not Path(top, s).is_symlink()]
+                    self._readable(Path(top, name), uid)
+                for name in subdirs:
+                    self._readable(Path(top, name), uid)
+            self._readable(path, uid)
 
     def _searchable(self, path: Path) -> bool:
         info = path.stat()
         return bool(info.st_mode & stat.S_IXOTH) or (info.st_gid == self.gid
                                                      and bool(info.st_mode & 0o010))
 
-    def _granted_tree(self, path: Path) -> bool:
-        """A tree opened before: its top is the group's, r-x (trees do not change)."""
-        info = path.stat()
-        return info.st_gid == self.gid and info.st_mode & 0o050 == 0o050
-
-    def _readable(self, path: Path) -> None:
-        info = path.lstat()
-        if stat.S_ISLNK(info.st_mode):
-            return
-        mode = stat.S_IMODE(info.st_mode) & ~0o070
-        mode |= 0o050 if stat.S_ISDIR(info.st_mode) else 0o040 | (0o010 if mode & 0o100 else 0)
-        if info.st_gid != self.gid:
-            os.chown(path, -1, self.gid, follow_symlinks=False)
-        if stat.S_IMODE(info.st_mode) != mode:
-            os.chmod(path, mode)
+    @staticmethod
+    def _readable(path: Path, uid: int) -> None:
+        if not path.is_symlink():  # a link's target is granted on its own, if at all
+            allow_user(path, uid, read_perms(path))

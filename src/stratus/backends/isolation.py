@@ -3,10 +3,11 @@ and replicas run as, their private directories, their cgroups and rlimits, and t
 that let only processes the server started speak for a zygote or a replica.
 
 When the server runs as root, each namespace gets its own uid (from ``sandbox.uid_base``,
-kept in ``<data-dir>/sandbox-uids.json``) and every such user is in one shared group, the
-*replicas group*: the few directories replicas must reach (the data dir, its ``run`` and
-``logs``, the unpacked code and weights) let that group search them, and nothing else of the
-data dir is open to it.
+kept in ``<data-dir>/sandbox-uids.json``; or all share ``sandbox.shared_uid``) and every such
+user is in one shared group, the *replicas group*, which may search the few directories
+replicas must pass (the data dir, its ``run`` and ``logs``, those holding code and weights).
+The code, weights and datasets themselves are readable by the users of the namespaces that
+use them alone (ACL entries, ``access.py``).
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ import logging
 import os
 import re
 import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import stratus
-from stratus.backends.access import GroupAccess, link_code, out_of_reach, private_dir
+from stratus.backends.access import Access, link_code, private_dir
 from stratus.backends.base import CodeSpec, ReplicaSpec
+from stratus.backends.preflight import namespace_users_problem
 from stratus.config import Settings
 from stratus.runtime.cgroups import Cgroups, ReplicaCgroup
 from stratus.runtime.connection import Peer
@@ -87,41 +87,37 @@ class Isolation:
         self.data_dir, self.run_dir, self.log_dir = data_dir, run_dir, log_dir
         self.homes = run_dir / "ns"
         self.own_users = config.run_as != "server" and os.geteuid() == 0
+        self.socket_dir: Path | None = None
         self.base = base_env(os.environ if environ is None else environ, config.pass_env)
         self.cgroups: Cgroups | None = None
         self.uids: dict[str, int] = {}
         self.replicas: dict[str, _Replica] = {}
+        self.cache = cache_root(data_dir)
         # The server may open its own trees only: the data dir and the plaintext cache.
-        self.access = GroupAccess(config.group_id, (data_dir, cache_root(data_dir).parent))
+        self.access = Access(config.group_id, (data_dir, self.cache.parent))
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Isolation:
         """Checked now, so that a bad ``sandbox`` section stops the server before it serves
-        (ValueError), and so does, with ``run_as: namespace``, a host where namespace users
-        could not run Python or reach the data dir. ``auto`` then runs replicas as root."""
+        (ValueError), and so does a host where replicas would have to run as root without
+        the operator's say-so (``run_as: server``)."""
         config = sandbox_config(settings.section("sandbox"))
         isolation = cls(config, settings.data_dir, settings.run_dir, settings.log_dir)
-        if config.run_as == "namespace" and os.geteuid() != 0:
-            raise ValueError("sandbox.run_as is namespace, but only a server running as root "
-                             "can run replicas as other users")
+        if config.run_as in ("namespace", "shared") and os.geteuid() != 0:
+            raise ValueError(f"sandbox.run_as is {config.run_as}, but only a server running as "
+                             "root can run replicas as other users")
         if isolation.own_users:
-            problem = isolation.unreachable()
-            if problem and config.run_as == "namespace":
-                raise ValueError(f"sandbox.run_as is namespace, but {problem}")
+            problem = namespace_users_problem(isolation.first_identity(), settings.data_dir,
+                                              isolation.cache)
             if problem:
-                log.warning("replicas run as root, not as their namespace's own user: %s",
-                            problem)
-                isolation.own_users = False
-            else:
-                os.umask(0o077)  # what the server writes from now on is its own
+                raise ValueError(
+                    f"sandbox: replicas would have to run as root, which they do only when "
+                    f"told to: {problem}. Provide what docs/security.md (Users) lists "
+                    f"(CAP_SYS_ADMIN besides CAP_SETUID and CAP_SETGID, or a Python that other "
+                    f"users may read; ACLs where decrypted artifacts go), or set "
+                    f"sandbox.run_as: server to run replicas as the server's user")
+            os.umask(0o077)  # what the server writes from now on is its own
         return isolation
-
-    def unreachable(self) -> str | None:
-        """Why namespace users could not run here, if they could not: they must search every
-        directory above the data dir and read the Python installation."""
-        python = [Path(p).resolve() for p in sorted({sys.prefix, sys.base_prefix})]
-        return out_of_reach([(self.data_dir.parent, False), *((p, True) for p in python),
-                             (Path(stratus.__file__).resolve().parent, True)])
 
     # -- lifecycle --------------------------------------------------------------------------
     def open(self) -> None:
@@ -136,27 +132,41 @@ class Isolation:
                     for h in self.cgroups.hierarchies))
         shutil.rmtree(self.homes, ignore_errors=True)  # what replicas of an earlier run left
         self.homes.mkdir(parents=True, mode=0o700)
+        self._say_who_runs_replicas()
         if self.own_users:
             self._load_uids()
             self.access.close_data_dir(self.data_dir, self.log_dir)
-            for directory in (self.data_dir, self.run_dir, self.homes, self.log_dir):
+            # The plaintext cache too, before any grant: every zygote checks it can reach it,
+            # a built-in server's (no bundle, no model granted yet) included.
+            for directory in (self.data_dir, self.run_dir, self.homes, self.log_dir,
+                              self.cache.parent, self.cache):
                 self.access.open_dir(directory)
+
+    def _say_who_runs_replicas(self) -> None:
+        if self.own_users:
+            who = (f"uid {self.config.shared_uid} for every namespace"
+                   if self.config.run_as == "shared"
+                   else f"a user of its own per namespace, uids from {self.config.uid_base}")
+            log.info("replicas run as %s (sandbox.run_as: %s), never as root: see "
+                     "docs/security.md#users", who, self.config.run_as)
+        elif os.geteuid() == 0:
+            log.warning("replicas run as root, as the server does (sandbox.run_as: server); "
+                        "leave run_as unset to run each namespace's replicas as a user of its "
+                        "own: see docs/security.md#users")
 
     def close(self) -> None:
         if self.cgroups is not None:
-            for replica in self.replicas.values():
-                if replica.cgroup is not None:
-                    self.cgroups.remove(replica.cgroup)
-            self.cgroups.close()
+            self.cgroups.close()  # every replica's cgroup, and what still runs in it
         self.replicas.clear()
         shutil.rmtree(self.homes, ignore_errors=True)
 
     def socket_created(self, path: str) -> None:
         """Replica users connect to the server's socket; who they are is checked per hello."""
+        self.socket_dir = Path(path).parent
         if self.own_users:
             os.chown(path, -1, self.config.group_id)
             os.chmod(path, 0o660)
-            self.access.open_dir(Path(path).parent)
+            self.access.open_dir(self.socket_dir)
 
     def profile_env(self) -> dict[str, str]:
         """The environment of a profile zygote (the server's user, trusted imports only)."""
@@ -166,11 +176,19 @@ class Isolation:
     def identity(self, namespace: str) -> Identity | None:
         if not self.own_users:
             return None
+        if self.config.run_as == "shared":
+            return self.first_identity()
         uid = self.uids.get(namespace)
         if uid is None:
             uid = assign_uid(self.uids, namespace, self.config.uid_range())
             self.uids[namespace] = uid
             self._save_uids()
+        return Identity(uid, uid, (self.config.group_id,))
+
+    def first_identity(self) -> Identity:
+        """The shared user, or the first of the namespace users (whom the start-up check
+        stands in for all: to the host, each is just another unprivileged user)."""
+        uid = self.config.shared_uid if self.config.run_as == "shared" else self.config.uid_base
         return Identity(uid, uid, (self.config.group_id,))
 
     def _load_uids(self) -> None:
@@ -210,11 +228,16 @@ class Isolation:
     def zygote(self, code: CodeSpec) -> ZygoteSandbox:
         identity = self.identity(code.namespace)
         home = self._home(code.namespace, identity)
-        if identity is not None and code.bundle_dir:
-            self.access.grant(Path(code.bundle_dir), tree=True)
+        reach: tuple[str, ...] = ()
+        if identity is not None:
+            if code.bundle_dir:
+                self.access.grant(Path(code.bundle_dir), identity.uid, tree=True)
+            # The server's trees its processes pass through: shown to them if Python's place
+            # calls for a mount namespace (runtime/reach.py) and above them is out of reach.
+            reach = tuple(str(p) for p in (self.data_dir, self.cache, self.socket_dir) if p)
         env = {**home_env(self.base, str(home), _user(code.namespace)), **code.env}
         rlimits = {"CORE": (0, 0), "NOFILE": (self.config.nofile, self.config.nofile)}
-        return ZygoteSandbox(env, identity, rlimits)
+        return ZygoteSandbox(env, identity, rlimits, reach)
 
     def replica(self, spec: ReplicaSpec) -> ReplicaSandbox:
         config = spec.config
@@ -245,9 +268,9 @@ class Isolation:
             for entry in model["files"].values():
                 model_bytes += int(entry.get("size") or 0)
                 if identity is not None:
-                    self.access.grant(Path(entry["path"]), files=True)
+                    self.access.grant(Path(entry["path"]), identity.uid, files=True)
             if identity is not None and model.get("dir"):
-                self.access.grant(Path(model["dir"]), tree=True)
+                self.access.grant(Path(model["dir"]), identity.uid, tree=True)
         cgroup = self._cgroup(process_id, memory_mb)
         controllers = self.cgroups.controllers if self.cgroups and cgroup else frozenset()
         self.replicas[process_id] = _Replica(namespace, workdir, memory_mb, identity, cgroup)
@@ -263,9 +286,10 @@ class Isolation:
 
     def grant_files(self, namespace: str, paths: list[str]) -> None:
         """Let the namespace's processes read these plaintext files (a job's datasets)."""
-        if self.identity(namespace) is not None:
+        identity = self.identity(namespace)
+        if identity is not None:
             for path in paths:
-                self.access.grant(Path(path), files=True)
+                self.access.grant(Path(path), identity.uid, files=True)
 
     def _home(self, namespace: str, identity: Identity | None) -> Path:
         home = self.homes / _path_name(namespace)
@@ -313,9 +337,14 @@ class Isolation:
             return None
         ending = None
         if replica.cgroup is not None and self.cgroups is not None:
-            if returncode == SIGKILL_CODE and self.cgroups.oom_killed(replica.cgroup):
+            cgroups, cgroup = self.cgroups, replica.cgroup
+            if returncode == SIGKILL_CODE and cgroups.oom_killed(cgroup):
                 ending = Ending(out_of_memory_reason(replica.memory_mb), True)
-            self.cgroups.remove(replica.cgroup)
+            # At once when the replica left nothing running; else what it left was just
+            # killed, and waiting for it to exit is not for the event loop.
+            if not cgroups.remove(cgroup, wait=0):
+                with contextlib.suppress(RuntimeError):  # no loop: close() waits for it
+                    asyncio.get_running_loop().run_in_executor(None, cgroups.remove, cgroup)
         if returncode == SIGXCPU_CODE and self.config.cpu_seconds:
             ending = Ending(f"replica used up its CPU time limit of {self.config.cpu_seconds}s",
                             False)

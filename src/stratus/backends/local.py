@@ -28,6 +28,7 @@ from stratus.backends.base import (
     WorkerSpec,
 )
 from stratus.backends.isolation import Isolation
+from stratus.backends.orphans import reap
 from stratus.backends.readahead import read_ahead
 from stratus.backends.workers import JobWorkers, LocalWorker
 from stratus.backends.zygotes import ProfileZygote, RevisionZygote
@@ -79,9 +80,8 @@ class LocalBackend:
         self.events = events
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(reap, self.socket_path)  # a server that died left it, and them
         self.isolation.open()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)  # left by a server that did not shut down cleanly
         loop = asyncio.get_running_loop()
         self.server = await loop.create_unix_server(
             lambda: FramedConnection(self._accept), self.socket_path
@@ -249,33 +249,38 @@ class LocalBackend:
     async def _profile(self, code: CodeSpec) -> ProfileZygote:
         async with self._zygote_lock:
             profile = self.profiles.get(code.profile)
-            if profile is not None and profile.process.returncode is None:
-                return profile
-            # The child inherits the descriptor; a one-off open is not worth a thread hop.
-            log_file = open(self.log_dir / "zygotes.log", "ab")  # noqa: SIM115, ASYNC230
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "stratus.runtime.zygote",
-                    "--socket", self.socket_path, "--profile", code.profile,
-                    "--preload", ",".join(sorted(code.preload)),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                    env={**self.isolation.profile_env(), **ZYGOTE_ENV},
-                )
-            finally:
-                log_file.close()
-            profile = ProfileZygote(code.profile, process, self.revisions)
-            self.profiles[code.profile] = profile
+            if profile is None or profile.process.returncode is not None:
+                # The child inherits the descriptor; a one-off open is not worth a thread hop.
+                log_file = open(self.log_dir / "zygotes.log", "ab")  # noqa: SIM115, ASYNC230
+                try:
+                    # -P: the server's working directory is not for imports, nor to reach.
+                    process = await asyncio.create_subprocess_exec(
+                        sys.executable, "-P", "-m", "stratus.runtime.zygote",
+                        "--socket", self.socket_path, "--profile", code.profile,
+                        "--preload", ",".join(sorted(code.preload)),
+                        stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                        env={**self.isolation.profile_env(), **ZYGOTE_ENV},
+                    )
+                finally:
+                    log_file.close()
+                profile = ProfileZygote(code.profile, process, self.revisions)
+                self.profiles[code.profile] = profile
+        if profile.hello.done():
+            return profile
+        # Every caller waits for the hello, not only the one that started the zygote: a
+        # concurrent one would otherwise find it started but not yet connected.
+        process = profile.process
         exited: asyncio.Future[Any] = asyncio.ensure_future(process.wait())
         waiting: set[asyncio.Future[Any]] = {profile.hello, exited}
         done, _ = await asyncio.wait(waiting, timeout=ZYGOTE_START_TIMEOUT_S,
                                      return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
         if profile.hello not in done:
-            exited.cancel()
             if process.returncode is None:
                 process.kill()
-            self.profiles.pop(code.profile, None)
+            if self.profiles.get(code.profile) is profile:
+                del self.profiles[code.profile]
             raise Unavailable(f"the {code.profile!r} zygote failed to start; see logs/zygotes.log")
-        exited.cancel()
         return profile
 
     async def prepare(self, code: CodeSpec) -> dict[str, Any]:

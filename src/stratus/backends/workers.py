@@ -114,7 +114,7 @@ class JobWorkers:
         try:
             sandbox = self.isolation.process(
                 spec.worker_id, config.namespace, "jobs", spec.code.bundle_dir, config.log_path,
-                config.memory_mb, [], threads=config.threads + RUNTIME_THREADS)
+                config.memory_mb, config.models, threads=config.threads + RUNTIME_THREADS)
             self.isolation.grant_files(config.namespace, [
                 entry["path"] for layout in config.datasets.values()
                 for entry in layout.get("files", {}).values() if entry.get("path")])

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Column, Table
 
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console
 
 app = typer.Typer(help="The audit log: who changed what, and who was turned away.",
                   no_args_is_help=True)
-out = Console()
+out = make_console()
 TIME_HELP = "A duration ago (90s, 10m, 2h, 7d) or an ISO time"
 _RESULT_STYLE = {"ok": "green", "denied": "yellow", "error": "red"}
 
@@ -64,14 +64,20 @@ def list_records(
     out.print(render(found["records"]))
 
 
+_FINDING = {"truncated": "truncated", "rewritten": "rewritten tail",
+            "missing_checkpoint": "missing checkpoint", "forged_checkpoint": "forged checkpoint",
+            "unknown_key": "unverifiable checkpoint"}
+
+
 @app.command()
 def verify(
     as_json: AsJson = False,
     server: Server = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Check the hash chain (global admin). Exit code 0 when intact; 1, with the first broken
-    record, when a record was edited or deleted."""
+    """Check the hash chain and its tail against the MAC'd checkpoints (global admin). Exit
+    code 0 when intact; 1 when a record was edited or deleted, the tail was cut or rewritten,
+    or a checkpoint is missing or forged."""
     with make_client(server, api_key, None) as client:
         verdict: dict[str, Any] = client.json("GET", "/api/audit/verify")
     if as_json:
@@ -79,12 +85,19 @@ def verify(
     elif verdict["ok"]:
         head = verdict["head"]
         where = f"; head {head['id']} {head['hash']}" if head else ""
-        out.print(f"[green]intact[/green]: {verdict['records']} records{where}", highlight=False)
-    else:
-        out.print(f"[red]broken[/red] at record {verdict['first_bad']}: {verdict['reason']}",
+        last = (verdict.get("checkpoints") or {}).get("last")
+        anchored = f"; checkpoint {last['seq']} at record {last['id']}" if last else ""
+        out.print(f"[green]intact[/green]: {verdict['records']} records{where}{anchored}",
                   highlight=False)
-        if verdict["record"] is not None:
-            out.print(render([verdict["record"]], title="as stored now"))
+    else:
+        if verdict["first_bad"] is not None:
+            out.print(f"[red]broken[/red] at record {verdict['first_bad']}: {verdict['reason']}",
+                      highlight=False)
+            if verdict["record"] is not None:
+                out.print(render([verdict["record"]], title="as stored now"))
+        for finding in verdict.get("findings", []):
+            label = _FINDING.get(finding["kind"], finding["kind"])
+            out.print(f"[red]{label}[/red]: {finding['reason']}", highlight=False)
     if verdict["dropped"]:
         out.print(f"[yellow]{verdict['dropped']} records were dropped since the server started "
                   f"(the queue was full); the log says so in audit.dropped records[/yellow]",

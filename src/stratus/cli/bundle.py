@@ -1,12 +1,12 @@
 """Packs a directory of user code into a deterministic tar.gz, addressed by its sha256.
 
 Deterministic (sorted entries, zeroed times and owners) so the same code always yields
-the same digest and a re-deploy of unchanged code uploads nothing.
+the same digest and a re-deploy of unchanged code uploads nothing. What ``.gitignore`` and
+``.stratusignore`` at the code's root exclude stays out.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import gzip
 import hashlib
 import io
@@ -15,11 +15,15 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pathspec
+
 DEFAULT_EXCLUDES = (
     ".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "*.pyc", ".stratus",
     "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".DS_Store", "*.egg-info",
 )
-IGNORE_FILE = ".stratusignore"
+# Read in this order, so a later file's ``!pattern`` can take back an earlier one's exclusion.
+IGNORE_FILES = (".gitignore", ".stratusignore")
+LARGEST_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -27,42 +31,33 @@ class Bundle:
     data: bytes
     digest: str
     files: int
+    largest: tuple[tuple[str, int], ...] = ()  # (relative path, bytes), biggest first
 
 
-def _patterns(root: Path) -> list[str]:
-    patterns = list(DEFAULT_EXCLUDES)
-    ignore = root / IGNORE_FILE
-    if ignore.is_file():
-        for line in ignore.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                patterns.append(line.rstrip("/"))
-    return patterns
-
-
-def _excluded(relative: str, name: str, patterns: list[str]) -> bool:
-    """gitignore-like: ``/build`` matches only at the root, ``build`` anywhere."""
-    for pattern in patterns:
-        if pattern.startswith("/"):
-            if fnmatch.fnmatch(relative, pattern[1:]):
-                return True
-        elif fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern):
-            return True
-    return False
+def ignore_spec(root: Path) -> pathspec.GitIgnoreSpec:
+    """The default exclusions, then the root's ``.gitignore`` and ``.stratusignore``, with
+    git's semantics (``/build`` only at the root, ``logs/`` only directories, ``!`` negates).
+    Lines are stripped: a stray leading space is a typo, not part of a file name."""
+    lines = list(DEFAULT_EXCLUDES)
+    for name in IGNORE_FILES:
+        path = root / name
+        if path.is_file():
+            lines.extend(line.strip() for line in path.read_text().splitlines())
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def collect_files(root: Path) -> list[Path]:
-    patterns = _patterns(root)
+    spec = ignore_spec(root)
     found: list[Path] = []
     for directory, subdirs, files in os.walk(root):
         base = Path(directory)
+        # An excluded directory is not entered: as with git, nothing inside it comes back.
         subdirs[:] = sorted(
-            d for d in subdirs
-            if not _excluded((base / d).relative_to(root).as_posix(), d, patterns)
+            d for d in subdirs if not spec.match_file((base / d).relative_to(root).as_posix() + "/")
         )
         for name in sorted(files):
             path = base / name
-            if path.is_file() and not _excluded(path.relative_to(root).as_posix(), name, patterns):
+            if path.is_file() and not spec.match_file(path.relative_to(root).as_posix()):
                 found.append(path)
     return found
 
@@ -79,4 +74,7 @@ def build_bundle(root: Path) -> Bundle:
             with open(path, "rb") as handle:
                 archive.addfile(info, handle)
     compressed = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
-    return Bundle(compressed, hashlib.sha256(compressed).hexdigest(), len(files))
+    sizes = sorted(((p.relative_to(root).as_posix(), p.stat().st_size) for p in files),
+                   key=lambda item: (-item[1], item[0]))
+    return Bundle(compressed, hashlib.sha256(compressed).hexdigest(), len(files),
+                  tuple(sizes[:LARGEST_SHOWN]))

@@ -44,7 +44,9 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise CliError(f"cannot reach the Stratus server at {self.base_url}: {exc}", 2) from None
+            raise CliError(f"cannot reach the Stratus server at {self.base_url} ({exc}). Is it "
+                           "running (`stratus serve`)? For a server elsewhere, pass --server URL "
+                           "or set STRATUS_URL, e.g. STRATUS_URL=http://127.0.0.1:8080", 2) from None
         if response.status_code not in expect:
             raise CliError(describe_error(response))
         return response

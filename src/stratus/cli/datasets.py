@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console, size_text
 from stratus.cli.upload import digest_of, size_of, upload
 from stratus.datasets.refs import FORMATS
 from stratus.datasets.splits import parse_split
@@ -21,8 +21,8 @@ from stratus.errors import StratusError
 
 app = typer.Typer(help="Datasets: versions of CSV or Parquet data, with schemas and splits.",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -114,7 +114,7 @@ def _splits(split: dict[str, Any] | None) -> str:
 
 def _print_version(data: dict[str, Any]) -> None:
     out.print(f"{data['ref']}: {data['format']}, {data['rows']} rows, "
-              f"{data['size_bytes']} bytes, {len(data['files'])} file(s)")
+              f"{size_text(data['size_bytes'])}, {len(data['files'])} file(s)")
     if data.get("split"):
         out.print(f"splits: {_splits(data['split'])}")
     columns = Table("COLUMN", "TYPE", "NULLS")
@@ -157,7 +157,7 @@ def show(
         table = Table("VERSION", "FORMAT", "ROWS", "COLUMNS", "SPLITS", "SIZE")
         for entry in data["versions"]:
             table.add_row(entry["version"], entry["format"], str(entry["rows"]),
-                          str(entry["columns"]), _splits(entry["split"]), str(entry["size_bytes"]))
+                          str(entry["columns"]), _splits(entry["split"]), size_text(entry["size_bytes"]))
         out.print(table)
 
 

@@ -8,16 +8,28 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from stratus.cli.bundle import build_bundle
 from stratus.cli.client import Client, CliError
+from stratus.cli.judging import (
+    ErrorRatio,
+    MinErrors,
+    MinRequests,
+    P95MinDelta,
+    P95Relative,
+    Watch,
+    Window,
+    duration_option,
+    judge_fields,
+    merge_rollout,
+)
 from stratus.cli.manifest import ManifestError, heavy_imports, load_target
+from stratus.cli.naming import resolve_name
 from stratus.cli.options import ApiKey, Namespace, Server, make_client
-from stratus.cli.traffic import parse_duration
+from stratus.cli.packing import pack
+from stratus.cli.terminal import make_console
 from stratus.cli.upload import upload
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 MODEL_HELP = "A model the handler loads, name@1.2.0 (pinned) or name@production (follows promotions)"
 SCHEDULE_HELP = "Scheduled floor, '<cron> for <duration> keep <n>', e.g. '55 8 * * 1-5 for 9h5m keep 3'"
 PRELOAD_HELP = (
@@ -64,15 +76,22 @@ def deploy(
         help="Serve this embedding model from the model store on /v1/embeddings")] = None,
     config: Annotated[str | None, typer.Option(
         help="Handler config as JSON (for --llm: max_num_seqs, max_num_tokens, max_queue)")] = None,
-    name: Annotated[str | None, typer.Option(help="Deployment name")] = None,
+    name: Annotated[str | None, typer.Option(help=(
+        "Deployment name [default: the manifest's or @deployment(name=...), else the "
+        "file's name: my_model.py deploys as my-model]"))] = None,
     min_replicas: Annotated[int | None, typer.Option(help="Replicas kept warm (0 = serverless)")] = None,
     max_replicas: Annotated[int | None, typer.Option(help="Upper bound on replicas")] = None,
     target_concurrency: Annotated[float | None, typer.Option(help="Requests per replica to aim for")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Hard limit of requests per replica")] = None,
     timeout: Annotated[float | None, typer.Option(help="Per-request timeout, seconds")] = None,
-    memory: Annotated[int | None, typer.Option(help="Per-replica memory limit, MB")] = None,
+    memory: Annotated[int | None, typer.Option(help="Per-replica memory limit, MiB")] = None,
     scale_to_zero_after: Annotated[float | None, typer.Option(help="Idle seconds, then scale to min")] = None,
     max_queued: Annotated[int | None, typer.Option(help="Held requests before 429")] = None,
+    retries: Annotated[int | None, typer.Option(
+        help="Attempts in all for a lost request (1: no retries); see docs/reliability.md")] = None,
+    idempotent: Annotated[bool | None, typer.Option(
+        "--idempotent/--not-idempotent",
+        help="The handler may run twice: resend requests lost after they reached it")] = None,
     policy: Annotated[str | None, typer.Option(help="kpa, fixed_keepalive or hybrid_histogram")] = None,
     policy_config: Annotated[str | None, typer.Option(help="The policy's settings, as JSON")] = None,
     initial_replicas: Annotated[int | None, typer.Option(help="Replicas right after deploy")] = None,
@@ -91,6 +110,13 @@ def deploy(
              "blue-green, all traffic once warm)")] = None,
     step: Annotated[int, typer.Option(help="Canary step, percent")] = 25,
     interval: Annotated[str, typer.Option(help="Canary stage length, e.g. 60s or 5m")] = "60s",
+    window: Window = None,
+    watch: Watch = None,
+    error_ratio_relative: ErrorRatio = None,
+    min_errors: MinErrors = None,
+    p95_relative: P95Relative = None,
+    p95_min_delta_ms: P95MinDelta = None,
+    min_requests: MinRequests = None,
     promote: Annotated[bool, typer.Option(
         help="Send a new revision traffic (--no-promote: record it; `stratus rollout` later)")
     ] = True,
@@ -133,18 +159,29 @@ def deploy(
         except ValueError as exc:
             raise CliError(f"--policy-config is not valid JSON: {exc}") from None
     spec.update({key: value for key, value in flags.items() if value is not None})
+    if retries is not None or idempotent is not None:
+        declared_retries = spec.get("retries")
+        merged = dict(declared_retries) if isinstance(declared_retries, dict) else {}
+        if retries is not None:
+            merged["attempts"] = retries
+        if idempotent is not None:
+            merged["idempotent"] = idempotent
+        spec["retries"] = merged
     if env:
         spec["env"] = {**spec.get("env", {}), **_parse_env(env)}
     if secret:
         spec["secrets"] = {**spec.get("secrets", {}), **_parse_env(secret, "--secret")}
+    judged = judge_fields(watch=watch, window=window, error_ratio_relative=error_ratio_relative,
+                          min_errors=min_errors, p95_relative=p95_relative,
+                          p95_min_delta_ms=p95_min_delta_ms, min_requests=min_requests)
     if canary is not None or not promote:
-        spec["rollout"] = {**spec.get("rollout", {}), "promote": promote}
-        if canary is not None:
-            try:
-                interval_s = parse_duration(interval)
-            except ValueError as exc:
-                raise CliError(f"--interval: {exc}") from None
-            spec["rollout"].update(canary=canary, step=step, interval_s=interval_s)
+        judged["promote"] = promote
+    if canary is not None:
+        judged.update(canary=canary, step=step,
+                      interval_s=duration_option(interval, "--interval"))
+    if judged:
+        declared = spec.get("rollout")
+        spec["rollout"] = merge_rollout(declared if isinstance(declared, dict) else {}, judged)
     if no_preload:
         spec["preload"] = []
     elif preload:
@@ -154,9 +191,17 @@ def deploy(
         if spec["preload"]:
             console.print(f"[dim]preloading {', '.join(spec['preload'])} "
                           f"(imported by {loaded.source.name})[/dim]")
+    # Before anything is packed: a deploy that cannot be named should fail in a moment.
+    source, entrypoint = (loaded.source, loaded.entrypoint) if loaded else (None, None)
+    resolved = resolve_name(name, spec.get("name"), source, entrypoint)
+    if resolved is not None:
+        spec["name"] = resolved
+        if name is None and "name" not in (loaded.settings if loaded else {}):
+            console.print(f"[dim]name {resolved}, from {source.name if source else ''} "
+                          "(--name sets another)[/dim]")
     with make_client(server, api_key, namespace) as client:
         if loaded is not None and loaded.root is not None:
-            bundle = build_bundle(loaded.root)
+            bundle = pack(loaded.root)
             upload(client, "bundles", bundle.data, bundle.digest, "code bundle")
             spec["code"] = {"bundle": bundle.digest, "entrypoint": loaded.entrypoint}
         with console.status("importing and validating the code"):
@@ -173,5 +218,7 @@ def deploy(
         elif wait and view["scaling"]["min_replicas"] > 0:
             view = wait_ready(client, view["name"], wait_timeout)
             console.print(f"[green]ready[/green]: {view['replicas']['ready']} replica(s)")
+            if view["reason"]:  # the watch after the switch
+                console.print(f"[dim]{view['reason']}[/dim]")
         elif view["scaling"]["min_replicas"] == 0:
             console.print("[green]ready[/green]: scaled to zero; the first request starts a replica")

@@ -8,16 +8,16 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console
 
 app = typer.Typer(help="Experiments: revisions compared on conversion and latency.",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 Name = Annotated[str, typer.Argument(help="Experiment name")]
 

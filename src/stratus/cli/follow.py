@@ -28,10 +28,14 @@ ENDED = ("succeeded", "failed", "cancelled")
 
 
 class EpochBar:
-    """The bar's state as events arrive: pure bookkeeping over a rich Progress."""
+    """The bar's state as events arrive: pure bookkeeping over a rich Progress. Where there
+    is no terminal to draw a bar on, each epoch is a line to ``plain`` instead."""
 
-    def __init__(self, progress: Progress, total: int | None) -> None:
+    def __init__(self, progress: Progress, total: int | None,
+                 plain: Callable[[str], None] | None = None) -> None:
         self.progress = progress
+        self.total = total
+        self.plain = plain
         self.task: TaskID = progress.add_task("queued", total=total, loss="-")
         self.last_seq = 0
         self.status = "queued"
@@ -43,8 +47,11 @@ class EpochBar:
             if event["type"] == "JobStarted":
                 self.progress.reset(self.task, total=self.progress.tasks[0].total, loss="-")
             elif event["type"] == "EpochCompleted":
-                self.progress.update(self.task, completed=int(data["epoch"]),
-                                     loss=f"{float(data['loss']):.4g}")
+                epoch, loss = int(data["epoch"]), f"{float(data['loss']):.4g}"
+                self.progress.update(self.task, completed=epoch, loss=loss)
+                if self.plain is not None:
+                    of = f"/{self.total}" if self.total else ""
+                    self.plain(f"epoch {epoch}{of}  loss {loss}")
         if status != self.status:
             self.status = status
         self.progress.update(self.task, description=status)
@@ -59,8 +66,10 @@ def _columns() -> tuple[Any, ...]:
 def follow_job(connect: Callable[[], Client], job_id: str, total: int | None,
                console: Console) -> dict[str, Any] | None:
     """Show the job until it ends (returns its view) or Ctrl-C (returns None)."""
-    with Progress(*_columns(), console=console, transient=False) as progress:
-        bar = EpochBar(progress, total)
+    with Progress(*_columns(), console=console, transient=False,
+                  disable=not console.is_terminal) as progress:
+        bar = EpochBar(progress, total, None if console.is_terminal else
+                       lambda text: console.print(text, markup=False, highlight=False))
 
         def emit(text: str, raw: bool) -> None:
             for line in text.splitlines():

@@ -9,18 +9,18 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console
 
 app = typer.Typer(help="Asynchronous invocations: status, list, cancel, watch.",
                   no_args_is_help=True)
 dlq = typer.Typer(help="A deployment's dead-letter queue: list, redrive.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 TERMINAL = ("succeeded", "failed", "dead", "cancelled")
 
 
@@ -94,7 +94,7 @@ def watch_invocation(
     """Follow an invocation with a progress bar until it ends; print its result or error."""
     with make_client(server, api_key, namespace) as client, Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), console=err) as bar:
+            TimeElapsedColumn(), console=err, disable=not err.is_terminal) as bar:
         task = bar.add_task("queued", total=1.0)
         while True:
             view = client.json("GET", f"/api/invocations/{invocation_id}")

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from stratus.cli.bundle import build_bundle
 from stratus.cli.client import Client, CliError
+from stratus.cli.packing import pack
 from stratus.cli.upload import upload
 
 Target = Annotated[str, typer.Argument(help="path/to/train.py:function taking ctx")]
@@ -23,7 +23,7 @@ Datasets = Annotated[list[str] | None, typer.Option(
 Params = Annotated[list[str] | None, typer.Option(
     "--param", help="NAME=VALUE, in ctx.params; numbers and bools are typed (repeatable)")]
 Experiment = Annotated[str | None, typer.Option(help="Group this run with others")]
-Memory = Annotated[int | None, typer.Option(help="Memory limit, MB")]
+Memory = Annotated[int | None, typer.Option(help="Memory limit, MiB")]
 Timeout = Annotated[float | None, typer.Option(help="Seconds before the job is stopped")]
 Threads = Annotated[int, typer.Option(help="torch and BLAS threads")]
 Preload = Annotated[list[str] | None, typer.Option(
@@ -132,7 +132,7 @@ def job_body(options: JobOptions) -> dict[str, Any]:
 
 def upload_code(client: Client, root: Path, entrypoint: str) -> dict[str, str]:
     """Bundle ``root``, upload it unless the server has it; the body's ``code``."""
-    bundle = build_bundle(root)
+    bundle = pack(root)
     upload(client, "blobs", bundle.data, bundle.digest, "code bundle")
     return {"bundle": bundle.digest, "entrypoint": entrypoint}
 

@@ -8,7 +8,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from stratus.cli.job_options import (
     Canary,
@@ -37,8 +36,9 @@ from stratus.cli.job_options import (
     upload_code,
 )
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console
 
-err = Console(stderr=True)
+err = make_console(stderr=True)
 
 
 def schedule(

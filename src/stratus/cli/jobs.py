@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
 from stratus.cli.client import CliError
@@ -43,10 +42,11 @@ from stratus.cli.job_options import (
 )
 from stratus.cli.logs import logs_of
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console
 
 app = typer.Typer(help="Training and evaluation jobs.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 ENDED = ("succeeded", "failed", "cancelled")
 
 
@@ -242,7 +242,9 @@ def logs(
 ) -> None:
     """Print a job's log: its stdout, stderr (tracebacks) and ctx.logger."""
     with make_client(server, api_key, namespace) as client:
-        logs_of(client, f"/api/jobs/{job_id}/logs", {"tail": tail}, follow, as_json)
+        printed = logs_of(client, f"/api/jobs/{job_id}/logs", {"tail": tail}, follow, as_json)
+    if not printed:
+        err.print(f"no log lines yet for job {job_id}", highlight=False, markup=False)
 
 
 @app.command("events")

@@ -6,17 +6,17 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Server, make_client
+from stratus.cli.terminal import make_console
 from stratus.security.roles import Role
 from stratus.spec import parse_duration
 
 app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 @app.command()

@@ -12,13 +12,17 @@ import typer
 
 from stratus.cli.client import Client, CliError, describe_error
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console
+
+err = make_console(stderr=True)
 
 # Printed after the time and before the message; the rest of a record's fields are not shown.
 _TAGS = ("replica", "stream")
 
 
 def render(line: str) -> str:
-    """A JSON log line as ``time replica stream [level] message`` (and its traceback)."""
+    """A JSON log line as ``time replica stream [level] [request trace span] message`` (and
+    its traceback)."""
     try:
         entry: Any = json.loads(line)
     except ValueError:
@@ -34,7 +38,9 @@ def render(line: str) -> str:
     if level and level != "info":
         parts.append(str(level).upper())
     if entry.get("request_id"):
-        parts.append(f"[{entry['request_id']}]")
+        traced = (f" trace {entry['trace_id']} span {entry.get('span_id', '')}"
+                  if entry.get("trace_id") else "")
+        parts.append(f"[{entry['request_id']}{traced}]")
     parts.append(str(entry.get("message", "")))
     text = " ".join(parts)
     if entry.get("exc"):
@@ -65,17 +71,23 @@ def logs(
     if since:
         params["since"] = since
     with make_client(server, api_key, namespace) as client:
-        logs_of(client, f"/api/deployments/{name}/logs", params, follow, as_json)
+        printed = logs_of(client, f"/api/deployments/{name}/logs", params, follow, as_json)
+    if not printed and not follow:
+        # Said on stderr, so that stdout stays the log and nothing else.
+        err.print(f"no log lines yet for {name}" + (f" in the last {since}" if since else ""),
+                  highlight=False, markup=False)
 
 
 def logs_of(client: Client, path: str, params: dict[str, Any], follow: bool, raw: bool,
-            emit: Any = None) -> None:
+            emit: Any = None) -> bool:
     """Print the log at ``path`` (a deployment's or a job's); with ``follow``, as it grows,
-    until the server ends the stream or Ctrl-C. ``emit`` takes each text (default: stdout)."""
+    until the server ends the stream or Ctrl-C. ``emit`` takes each text (default: stdout).
+    Without ``follow``, whether there was any line to print."""
     emit = emit or _emit
     if not follow:
-        emit(client.request("GET", path, params=params).text, raw)
-        return
+        text = client.request("GET", path, params=params).text
+        emit(text, raw)
+        return bool(text.strip())
     try:
         with client.http.stream("GET", path, params={**params, "follow": "true"},
                                 timeout=httpx.Timeout(10.0, read=None)) as response:
@@ -88,3 +100,4 @@ def logs_of(client: Client, path: str, params: dict[str, Any], follow: bool, raw
         raise CliError(f"lost the Stratus server at {client.base_url}: {exc}", 2) from None
     except KeyboardInterrupt:
         pass
+    return True

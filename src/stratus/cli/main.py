@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stratus.cli import (
     audit,
     datasets,
     experiments,
+    help_layout,
     invocations,
     job_schedule,
     jobs,
@@ -34,13 +38,20 @@ from stratus.cli.logs import logs
 from stratus.cli.masterkey import rotate_master
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, json_argument, make_client
 from stratus.cli.simulate import simulate
+from stratus.cli.terminal import make_console
 from stratus.cli.traffic import revisions, rollback, rollout, traffic
 
-app = typer.Typer(help="Stratus: serverless AI models.", no_args_is_help=True,
+app = typer.Typer(no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 DATABASE_HELP = "SQLAlchemy URL of the metadata store; default: SQLite in the data dir"
+
+def print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"stratus {version('stratus')}\n")
+        raise typer.Exit()
+
 
 app.command()(deploy)
 app.command()(cost)
@@ -73,19 +84,30 @@ app.command()(rollback)
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    grpc_port: Annotated[int, typer.Option(
+        help="Port for gRPC (Open Inference Protocol v2, health, reflection); Triton uses "
+             "8001 [default: off]", show_default=False)] = 0,
     data_dir: Annotated[Path, typer.Option(help="Metadata, artifacts and logs")] = Path(".stratus"),
     database_url: Annotated[str, typer.Option(envvar="STRATUS_DATABASE_URL", help=DATABASE_HELP)] = "",
     log_level: Annotated[str | None, typer.Option(
         help="debug, info, warning or error [default: logging.level of the config, else info]")] = None,
     config: Annotated[Path | None, typer.Option(
         help="YAML config file (sections: alerts, prices, tracing, logging, auth, quotas, "
-             "sandbox); default "
+             "sandbox, queue, jobs, tracking, audit; see docs/configuration.md); default "
              "$STRATUS_CONFIG or <data-dir>/stratus.yaml")] = None,
+    drain_grace: Annotated[float | None, typer.Option(
+        help="Seconds requests are still served after SIGTERM, with /readyz at 503, before "
+             "the server drains and stops [default: $STRATUS_DRAIN_GRACE_S, else 5]",
+        show_default=False)] = None,
 ) -> None:
-    """Run the control plane and the gateway."""
+    """Run the control plane and the gateway (SIGTERM drains gracefully; Ctrl+C twice forces)."""
+    from stratus.runtime.allocator import tune_for_large_buffers
+
+    tune_for_large_buffers()  # first, before any thread has an arena of its own
     import uvicorn
 
     from stratus.config import Settings, resolve_admin_key, with_config_file, with_env_overrides
+    from stratus.gateway.drain import DrainingServer
     from stratus.gateway.protocol import guarded_protocol
     from stratus.observe.logs import setup_logging
     from stratus.server import create_app
@@ -94,10 +116,14 @@ def serve(
     key, key_file = resolve_admin_key(data_dir)
     if key_file is not None:
         err.print(f"admin API key: {key_file}")
-    settings = with_env_overrides(Settings(data_dir=data_dir, host=host, port=port, admin_key=key,
-                                           database_url=database_url))
-    try:
-        settings = with_config_file(settings, config)
+    settings = Settings(data_dir=data_dir, host=host, port=port, admin_key=key,
+                        database_url=database_url, grpc_port=grpc_port)
+    try:  # a bad STRATUS_<FIELD> is a usage error too, not a traceback
+        settings = with_config_file(with_env_overrides(settings), config)
+        if drain_grace is not None:
+            settings = dataclasses.replace(settings, drain_grace_s=drain_grace)
+        if settings.drain_grace_s < 0:
+            raise ValueError("--drain-grace must be 0 or more seconds")
         logged = setup_logging(settings.section("logging"), settings.log_dir, log_level)
         application = create_app(settings)
     except ValueError as exc:
@@ -105,9 +131,14 @@ def serve(
     # log_config=None: uvicorn's records go to the root logger's handlers set up above.
     protocol = guarded_protocol(settings.header_timeout_s, settings.body_timeout_s,
                                 settings.max_header_bytes)  # httptools, with deadlines
-    uvicorn.run(application, host=host, port=port, loop="uvloop", http=protocol,
-                access_log=False, log_level=logged.level.lower(), log_config=None,
-                timeout_graceful_shutdown=30)
+    server_config = uvicorn.Config(application, host=host, port=port, loop="uvloop", http=protocol,
+                                   access_log=False, log_level=logged.level.lower(),
+                                   log_config=None, timeout_graceful_shutdown=30)
+    server = DrainingServer(server_config, application, settings.drain_grace_s)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C twice: forced, nothing to add
+        server.run()
+    if not server.started:  # as uvicorn.run: a lifespan or a bind that failed
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -145,11 +176,15 @@ def invoke(
 
 
 @app.command("ls")
-def list_deployments(server: Server = None, api_key: ApiKey = None,
+def list_deployments(as_json: AsJson = False, server: Server = None, api_key: ApiKey = None,
                      namespace: Namespace = None) -> None:
     """List deployments."""
     with make_client(server, api_key, namespace) as client:
-        views: list[dict[str, Any]] = client.json("GET", "/api/deployments")["deployments"]
+        answer: dict[str, Any] = client.json("GET", "/api/deployments")
+    if as_json:
+        sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+        return
+    views: list[dict[str, Any]] = answer["deployments"]
     table = Table("NAME", "REVISION", "STATUS", "READY", "STARTING", "DRAINING", "MIN", "MAX")
     for view in views:
         replicas, scaling = view["replicas"], view["scaling"]
@@ -186,11 +221,25 @@ def status(
               f"ready {scaler['ready']} (target {scaler['target_concurrency']:g} per replica)")
     out.print(f"last decision: {scaler['reason']}")
     if replicas["items"]:
-        table = Table("REPLICA", "REV", "STATE", "PID", "INFLIGHT", "INIT ms", "RSS MB")
+        table = Table("REPLICA", "REV", "STATE", "PID", "INFLIGHT", "INIT ms", "RSS MiB",
+                      "OUTLIER")
         for item in replicas["items"]:
+            outlier = item.get("outlier", "closed")
+            if outlier != "closed":
+                outlier += f" ({item['ejected_for_s']:g}s left: {item['ejected_because']})"
             table.add_row(item["id"], str(item["revision"]), item["state"], str(item["pid"]),
-                          str(item["inflight"]), str(item["init_ms"]), str(item["rss_mb"]))
+                          str(item["inflight"]), str(item["init_ms"]), str(item["rss_mb"]),
+                          outlier)
         out.print(table)
+    for number, state in (view.get("resilience") or {}).items():
+        circuit, shedding = state["circuit"], state["shedding"]
+        line = f"revision {number}: start-up circuit {circuit['state']}"
+        if circuit["state"] != "closed":
+            line += f" ({circuit['failures']} failed starts, next in {circuit['retry_in_s']:g}s)"
+        if shedding is not None:
+            line += (f"; adaptive limit {shedding['limit']} ({shedding['admitted']} admitted, "
+                     f"{sum(shedding['shed'].values())} shed)")
+        out.print(line)
     if view.get("last_error"):
         out.print(f"[red]last error[/red] ({view['last_error']['attempts']} attempts): "
                   f"{view['last_error']['message']}")
@@ -209,11 +258,22 @@ def remove(
     err.print(f"deleted {name}")
 
 
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=print_version,
+        help="Print the version of stratus and exit")] = False,
+) -> None:
+    """Stratus: serverless AI models."""
+
+
 def main() -> None:
+    command = typer.main.get_command(app)
+    help_layout.install(command)  # one help layout for every command
     try:
-        app()
+        command(prog_name="stratus")
     except CliError as exc:
-        err.print(f"[red]error[/red]: {exc.message}", highlight=False)
+        err.print(f"[red]error[/red]: {escape(exc.message)}", highlight=False)
         sys.exit(exc.exit_code)
 
 

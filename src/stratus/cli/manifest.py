@@ -16,7 +16,8 @@ MANIFEST_KEYS = {
     "max_concurrency", "timeout_s", "memory_mb", "scale_to_zero_after_s", "max_queued",
     "queue_timeout_s", "threads", "preload", "env", "config", "policy", "policy_config",
     "initial_replicas", "target_utilization", "provisioned_replicas", "schedules", "models",
-    "llm", "embeddings", "rollout", "secrets",
+    "llm", "embeddings", "rollout", "secrets", "outliers", "shedding", "retries",
+    "async_invocations",
 }
 BUILTIN_KEYS = ("llm", "embeddings")  # serve a model from the store; no code to upload
 
@@ -65,6 +66,10 @@ def _from_manifest(path: Path) -> Target:
     if not isinstance(data, dict):
         raise ManifestError(f"{path} must hold a mapping")
     unknown = set(data) - MANIFEST_KEYS
+    retries = data.get("retries")
+    if isinstance(retries, dict) and True in retries:
+        # YAML 1.1 reads a bare ``on:`` key as the boolean true; retries mean the word.
+        retries["on"] = retries.pop(True)
     if unknown:
         raise ManifestError(f"{path}: unknown keys {sorted(unknown)}")
     builtins = [key for key in BUILTIN_KEYS if key in data]

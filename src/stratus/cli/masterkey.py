@@ -6,11 +6,10 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console
-
 from stratus.cli.options import ApiKey, AsJson, Server, make_client
+from stratus.cli.terminal import make_console
 
-err = Console(stderr=True)
+err = make_console(stderr=True)
 
 
 def rotate_master(as_json: AsJson = False, server: Server = None, api_key: ApiKey = None) -> None:
@@ -21,7 +20,8 @@ def rotate_master(as_json: AsJson = False, server: Server = None, api_key: ApiKe
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    counts = ", ".join(f"{count} {what}" for what, count in report["rewrapped"].items())
+    counts = ", ".join(f"{count} {what.replace('_', ' ')}"
+                       for what, count in report["rewrapped"].items())
     retired = ", ".join(report["retired_key_ids"]) or "none"
     err.print(f"master key is now {report['master_key_id']} (retired: {retired}); "
               f"data keys re-wrapped: {counts}", highlight=False)

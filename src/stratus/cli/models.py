@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console, size_text
 from stratus.cli.upload import digest_of, size_of, upload
 from stratus.errors import StratusError
-from stratus.models.formats import prepare
+from stratus.models.formats import PreparedModel, prepare
 
 app = typer.Typer(help="The model registry: versions, stages, artifacts.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def _pairs(values: list[str] | None, option: str, number: bool = False) -> dict[str, Any]:
@@ -59,34 +60,52 @@ def push(
     namespace: Namespace = None,
 ) -> None:
     """Upload a model version: safetensors, a .pt state dict (converted), a transformers
-    directory, ONNX, or a trusted pickle."""
-    try:
-        prepared = prepare(path, trust_pickle=trust_pickle)
-    except StratusError as exc:
-        raise CliError(exc.message) from None
-    body: dict[str, Any] = {
-        "version": version, "format": prepared.format, "stage": stage, "framework": framework,
+    directory, a GGUF file (dequantised), ONNX, or a trusted pickle."""
+    body: dict[str, Any] = {  # checked before a slow conversion, not after it
+        "version": version, "stage": stage, "framework": framework,
         "task": task, "parameters": _pairs(param, "--param"),
         "metrics": _pairs(metric, "--metric", number=True), "tags": _pairs(tag, "--tag"),
         "lineage": {"dataset": dataset, "job": job, "parent": parent},
-        "trusted_pickle": bool(prepared.meta.get("trusted_pickle")),
-        "source_format": prepared.meta.get("source_format"),
     }
     if signature is not None:
         try:
             body["signature"] = json.loads(signature)
         except ValueError as exc:
             raise CliError(f"--signature is not valid JSON: {exc}") from None
-    with make_client(server, api_key, namespace) as client:
-        files = {}
-        for relative, source in prepared.files.items():
-            digest = digest_of(source, relative)
-            upload(client, "blobs", source, digest, relative)
-            files[relative] = {"sha256": digest, "size": size_of(source)}
-        body["files"] = files
-        record = client.json("POST", f"/api/models/{name}/versions", json=body)
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        err.print(f"importing {path.name}: transformers dequantises it to float32 safetensors "
+                  "(about half a minute for a 100 MB file)")
+    started = time.perf_counter()
+    try:
+        prepared = prepare(path, trust_pickle=trust_pickle)
+    except StratusError as exc:
+        raise CliError(exc.message) from None
+    try:
+        if prepared.meta.get("source_format") == "gguf":
+            _report_import(prepared, time.perf_counter() - started)
+        body.update(format=prepared.format, trusted_pickle=bool(prepared.meta.get("trusted_pickle")),
+                    source_format=prepared.meta.get("source_format"))
+        with make_client(server, api_key, namespace) as client:
+            files = {}
+            for relative, source in prepared.files.items():
+                digest = digest_of(source, relative)
+                upload(client, "blobs", source, digest, relative)
+                files[relative] = {"sha256": digest, "size": size_of(source)}
+            body["files"] = files
+            record = client.json("POST", f"/api/models/{name}/versions", json=body)
+    finally:
+        prepared.cleanup()
     err.print(f"pushed {name}@{record['version']} ({record['format']}, "
-              f"{record['size_bytes'] / 2**20:.1f} MiB) in stage {record['stage']}")
+              f"{size_text(record['size_bytes'])}) in stage {record['stage']}")
+
+
+def _report_import(prepared: PreparedModel, seconds: float) -> None:
+    meta = prepared.meta
+    size = sum(size_of(source) for source in prepared.files.values())
+    err.print(f"imported a {meta['gguf_architecture']} model ({meta['gguf_quantisation'] or 'unknown'}"
+              f" quantisation) in {seconds:.1f} s: {len(prepared.files)} files, "
+              f"{size / 2**20:.1f} MiB in float32"
+              + ("" if meta["chat_template"] else "; the tokenizer has no chat template"))
 
 
 @app.command("ls")
@@ -117,11 +136,11 @@ def show(
     if as_json or version:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    table = Table("VERSION", "STAGE", "FORMAT", "SIZE MiB", "METRICS", "CREATED")
+    table = Table("VERSION", "STAGE", "FORMAT", "SIZE", "METRICS", "CREATED")
     for record in data["versions"]:
         metrics = ", ".join(f"{k}={v:g}" for k, v in record.get("metrics", {}).items())
         table.add_row(record["version"], record["stage"], record["format"],
-                      f"{record['size_bytes'] / 2**20:.1f}", metrics, record["created_at"][:19])
+                      size_text(record["size_bytes"]), metrics, record["created_at"][:19])
     out.print(table)
 
 
@@ -166,4 +185,4 @@ def gc(
     """Delete stored blobs that no model version, dataset version or revision references."""
     with make_client(server, api_key, namespace) as client:
         result = client.json("POST", "/api/gc", json={"grace_s": grace})
-    err.print(f"removed {result['blobs_removed']} blob(s), freed {result['bytes_freed'] / 2**20:.1f} MiB")
+    err.print(f"removed {result['blobs_removed']} blob(s), freed {size_text(result['bytes_freed'])}")

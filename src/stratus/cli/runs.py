@@ -8,13 +8,13 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console
 
 app = typer.Typer(help="Runs (jobs) of experiments.", no_args_is_help=True)
-out = Console()
+out = make_console()
 
 
 def _cell(value: Any) -> str:

@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
+from stratus.cli.terminal import make_console
 
 app = typer.Typer(help="Secrets: set, list, remove. A deployment reads them as environment "
                        "variables (--secret ENV=NAME); their values are never shown.",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def _read_value(value: str | None, from_file: Path | None) -> str:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stratus.autoscale.build import SETTINGS, validate_scaling
+from stratus.cli.terminal import make_console
 from stratus.errors import BadRequest
 from stratus.sim.report import Metrics, SimReport
 from stratus.sim.simulator import SimSettings, spec_policy_factory
@@ -22,8 +23,8 @@ from stratus.sim.simulator import simulate as run_simulation
 from stratus.sim.tracegen import TraceError, generate_trace, read_trace, write_trace
 from stratus.spec import RuntimeFields, ScalingFields, ScalingSpec
 
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 # ScalingSpec fields that --policy-config may set; every other key but the simulator's own
 # belongs to the policy's settings (the pydantic models in control/autoscaling.py).

@@ -11,42 +11,33 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from stratus.cli.client import Client, CliError
+from stratus.cli.judging import (
+    ErrorRatio,
+    MinErrors,
+    MinRequests,
+    P95MinDelta,
+    P95Relative,
+    Watch,
+    Window,
+    duration_option,
+    judge_fields,
+)
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, make_client
-from stratus.spec import parse_duration as parse_clock
+from stratus.cli.terminal import make_console
+from stratus.control.rollout import ACTIVE
 
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 Name = Annotated[str, typer.Argument(help="Deployment name")]
-ACTIVE = ("warming", "running")
 EVENTS_SHOWN = 5
-_MILLIS = re.compile(r"^(\d+(?:\.\d+)?)ms$")
 _ASSIGNMENT = re.compile(r"^(\d+)=(\d+)%?$")
 
 
 # -- parsing ---------------------------------------------------------------------------------
-def parse_duration(text: str) -> float:
-    """``500ms``, ``90``, ``90s``, ``2m``, ``1h`` or ``1h30m`` -> seconds."""
-    match = _MILLIS.match(text.strip())
-    # Everything but milliseconds is the schedules' syntax, so both read durations alike.
-    seconds = float(match[1]) / 1000 if match is not None else parse_clock(text)
-    if seconds <= 0:
-        raise ValueError(f"{text!r} is not a positive duration")
-    return seconds
-
-
-def _duration(text: str, option: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a duration like 500ms, 90s, 2m or 1h",
-                                 param_hint=option) from None
-
-
 def parse_assignments(pairs: list[str]) -> dict[str, int]:
     """``["1=90", "2=10"]`` -> ``{"1": 90, "2": 10}``: whole percentages that sum to 100."""
     weights: dict[str, int] = {}
@@ -143,6 +134,8 @@ def revisions_table(revisions: list[dict[str, Any]]) -> Table:
 def describe_rollout(rollout: dict[str, Any]) -> str:
     plan = rollout["plan"]
     kind = "blue-green" if len(plan) == 1 else "canary " + " → ".join(f"{w}%" for w in plan)
+    if rollout.get("watch_s"):
+        kind += f", watched {rollout['watch_s']:g}s"
     line = (f"rollout {rollout['from']} → {rollout['to']} ({kind}): [bold]{rollout['state']}"
             f"[/bold], stage {rollout['stage'] + 1}/{len(plan)}, revision {rollout['to']} "
             f"at {rollout['weight']}%")
@@ -276,23 +269,39 @@ def rollout(
     name: Name,
     to: Annotated[int, typer.Option("--to", help="Revision to roll out", min=1)],
     canary: Annotated[int | None, typer.Option(
-        help="First weight of a gradual canary, percent; without it: blue-green switch",
-        min=1, max=100)] = None,
-    step: Annotated[int, typer.Option(help="Canary weight step, percent", min=1, max=100)] = 25,
-    interval: Annotated[str, typer.Option(help="Time at each canary stage, e.g. 60s, 2m")] = "60s",
-    window: Annotated[str | None, typer.Option(
-        help="How far back the rollback check looks (default: the interval)")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Follow the rollout until it ends")] = False,
+        help="First weight of a gradual canary, percent [default: the deployment's rollout, "
+             "blue-green unless its deploy asked for a canary]", min=1, max=100)] = None,
+    step: Annotated[int | None, typer.Option(
+        help="Canary weight step, percent [default: the deployment's, 25]", min=1, max=100)] = None,
+    interval: Annotated[str | None, typer.Option(
+        help="Time at each canary stage, e.g. 60s, 2m [default: the deployment's, 60s]")] = None,
+    window: Window = None,
+    watch: Watch = None,
+    error_ratio_relative: ErrorRatio = None,
+    min_errors: MinErrors = None,
+    p95_relative: P95Relative = None,
+    p95_min_delta_ms: P95MinDelta = None,
+    min_requests: MinRequests = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Follow the rollout until it ends, its watch included")] = False,
     as_json: AsJson = False,
     server: Server = None,
     api_key: ApiKey = None,
     namespace: Namespace = None,
 ) -> None:
     """Move traffic to a revision: all at once when it is warm (blue-green), or step by step
-    (--canary), rolling back by itself if its errors or p95 latency get worse."""
-    body = {"to": to, "canary": canary, "step": step,
-            "interval_s": _duration(interval, "--interval"),
-            "window_s": _duration(window, "--window") if window is not None else None}
+    (--canary), then watch it; it rolls back by itself if its errors or p95 latency get worse.
+    What is not given comes from the deployment's rollout settings."""
+    body: dict[str, Any] = {"to": to}
+    if canary is not None:
+        body["canary"] = canary
+    if step is not None:
+        body["step"] = step
+    if interval is not None:
+        body["interval_s"] = duration_option(interval, "--interval")
+    body.update(judge_fields(watch=watch, window=window, error_ratio_relative=error_ratio_relative,
+                             min_errors=min_errors, p95_relative=p95_relative,
+                             p95_min_delta_ms=p95_min_delta_ms, min_requests=min_requests))
     with make_client(server, api_key, namespace) as client:
         view = client.json("POST", f"/api/deployments/{name}/rollout", json=body)
         _follow(client, name, view, to if wait else None, as_json)

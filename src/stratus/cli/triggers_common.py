@@ -6,13 +6,13 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from stratus.cli.client import CliError
+from stratus.cli.terminal import make_console
 
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 def json_argument(what: str, text: str) -> Any:

@@ -7,18 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import Progress
 
 from stratus.cli.client import Client
+from stratus.cli.terminal import make_console, size_text, transfer_bar
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 CHUNK = 1 << 20
 Source = Path | bytes
-
-
-def _columns() -> tuple[Any, ...]:
-    return (*Progress.get_default_columns()[:2], BarColumn(), DownloadColumn(), TransferSpeedColumn())
 
 
 def _read(source: Source) -> Iterator[bytes]:
@@ -38,7 +34,7 @@ def size_of(source: Source) -> int:
 def digest_of(source: Source, label: str) -> str:
     """sha256 of a file (with a progress bar: a big model takes seconds) or of bytes."""
     digest = hashlib.sha256()
-    with Progress(*_columns(), console=console, transient=True) as progress:
+    with transfer_bar(console) as progress:
         task = progress.add_task(f"hashing {label}", total=size_of(source))
         for chunk in _read(source):
             digest.update(chunk)
@@ -59,8 +55,8 @@ def upload(client: Client, kind: str, source: Source, digest: str, label: str) -
             progress.update(task, advance=len(chunk))
             yield chunk
 
-    with Progress(*_columns(), console=console, transient=True) as progress:
+    with transfer_bar(console) as progress:
         task = progress.add_task(f"uploading {label}", total=size)
         client.upload(f"/api/{kind}/{digest}", chunks(progress, task), size)
-    console.print(f"uploaded {label} ({digest[:12]}, {size / 2**20:.1f} MiB)")
+    console.print(f"uploaded {label} ({digest[:12]}, {size_text(size)})")
     return True

@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
 from stratus.cli.client import CliError
 from stratus.cli.options import ApiKey, AsJson, Namespace, Server, json_argument, make_client
+from stratus.cli.terminal import make_console
 
 app = typer.Typer(help="Workflows: pipelines of deployments, defined in YAML or JSON.",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 COLORS = {"succeeded": "green", "failed": "red", "caught": "yellow", "running": "cyan",
           "cancelled": "magenta", "timed_out": "red"}
 

@@ -26,7 +26,7 @@ from stratus.control.unit import DeploymentUnit
 from stratus.control.writes import MetadataWrites
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.dispatch.pool import RevisionPool
-from stratus.errors import BadRequest, DeployError, NotFound, StratusError
+from stratus.errors import BadRequest, DeployError, NotFound, StratusError, unknown_deployment
 from stratus.models.service import ModelService
 from stratus.sdk.options import DeploymentOptions, TensorSpec
 from stratus.security.quotas import quotas_from
@@ -34,11 +34,12 @@ from stratus.spec import (
     DeploymentPatch,
     DeploymentRequest,
     RolloutRequest,
+    RolloutSteps,
     RolloutStrategy,
     RuntimeSpec,
     TrafficUpdate,
 )
-from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 from stratus.store.metadata import DeploymentRecord, MetadataStore
 from stratus.store.secrets import SecretStore
 
@@ -70,7 +71,7 @@ class Controller:
         self,
         settings: Settings,
         store: MetadataStore,
-        artifacts: ArtifactStore,
+        blobs: NamespaceBlobs,
         backend: Backend,
         dispatcher: Dispatcher,
         models: ModelService,
@@ -78,7 +79,7 @@ class Controller:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.artifacts = artifacts
+        self.blobs = blobs
         self.models = models
         self.secrets = secrets
         self.backend = backend
@@ -92,7 +93,7 @@ class Controller:
             router=self.router, caps=self.caps, models=models, secrets=secrets, writes=self.writes,
         )
         self.loader = RevisionLoader(
-            settings=settings, store=store, artifacts=artifacts, models=models, backend=backend,
+            settings=settings, store=store, artifacts=blobs.artifacts, models=models, backend=backend,
             dispatcher=dispatcher, activate=self.activate, on_drained=self.reconciler.on_drained,
         )
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -174,7 +175,7 @@ class Controller:
         self.router.publish(unit, persist=False)
         if not record.routing and unit.latest != unit.stable and unit.latest in unit.revisions:
             # Recorded mid-switch before routing was kept: finish the switch.
-            self.router.start_rollout(unit, RolloutRequest(to=unit.latest))
+            self.router.start_rollout(unit, unit.latest, RolloutSteps())
         self.reconciler.schedule(unit)
 
     # -- API operations ---------------------------------------------------------
@@ -187,6 +188,8 @@ class Controller:
             # The built-in servers load transformers models: import both once, in the zygote.
             request = request.model_copy(update={"preload": ["torch", "transformers"]})
         source = request.code_ref()
+        if source.bundle:  # 404 for a bundle of another namespace's, as for one never uploaded
+            await asyncio.to_thread(self.blobs.require, namespace, source.bundle, "the code bundle")
         provisional = resolve_runtime(request, source, DeploymentOptions(), api=request.api)
         code = await self.loader.code_spec(provisional, namespace)
         meta = await self.backend.prepare(code)
@@ -202,8 +205,10 @@ class Controller:
         await self._check_secrets(namespace, runtime)
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
+        # Declarative, as the rest of the body: no rollout field means the default one.
         return await self._record(namespace, name, runtime, scaling, meta, code,
-                                  await self.loader.lay_out(runtime), request.rollout)
+                                  await self.loader.lay_out(runtime),
+                                  request.rollout or RolloutStrategy(), declare=True)
 
     async def _resolve(self, namespace: str, refs: list[str]) -> list[dict[str, Any]]:
         try:
@@ -234,8 +239,8 @@ class Controller:
 
     async def patch(self, namespace: str, name: str, patch: DeploymentPatch,
                     strategy: RolloutStrategy | None = None) -> dict[str, Any]:
-        """A new revision with the patched fields, rolled out by ``strategy`` (default: switch
-        once warm)."""
+        """A new revision with the patched fields, rolled out by ``strategy`` over the
+        deployment's declared one."""
         unit = self.get_unit(namespace, name)
         latest = unit.latest_revision()
         if latest is None:
@@ -290,13 +295,15 @@ class Controller:
 
     async def _record(self, namespace: str, name: str, runtime: RuntimeSpec, scaling: Any,
                       meta: dict[str, Any], code: CodeSpec, models: list[dict[str, Any]],
-                      strategy: RolloutStrategy | None = None) -> dict[str, Any]:
+                      strategy: RolloutStrategy | None = None,
+                      declare: bool = False) -> dict[str, Any]:
+        """``declare``: ``strategy`` becomes the deployment's (a POST); otherwise it only
+        overrides the deployment's for this revision's rollout."""
         key = (namespace, name)
         async with self._lock(key):
-            self.caps.check(namespace, name, scaling, runtime, self.units.values())  # 403
-            deployment, revision, created = await asyncio.to_thread(
-                self.store.apply, namespace, name, runtime, scaling, meta
-            )
+            admit = self.caps.admission(namespace, name, scaling, runtime)  # 403 in the write
+            deployment, revision, created = await self.writes.call(
+                lambda: self.store.apply(namespace, name, runtime, scaling, meta, admit))
             unit = self.units.get(key)
             if unit is None:
                 unit = DeploymentUnit(namespace, name, scaling, deployment.created_at,
@@ -311,17 +318,18 @@ class Controller:
             if created:
                 log.info("deployment %s/%s: revision %d recorded", namespace, name, revision.number)
             routing = unit.routing
+            strategy = strategy or RolloutStrategy()
+            if declare:
+                self.router.declare(unit, strategy)
             if routing.stable is None:
                 routing.traffic, routing.stable = {revision.number: 100}, revision.number
                 self.router.publish(unit)
-            elif revision.number != routing.stable and not (
+            elif strategy.promote and revision.number != routing.stable and not (
                     routing.rollout is not None and routing.rollout.active
                     and routing.rollout.target == revision.number):
-                strategy = strategy or RolloutStrategy()
-                if strategy.promote:
-                    steps = strategy.model_dump(exclude={"promote"})
-                    self.router.start_rollout(unit, RolloutRequest(to=revision.number, **steps))
+                self.router.start_rollout(unit, revision.number, strategy)
             self.reconciler.reconcile(unit)
+            await self.writes.flush()  # the routing too is stored before the answer
             return unit.view()
 
     # -- traffic ----------------------------------------------------------------
@@ -341,7 +349,7 @@ class Controller:
         unit = self.get_unit(namespace, name)
         async with self._lock(unit.key):
             await self.loader.bring_up(unit, request.to, restoring=False)
-            self.router.start_rollout(unit, request)
+            self.router.start_rollout(unit, request.to, request)
             self.reconciler.reconcile(unit)
             return traffic_view(unit)
 
@@ -361,9 +369,10 @@ class Controller:
         async with self._lock(key):
             unit = self.units.pop(key, None)
             self.dispatcher.remove_route(namespace, name)
-            deleted = await asyncio.to_thread(self.store.delete_deployment, namespace, name)
+            deleted = await self.writes.call(
+                lambda: self.store.delete_deployment(namespace, name))
             if unit is None and not deleted:
-                raise NotFound(f"deployment {name!r} not found")
+                raise self._unknown(namespace, name)
             if unit is not None:
                 self.reconciler.retire_all(unit, NotFound(f"deployment {name!r} was deleted"))
             for observer in self.on_deleted:
@@ -372,8 +381,12 @@ class Controller:
     def get_unit(self, namespace: str, name: str) -> DeploymentUnit:
         unit = self.units.get((namespace, name))
         if unit is None:
-            raise NotFound(f"deployment {name!r} not found")
+            raise self._unknown(namespace, name)
         return unit
+
+    def _unknown(self, namespace: str, name: str) -> NotFound:
+        return unknown_deployment(name, (u.name for u in self.units.values()
+                                         if u.namespace == namespace))
 
     def list_units(self, namespace: str) -> list[DeploymentUnit]:
         return sorted((u for u in self.units.values() if u.namespace == namespace),

@@ -1,6 +1,7 @@
 """Namespace quotas in the control plane. A deploy or patch that would let a namespace claim
-more replicas or memory than its quota allows is refused (403: retrying cannot help), and the
-reconciler never starts a replica beyond what the namespace may run."""
+more replicas or memory than its quota allows is refused (403: retrying cannot help), checked
+in the transaction that records it; the reconciler never starts a replica beyond what the
+namespace may run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from stratus.control.density import DEFAULT_ESTIMATE, MIB
 from stratus.errors import QuotaExceeded, QuotaFull
-from stratus.security.quotas import Footprint, Quotas, deploy_problem, replica_room
+from stratus.security.quotas import Admit, Footprint, Quotas, deploy_problem, replica_room
 from stratus.spec import RuntimeSpec, ScalingSpec
 
 if TYPE_CHECKING:
@@ -22,28 +23,29 @@ UNDECLARED_MB = DEFAULT_ESTIMATE // MIB  # a replica with no memory_mb, as the h
 RETRY_S = 5.0
 
 
-def footprint(unit: DeploymentUnit) -> Footprint:
-    latest = unit.latest_revision() or unit.stable_revision()
-    memory = latest.runtime.memory_mb if latest is not None else None
-    return Footprint(unit.name, unit.scaling.max_replicas, memory)
-
-
 class NamespaceCaps:
     def __init__(self, quotas: Quotas) -> None:
         self.quotas = quotas
         self.warned: set[str] = set()
 
-    def check(self, namespace: str, name: str, scaling: ScalingSpec, runtime: RuntimeSpec,
-              units: Iterable[DeploymentUnit]) -> None:
-        """Raise ``QuotaExceeded`` when recording this would overrun the namespace's caps."""
+    def admission(self, namespace: str, name: str, scaling: ScalingSpec,
+                  runtime: RuntimeSpec) -> Admit | None:
+        """The check of the namespace's caps that recording this deployment must pass, or
+        None when the namespace has none. The store runs it on the footprints it reads inside
+        the write's transaction, which it holds alone among the namespace's deploys: two
+        deploys at once cannot both fit into room for one (a check made before the write,
+        on what this server holds in memory, let every concurrent deploy pass)."""
         quota = self.quotas.for_namespace(namespace)
         if not quota.max_replicas and not quota.max_memory_mb:
-            return
+            return None
         wanted = Footprint(name, scaling.max_replicas, runtime.memory_mb)
-        others = [footprint(unit) for unit in units if unit.namespace == namespace]
-        problem = deploy_problem(quota, namespace, wanted, others, UNDECLARED_MB)
-        if problem is not None:
-            raise QuotaExceeded(problem)
+
+        def admit(recorded: list[Footprint]) -> None:
+            problem = deploy_problem(quota, namespace, wanted, recorded, UNDECLARED_MB)
+            if problem is not None:
+                raise QuotaExceeded(problem)  # 403; the transaction writes nothing
+
+        return admit
 
     def allowed(self, unit: DeploymentUnit, live: LiveRevision, wanted: int,
                 units: Iterable[DeploymentUnit]) -> int:

@@ -18,7 +18,7 @@ from stratus.autoscale.apportion import apportion
 from stratus.autoscale.policy import ReplicaCounts
 from stratus.backends.base import Backend, ReplicaHandle, ReplicaSpec
 from stratus.config import Settings
-from stratus.control.density import MIB, HostBudget
+from stratus.control.density import MIB, HostBudget, release_copies
 from stratus.control.quota import NamespaceCaps
 from stratus.control.router import Router
 from stratus.control.unit import DeploymentUnit, LiveRevision
@@ -29,6 +29,7 @@ from stratus.dispatch.load import combine
 from stratus.dispatch.pool import FailureState, PoolReplica, ReplicaState
 from stratus.errors import DeploymentFailed, StratusError
 from stratus.models.service import ModelService
+from stratus.resilience.circuit import init_backoff
 from stratus.runtime.messages import ReplicaConfig
 from stratus.store.metadata import RevisionStatus
 from stratus.store.secrets import SecretStore
@@ -66,7 +67,7 @@ class Reconciler:
         self.writes = writes
         self.entries: dict[str, _Entry] = {}
         self.retired: list[DeploymentUnit] = []
-        self.budget = HostBudget(settings.memory_budget_mb * MIB)
+        self.budget = HostBudget(settings.memory_budget_mb * MIB, models.artifacts)
         self._background: set[asyncio.Task[None]] = set()
         # Observers of each new replica: (namespace, deployment, seconds from start to ready).
         self.on_replica_started: list[Callable[[str, str, float], None]] = []
@@ -207,6 +208,7 @@ class Reconciler:
         del unit.revisions[live.number]
         self.dispatcher.unregister(live.pool)
         self._release_code(live)
+        release_copies(self.models.artifacts, live, self._all_units())
 
     def retire_all(self, unit: DeploymentUnit, error: StratusError) -> None:
         """The deployment is gone: fail its held requests, drain and stop every replica."""
@@ -377,7 +379,7 @@ class Reconciler:
         the requests held for a revision that has no ready replica."""
         pool = live.pool
         count = pool.failure.count + 1 if pool.failure is not None else 1
-        backoff = min(2.0 ** (count - 1), self.settings.max_backoff_s)
+        backoff = init_backoff(count, self.settings.max_backoff_s)
         pool.failure = FailureState(error, detail, count, time.monotonic() + backoff)
         log.error("deployment %s revision %d: %s (attempt %d, next in %.0fs)%s", unit.name,
                   live.number, error, count, backoff, f"\n{detail}" if detail else "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stratus.resilience_spec import RetrySpec
 from stratus.sdk.options import DeploymentOptions
 from stratus.spec import ApiKind, CodeRef, RuntimeFields, RuntimeSpec, ScalingFields, ScalingSpec
 
@@ -36,10 +37,20 @@ def resolve_scaling(
         provisioned_replicas=_pick(request.provisioned_replicas, base.provisioned_replicas),
         schedules=_pick(request.schedules, base.schedules),
         async_invocations=_pick(request.async_invocations, base.async_invocations),
+        outliers=_pick(request.outliers, base.outliers),
+        shedding=_pick(request.shedding, base.shedding),
+        retries=_pick(request.retries, _declared_retries(options, base)),
     )
     if spec.min_replicas > spec.max_replicas:
         spec.max_replicas = spec.min_replicas
     return spec
+
+
+def _declared_retries(options: DeploymentOptions, base: ScalingSpec) -> RetrySpec:
+    """``@stratus.deployment(idempotent=...)`` sets that one field of the retries in force."""
+    if options.idempotent is None:
+        return base.retries
+    return base.retries.model_copy(update={"idempotent": options.idempotent})
 
 
 def resolve_runtime(

@@ -22,11 +22,12 @@ from stratus.control.rollout import (
 from stratus.control.unit import DeploymentUnit
 from stratus.control.writes import MetadataWrites
 from stratus.dispatch.dispatcher import Dispatcher
+from stratus.dispatch.outcomes import WindowStats
 from stratus.dispatch.pool import ReplicaState
 from stratus.dispatch.route import Route
 from stratus.dispatch.traffic import TrafficSplit
 from stratus.errors import BadRequest, Conflict
-from stratus.spec import RolloutRequest, TrafficUpdate
+from stratus.spec import RolloutSteps, TrafficUpdate
 from stratus.store.metadata import RevisionStatus
 
 log = logging.getLogger("stratus.router")
@@ -86,9 +87,7 @@ class Router:
             self._check_live(unit, {update.shadow: 0})
         rollout = routing.rollout
         if "traffic" in fields and rollout is not None and rollout.active:
-            rollout.phase, rollout.reason = "aborted", "traffic was set by hand"
-            self.event(unit, "rollout_aborted",
-                       f"rollout to revision {rollout.target} aborted: traffic was set by hand")
+            self._abort(unit, rollout, "traffic was set by hand")
         if "traffic" in fields and update.traffic is not None:
             routing.traffic = dict(update.traffic)
             # The heaviest revision is the stable one; a tie keeps the current stable.
@@ -103,22 +102,34 @@ class Router:
         self.event(unit, "traffic", f"traffic set to {self._describe(unit)}")
         self.publish(unit)
 
-    def start_rollout(self, unit: DeploymentUnit, request: RolloutRequest,
+    def declare(self, unit: DeploymentUnit, steps: RolloutSteps) -> None:
+        """Keep ``steps`` as how the deployment's rollouts go unless told otherwise."""
+        steps = RolloutSteps().over(steps)  # without a RolloutStrategy's promote
+        if steps != unit.routing.strategy:
+            unit.routing.strategy = steps
+            self._persist(unit)
+
+    def start_rollout(self, unit: DeploymentUnit, to: int, given: RolloutSteps,
                       kind: str = "rollout") -> RolloutState:
+        """Roll out revision ``to`` with the fields ``given`` sets, the deployment's own for
+        the rest."""
         routing = unit.routing
         source = routing.stable
         if source is None:
             raise Conflict(f"deployment {unit.name!r} has no stable revision to roll out from")
-        self._check_live(unit, {request.to: 0})
+        self._check_live(unit, {to: 0})
+        request = given.over(routing.strategy)
+        plan = canary_plan(request.canary, request.step) if request.canary is not None else [100]
         rollout = routing.rollout
         if rollout is not None and rollout.active:
-            rollout.phase, rollout.reason = "aborted", f"superseded by a rollout to {request.to}"
-            self.event(unit, "rollout_aborted", f"rollout to revision {rollout.target} "
-                                                f"superseded by a rollout to {request.to}")
-            routing.traffic.pop(rollout.target, None)
-            routing.traffic[source] = 100 - sum(w for r, w in routing.traffic.items() if r != source)
-        plan = canary_plan(request.canary, request.step) if request.canary is not None else [100]
-        if request.to == source:
+            if rollout.phase == "watching" and to == rollout.target:
+                raise Conflict(f"revision {to} already takes all of {unit.name!r}'s traffic")
+            if rollout.phase != "watching":  # a watched target is stable and serves it all
+                routing.traffic.pop(rollout.target, None)
+                routing.traffic[source] = 100 - sum(
+                    w for r, w in routing.traffic.items() if r != source)
+            self._abort(unit, rollout, f"superseded by a rollout to {to}")
+        if to == source:
             # The stable revision shares the split: rolling out to it means taking the rest,
             # from the heaviest other revision, in one switch.
             others = [rev for rev, weight in routing.traffic.items() if rev != source and weight]
@@ -128,18 +139,20 @@ class Router:
             plan = [100]
         # A rollout moves traffic between two revisions: any third one hands its share to the
         # source now, and drains.
-        current = routing.traffic.get(request.to, 0)
-        routing.traffic = {source: 100 - current, request.to: current}
+        current = routing.traffic.get(to, 0)
+        routing.traffic = {source: 100 - current, to: current}
         thresholds = RollbackThresholds(**request.thresholds.model_dump())
         now = time.time()
-        state = RolloutState(source=source, target=request.to, plan=plan,
+        state = RolloutState(source=source, target=to, plan=plan,
                              interval_s=request.interval_s,
                              window_s=request.window_s or request.interval_s,
-                             thresholds=thresholds, started_at=now, updated_at=now)
+                             thresholds=thresholds, started_at=now, updated_at=now,
+                             watch_s=request.watch_s)
         routing.rollout = state
         how = f"canary {plan}" if len(plan) > 1 else "blue-green"
-        self.event(unit, f"{kind}_started",
-                   f"{kind} from revision {source} to {request.to} ({how})")
+        if state.watch_s:
+            how += f", watched {state.watch_s:g}s"
+        self.event(unit, f"{kind}_started", f"{kind} from revision {source} to {to} ({how})")
         self._persist(unit)
         self.advance(unit, now)
         return state
@@ -154,7 +167,9 @@ class Router:
         if previous is None or previous == unit.stable:
             raise Conflict(f"deployment {unit.name!r} has no previous revision to roll back to")
         self._check_live(unit, {previous: 0})
-        self.start_rollout(unit, RolloutRequest(to=previous), kind="rollback")
+        # A switch straight back, not watched: rolling back a rollback would return traffic
+        # to the revision a person just fled.
+        self.start_rollout(unit, previous, RolloutSteps(canary=None, watch_s=0), kind="rollback")
         return f"rolling back to revision {previous}"
 
     # -- the rollout loop (from the reconciler) -----------------------------------------
@@ -167,6 +182,8 @@ class Router:
             step = self._next_step(unit, rollout, wall)
             if step.action == "hold":
                 return {}
+            if step.action == "watch":
+                return {rollout.source: step.replicas}
             if step.action == "rollback":
                 self._roll_back(unit, rollout, step.reason, wall, alert=True)
                 return {}
@@ -179,11 +196,19 @@ class Router:
                     rollout.reason = step.reason
                     self._persist(unit)
                 return {rollout.target: step.replicas}
-            apply(rollout, step, wall)
+            apply(rollout, step, wall, self._last_window(unit, rollout, step))
             self._take(unit, rollout, step)
             if not rollout.active:
                 return {}
         return {}
+
+    @staticmethod
+    def _last_window(unit: DeploymentUnit, rollout: RolloutState, step: Step) -> WindowStats | None:
+        """At the switch to 100%: the source's last ``window_s``, the watch's baseline."""
+        source = unit.revisions.get(rollout.source)
+        if step.action != "shift" or step.weight < 100 or source is None:
+            return None
+        return source.pool.outcomes.window(time.monotonic() - rollout.window_s)
 
     def _next_step(self, unit: DeploymentUnit, rollout: RolloutState, wall: float) -> Step:
         target = unit.revisions.get(rollout.target)
@@ -201,6 +226,8 @@ class Router:
             target_ready=target.pool.count(ReplicaState.READY),
             baseline_ready=source.pool.count(ReplicaState.READY),
             min_replicas=unit.scaling.min_replicas,
+            max_replicas=unit.scaling.max_replicas,
+            desired=unit.decision.desired,
             target_failure=failed,
             candidate=target.pool.outcomes.window(since),
             baseline=source.pool.outcomes.window(since),
@@ -210,13 +237,21 @@ class Router:
         routing = unit.routing
         if step.action == "complete":
             routing.traffic = {rollout.target: 100}
-            if routing.stable != rollout.target:
-                routing.previous = routing.stable
-            routing.stable = rollout.target
+            routing.previous, routing.stable = rollout.source, rollout.target
             rollout.reason = None
+            watched = f" after {rollout.watch_s:g}s watched" if rollout.watch_s else ""
             self.event(unit, "succeeded",
-                       f"revision {rollout.target} takes all traffic; revision "
+                       f"revision {rollout.target} takes all traffic{watched}; revision "
                        f"{rollout.source} drains")
+        elif rollout.phase == "watching":
+            # Serving everything, the target is the stable revision; a rollback still returns
+            # to the source, kept warm until the watch ends.
+            routing.traffic, routing.stable = {rollout.target: 100}, rollout.target
+            until = _iso(rollout.watch_ends_at or time.time(), "seconds")
+            rollout.reason = (f"watched until {until}; rolls back to "
+                              f"revision {rollout.source} if it does worse")
+            self.event(unit, "watching", f"revision {rollout.target} takes all traffic, "
+                                         f"{rollout.reason}")
         elif step.action == "shift":
             routing.traffic = {rollout.source: 100 - step.weight, rollout.target: step.weight}
             rollout.reason = None
@@ -232,6 +267,7 @@ class Router:
         routing.traffic.pop(rollout.target, None)
         routing.traffic[rollout.source] = 100 - sum(
             weight for rev, weight in routing.traffic.items() if rev != rollout.source)
+        routing.stable = rollout.source
         if routing.shadow == rollout.target:
             routing.shadow = None
         self.event(unit, "rolled_back",
@@ -241,6 +277,15 @@ class Router:
             self.writes.set_revision_status(unit.namespace, unit.name, rollout.target,
                                             RevisionStatus.FAILED, reason)
         self.publish(unit)
+
+    def _abort(self, unit: DeploymentUnit, rollout: RolloutState, why: str) -> None:
+        """End a rollout a person overrode. One that was watching had taken all traffic and
+        stays stable: its source becomes the previous revision, as if it had passed."""
+        if rollout.phase == "watching":
+            unit.routing.previous = rollout.source
+        rollout.phase, rollout.reason = "aborted", why
+        self.event(unit, "rollout_aborted",
+                   f"rollout to revision {rollout.target} aborted: {why}")
 
     # -- helpers ------------------------------------------------------------------------
     @staticmethod
@@ -271,8 +316,15 @@ def traffic_view(unit: DeploymentUnit) -> dict[str, Any]:
     data = routing.to_json()
     rollout = data.get("rollout")
     if rollout is not None:
-        for key in ("started_at", "updated_at", "stage_started_at", "judged_since"):
+        ends = unit.routing.rollout.watch_ends_at if unit.routing.rollout is not None else None
+        rollout["watch_ends_at"] = ends
+        for key in ("started_at", "updated_at", "stage_started_at", "judged_since",
+                    "watch_ends_at"):
             if rollout[key] is not None:
-                rollout[key] = datetime.fromtimestamp(rollout[key], UTC).isoformat()
+                rollout[key] = _iso(rollout[key])
     return {"deployment": unit.name, "latest": unit.latest, **data, "revisions": stats,
             "stats_window_s": 300.0}
+
+
+def _iso(wall: float, timespec: str = "auto") -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec=timespec)

@@ -1,5 +1,6 @@
 """A deployment's routing state: its traffic split, stable and previous revisions, shadow,
-sticky key, rollout and recent routing events, as kept in memory and in the store."""
+sticky key, how its rollouts go, the rollout in flight and recent routing events, as kept in
+memory and in the store."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from stratus.control.rollout import RolloutState
 from stratus.dispatch.traffic import TrafficSplit
-from stratus.spec import StickySpec
+from stratus.spec import RolloutSteps, StickySpec
 
 EVENTS_KEPT = 50
 
@@ -23,6 +24,7 @@ class Routing:
     shadow: int | None = None
     sticky: StickySpec | None = None
     rollout: RolloutState | None = None
+    strategy: RolloutSteps = field(default_factory=RolloutSteps)  # the deployment's declared
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
 
     def split(self) -> TrafficSplit:
@@ -64,6 +66,7 @@ class Routing:
             "shadow": self.shadow,
             "sticky": self.sticky.model_dump() if self.sticky is not None else None,
             "rollout": self.rollout.to_json() if self.rollout is not None else None,
+            "strategy": self.strategy.model_dump(),
             "events": list(self.events),
         }
 
@@ -76,6 +79,7 @@ class Routing:
             shadow=data.get("shadow"),
             sticky=StickySpec.model_validate(data["sticky"]) if data.get("sticky") else None,
             rollout=RolloutState.from_json(data["rollout"]) if data.get("rollout") else None,
+            strategy=RolloutSteps.model_validate(data.get("strategy") or {}),
         )
         routing.events.extend(data.get("events") or [])
         return routing

@@ -11,7 +11,10 @@ from typing import Any
 from stratus.autoscale.build import build_policy
 from stratus.autoscale.policy import Decision, ReplicaCounts, ScalingPolicy
 from stratus.backends.base import CodeSpec
+from stratus.control.resilience_view import replica_health, revision_view
 from stratus.control.routing import Routing
+from stratus.dispatch.admission import admission_for
+from stratus.dispatch.ejection import ejection_for
 from stratus.dispatch.pool import PoolLimits, ReplicaState, RevisionPool
 from stratus.sdk.batching import BatchSizeHistogram
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
@@ -36,6 +39,7 @@ def pool_limits(runtime: RuntimeSpec, scaling: ScalingSpec) -> PoolLimits:
         timeout_s=runtime.timeout_s,
         max_queued=scaling.max_queued,
         queue_timeout_s=scaling.queue_timeout_s,
+        retries=scaling.retries,
     )
 
 
@@ -99,7 +103,12 @@ class DeploymentUnit:
             self.policy = build_policy(self.scaling, target)
             self._policy_key = key
         for live in self.revisions.values():
-            live.pool.limits = pool_limits(live.runtime, self.scaling)
+            pool, scaling = live.pool, self.scaling
+            pool.limits = pool_limits(live.runtime, scaling)
+            pool.ejection = ejection_for(scaling.outliers, pool.ejection, pool.ready)
+            pool.admission = admission_for(scaling.shedding, pool.admission,
+                                           pool.limits.max_concurrency, scaling.max_queued,
+                                           scaling.max_replicas)
 
     def record(self, decision: Decision, now: float, counts: ReplicaCounts) -> None:
         self.decision = decision
@@ -115,7 +124,7 @@ class DeploymentUnit:
 
     def status(self) -> tuple[str, str | None]:
         rollout = self.routing.rollout
-        if rollout is not None and rollout.active:
+        if rollout is not None and rollout.phase in ("warming", "running"):
             return "deploying", (f"rolling out revision {rollout.target}: {rollout.phase} at "
                                  f"{rollout.weight}% of traffic")
         stable = self.stable_revision()
@@ -126,6 +135,9 @@ class DeploymentUnit:
             return "failed", f"revision {self.latest} was rolled back: {rollout.reason}"
         if latest is not None and latest.pool.failure is not None:
             return "failed", latest.pool.failure.reason
+        if rollout is not None and rollout.phase == "watching":
+            # Deployed and serving: the watch can still send traffic back.
+            return "ready", f"revision {rollout.target} serves all traffic, {rollout.reason}"
         return "ready", None
 
     def view(self) -> dict[str, Any]:
@@ -149,6 +161,7 @@ class DeploymentUnit:
                     "age_s": round(now - replica.created_at, 1),
                     "rss_mb": round(channel.memory.rss / 2**20, 1) if channel else None,
                     "pss_mb": round(channel.memory.pss / 2**20, 1) if channel else None,
+                    **replica_health(live.pool, replica, now),
                 })
         status, reason = self.status()
         # A revision recorded without promotion is not live: describe the stable one then.
@@ -177,6 +190,7 @@ class DeploymentUnit:
                 "decided_at": self.decided_at,
             },
             "scaling": self.scaling.model_dump(),
+            "rollout": self.routing.strategy.model_dump(),
             "runtime": _public_runtime(latest.runtime) if latest is not None else None,
             "handler": _handler_view(latest.pool.meta) if latest is not None else None,
             "last_error": (
@@ -184,6 +198,9 @@ class DeploymentUnit:
                 if failure is not None else None
             ),
             "replica_exits": list(self.exits),
+            # Per live revision: its start-up circuit, outliers ejected, adaptive limit.
+            "resilience": {str(live.number): revision_view(live.pool, now)
+                           for live in sorted(self.revisions.values(), key=lambda r: r.number)},
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }

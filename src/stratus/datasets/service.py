@@ -18,7 +18,7 @@ from stratus.datasets.refs import DatasetRef, check_format, check_name, check_pa
 from stratus.datasets.schema import PREVIEW_ROWS, describe, preview, public
 from stratus.errors import BadRequest, NotFound
 from stratus.spec import SHA256_PATTERN
-from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 from stratus.store.datasets import DatasetStore, DatasetVersionRecord
 from stratus.store.integrity import CorruptBlob
 
@@ -50,9 +50,10 @@ def _requested_split(body: DatasetPushRequest) -> dict[str, Any] | None:
 
 
 class DatasetService:
-    def __init__(self, store: DatasetStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, store: DatasetStore, blobs: NamespaceBlobs) -> None:
         self.store = store
-        self.artifacts = artifacts
+        self.blobs = blobs
+        self.artifacts = blobs.artifacts
 
     # -- push ---------------------------------------------------------------------------
     def push(self, namespace: str, name: str,
@@ -69,7 +70,7 @@ class DatasetService:
             record = self.store.repeated(existing, body.format, files, split)
             return self.preview(namespace, name, record.version), False
         ref = f"{name}@{body.version}"
-        sources = [(relative, self._plaintext(ref, relative, files[relative]))
+        sources = [(relative, self._plaintext(namespace, ref, relative, files[relative]))
                    for relative in sorted(files)]
         table = read_all(sources, body.format)
         rows = table.num_rows
@@ -80,10 +81,9 @@ class DatasetService:
         shown = {"split": None, "rows": preview(table), "split_rows": rows}
         return self.view(stored, shown), created
 
-    def _plaintext(self, ref: str, relative: str, entry: dict[str, Any]) -> Path:
+    def _plaintext(self, namespace: str, ref: str, relative: str, entry: dict[str, Any]) -> Path:
         label = f"dataset {ref} ({relative})"
-        if not self.artifacts.has_blob(entry["sha256"]):
-            raise BadRequest(f"{relative}: blob {entry['sha256'][:12]} has not been uploaded")
+        self.blobs.require(namespace, entry["sha256"], relative)  # 404: not the namespace's
         try:
             # Decrypting checks the blob too: each segment is authenticated under its digest.
             return self.artifacts.plain_blob(entry["sha256"], int(entry["size"]), label)

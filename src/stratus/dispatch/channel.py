@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stratus.errors import OutOfMemory, ReplicaLost
+from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.memory import Memory
 from stratus.runtime.messages import (
@@ -45,6 +46,9 @@ class ReplicaChannel:
         self.loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[Answer]] = {}
         self.sinks: dict[int, ChunkSink] = {}
+        # Requests sent asking to be acknowledged, and whether the replica has taken each for
+        # its handler: a loss before that proves the request never ran, so it may be resent.
+        self.acks: dict[int, bool] = {}
         self.next_rid = 1
         self.closed = False
         self.last_seen = time.monotonic()
@@ -59,16 +63,25 @@ class ReplicaChannel:
         self._fail_handle: asyncio.TimerHandle | None = None
 
     def request(
-        self, kind: int, payload: Any, meta: dict[str, Any], sink: ChunkSink | None = None
+        self, kind: int, payload: Any, meta: dict[str, Any], sink: ChunkSink | None = None,
+        ack: bool = False,
     ) -> tuple[int, asyncio.Future[Answer]]:
-        if self.closed:
-            raise self._lost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
+        """Send one request. With ``ack``, the replica says when it takes the request for its
+        handler (``meta["ack"]``), so that a loss can tell whether the handler ever saw it."""
+        transport = self.connection.transport
+        if self.closed or transport is None or transport.is_closing():
+            lost = self._lost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
+            lost.reached_handler = False  # nothing was sent
+            raise lost
         rid = self.next_rid
         self.next_rid = rid + 1
         future: asyncio.Future[Answer] = self.loop.create_future()
         self.pending[rid] = future
         if sink is not None:
             self.sinks[rid] = sink
+        if ack:
+            meta["ack"] = True
+            self.acks[rid] = False
         self.connection.send(Request(REQUEST, rid, kind, payload, meta))
         return rid, future
 
@@ -84,20 +97,27 @@ class ReplicaChannel:
     def on_message(self, message: ToServer) -> None:
         self.last_seen = time.monotonic()
         if isinstance(message, Chunk):
+            if message.kind == wire.KIND_STARTED:
+                if message.rid in self.acks:
+                    self.acks[message.rid] = True
+                return
             sink = self.sinks.get(message.rid)
             if sink is not None:
                 sink(message.kind, message.payload)
         elif isinstance(message, (Response, Error)):
             self.sinks.pop(message.rid, None)
+            if self.acks:
+                self.acks.pop(message.rid, None)
             future = self.pending.pop(message.rid, None)
             if future is not None and not future.done():
                 future.set_result(message)
         elif isinstance(message, Spans):
             tracing.receive(self.replica_id, self.pid, message.records)
         elif isinstance(message, Heartbeat):
-            self.memory = Memory(rss=int(message.rss), pss=int(message.pss),
-                                 dirty=int(message.charged))
             reports = message.reports if isinstance(message.reports, dict) else {}
+            self.memory = Memory(rss=int(message.rss), pss=int(message.pss),
+                                 dirty=int(message.charged),
+                                 shmem=int(reports.get("pss_shmem", 0)))
             self.handler_stats = reports.get("stats") or {}
             self.peak_rss = max(self.peak_rss, self.memory.rss, int(reports.get("peak_rss", 0)))
             if self.on_batch_sizes is not None and "batch_sizes" in reports:
@@ -133,12 +153,16 @@ class ReplicaChannel:
             self._fail_handle.cancel()
             self._fail_handle = None
         pending, self.pending = self.pending, {}
+        acks, self.acks = self.acks, {}
         self.sinks.clear()
-        for future in pending.values():
+        for rid, future in pending.items():
             if not future.done():
-                future.set_exception(
-                    self._lost(f"replica {self.replica_id} failed mid-request: {self.describe_loss()}")
-                )
+                lost = self._lost(
+                    f"replica {self.replica_id} failed mid-request: {self.describe_loss()}")
+                # Unacknowledged: the replica died before its handler took the request. Without
+                # an ack asked for, nothing says it did not: count it as reached.
+                lost.reached_handler = acks.get(rid, True)
+                future.set_exception(lost)
 
     def _lost(self, message: str) -> ReplicaLost:
         return OutOfMemory(message) if self.out_of_memory else ReplicaLost(message)

@@ -14,14 +14,15 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
-from stratus.dispatch.channel import ChunkSink, ReplicaChannel
+from stratus.dispatch.calling import call_replica
+from stratus.dispatch.channel import ChunkSink
 from stratus.dispatch.outcomes import Outcome, OutcomeListener
 from stratus.dispatch.pool import PoolReplica, RevisionPool
+from stratus.dispatch.retrying import Attempts, Retries
 from stratus.dispatch.route import Route
 from stratus.errors import (
     NotFound,
@@ -30,8 +31,10 @@ from stratus.errors import (
     StratusError,
     Unavailable,
     error_from_type,
+    unknown_deployment,
 )
-from stratus.runtime.messages import Answer, Error
+from stratus.resilience.priority import Priority
+from stratus.runtime.messages import Error
 from stratus.telemetry import tracing
 
 log = logging.getLogger("stratus.dispatch")
@@ -48,10 +51,16 @@ class Invocation:
     # Told (revision, cold start) once a replica is chosen: a stream's headers go out before
     # the result exists.
     on_start: Callable[[int, bool], None] | None = None
-    protocol: str = "native"  # which adapter made it: native, v2 or openai (for metrics)
+    protocol: str = "native"  # which adapter made it: native, v2, grpc or openai (for metrics)
     # Told (fraction, message) as the handler reports progress (``ctx.progress``); the replica
     # sends those reports only when this is set, as CHUNKs of kind KIND_PROGRESS.
     on_progress: Callable[[float, str | None], None] | None = None
+    # The caller's own deadline (``time.monotonic()``), a gRPC client's: the replica's answer
+    # is awaited until then at most, and a later one times out as ``timeout_s`` does.
+    deadline: float | None = None
+    priority: Priority = Priority.NORMAL  # which share of an adaptive limit it may use
+    # The client sent an Idempotency-Key: a request that reached a handler may be resent.
+    idempotent: bool = False
 
 
 @dataclass(slots=True)
@@ -72,6 +81,7 @@ class InvocationResult:
     kind: int
     payload: Any
     replica_id: str
+    attempts: int = 1  # how many times it was sent (X-Stratus-Attempts)
 
 
 SHADOW_MAX_QUEUED = 64  # copies held for a cold or saturated shadow; beyond, copies are dropped
@@ -84,11 +94,12 @@ class Dispatcher:
         self.listeners: list[OutcomeListener] = []  # told of every finished invocation
         self._rng = random.Random()
         self._shadows: set[asyncio.Task[None]] = set()
+        self.retries = Retries()  # each deployment's retry budget
 
     def route_for(self, namespace: str, deployment: str) -> Route:
         route = self.routes.get((namespace, deployment))
         if route is None:
-            raise _unknown(deployment)
+            raise self._unknown(namespace, deployment)
         return route
 
     def is_live(self, namespace: str, deployment: str, revision: int) -> bool:
@@ -128,7 +139,11 @@ class Dispatcher:
                 and id(old_shadow) not in staying:
             old_shadow.fail_waiters(Unavailable("the shadow revision was removed"))
 
+    def _unknown(self, namespace: str, deployment: str) -> NotFound:
+        return unknown_deployment(deployment, (name for ns, name in self.routes if ns == namespace))
+
     def remove_route(self, namespace: str, deployment: str) -> Route | None:
+        self.retries.forget(namespace, deployment)
         return self.routes.pop((namespace, deployment), None)
 
     def choose(self, namespace: str, deployment: str, pinned: int | None = None,
@@ -144,7 +159,7 @@ class Dispatcher:
         """
         route = self.routes.get((namespace, deployment))  # not route_for: one call less per request
         if route is None:
-            raise _unknown(deployment)
+            raise self._unknown(namespace, deployment)
         key = None
         if route.sticky_header is not None or route.sticky_field is not None:
             key = route.sticky_key(headers, body)
@@ -193,23 +208,47 @@ class Dispatcher:
         status: int | None = 200  # None: the caller left, which says nothing of the revision
         error_type: str | None = None
         waited = 0.0
+        # A shadow's copy is never retried: nobody waits for its answer.
+        tries = None if shadow else self.retries.begin(pool, invocation.idempotent,
+                                                       invocation.deadline, arrived)
+        sink = invocation.on_chunk
+        if tries is not None and sink is not None and tries.resends_delivered:
+            sink = tries.watch(sink)
+        ticket = None  # the pool's admission, under an adaptive concurrency limit
         try:
-            replica = pool.try_acquire()
-            if replica is None:
-                if tracing.recording():
-                    replica = await self._queued(pool, arrived)
-                else:
-                    replica = await pool.wait_for_slot(arrived)
-                waited = time.monotonic() - arrived
-            # A held request may have moved to a new revision's pool while it waited.
-            serving = replica.pool
-            if invocation.on_start is not None:
-                invocation.on_start(serving.revision, _cold(replica, arrived))
-            answer = await self._call(serving, replica, invocation)
+            ticket = pool.admit(invocation.priority)
+            while True:  # one turn per attempt; a retry goes to another replica of the pool
+                try:
+                    replica = pool.try_acquire()
+                    if replica is None:
+                        queued = time.monotonic()
+                        if tracing.recording():
+                            replica = await self._queued(pool, arrived)
+                        else:
+                            replica = await pool.wait_for_slot(arrived)
+                        waited += time.monotonic() - queued
+                    # A held request may have moved to a new revision's pool while it waited.
+                    serving = replica.pool
+                    if invocation.on_start is not None:
+                        invocation.on_start(serving.revision, _cold(replica, arrived))
+                    answer = await call_replica(
+                        serving, replica, invocation.kind, invocation.payload,
+                        invocation.request_id, deadline=invocation.deadline, sink=sink,
+                        progress=invocation.on_progress is not None,
+                        ack=tries is not None and tries.wants_ack,
+                        attempt=tries.count if tries is not None else 1)
+                    break
+                except (ReplicaLost, RequestTimeout) as lost:
+                    if tries is None or not tries.again(serving, replica, lost, time.monotonic()):
+                        raise
+                    # The failed attempt still counts against its replica (outlier ejection).
+                    serving.settle(None, replica, lost.status, arrived, waited, time.monotonic())
+                    pool, replica = serving, None
             if isinstance(answer, Error):
                 raise error_from_type(answer.error_type, answer.message, detail=answer.traceback)
         except StratusError as error:
             error.revision = serving.revision
+            error.attempts = tries.count if tries is not None else 1
             status, error_type = error.status, error.type
             raise
         except asyncio.CancelledError:
@@ -218,15 +257,17 @@ class Dispatcher:
         finally:
             now = time.monotonic()
             load.leave(now)
+            serving.settle(ticket, replica, status, arrived, waited, now)
             if status is not None:
                 self._record(serving, invocation, replica, status, arrived, now, waited, shadow,
-                             error_type)
+                             error_type, tries)
         return InvocationResult(
             revision=serving.revision,
             cold_start=_cold(replica, arrived),
             kind=answer.kind,
             payload=answer.payload,
             replica_id=replica.replica_id,
+            attempts=tries.count if tries is not None else 1,
         )
 
     async def _queued(self, pool: RevisionPool, arrived: float) -> PoolReplica:
@@ -243,10 +284,11 @@ class Dispatcher:
 
     def _record(self, pool: RevisionPool, invocation: Invocation, replica: PoolReplica | None,
                 status: int, arrived: float, now: float, waited: float, shadow: bool,
-                error_type: str | None = None) -> None:
+                error_type: str | None = None, tries: Attempts | None = None) -> None:
         ok = status < 500
         pool.outcomes.add(ok, now - arrived, now)
         if self.listeners:
+            ids = tracing.current_ids()  # the gateway's span: the request's context is current
             outcome = Outcome(
                 namespace=pool.namespace, deployment=pool.deployment, revision=pool.revision,
                 ok=ok, latency_s=now - arrived, shadow=shadow, at=time.time(),
@@ -254,58 +296,13 @@ class Dispatcher:
                 queue_wait_s=waited, cold_start=replica is not None and _cold(replica, arrived),
                 replica_id=replica.replica_id if replica is not None else None,
                 error_type=error_type,
+                attempt=tries.count if tries is not None else 1,
+                retry_denied=tries.denied if tries is not None else None,
+                trace_id=ids[0] if ids is not None else None,
+                span_id=ids[1] if ids is not None else None,
             )
             for listener in self.listeners:
                 listener(outcome)
-
-    async def _call(
-        self, pool: RevisionPool, replica: PoolReplica, invocation: Invocation
-    ) -> Answer:
-        channel = replica.channel
-        assert channel is not None
-        timeout = pool.limits.timeout_s
-        meta: dict[str, Any] = {"request_id": invocation.request_id, "timeout": timeout}
-        if invocation.on_progress is not None:
-            meta["progress"] = True
-        span: Span | None = None
-        if tracing.recording():
-            # The round trip to the replica; its traceparent makes the replica's spans children.
-            span = tracing.dispatch_tracer.start_span("stratus.dispatch", None, SpanKind.CLIENT, {
-                "stratus.deployment": pool.deployment, "stratus.revision": pool.revision,
-                "stratus.replica_id": replica.replica_id})
-            meta["traceparent"] = tracing.traceparent(span)
-        try:
-            rid, future = channel.request(invocation.kind, invocation.payload, meta,
-                                          invocation.on_chunk)
-        except ReplicaLost as lost:
-            if span is not None:
-                _end_span(span, lost)
-            pool.release(replica)
-            raise
-        if span is not None:
-            future.add_done_callback(partial(_end_dispatch_span, span))
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, _expire, pool, replica, channel, rid, future, timeout)
-        try:
-            message = await future
-        except RequestTimeout:
-            raise  # the slot stays taken until the replica answers or dies
-        except ReplicaLost:
-            timer.cancel()
-            pool.release(replica)
-            raise
-        except asyncio.CancelledError:
-            # The caller went away; the replica still works on it, so keep the slot until then.
-            timer.cancel()
-            _hand_over_slot(pool, replica, channel, rid)
-            raise
-        timer.cancel()
-        pool.release(replica)
-        return message
-
-
-def _unknown(deployment: str) -> NotFound:
-    return NotFound(f"deployment {deployment!r} not found")
 
 
 def _not_routed(deployment: str, revision: int | None) -> NotFound:
@@ -317,66 +314,6 @@ def _discard(kind: int, payload: Any) -> None:
     """A shadow's streamed items go nowhere."""
 
 
-def _end_span(span: Span, error: BaseException | None) -> None:
-    if isinstance(error, StratusError):
-        span.set_status(Status(StatusCode.ERROR, error.type))
-    span.end()
-
-
-def _end_dispatch_span(span: Span, future: asyncio.Future[Answer]) -> None:
-    """Every way a request to a replica ends resolves its future: answer, timeout, loss."""
-    if future.cancelled():
-        span.end()
-    elif future.exception() is not None:
-        _end_span(span, future.exception())
-    else:
-        answer = future.result()
-        if isinstance(answer, Error):
-            span.set_status(Status(StatusCode.ERROR, str(answer.error_type)))
-        span.end()
-
-
 def _cold(replica: PoolReplica, arrived: float) -> bool:
     """The request waited for this replica to start: it paid a cold start."""
     return replica.ready_at is not None and replica.ready_at > arrived
-
-
-def _hand_over_slot(
-    pool: RevisionPool,
-    replica: PoolReplica,
-    channel: ReplicaChannel,
-    rid: int,
-) -> asyncio.Future[Answer]:
-    """Stop waiting for ``rid`` but release its slot only when the replica is done with it."""
-    late: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-
-    def release(done: asyncio.Future[Answer]) -> None:
-        if not done.cancelled():
-            done.exception()  # retrieved, so asyncio does not log it as lost
-        pool.release(replica)
-
-    late.add_done_callback(release)
-    if rid in channel.pending:
-        channel.pending[rid] = late
-        channel.cancel(rid)
-    else:  # the connection already failed every request
-        late.cancel()
-    return late
-
-
-def _expire(
-    pool: RevisionPool,
-    replica: PoolReplica,
-    channel: ReplicaChannel,
-    rid: int,
-    future: asyncio.Future[Answer],
-    timeout: float,
-) -> None:
-    if future.done():
-        return
-    replica.stuck_since.append(time.monotonic())
-    late = _hand_over_slot(pool, replica, channel, rid)
-    late.add_done_callback(lambda _: replica.stuck_since.pop(0) if replica.stuck_since else None)
-    future.set_exception(
-        RequestTimeout(f"deployment {pool.deployment!r} did not answer within {timeout:g}s")
-    )

@@ -35,6 +35,10 @@ class Outcome:
     cold_start: bool = False
     replica_id: str | None = None  # None when no replica was reached
     error_type: str | None = None  # the error's type (handler_error, timeout, ...)
+    attempt: int = 1  # how many times it was sent to a replica (retries of lost work)
+    retry_denied: str | None = None  # why its last failure was not retried (resilience/retry.py)
+    trace_id: str | None = None  # with a client's traceparent, or when sampled
+    span_id: str | None = None  # the gateway's span of the request
 
 
 OutcomeListener = Callable[[Outcome], None]

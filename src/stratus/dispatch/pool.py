@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import math
 import random
 import time
 from collections import deque
@@ -17,11 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from stratus.dispatch.admission import Admission
 from stratus.dispatch.channel import ReplicaChannel
+from stratus.dispatch.ejection import Ejection
 from stratus.dispatch.load import LoadRecorder, MetricSample
 from stratus.dispatch.outcomes import OutcomeLog
 from stratus.dispatch.picker import power_of_two_choices
 from stratus.errors import DeploymentFailed, Shed, StratusError, Unavailable
+from stratus.resilience.priority import Priority
+from stratus.resilience_spec import RetrySpec
 
 
 class ReplicaState(enum.StrEnum):
@@ -55,6 +60,7 @@ class PoolLimits:
     timeout_s: float
     max_queued: int
     queue_timeout_s: float
+    retries: RetrySpec = field(default_factory=RetrySpec)  # the deployment's, read on each failed attempt
 
 
 @dataclass
@@ -97,7 +103,8 @@ class RevisionPool:
         self.ready: list[PoolReplica] = []  # ready replicas, kept in sync with their state
         self.waiters: deque[_Waiter] = deque()
         self.failure: FailureState | None = None
-        self.load = LoadRecorder(time.monotonic())
+        self.created = time.monotonic()  # metering counts its capacity from here, not before
+        self.load = LoadRecorder(self.created)
         self.rng = random.Random()
         self.on_drained: Callable[[PoolReplica], None] = lambda replica: None
         self.meta: dict[str, Any] = {}  # what the zygote reported about the code
@@ -109,6 +116,10 @@ class RevisionPool:
         # Asynchronous invocations of the deployment waiting in the durable queue (set on the
         # primary by the async worker): demand the autoscaler sees beside the requests here.
         self.backlog = 0
+        # From the deployment's settings (``ejection_for``, ``admission_for``): the replicas
+        # the picker skips for now, and the adaptive limit on the requests admitted.
+        self.ejection: Ejection | None = None
+        self.admission: Admission | None = None
 
     # -- request path -----------------------------------------------------------
     def try_acquire(self) -> PoolReplica | None:
@@ -117,16 +128,21 @@ class RevisionPool:
             return None
         limit = self.limits.max_concurrency
         ready = self.ready
-        if len(ready) == 1:
+        ejection = self.ejection
+        if len(ready) == 1:  # a lone replica is never ejected
             replica = ready[0]
             if replica.inflight >= limit:
                 return None
         else:
             free = [r for r in ready if r.inflight < limit]
+            if ejection is not None and ejection.detector.ejected:
+                free = ejection.usable(free, ready)
             chosen = power_of_two_choices(free, PoolReplica.load, self.rng)
             if chosen is None:
                 return None
             replica = chosen
+            if ejection is not None:
+                ejection.detector.dispatched(replica)
         replica.inflight += 1
         return replica
 
@@ -143,7 +159,7 @@ class RevisionPool:
                 raise DeploymentFailed(
                     f"deployment {self.deployment!r} revision {self.revision} cannot start: "
                     f"{failure.reason}",
-                    retry_after=remaining,
+                    retry_after=math.ceil(remaining),  # whole seconds, never before it ends
                     detail=failure.detail,
                 )
         if len(self.waiters) >= self.limits.max_queued:
@@ -171,6 +187,26 @@ class RevisionPool:
             waiter.pool.abandon(waiter)
             raise
 
+    def admit(self, priority: Priority) -> Admission | None:
+        """A request's ticket (None without adaptive shedding), or ``Shed`` past the limit."""
+        admission = self.admission
+        return admission.admit(self.deployment, priority) if admission is not None else None
+
+    def settle(self, ticket: Admission | None, replica: PoolReplica | None, status: int | None,
+               arrived: float, waited: float, now: float) -> None:
+        """A request served here ended (``status`` None: its caller left): its admission goes
+        back, and what it says of the replica and of latency goes to the policies."""
+        cold = replica is not None and replica.ready_at is not None and replica.ready_at > arrived
+        if ticket is not None:
+            # A cold start's wait, a failure or a refusal says nothing of how fast replicas are.
+            if replica is not None and not cold and status is not None \
+                    and (status < 500 or status == 504):
+                ticket.finished(now, now - arrived, now - arrived - waited)
+            else:
+                ticket.finished(now, None, None)
+        if self.ejection is not None and replica is not None:
+            self.ejection.finished(self.deployment, replica, replica.replica_id, status, now)
+
     def release(self, replica: PoolReplica) -> None:
         replica.inflight -= 1
         replica.last_used = time.monotonic()
@@ -191,14 +227,19 @@ class RevisionPool:
 
     def _serve_waiters(self) -> None:
         limit = self.limits.max_concurrency
+        ejection = self.ejection
         while self.waiters:
             free = [r for r in self.ready if r.inflight < limit]
+            if ejection is not None and ejection.detector.ejected:
+                free = ejection.usable(free, self.ready)
             replica = power_of_two_choices(free, PoolReplica.load, self.rng)
             if replica is None:
                 return
             waiter = self.waiters.popleft()
             if waiter.future.done():
                 continue
+            if ejection is not None:
+                ejection.detector.dispatched(replica)
             replica.inflight += 1
             waiter.future.set_result(replica)
 
@@ -235,11 +276,15 @@ class RevisionPool:
         replica.state = ReplicaState.READY
         self.failure = None
         self.ready.append(replica)
+        if self.ejection is not None:
+            self.ejection.detector.add(replica)
         self._serve_waiters()
 
     def mark_draining(self, replica: PoolReplica) -> None:
         if replica.state is ReplicaState.READY:
             self.ready.remove(replica)
+            if self.ejection is not None:
+                self.ejection.detector.forget(replica)
         replica.state = ReplicaState.DRAINING
         if replica.inflight <= 0:
             self.on_drained(replica)
@@ -249,6 +294,8 @@ class RevisionPool:
         if replica is not None:
             if replica.state is ReplicaState.READY:
                 self.ready.remove(replica)
+                if self.ejection is not None:
+                    self.ejection.detector.forget(replica)
             replica.state = ReplicaState.STOPPED
         return replica
 

@@ -5,6 +5,7 @@ its routers, error handlers and edge middleware. What runs behind it is wired in
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -12,15 +13,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 import stratus
-from stratus.errors import BadRequest, InvalidJSON, StratusError
+from stratus.errors import BadRequest, InvalidJSON, MethodNotAllowed, StratusError, storage_full
 from stratus.gateway.audit import AuditMiddleware
 from stratus.gateway.authz import needs
 from stratus.gateway.dataplane import DataPlane, openapi_paths
+from stratus.gateway.docs import document_credentials, mount_docs
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.guard import Guard
 from stratus.gateway.http import error_reply
@@ -35,6 +38,7 @@ from stratus.gateway.routes import (
     experiments,
     models,
     openai_models,
+    session,
     v2,
 )
 from stratus.gateway.routes.audit import router as audit_router
@@ -55,8 +59,23 @@ from stratus.security.roles import Permission
 
 log = logging.getLogger("stratus.server")
 
+READINESS = {"type": "object", "properties": {
+    "status": {"type": "string", "enum": ["ready", "starting", "draining"]},
+    "storage": {"type": "object", "description": "full: writers that find the disk full"}}}
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]
-_HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_ERROR_TYPES = {404: "not_found", 413: "payload_too_large"}
+
+
+def storage_view(parts: Components) -> dict[str, Any]:
+    """The data dir's free space, and the writers (metadata, artifacts, usage, audit) whose
+    last write found the disk full, with the error."""
+    full = parts.disk.full
+    try:
+        stats = os.statvfs(parts.settings.data_dir)
+        free: int | None = stats.f_bavail * stats.f_frsize
+    except OSError:
+        free = None
+    return {"status": "full" if full else "ok", "free_bytes": free, "full": full}
 
 
 def _respond(request: Request, error: StratusError) -> Response:
@@ -65,6 +84,18 @@ def _respond(request: Request, error: StratusError) -> Response:
                         dict(request.headers), request.url.path)
     return Response(reply.body, status_code=reply.status, media_type="application/json",
                     headers={k.decode(): v.decode() for k, v in reply.headers})
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> tuple[str, ...]:
+    """Every method some route serves on this path: the router's own 405 names only those of
+    the first route that matched the path, and a path often has several (GET and POST).
+    Each method is asked of the routes as a request would be: only 405s pay for it."""
+    return tuple(method for method in _METHODS
+                 if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+                        for route in request.app.router.routes))
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -84,12 +115,19 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return _respond(request, MethodNotAllowed(
+                f"{request.method} is not allowed on {request.url.path}",
+                allow=_allowed_methods(request)))
         error = StratusError(str(exc.detail))
         error.status = exc.status_code
         error.type = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
         return _respond(request, error)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
+        full = storage_full(exc)  # a file write (an upload, say) that found the disk full
+        if full is not None:
+            return _respond(request, full)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _respond(request, StratusError("internal server error"))
 
@@ -105,6 +143,7 @@ def _with_data_plane_schema(app: FastAPI) -> None:
             schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
             schema["paths"].update(openapi_paths())
             document_errors(schema)
+            document_credentials(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -116,7 +155,7 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     """The ASGI app: the data plane in front of the control-plane FastAPI app, whose
     ``lifespan`` starts and stops the server's components (``stratus.server``)."""
     app = FastAPI(title="Stratus", version=stratus.__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)
     _install_error_handlers(app)
     app.include_router(deployments.router)
     app.include_router(experiments.router)
@@ -139,7 +178,13 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     app.include_router(invocations_router)
     app.include_router(workflows_router)
     app.include_router(jobs_router)
+    app.include_router(session.router)
     dashboard.mount_ui(app)
+    mount_docs(app)
+
+    @app.get("/", include_in_schema=False, dependencies=[needs(Permission.PUBLIC)])
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/ui/", status_code=307)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness",
              dependencies=[needs(Permission.PUBLIC)])
@@ -155,13 +200,15 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
 
     @app.get("/readyz", tags=["operations"], summary="Readiness",
              dependencies=[needs(Permission.PUBLIC)],
-             responses={503: {"description": "Starting or stopping", "content": {
-                 "application/json": {"schema": {"type": "object", "properties": {
-                     "status": {"type": "string"}}}}}}})
+             responses={503: {"description": "Starting, draining (after SIGTERM) or stopping",
+                              "content": {"application/json": {"schema": READINESS}}}})
     async def readyz(request: Request) -> JSONResponse:
         parts: Components | None = getattr(request.app.state, "components", None)
-        ok = parts is not None and parts.ready
-        return JSONResponse({"status": "ready" if ok else "starting"}, status_code=200 if ok else 503)
+        if parts is None or not parts.ready:
+            status = "draining" if parts is not None and parts.draining else "starting"
+            return JSONResponse({"status": status}, status_code=503)
+        # A full disk stops writes, not serving: still ready, and says so.
+        return JSONResponse({"status": "ready", "storage": storage_view(parts)})
 
     app.add_middleware(EdgeMiddleware, authenticator=authenticator, guard=guard)
     _with_data_plane_schema(app)
@@ -169,4 +216,5 @@ def build(lifespan: Lifespan, authenticator: Authenticator, guard: Guard,
     data_plane = DataPlane(auditing, authenticator, guard)
     data_plane.on_denied = auditing.denied
     app.state.data_plane = data_plane  # the lifespan hands it the components once they run
+    app.state.authenticator = authenticator
     return data_plane

@@ -16,12 +16,9 @@ from stratus.errors import Forbidden, Unauthorized
 from stratus.security.roles import Permission, Principal
 
 # Routes FastAPI adds itself; the edge already demands valid credentials for them.
-FRAMEWORK_ROUTES: dict[str, Permission] = {
-    "/openapi.json": Permission.AUTHENTICATED,
-    "/docs": Permission.AUTHENTICATED,
-    "/docs/oauth2-redirect": Permission.AUTHENTICATED,
-}
-MOUNTS: dict[str, Permission] = {"/ui": Permission.PUBLIC}  # static files; the page sends the key
+FRAMEWORK_ROUTES: dict[str, Permission] = {"/openapi.json": Permission.AUTHENTICATED}
+# Static files, holding no data: the dashboard's page and the docs pages' scripts.
+MOUNTS: dict[str, Permission] = {"/ui": Permission.PUBLIC, "/docs/assets": Permission.PUBLIC}
 DATA_PLANE = Permission.INVOKE  # invoke, infer, completions, embeddings
 
 

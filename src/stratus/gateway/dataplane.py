@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stratus.errors import StratusError
+from stratus.errors import MethodNotAllowed, StratusError, storage_full
 from stratus.gateway.adapters.invoke import native_invoke
 from stratus.gateway.adapters.openai import chat_completions, completions, embeddings
 from stratus.gateway.adapters.v2 import v2_infer
@@ -53,14 +53,18 @@ class DataPlane:
         self.on_denied: Callable[[Scope, int], None] | None = None  # the audit log's hook
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and self.components is not None:
+        if scope["type"] == "http" and self.components is not None:
             path: str = scope["path"]
             for suffix, pattern, adapter in ROUTES:
                 if path.endswith(suffix):
                     match = pattern.match(path)
-                    if match is not None:
+                    if match is None:
+                        continue
+                    if scope["method"] == "POST":
                         await self._serve(scope, receive, send, adapter, match.groups(""))
-                        return
+                    else:
+                        await _refuse_method(scope, send)
+                    return
         await self.control_plane(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, adapter: Adapter,
@@ -90,16 +94,18 @@ class DataPlane:
                     reply = await adapter(parts, call)
                 except StratusError as exc:
                     reply = error_reply(exc, request_id.decode(), principal, headers, scope["path"])
-                except Exception:
-                    log.exception("unhandled error on %s", scope["path"])
-                    internal = StratusError("internal server error")
+                except Exception as exc:
+                    internal: StratusError | None = storage_full(exc)  # an async enqueue
+                    if internal is None:
+                        log.exception("unhandled error on %s", scope["path"])
+                        internal = StratusError("internal server error")
                     reply = error_reply(internal, request_id.decode(), principal, headers,
                                         scope["path"])
             if parts.payloads is not None and body is not None:
                 parts.payloads.record(scope, body, reply.status, reply.body)
             if reply.status in (401, 403) and self.on_denied is not None:
                 self.on_denied(scope, reply.status)
-            if span is not None:
+            if span is not None and span.is_recording():  # a trace GET /api/traces/ has
                 reply.headers.append((b"x-trace-id", tracing.trace_id_of(span)))
                 tracing.set_http_status(span, reply.status)
             if isinstance(reply, StreamReply):
@@ -109,6 +115,17 @@ class DataPlane:
         finally:
             self.guard.leave(principal)
             tracing.leave(token, span)
+
+
+async def _refuse_method(scope: Scope, send: Send) -> None:
+    """Every data-plane route is POST only: another method is a 405 naming it in ``Allow``
+    (the control API's routes answer the same way, through ``error_reply``)."""
+    request_id = assign_request_id(scope)
+    error = MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}: use POST",
+                             allow=("POST",))
+    reply = error_reply(error, request_id.decode(), None, header_map(scope["headers"]),
+                        scope["path"])
+    await send_reply(send, reply, request_id)
 
 
 def openapi_paths() -> dict[str, Any]:

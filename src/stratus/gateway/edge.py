@@ -9,16 +9,19 @@ from __future__ import annotations
 import hmac
 import os
 import re
+import time
 
 from starlette.types import Scope
 
 from stratus.errors import BadRequest, NotFound, StratusError, Unauthorized
 from stratus.security.keys import KEY_MARK, KeyRing
 from stratus.security.roles import GLOBAL_NAMESPACE, Principal, Role
+from stratus.security.sessions import BOOTSTRAP, SessionSigner
 from stratus.security.tokens import JwtVerifier, looks_like_jwt
 
 DEFAULT_NAMESPACE = "default"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's scripts: no data in them
 UI_PREFIX = "/ui"  # the dashboard's static page and assets; the page itself sends the key
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -32,14 +35,20 @@ def scope_header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def is_public(path: str) -> bool:
-    """Routes served without credentials: health checks and the dashboard's static files."""
-    return path in PUBLIC_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+    """Routes served without credentials: health checks, ``/`` (a redirect) and the static
+    files of the dashboard and of the docs pages."""
+    return (path in PUBLIC_PATHS or path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+            or path.startswith(DOCS_ASSETS + "/"))
+
+
+def request_id_of(given: bytes | None) -> bytes:
+    """The client's request id when it is sane, else a fresh one."""
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else os.urandom(8).hex().encode()
 
 
 def assign_request_id(scope: Scope) -> bytes:
     """The client's ``X-Request-Id`` when it is sane, else a fresh one; kept in scope state."""
-    given = scope_header(scope, b"x-request-id")
-    raw = given if given is not None and _REQUEST_ID.fullmatch(given) else os.urandom(8).hex().encode()
+    raw = request_id_of(scope_header(scope, b"x-request-id"))
     scope.setdefault("state", {})["request_id"] = raw.decode()
     return raw
 
@@ -57,18 +66,59 @@ class Authenticator:
         self.bootstrap_key = bootstrap_key.encode()
         self.keys = keys or KeyRing()
         self.tokens = tokens
+        self.sessions: SessionSigner | None = None  # browser sessions, once the master key is in
 
     def authenticate(self, scope: Scope) -> Principal | StratusError:
-        authorization = scope_header(scope, b"authorization") or b""
-        scheme, _, token = authorization.partition(b" ")
+        principal = self.authenticate_values(scope_header(scope, b"authorization"),
+                                             scope_header(scope, b"x-stratus-namespace"))
+        if not isinstance(principal, StratusError):
+            scope.setdefault("state", {})["principal"] = principal
+        return principal
+
+    def authenticate_values(self, authorization: bytes | None,
+                            namespace: bytes | None) -> Principal | StratusError:
+        """The principal of an ``authorization`` value (``Bearer <credential>``), acting in the
+        namespace an ``x-stratus-namespace`` value asks for: an HTTP request's headers or a
+        gRPC call's metadata alike."""
+        scheme, _, token = (authorization or b"").partition(b" ")
         token = token.strip()
         if scheme.lower() != b"bearer" or not token:
             return Unauthorized("missing bearer credentials")
         identity = self._identify(token)
         if isinstance(identity, StratusError):
             return identity
-        home, role, actor, key_id = identity
-        asked = (scope_header(scope, b"x-stratus-namespace") or b"").decode(errors="replace")
+        return self._acting(namespace, *identity)
+
+    def authenticate_session(self, scope: Scope, token: str) -> Principal | StratusError:
+        """The principal of a browser session's cookie: its signature and expiry, then its key,
+        checked again now (a revoked or expired key ends the session at once)."""
+        if self.sessions is None:
+            return Unauthorized("browser sessions are not available")
+        session = self.sessions.verify(token, time.time())
+        if isinstance(session, str):
+            return Unauthorized(session)
+        asked = scope_header(scope, b"x-stratus-namespace")
+        principal: Principal | StratusError
+        if session.key_id == BOOTSTRAP:
+            principal = self._acting(asked, GLOBAL_NAMESPACE, Role.ADMIN, "bootstrap", None)
+        else:
+            record = self.keys.get(session.key_id)
+            if record is None:
+                return Unauthorized("invalid session cookie")
+            if record.revoked_at is not None:
+                return Unauthorized("API key revoked")
+            if record.expires_at is not None and record.expires_at.timestamp() <= time.time():
+                return Unauthorized("API key expired")
+            principal = self._acting(asked, record.namespace, Role(record.role),
+                                     f"key:{record.id}", record.id)
+        if not isinstance(principal, StratusError):
+            scope.setdefault("state", {})["principal"] = principal
+        return principal
+
+    def _acting(self, asked_for: bytes | None, home: str, role: Role, actor: str,
+                key_id: str | None) -> Principal | StratusError:
+        """The principal, acting in the namespace ``X-Stratus-Namespace`` asks for if it may."""
+        asked = (asked_for or b"").decode(errors="replace")
         if asked and not _NAMESPACE.fullmatch(asked):
             return BadRequest("invalid namespace name")
         is_global = home == GLOBAL_NAMESPACE
@@ -78,9 +128,7 @@ class Authenticator:
             return NotFound(f"namespace {asked!r} not found")
         else:
             namespace = home
-        principal = Principal(namespace, role, actor, is_global, key_id)
-        scope.setdefault("state", {})["principal"] = principal
-        return principal
+        return Principal(namespace, role, actor, is_global, key_id)
 
     def _identify(self, token: bytes) -> tuple[str, Role, str, str | None] | StratusError:
         """(home namespace, role, actor, key id) of valid credentials."""

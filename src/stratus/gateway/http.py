@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Send
 
-from stratus.errors import BadRequest, PayloadTooLarge, StratusError
+from stratus.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, StratusError
+from stratus.resilience.priority import PRIORITY_HEADER, Priority, parse_priority
 from stratus.security.roles import Principal
 
 log = logging.getLogger("stratus.gateway")
@@ -22,7 +23,9 @@ log = logging.getLogger("stratus.gateway")
 DEBUG_HEADER = "x-stratus-debug"
 REVISION_HEADER = "x-stratus-revision"  # asks for a revision; on an answer, says which served
 COLD_START_HEADER = "x-stratus-cold-start"
+ATTEMPTS_HEADER = "x-stratus-attempts"  # how many times the request was sent to a replica
 _REVISION_KEY, _COLD_START_KEY = REVISION_HEADER.encode(), COLD_START_HEADER.encode()
+_ATTEMPTS_KEY = ATTEMPTS_HEADER.encode()
 JSON_TYPE = b"application/json"
 
 
@@ -40,6 +43,10 @@ class Call:
     def pinned_revision(self) -> int | None:
         """The revision an ``x-stratus-revision`` header pins the request to, if any."""
         return pinned_revision(self.headers.get(REVISION_HEADER))
+
+    def priority(self) -> Priority:
+        """How late load shedding refuses it: the ``X-Stratus-Priority`` header."""
+        return parse_priority(self.headers.get(PRIORITY_HEADER))
 
     def query_param(self, name: str, default: str) -> str:
         for key, value in parse_qsl(self.query):
@@ -72,11 +79,18 @@ def revision_header(revision: int) -> tuple[bytes, bytes]:
     return (_REVISION_KEY, str(revision).encode())
 
 
-def stratus_headers(revision: int, cold_start: bool) -> list[tuple[bytes, bytes]]:
-    """The contract's headers on a served answer: the revision and whether it paid a cold
-    start. Every adapter and every stream sends these."""
+def stratus_headers(revision: int, cold_start: bool,
+                    attempts: int = 1) -> list[tuple[bytes, bytes]]:
+    """The contract's headers on a served answer: the revision, whether it paid a cold
+    start, and how many attempts it took (more than one after a retry of lost work). Every
+    adapter and every stream sends these."""
     return [revision_header(revision),
-            (_COLD_START_KEY, b"true" if cold_start else b"false")]
+            (_COLD_START_KEY, b"true" if cold_start else b"false"),
+            attempts_header(attempts)]
+
+
+def attempts_header(attempts: int) -> tuple[bytes, bytes]:
+    return (_ATTEMPTS_KEY, str(attempts).encode())
 
 
 async def send_reply(send: Send, reply: Reply, request_id: bytes) -> None:
@@ -146,7 +160,7 @@ def v2_error_body(error_type: str, message: str, request_id: str, **extra: Any) 
 
 # OpenAI's error categories by HTTP status; our specific type travels as ``code``.
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                 403: "permission_error", 404: "invalid_request_error",
+                 403: "permission_error", 404: "invalid_request_error", 405: "invalid_request_error",
                  413: "invalid_request_error", 429: "rate_limit_error"}
 
 
@@ -198,4 +212,8 @@ def error_reply(
         reply_headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
     if error.revision is not None:
         reply_headers.append(revision_header(error.revision))
+    if error.attempts is not None:
+        reply_headers.append(attempts_header(error.attempts))
+    if isinstance(error, MethodNotAllowed):
+        reply_headers.append((b"allow", ", ".join(error.allow).encode()))
     return Reply(error.status, render_error(error, request_id, path, **extra), reply_headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends
@@ -19,8 +19,10 @@ from stratus.jobs.service import JobService
 from stratus.models.service import ModelService
 from stratus.observe.payloads import PayloadLog
 from stratus.observe.usage import UsageMeter
+from stratus.resilience.disk import DiskHealth
 from stratus.security.roles import Principal
 from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 
 
 @dataclass
@@ -32,12 +34,15 @@ class Components:
     metrics: CollectorRegistry
     models: ModelService
     datasets: DatasetService
+    blobs: NamespaceBlobs  # what each namespace may see and reference of the artifacts
     usage: UsageMeter | None = None  # set once metering runs; adapters hand it tokens
     payloads: PayloadLog | None = None  # with logging.payloads: request and response bodies
     async_service: AsyncService | None = None  # asynchronous invocations, once started
     jobs: JobService | None = None  # training and evaluation jobs, once started
     promotion: Promotion | None = None  # evaluations, gates, registration
     ready: bool = False
+    draining: bool = False  # SIGTERM came: not ready, though still serving for a while
+    disk: DiskHealth = field(default_factory=DiskHealth)  # which writers find their disk full
 
 
 def components(request: Request) -> Components:

@@ -26,6 +26,7 @@ class InvocationStream:
         self._items: asyncio.Queue[Any] = asyncio.Queue()
         self.revision: int | None = None
         self.cold_start = False
+        self.attempts = 0  # a retry of lost work starts the invocation again, before any item
         # The task starts on the next turn of the loop. Should a route change take the chosen
         # pool out of the split in that instant, the request still gets a free slot there, or
         # queues on the new primary with the pool's held requests (``RevisionPool.moved_to``).
@@ -38,12 +39,13 @@ class InvocationStream:
     def _started(self, revision: int, cold_start: bool) -> None:
         self.revision = revision
         self.cold_start = cold_start
+        self.attempts += 1
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The contract's revision and cold-start headers, known once a replica took it."""
         if self.revision is None:
             return []
-        return stratus_headers(self.revision, self.cold_start)
+        return stratus_headers(self.revision, self.cold_start, self.attempts)
 
     def _put(self, kind: int, payload: Any) -> None:
         self._items.put_nowait((kind, payload))

@@ -18,10 +18,12 @@ ProgressSink = Callable[[float, str | None], None]
 async def invoke_json(dispatcher: Dispatcher, namespace: str, deployment: str, body: bytes,
                       request_id: str, *, pinned: int | None = None,
                       on_progress: ProgressSink | None = None, protocol: str = "async",
-                      document: Any = None) -> tuple[bytes, InvocationResult]:
+                      document: Any = None, idempotent: bool = False,
+                      ) -> tuple[bytes, InvocationResult]:
     """The handler's answer as JSON bytes (a streamed answer as the list of its items), and the
     result it came in. Raises the StratusError of a failure, as a sync call would answer it.
-    ``document``: the body already parsed, by a caller that had to (for a sticky field)."""
+    ``document``: the body already parsed, by a caller that had to (for a sticky field).
+    ``idempotent``: the caller gave an idempotency key, so a lost request may be resent."""
     if document is None:
         try:
             document = json.loads(body) if body.strip() else {}
@@ -38,7 +40,8 @@ async def invoke_json(dispatcher: Dispatcher, namespace: str, deployment: str, b
             on_progress(float(fraction), message)
 
     invocation = Invocation(kind=wire.KIND_JSON, payload=body or b"{}", request_id=request_id,
-                            on_chunk=on_chunk, protocol=protocol, on_progress=on_progress)
+                            on_chunk=on_chunk, protocol=protocol, on_progress=on_progress,
+                            idempotent=idempotent)
     result = await dispatcher.run(choice, invocation)
     if items:
         return b"[" + b",".join(items) + b"]", result

@@ -18,6 +18,7 @@ from stratus.errors import NotFound, QuotaFull, StratusError
 from stratus.invocations.capacity import async_capacity, set_backlog
 from stratus.invocations.destinations import Destinations
 from stratus.invocations.invoker import invoke_json
+from stratus.invocations.progress import ProgressWriter
 from stratus.invocations.wakeup import Wakeup
 from stratus.queue.base import InvocationQueue
 from stratus.queue.records import AsyncInvocation, NewInvocation, Page, Status, body_digest
@@ -35,7 +36,6 @@ IDLE_POLL_MAX_S = 5.0
 MAINTENANCE_S = 10.0  # expiry of old queued work, purge of old records
 RETENTION_S = 24 * 3600.0  # finished invocations (and their idempotency keys) are kept this long
 DEAD_RETENTION_S = 14 * 86400.0  # dead letters, until redriven or this old
-PROGRESS_EVERY_S = 0.25  # the most often a running invocation's progress is written
 
 
 def new_id() -> str:
@@ -61,6 +61,9 @@ class AsyncService:
         # Queued per namespace: as the latest read of the queue saw it, plus what was enqueued
         # here since; what the max_queued quota is checked against.
         self._queued: dict[str, int] = {}
+        # Submissions checked against the quota whose enqueue has not returned yet: counted
+        # as queued, or concurrent submissions would all pass a check made before any wrote.
+        self._entering: dict[str, int] = {}
         self._waiters: dict[str, list[asyncio.Future[AsyncInvocation]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -107,7 +110,11 @@ class AsyncService:
             idempotency_key=idempotency_key,
             digest=body_digest(namespace, deployment, payload) if idempotency_key else None,
             pinned_revision=pinned, source=source or {"kind": "api"})
-        record, created = await self.queue.enqueue(new, now)
+        self._entering[namespace] = self._entering.get(namespace, 0) + 1
+        try:
+            record, created = await self.queue.enqueue(new, now)
+        finally:
+            self._entering[namespace] -= 1
         if created:
             self._queued[namespace] = self._queued.get(namespace, 0) + 1
             self._dirty.add((namespace, deployment))
@@ -116,7 +123,7 @@ class AsyncService:
 
     def _check_queue_quota(self, namespace: str) -> None:
         limit = self.controller.caps.quotas.for_namespace(namespace).max_queued
-        if limit and self._queued.get(namespace, 0) >= limit:
+        if limit and self._queued.get(namespace, 0) + self._entering.get(namespace, 0) >= limit:
             raise QuotaFull(f"namespace {namespace!r} has {limit} asynchronous invocations "
                             "queued, its quota (max_queued); retry once some have run",
                             retry_after=1.0)
@@ -274,7 +281,7 @@ class AsyncService:
         if record.expires_at <= self.clock():  # claimed before the expiry sweep saw it
             return await self.queue.finish(self.owner, record.id, Status.DEAD, self.clock(),
                                            error=EXPIRED_ERROR)
-        progress = _ProgressWriter(self, record.id)
+        progress = ProgressWriter(self.queue, self.clock, record.id)
         try:
             answer, result = await invoke_json(
                 self.dispatcher, record.namespace, record.deployment, record.payload, record.id,
@@ -352,37 +359,6 @@ class AsyncService:
                     await self.queue.purge(now - RETENTION_S, now - DEAD_RETENTION_S)
             except Exception:
                 log.exception("async queue maintenance failed")
-
-
-class _ProgressWriter:
-    """Writes a running invocation's latest progress at most every PROGRESS_EVERY_S: a handler
-    may report in a tight loop."""
-
-    def __init__(self, service: AsyncService, invocation_id: str) -> None:
-        self.service = service
-        self.invocation_id = invocation_id
-        self.latest: tuple[float, str | None] | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def report(self, fraction: float, message: str | None) -> None:
-        self.latest = (min(1.0, max(0.0, fraction)), message)
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._write())
-
-    async def _write(self) -> None:
-        while self.latest is not None:
-            fraction, message = self.latest
-            self.latest = None
-            try:
-                await self.service.queue.set_progress(self.invocation_id, fraction, message,
-                                                      self.service.clock())
-            except Exception:
-                log.exception("writing the progress of %s failed", self.invocation_id)
-            await asyncio.sleep(PROGRESS_EVERY_S)
-
-    def close(self) -> None:
-        if self.task is not None and not self.task.done() and self.latest is None:
-            self.task.cancel()
 
 
 def _by_namespace(pending: dict[tuple[str, str], int]) -> dict[str, int]:

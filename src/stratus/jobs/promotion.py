@@ -22,7 +22,7 @@ from stratus.jobs.service import JobService
 from stratus.models.registry import ModelRef, parse_version
 from stratus.models.service import Lineage, ModelPushRequest, ModelService
 from stratus.spec import CodeRef, DeploymentPatch, RolloutStrategy
-from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 
 log = logging.getLogger("stratus.jobs")
 
@@ -55,11 +55,11 @@ class Promotion:
     """Hooked on the job service's ``on_finished``."""
 
     def __init__(self, jobs: JobService, models: ModelService, controller: Controller,
-                 artifacts: ArtifactStore, max_blob_bytes: int) -> None:
+                 blobs: NamespaceBlobs, max_blob_bytes: int) -> None:
         self.jobs = jobs
         self.models = models
         self.controller = controller
-        self.artifacts = artifacts
+        self.blobs = blobs
         self.max_blob_bytes = max_blob_bytes
         self._waiting: dict[str, list[asyncio.Future[str]]] = {}
         jobs.on_finished.append(self.finished)
@@ -92,12 +92,11 @@ class Promotion:
         if job_id:
             trained = await asyncio.to_thread(self.jobs.log.job, namespace, str(job_id))
             bundle = ((trained.spec.get("code") or {}).get("bundle") if trained else None)
-            if bundle and await asyncio.to_thread(self.artifacts.has_sound_blob, bundle):
+            if bundle and await asyncio.to_thread(self.blobs.visible, namespace, str(bundle)):
                 return str(bundle)
         data = _empty_bundle()
         digest = hashlib.sha256(data).hexdigest()
-        if not await asyncio.to_thread(self.artifacts.has_sound_blob, digest):
-            await self.artifacts.write_blob(digest, _once(data), self.max_blob_bytes)
+        await self.blobs.keep(namespace, digest, _once(data), self.max_blob_bytes)
         return digest
 
     async def wait(self, namespace: str, job_id: str) -> JobState:

@@ -18,7 +18,7 @@ from stratus.errors import StratusError
 from stratus.jobs.frames import BadFrame, Ending, clean_event, final_event, update_metrics
 from stratus.jobs.writer import EventWriter
 from stratus.runtime.messages import JobCall, JobConfig, JobDone, JobEventFrame
-from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 
 log = logging.getLogger("stratus.jobs")
 
@@ -71,12 +71,12 @@ class JobRun:
     HIGH_WATER = 2_000  # events waiting to be appended before the worker is made to wait
     LOW_WATER = 200
 
-    def __init__(self, plan: JobPlan, *, backend: Backend, artifacts: ArtifactStore,
+    def __init__(self, plan: JobPlan, *, backend: Backend, blobs: NamespaceBlobs,
                  writer: EventWriter, max_blob_bytes: int,
                  on_end: Callable[[JobRun, str, WorkerExit | None], None]) -> None:
         self.plan = plan
         self.backend = backend
-        self.artifacts = artifacts
+        self.blobs = blobs
         self.writer = writer
         self.max_blob_bytes = max_blob_bytes
         self.on_end = on_end
@@ -95,8 +95,14 @@ class JobRun:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- start and stop -----------------------------------------------------------------
+    def _copies(self) -> list[str]:
+        """The digests of the decrypted files its worker reads (datasets, models)."""
+        layouts = [*self.plan.datasets.values(), *self.plan.models]
+        return [entry["sha256"] for layout in layouts for entry in layout["files"].values()]
+
     async def start(self) -> None:
         plan = self.plan
+        self.blobs.artifacts.plain.pin(self._copies())
         config = JobConfig(worker_id=self.worker_id, job_id=plan.job_id, socket_path="",
                            namespace=plan.namespace, log_path=str(plan.log_path),
                            params=plan.params, datasets=plan.datasets, memory_mb=plan.memory_mb,
@@ -206,6 +212,7 @@ class JobRun:
     def _ended(self, status: str, ending: WorkerExit | None) -> None:
         if not self.ended:
             self.ended = True
+            self.blobs.artifacts.plain.unpin(self._copies())
             self.on_end(self, status, ending)
 
     # -- events in order ------------------------------------------------------------------
@@ -257,8 +264,8 @@ class JobRun:
         if not isinstance(data, bytes):
             raise BadFrame(f"{what} must be bytes")
         digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-        if not await asyncio.to_thread(self.artifacts.has_sound_blob, digest):
-            await self.artifacts.write_blob(digest, _chunks(data), self.max_blob_bytes)
+        # The job's namespace owns what it saves: it may register the model, resume from it.
+        await self.blobs.keep(self.plan.namespace, digest, _chunks(data), self.max_blob_bytes)
         return digest, len(data)
 
     async def _checkpoint(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +284,7 @@ class JobRun:
             if saved:
                 latest = saved[-1].data
                 label = f"checkpoint of job {job_id} (step {latest['step']})"
-                data = await asyncio.to_thread(self.artifacts.read_blob, str(latest["digest"]),
+                data = await asyncio.to_thread(self.blobs.artifacts.read_blob, str(latest["digest"]),
                                                label)
                 return {"data": data, "digest": latest["digest"], "step": latest["step"],
                         "job": job_id}

@@ -30,7 +30,7 @@ from stratus.jobs.request import DEFAULT_PRELOAD, JobRequest, JobsConfig
 from stratus.jobs.runner import JobPlan, JobRun
 from stratus.jobs.writer import EventWriter
 from stratus.runtime.loader import split_entrypoint
-from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 from stratus.store.job_usage import JobUsageStore
 
 log = logging.getLogger("stratus.jobs")
@@ -79,14 +79,14 @@ def _code_key(namespace: str, request: JobRequest, preload: list[str]) -> str:
 
 class JobService:
     def __init__(self, settings: Settings, log: JobLog, backend: Backend,
-                 artifacts: ArtifactStore, config: JobsConfig, *,
+                 blobs: NamespaceBlobs, config: JobsConfig, *,
                  usage: JobUsageStore | None = None,
                  datasets: DatasetResolver | None = None,
                  models: ModelResolver | None = None) -> None:
         self.settings = settings
         self.log = log
         self.backend = backend
-        self.artifacts = artifacts
+        self.blobs = blobs
         self.config = config
         self.usage = usage
         self.datasets = datasets
@@ -138,9 +138,10 @@ class JobService:
 
     # -- commands -------------------------------------------------------------------------
     async def check(self, namespace: str, request: JobRequest) -> None:
-        """Refuse now what ``submit`` would refuse, running nothing: a bad entrypoint, a bundle
-        not uploaded or code that does not import (400), an unknown dataset or model (404), a
-        gate that does not parse (400). A schedule's job is checked so on creation."""
+        """Refuse now what ``submit`` would refuse, running nothing: a bad entrypoint or code
+        that does not import (400), a bundle the namespace has not uploaded, an unknown dataset
+        or model (404), a gate that does not parse (400). A schedule's job is checked so on
+        creation."""
         checked = await self._checked(namespace, request)
         self._keep_zygote(checked.code.code_key)
         try:
@@ -167,8 +168,11 @@ class JobService:
         if self._closing:
             raise Unavailable("the server is shutting down")
         split_entrypoint(request.code.entrypoint)  # DeployError (400) names what is wrong
+        # 404 for a bundle of another namespace's, as for one never uploaded.
+        await asyncio.to_thread(self.blobs.require, namespace, request.code.bundle,
+                                "the job's code")
         try:
-            bundle_dir = await asyncio.to_thread(self.artifacts.unpack_bundle,
+            bundle_dir = await asyncio.to_thread(self.blobs.artifacts.unpack_bundle,
                                                  request.code.bundle)
         except StratusError as exc:
             raise BadRequest(f"the job's code: {exc.message}") from None
@@ -296,7 +300,7 @@ class JobService:
     def _pump(self) -> None:
         while self.queue and len(self.runs) < self.config.max_running and not self._closing:
             plan = self.queue.popleft()
-            run = JobRun(plan, backend=self.backend, artifacts=self.artifacts,
+            run = JobRun(plan, backend=self.backend, blobs=self.blobs,
                          writer=self.writer, max_blob_bytes=self.settings.max_blob_bytes,
                          on_end=self._ended)
             self.runs[plan.job_id] = run

@@ -5,6 +5,8 @@
   and converted to safetensors.
 - A directory with ``config.json``: a Hugging Face transformers model (config, tokenizer
   files and safetensors weights).
+- ``*.gguf``: llama.cpp's format, dequantised by transformers into a transformers directory
+  (float32 safetensors, the tokenizer and its chat template; ``stratus[gguf]``, see gguf.py).
 - ``*.onnx``: served with onnxruntime.
 - ``*.pkl`` / ``*.pickle`` / ``*.joblib``: only with an explicit trust flag, because loading
   a pickle runs whatever code it names.
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import json
 import struct
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stratus.errors import BadRequest
+from stratus.models.gguf import convert_gguf
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
@@ -36,6 +40,13 @@ class PreparedModel:
     format: str
     files: dict[str, Path | bytes]  # relative path -> a file to upload, or converted bytes
     meta: dict[str, Any] = field(default_factory=dict)
+    # Where converted files wait to be uploaded; ``cleanup`` removes it.
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+
+    def cleanup(self) -> None:
+        if self.scratch is not None:
+            self.scratch.cleanup()
+            self.scratch = None
 
 
 def check_safetensors(data: bytes | Path) -> int:
@@ -84,6 +95,18 @@ def convert_torch(path: Path) -> bytes:
     return data
 
 
+def import_gguf(path: Path) -> PreparedModel:
+    """A GGUF file as a transformers directory, written to a scratch directory (hundreds of
+    MB once dequantised: too big to hold as bytes)."""
+    scratch = tempfile.TemporaryDirectory(prefix="stratus-gguf-")
+    try:
+        meta = convert_gguf(path, Path(scratch.name))
+    except BaseException:
+        scratch.cleanup()
+        raise
+    return PreparedModel("transformers", dict(_directory(Path(scratch.name))), meta, scratch)
+
+
 def _directory(path: Path) -> dict[str, Path]:
     return {
         str(item.relative_to(path).as_posix()): item
@@ -120,6 +143,8 @@ def prepare(path: Path, trust_pickle: bool = False) -> PreparedModel:
     if suffix in TORCH_SUFFIXES:
         return PreparedModel("safetensors", {path.with_suffix(".safetensors").name: convert_torch(path)},
                              {"source_format": "pytorch"})
+    if suffix == ".gguf":
+        return import_gguf(path)
     if suffix == ".onnx":
         return PreparedModel("onnx", {path.name: path})
     if suffix in PICKLE_SUFFIXES:
@@ -127,4 +152,4 @@ def prepare(path: Path, trust_pickle: bool = False) -> PreparedModel:
             raise BadRequest(PICKLE_REFUSAL)
         return PreparedModel("pickle", {path.name: path}, {"trusted_pickle": True})
     raise BadRequest(f"{path.name}: unsupported model file (safetensors, .pt/.bin state dict, "
-                     "a transformers directory, .onnx, or a pickle with --trust-pickle)")
+                     "a transformers directory, .gguf, .onnx, or a pickle with --trust-pickle)")

@@ -18,7 +18,7 @@ from stratus.models.registry import (
     parse_version,
 )
 from stratus.spec import SHA256_PATTERN
-from stratus.store.artifacts import ArtifactStore
+from stratus.store.blobs import NamespaceBlobs
 from stratus.store.integrity import CorruptBlob
 from stratus.store.models import ModelStore, ModelVersionRecord
 
@@ -71,9 +71,10 @@ def _check_path(relative: str) -> None:
 
 
 class ModelService:
-    def __init__(self, store: ModelStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, store: ModelStore, blobs: NamespaceBlobs) -> None:
         self.store = store
-        self.artifacts = artifacts
+        self.blobs = blobs
+        self.artifacts = blobs.artifacts
 
     def push(self, namespace: str, name: str, body: ModelPushRequest) -> ModelVersionRecord:
         check_name(name)
@@ -87,8 +88,7 @@ class ModelService:
             parse_version(body.lineage.parent)
         for relative, entry in body.files.items():
             _check_path(relative)
-            if not self.artifacts.has_blob(entry.sha256):
-                raise BadRequest(f"{relative}: blob {entry.sha256[:12]} has not been uploaded")
+            self.blobs.require(namespace, entry.sha256, relative)  # 404: not the namespace's
             try:
                 self.artifacts.check_blob(entry.sha256, entry.size,
                                           f"{name}@{body.version} ({relative})")

@@ -45,6 +45,10 @@ class RuleConfig(BaseModel):
 
 
 class AnomalyConfig(BaseModel):
+    """A request is a latency anomaly when it is ``z`` standard deviations above the baseline
+    AND takes at least ``min_latency_ms`` AND ``min_ratio`` times the baseline's mean: a 4 ms
+    answer from a 1 ms handler is many deviations out, and no news."""
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
@@ -52,6 +56,8 @@ class AnomalyConfig(BaseModel):
     z: float = Field(3.0, gt=0)
     min_samples: int = Field(30, ge=2)  # no judgement before the baseline has this many
     min_std_ms: float = Field(1.0, ge=0)  # jitter below this is not a spread to divide by
+    min_latency_ms: float = Field(100.0, ge=0)  # the absolute floor
+    min_ratio: float = Field(3.0, ge=1)  # times the baseline's mean
     quiet_s: float = Field(30.0, gt=0)  # resolved after this long without an anomaly
 
 
@@ -136,6 +142,11 @@ class LatencyBaseline:
     def __len__(self) -> int:
         return len(self._values)
 
+    @property
+    def mean(self) -> float | None:
+        n = len(self._values)
+        return self._sum / n if n else None
+
     def score(self, x: float) -> float | None:
         """``x``'s z-score against the samples so far; None while there are too few."""
         n = len(self._values)
@@ -165,3 +176,16 @@ class LatencyBaseline:
         z = self.score(x)
         self.add(x)
         return z
+
+
+def latency_anomaly(baseline: LatencyBaseline, latency_s: float,
+                    config: AnomalyConfig) -> float | None:
+    """The request's z-score if it is an anomaly against ``baseline`` (see ``AnomalyConfig``),
+    else None; either way the latency then joins the baseline."""
+    mean = baseline.mean
+    z = baseline.observe(latency_s)
+    if z is None or z < config.z or latency_s * 1000 < config.min_latency_ms:
+        return None
+    if mean is not None and latency_s < config.min_ratio * mean:
+        return None
+    return z

@@ -19,6 +19,7 @@ from stratus.observe.alert_rules import (
     LatencyBaseline,
     RuleConfig,
     Sample,
+    latency_anomaly,
     next_state,
     rule_value,
 )
@@ -89,13 +90,15 @@ class AlertManager:
             window = self._windows[key] = deque(maxlen=WINDOW_MAX)
         window.append(Sample(outcome.at, outcome.ok, outcome.latency_s, outcome.cold_start))
         anomaly = self.config.anomaly
-        if anomaly.enabled and outcome.ok:
+        # A request that waited for a replica to start is slow for a known reason, counted by
+        # the cold-start rules: it is neither judged nor made part of the baseline.
+        if anomaly.enabled and outcome.ok and not outcome.cold_start:
             baseline = self._baselines.get(key)
             if baseline is None:
                 baseline = self._baselines[key] = LatencyBaseline(
                     anomaly.window, anomaly.min_samples, anomaly.min_std_ms / 1000)
-            z = baseline.observe(outcome.latency_s)
-            if z is not None and z >= anomaly.z:
+            z = latency_anomaly(baseline, outcome.latency_s, anomaly)
+            if z is not None:
                 self._anomalies[key] = (outcome.at, z, outcome.latency_s)
 
     # -- evaluation ----------------------------------------------------------------

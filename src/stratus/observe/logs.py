@@ -236,17 +236,19 @@ def access_line(outcome: Outcome) -> str:
     namespace, deployment = _quote(outcome.namespace), _quote(outcome.deployment)
     message = _quote(f"{outcome.protocol} {outcome.namespace}/{outcome.deployment} "
                      f"r{outcome.revision} {outcome.status} {duration_ms:.1f} ms")
-    trace_id = getattr(outcome, "trace_id", None)  # set by tracing when it records one
+    trace_id = outcome.trace_id  # with a client's traceparent, or when sampled
     optional = "".join((
-        f',"trace_id":{_quote(trace_id)}' if trace_id is not None else "",
+        f',"trace_id":"{trace_id}","span_id":"{outcome.span_id}"' if trace_id is not None
+        else "",
         f',"replica":{_quote(outcome.replica_id)}' if outcome.replica_id is not None else "",
         f',"error_type":{_quote(outcome.error_type)}' if outcome.error_type is not None else "",
+        f',"retry_denied":"{outcome.retry_denied}"' if outcome.retry_denied is not None else "",
     ))
     return (f'{{"ts":{round(outcome.at, 6)!r},"level":"info","logger":"{ACCESS_LOGGER}",'
             f'"message":{message},"request_id":{_quote(outcome.request_id)},'
             f'"namespace":{namespace},"deployment":{deployment},"revision":{outcome.revision}'
             f'{optional},"duration_ms":{duration_ms!r},"status":{outcome.status},'
-            f'"protocol":{_quote(outcome.protocol)},'
+            f'"protocol":{_quote(outcome.protocol)},"attempt":{outcome.attempt},'
             f'"queue_wait_ms":{round(outcome.queue_wait_s * 1000, 3)!r},'
             f'"cold_start":{_BOOL[outcome.cold_start]},"shadow":{_BOOL[outcome.shadow]}}}')
 

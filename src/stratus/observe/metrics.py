@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from stratus.control.controller import Controller
 from stratus.dispatch.pool import ReplicaState
+from stratus.observe.resilience_metrics import ResilienceCollector
 from stratus.sdk.batching import BUCKETS
 
 STATES = (ReplicaState.STARTING, ReplicaState.READY, ReplicaState.DRAINING)
@@ -134,11 +135,27 @@ class ControllerCollector(Collector):
             memory.add_metric(key, unit.memory_bytes())
         yield from (replicas, desired, panic, mode, queued, inflight, memory, sequences, kv_tokens,
                     batch_size, weight, outcomes, cpu, resident)
+        yield from self._copies()
+
+    def _copies(self) -> Iterator[Metric]:
+        """Decrypted model and dataset copies: memory no replica's PSS shows whole."""
+        artifacts = self.controller.models.artifacts
+        copies = GaugeMetricFamily("stratus_decrypted_copy_bytes",
+                                   "Decrypted blobs held in memory (/dev/shm) for replicas and jobs")
+        copies.add_metric([], sum(artifacts.plain.resident().values()))
+        decrypted = CounterMetricFamily("stratus_decrypted_bytes",
+                                        "Plaintext bytes decrypted into the memory cache")
+        decrypted.add_metric([], artifacts.decrypted_bytes)
+        seconds = CounterMetricFamily("stratus_decrypt_seconds",
+                                      "Time spent decrypting blobs into the memory cache")
+        seconds.add_metric([], artifacts.decrypt_seconds)
+        yield from (copies, decrypted, seconds)
 
 
 def registry_for(controller: Controller) -> CollectorRegistry:
     """One registry per server, so two servers in one process never collide."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ControllerCollector(controller))
+    registry.register(ResilienceCollector(controller))
     ProcessCollector(registry=registry)  # the server's own CPU and memory
     return registry

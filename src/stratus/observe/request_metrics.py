@@ -9,6 +9,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from stratus.dispatch.outcomes import Outcome
+from stratus.resilience.retry import Denied
 from stratus.store.usage import UsageRecord
 
 # Sub-millisecond to a minute: a no-op answers in ~0.2 ms, an LLM stream in tens of seconds.
@@ -42,6 +43,13 @@ class RequestMetrics:
                                   "Billed memory times billed duration of invocations (see "
                                   "docs/observability.md, Usage and cost)",
                                   ("namespace", "deployment"), registry=registry)
+        self.retries = Counter("stratus_retries", "Requests sent again after a lost attempt "
+                               "(retries of lost work)", ("namespace", "deployment"),
+                               registry=registry)
+        self.retries_denied = Counter(
+            "stratus_retries_denied", "Failed requests that were not sent again, by reason "
+            "(budget, delivered, attempts, deadline, streamed)",
+            ("namespace", "deployment", "reason"), registry=registry)
         # labels() costs a lock and a dict lookup; these skip it on the request path.
         self._children: dict[tuple[str, ...], tuple[Counter, Histogram, Histogram]] = {}
 
@@ -60,6 +68,11 @@ class RequestMetrics:
         requests.inc()
         duration.observe(outcome.latency_s)
         queue_wait.observe(outcome.queue_wait_s)
+        if outcome.attempt > 1:
+            self.retries.labels(outcome.namespace, outcome.deployment).inc(outcome.attempt - 1)
+        denied = outcome.retry_denied
+        if denied is not None and denied != "not_retryable":
+            self.retries_denied.labels(outcome.namespace, outcome.deployment, denied).inc()
 
     def metered(self, records: list[UsageRecord]) -> None:
         """A usage-meter callback, once per batch: tokens and GB-seconds as the bill counts
@@ -93,6 +106,9 @@ class RequestMetrics:
             with contextlib.suppress(KeyError):
                 self.duration.remove(*key[:4])
         for metric in (self.queue_wait, self.cold_starts, self.cold_start_duration,
-                       self.gb_seconds):
+                       self.gb_seconds, self.retries):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, deployment)
+        for reason in Denied:
+            with contextlib.suppress(KeyError):
+                self.retries_denied.remove(namespace, deployment, reason.value)

@@ -32,7 +32,8 @@ class Bucket:
     second: int
     requests: int = 0
     errors: int = 0
-    cold_starts: int = 0
+    cold_start_requests: int = 0  # requests that waited for a replica to start
+    replica_starts: int = 0  # replicas that started (fork to ready)
     latencies: list[float] = field(default_factory=list)
     concurrency: int = 0  # requests in the system (running or queued), at its peak
     queued: int = 0
@@ -132,9 +133,16 @@ class SeriesBook:
         if bucket is not None:
             bucket.requests += 1
             bucket.errors += not outcome.ok
-            bucket.cold_starts += outcome.cold_start
+            bucket.cold_start_requests += outcome.cold_start
             bucket.add_latency(outcome.latency_s, self.rng)
         series.recent.append(outcome)
+
+    def replica_started(self, namespace: str, deployment: str, seconds: float,
+                        wall: float | None = None) -> None:
+        """Count one replica start (the reconciler's callback; ``seconds`` is how long it took)."""
+        bucket = self._of((namespace, deployment)).bucket(int(time.time() if wall is None else wall))
+        if bucket is not None:
+            bucket.replica_starts += 1
 
     def sample(self, wall: float | None = None) -> None:
         """Read every deployment's pools into the current second's bucket."""
@@ -172,7 +180,8 @@ class SeriesBook:
         start = end - window_s + 1
         found = {bucket.second: bucket for bucket in self._of(key).window(start)}
         columns: dict[str, list[Any]] = {name: [] for name in (
-            "t", "requests", "errors", "cold_starts", "p50_ms", "p99_ms", "concurrency",
+            "t", "requests", "errors", "cold_start_requests", "replica_starts", "p50_ms", "p99_ms",
+            "concurrency",
             "queued", "ready", "starting", "draining", "desired")}
         last: Bucket | None = None
         for second in range(start, end + 1):
@@ -180,7 +189,8 @@ class SeriesBook:
             columns["t"].append(second)
             columns["requests"].append(bucket.requests if bucket else 0)
             columns["errors"].append(bucket.errors if bucket else 0)
-            columns["cold_starts"].append(bucket.cold_starts if bucket else 0)
+            columns["cold_start_requests"].append(bucket.cold_start_requests if bucket else 0)
+            columns["replica_starts"].append(bucket.replica_starts if bucket else 0)
             sample = [bucket] if bucket else []
             columns["p50_ms"].append(_ms(weighted_percentile(sample, 50)))
             columns["p99_ms"].append(_ms(weighted_percentile(sample, 99)))
@@ -191,7 +201,8 @@ class SeriesBook:
         return {"window_s": window_s, "step_s": 1, **columns}
 
     def summary(self, key: Key, window_s: int, now: float | None = None) -> dict[str, Any]:
-        """Totals over the last ``window_s`` seconds: RPS, p50/p99, error ratio, cold starts."""
+        """Totals over the last ``window_s`` seconds: RPS, p50/p99, error ratio, requests that
+        waited for a replica to start, and replica starts."""
         end = int(time.time() if now is None else now)
         buckets = self._of(key).window(end - window_s + 1)
         requests = sum(bucket.requests for bucket in buckets)
@@ -202,7 +213,8 @@ class SeriesBook:
             "rps": round(requests / window_s, 3),
             "errors": errors,
             "error_ratio": round(errors / requests, 4) if requests else None,
-            "cold_starts": sum(bucket.cold_starts for bucket in buckets),
+            "cold_start_requests": sum(bucket.cold_start_requests for bucket in buckets),
+            "replica_starts": sum(bucket.replica_starts for bucket in buckets),
             "p50_ms": _ms(weighted_percentile(buckets, 50)),
             "p99_ms": _ms(weighted_percentile(buckets, 99)),
         }

@@ -151,10 +151,12 @@ class UsageMeter:
             return
         self._early.setdefault(request_id, deque()).append((prompt, completion, time.monotonic()))
 
-    def sample(self, wall: float, step: float) -> None:
-        """Add ``step`` seconds of the replicas up now to the current minute's cells."""
+    def sample(self, wall: float, step: float, now: float | None = None) -> None:
+        """Add ``step`` seconds of the replicas up now to the current minute's cells; with
+        ``now`` (monotonic), a pool created within the step is counted from its creation."""
         minute = int(wall // 60 * 60)
         totals: dict[tuple[str, str], list[int]] = {}
+        steps: dict[tuple[str, str], float] = {}  # a deployment's: its oldest pool's
         for pool in self._pools():
             alive = busy = 0
             for replica in pool.replicas.values():
@@ -162,15 +164,18 @@ class UsageMeter:
                     alive += 1
                     busy += replica.inflight > 0
             ready = len(pool.ready)
-            self._capacity.add((pool.namespace, pool.deployment, pool.revision, minute), step,
+            own = step if now is None else min(step, max(0.0, now - pool.created))
+            self._capacity.add((pool.namespace, pool.deployment, pool.revision, minute), own,
                                (alive, ready, busy))
-            total = totals.setdefault((pool.namespace, pool.deployment), [0, 0, 0])
+            key = (pool.namespace, pool.deployment)
+            total = totals.setdefault(key, [0, 0, 0])
             total[0] += alive
             total[1] += ready
             total[2] += busy
+            steps[key] = max(steps.get(key, 0.0), own)
         for (namespace, deployment), (alive, ready, busy) in totals.items():
-            self._capacity.add((namespace, deployment, WHOLE_DEPLOYMENT, minute), step,
-                               (alive, ready, busy))
+            self._capacity.add((namespace, deployment, WHOLE_DEPLOYMENT, minute),
+                               steps[namespace, deployment], (alive, ready, busy))
 
     # -- batching ---------------------------------------------------------------------
     def take(self, now: float, everything: bool = False) -> tuple[list[UsageRecord], list[CapacityMinute]]:
@@ -262,7 +267,7 @@ class UsageMeter:
             await asyncio.sleep(self.sample_s)
             now = time.monotonic()
             try:
-                self.sample(time.time(), min(now - last, MAX_STEP_S))
+                self.sample(time.time(), min(now - last, MAX_STEP_S), now)
             except Exception:
                 log.exception("sampling the replicas failed")
             last = now

@@ -20,6 +20,8 @@ from typing import BinaryIO
 
 import msgpack
 
+from stratus.errors import InsufficientStorage
+from stratus.resilience.disk import DiskHealth
 from stratus.store.usage import CapacityMinute, UsageRecord, UsageStore
 
 log = logging.getLogger("stratus.usage")
@@ -34,6 +36,7 @@ class ProcessWriter:
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
+        self.disk = DiskHealth()  # the server's own is set in its place: /readyz reads it
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
 
@@ -49,10 +52,15 @@ class ProcessWriter:
             except (OSError, TimeoutError) as exc:
                 await self._stop(process)
                 raise RuntimeError(f"the usage writer did not answer: {exc!r}") from None
-            if answer != b"ok\n":
-                if not answer:
-                    await self._stop(process)
-                raise RuntimeError(f"the usage writer failed: {answer.decode(errors='replace').strip()}")
+            if answer == b"ok\n":
+                self.disk.succeeded("usage")
+                return
+            if not answer:
+                await self._stop(process)
+            failure = answer.decode(errors="replace").strip()
+            if failure.startswith(f"{InsufficientStorage.__name__}:"):  # the engine's 507
+                self.disk.failed("usage", failure.partition(": ")[2])
+            raise RuntimeError(f"the usage writer failed: {failure}")
 
     async def close(self) -> None:
         """Let the child finish what it has and exit."""

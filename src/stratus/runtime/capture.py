@@ -3,7 +3,8 @@ the replica, deployment, revision and stream.
 
 File descriptors 1 and 2 are pipes read by one thread, so ``print()``, C extensions and child
 processes are all captured. A line that is already a JSON object (the ``ctx.logger``'s) keeps
-its fields and gains the tags.
+its fields and gains the tags. What a handler writes through ``sys.stdout`` or ``sys.stderr``
+while it serves a request skips the pipes and gains the request's tags (``request_log``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+from stratus.runtime.request_log import install_streams, set_sink
 
 MAX_LINE = 64 * 1024  # a longer run of bytes without a newline is cut into lines this long
 _STREAMS = {1: "stdout", 2: "stderr"}
@@ -59,6 +62,8 @@ class OutputCapture:
         for stream in (sys.stdout, sys.stderr):
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(line_buffering=True)
+        install_streams()
+        set_sink(self.emit)
         self._thread = threading.Thread(target=self._pump, args=(selector,), daemon=True,
                                         name="output-capture")
         self._thread.start()
@@ -84,6 +89,14 @@ class OutputCapture:
                 if data:
                     self._write(data)
 
+    def emit(self, text: str, stream: str, extra: dict[str, str]) -> None:
+        """A line a request wrote, on its own thread: tagged with the request, written at once."""
+        raw = text.encode("utf-8", errors="replace")
+        tags = {**self.tags, **extra}
+        now = time.time()
+        self._write(b"".join(tag_line(raw[start:start + MAX_LINE], stream, tags, now)
+                             for start in range(0, max(len(raw), 1), MAX_LINE)))
+
     def _write(self, data: bytes) -> None:
         # A full or vanished disk must not take the replica down.
         with contextlib.suppress(OSError):
@@ -93,6 +106,7 @@ class OutputCapture:
         """Flush, end the pipes and wait for the thread to write what they held."""
         if self._thread is None:
             return
+        set_sink(None)  # what requests write from now on goes through the pipes
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()

@@ -14,13 +14,17 @@ import logging
 import os
 import re
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("stratus.sandbox")
 
 CONTROLLERS = ("memory", "pids")
-_PARENT = re.compile(r"stratus-srv-(\d+)-(\d+)")  # the server's pid and start time
+# The server's pid and start time; "-server": the leaf a v2 server moved itself into.
+_PARENT = re.compile(r"stratus-srv-(\d+)-(\d+)(?:-server)?")
+REMOVE_WAIT_S = 2.0  # how long a removal waits for the processes it killed to exit
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,11 @@ class Hierarchy:
     def entry(self, path: str) -> str:
         """How /proc/<pid>/cgroup names cgroup ``path`` of this hierarchy."""
         return f"{self.field}:{path}"
+
+
+def current_cgroups(text: str) -> set[str]:
+    """``controllers:path`` of each line of a /proc/<pid>/cgroup file, as ``entry`` names them."""
+    return {line.split(":", 1)[1] for line in text.splitlines() if line.count(":") >= 2}
 
 
 def parse_hierarchies(proc_cgroup: str, mountinfo: str) -> list[Hierarchy]:
@@ -115,6 +124,7 @@ class Cgroups:
         # tell whether it is still running before it removes what it left.
         self.parent = f"stratus-srv-{pid}-{_start_time(pid)}"
         self.leftovers: list[Path] = []  # replica cgroups that were still busy when removed
+        self._leftovers_lock = threading.Lock()  # removals may run on worker threads
 
     @property
     def controllers(self) -> frozenset[str]:
@@ -194,11 +204,17 @@ class Cgroups:
             leaf.mkdir()
         _write(leaf / "cgroup.procs", str(os.getpid()))
 
-    def close(self) -> None:
-        for hierarchy in self.hierarchies:
-            parent = hierarchy.directory / self.parent
+    def close(self, wait: float = REMOVE_WAIT_S) -> None:
+        """Kill what still runs in the replicas' cgroups and remove them all, waiting up to
+        ``wait`` seconds in all for the killed processes to exit."""
+        deadline = time.monotonic() + wait
+        parents = [hierarchy.directory / self.parent for hierarchy in self.hierarchies]
+        for child in (child for parent in parents for child in _children(parent)):
+            with contextlib.suppress(OSError):  # all at once, so that they exit together
+                _kill(child)
+        for parent in parents:
             for child in _children(parent):
-                _kill_and_remove(child)
+                _kill_and_remove(child, deadline - time.monotonic())
             with contextlib.suppress(OSError):
                 parent.rmdir()
 
@@ -246,15 +262,19 @@ class Cgroups:
         except (OSError, ValueError):
             return False
 
-    def remove(self, cgroup: ReplicaCgroup) -> None:
-        """Kill what the replica left running (its children), then remove its cgroups; one
-        still busy is retried with the next."""
-        for directory in cgroup.directories:
-            if not _kill_and_remove(directory):
-                self.leftovers.append(directory)
+    def remove(self, cgroup: ReplicaCgroup, wait: float = REMOVE_WAIT_S) -> bool:
+        """Kill what the replica left running (its children), then remove its cgroups, waiting
+        up to ``wait`` seconds for those processes to exit. Whether all are gone: one still
+        busy is retried with the next replica's cgroup, and at close."""
+        busy = [d for d in cgroup.directories if not _kill_and_remove(d, wait)]
+        if busy:
+            with self._leftovers_lock:
+                self.leftovers += [d for d in busy if d not in self.leftovers]
+        return not busy
 
     def _retry_leftovers(self) -> None:
-        self.leftovers = [d for d in self.leftovers if not _kill_and_remove(d)]
+        with self._leftovers_lock:
+            self.leftovers = [d for d in self.leftovers if not _kill_and_remove(d)]
 
 
 def _limit_memory(directory: Path, version: int, limit: int) -> None:
@@ -276,22 +296,33 @@ def _children(directory: Path) -> list[Path]:
         return []
 
 
-def _kill_and_remove(directory: Path) -> bool:
-    """True once ``directory`` is gone."""
-    try:
-        kill_all = directory / "cgroup.kill"
-        if kill_all.exists():
-            _write(kill_all, "1")
-        else:
-            for pid in _read(directory / "cgroup.procs").split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-        directory.rmdir()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return True
+def _kill(directory: Path) -> None:
+    kill_all = directory / "cgroup.kill"  # v2, Linux 5.14 and later
+    if kill_all.exists():
+        _write(kill_all, "1")
+        return
+    for pid in _read(directory / "cgroup.procs").split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+def _kill_and_remove(directory: Path, wait: float = 0.0) -> bool:
+    """True once ``directory`` is gone. A killed process takes a moment to exit, and until it
+    has the kernel will not remove its cgroup (EBUSY): retry for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    delay = 0.0005
+    while True:
+        try:
+            _kill(directory)  # again each time: on v1 a process may have forked meanwhile
+            directory.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
 
 
 def _start_time(pid: int) -> int:
@@ -303,16 +334,21 @@ def _start_time(pid: int) -> int:
         return 0
 
 
-def _remove_stale(directory: Path) -> None:
-    """The cgroups that servers which are no longer running left (emptied: nothing is
-    killed, only empty cgroups can go)."""
+def _remove_stale(directory: Path, wait: float = REMOVE_WAIT_S) -> None:
+    """The cgroups that servers which are no longer running left (a kill -9 of one, say):
+    what still runs in them is an orphan of that server (a replica stuck in a system call, a
+    process a handler started in a session of its own), killed before they are removed."""
+    deadline = time.monotonic() + wait
     for entry in _children(directory):
         match = _PARENT.fullmatch(entry.name)
         if match is None or _start_time(int(match[1])) == int(match[2]):
             continue
-        for child in _children(entry):
-            with contextlib.suppress(OSError):
-                child.rmdir()
-        with contextlib.suppress(OSError):
-            entry.rmdir()
+        children = _children(entry)
+        for child in children:
+            with contextlib.suppress(OSError):  # all at once, so that they exit together
+                _kill(child)
+        for child in children:
+            if not _kill_and_remove(child, deadline - time.monotonic()):
+                log.warning("cannot remove the stale cgroup %s: still busy", child)
+        if _kill_and_remove(entry, deadline - time.monotonic()):  # its "-server" leaf too
             log.info("removed the stale cgroup %s", entry)

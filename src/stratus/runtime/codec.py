@@ -3,7 +3,8 @@
 - JSON requests: the handler gets the parsed body and may return anything JSON can
   carry; numpy arrays and torch tensors become nested lists.
 - Tensor requests (v2): the handler gets ``{name: ndarray}`` and returns such a dict.
-- Lambda-style handlers return ``{"statusCode": ..., "body": ..., "headers": ...}``.
+- Lambda-style handlers return ``{"statusCode": ..., "body": ..., "headers": ...}``; a string
+  body is text (``text/plain; charset=utf-8``), a dict or list is JSON, bytes are binary.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from typing import Any
 from stratus.errors import BadRequest, InvalidJSON, UnencodableOutput
 from stratus.runtime import wire
 from stratus.runtime.tensors import from_wire, to_wire
+
+# The content types of a Lambda-style answer whose handler set none (``encode_lambda``).
+JSON_TYPE = "application/json"
+TEXT_TYPE = "text/plain; charset=utf-8"
+BINARY_TYPE = "application/octet-stream"
 
 
 def _json_default(value: Any) -> Any:
@@ -58,7 +64,7 @@ def encode_lambda(output: Any) -> list[Any]:
     """Map a Lambda proxy response onto [status, headers, body]."""
     if not isinstance(output, Mapping) or "statusCode" not in output:
         # Lambda's direct-invoke semantics: a plain value is a 200 with a JSON body.
-        return [200, {"content-type": "application/json"}, dump_json(output)]
+        return [200, {"content-type": JSON_TYPE}, dump_json(output)]
     status = output["statusCode"]
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
         raise UnencodableOutput(f"statusCode must be an integer HTTP status, not {status!r}")
@@ -67,23 +73,26 @@ def encode_lambda(output: Any) -> list[Any]:
         raise UnencodableOutput("headers must be a map of name to value")
     headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
     body = output.get("body", "")
-    if isinstance(body, str):
-        if output.get("isBase64Encoded"):
-            try:
-                data = base64.b64decode(body, validate=True)
-            except ValueError as exc:
-                raise UnencodableOutput(f"body is not valid base64: {exc}") from exc
-        else:
-            data = body.encode()
-        headers.setdefault("content-type", "application/json")
+    # A content type the handler did not set follows the body's Python type, so that
+    # ``application/json`` always labels JSON: a string is text, not a JSON document.
+    if isinstance(body, str) and output.get("isBase64Encoded"):
+        try:
+            data = base64.b64decode(body, validate=True)
+        except ValueError as exc:
+            raise UnencodableOutput(f"body is not valid base64: {exc}") from exc
+        headers.setdefault("content-type", BINARY_TYPE)
+    elif isinstance(body, str):
+        data = body.encode()
+        headers.setdefault("content-type", TEXT_TYPE)
     elif isinstance(body, bytes):
         data = body
-        headers.setdefault("content-type", "application/octet-stream")
+        headers.setdefault("content-type", BINARY_TYPE)
     elif body is None:
         data = b""
+        headers.setdefault("content-type", TEXT_TYPE)
     else:
         data = dump_json(body)
-        headers.setdefault("content-type", "application/json")
+        headers.setdefault("content-type", JSON_TYPE)
     return [status, headers, data]
 
 

@@ -34,6 +34,7 @@ from stratus.runtime.messages import (
     parse,
 )
 from stratus.runtime.sandbox import ReplicaSandbox, SandboxError, compose_env, enter_replica
+from stratus.runtime.tracebacks import HandlerTracebacks
 from stratus.sdk.context import json_logger
 from stratus.sdk.jobs import JobContext
 
@@ -105,10 +106,11 @@ def _prepare_process(config: JobConfig) -> None:
     reseed_and_size(config.threads)
 
 
-def _outcome(exc: BaseException) -> JobDone:
+def _outcome(exc: BaseException, tracebacks: HandlerTracebacks) -> JobDone:
     if isinstance(exc, SystemExit) and exc.code in (None, 0):
         return JobDone(JOB_DONE, True, "", "")
-    traceback.print_exc()  # into the job's log, which only its namespace may read
+    # Into the job's log, which only its namespace may read.
+    sys.stderr.write(tracebacks.format(exc) + "\n")
     reason = "out_of_memory" if is_out_of_memory(exc) else "error"
     return JobDone(JOB_DONE, False, f"{type(exc).__name__}: {exc}", reason)
 
@@ -125,8 +127,10 @@ def run_job(loaded: LoadedHandler, config: JobConfig) -> NoReturn:
             os._exit(3)
         channel = SocketChannel.connect(config.socket_path,
                                         HelloJob(HELLO_JOB, config.worker_id, os.getpid()))
+        tracebacks = HandlerTracebacks(loaded.bundle_dir)
         logger = json_logger(f"stratus.job.{config.job_id}",
-                             {"job": config.job_id, "worker": config.rank})
+                             {"job": config.job_id, "worker": config.rank},
+                             tracebacks.format_exc_info)
         ctx = JobContext(job_id=config.job_id, namespace=config.namespace, params=config.params,
                          datasets=config.datasets, channel=channel, logger=logger,
                          rank=config.rank, world_size=config.world_size,
@@ -141,7 +145,7 @@ def run_job(loaded: LoadedHandler, config: JobConfig) -> NoReturn:
                 evaluate_saved(ctx, str(config.evaluate["dataset"]), str(config.evaluate["split"]))
             done = JobDone(JOB_DONE, True, "", "")
         except BaseException as exc:
-            done = _outcome(exc)
+            done = _outcome(exc, tracebacks)
         channel.send(done)
         code = 0 if done.ok else 1
     except BaseException:

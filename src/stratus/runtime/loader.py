@@ -33,6 +33,7 @@ class LoadedHandler:
     kind: HandlerKind
     is_async: bool
     options: DeploymentOptions
+    bundle_dir: str = ""  # where the code was imported from: its tracebacks are cut to it
 
     def describe(self) -> dict[str, Any]:
         """What the server records about the code, sent back over the wire."""
@@ -119,7 +120,8 @@ def load_handler(bundle_dir: str, entrypoint: str, job: bool = False) -> LoadedH
     except AttributeError:
         raise DeployError(f"module {module_name} has no attribute {attribute!r}") from None
     kind, is_async = _classify_job(target, entrypoint) if job else _classify(target, entrypoint)
-    return LoadedHandler(target=target, kind=kind, is_async=is_async, options=options_of(target))
+    return LoadedHandler(target=target, kind=kind, is_async=is_async, options=options_of(target),
+                         bundle_dir=bundle_dir)
 
 
 def instantiate(loaded: LoadedHandler, ctx: Context) -> Any:

@@ -4,6 +4,8 @@
   over processes, the memory they really take. Used for budgets and reports.
 - ``dirty``: pages it wrote and owns alone (heap, copies). What a leak grows, and what a
   replica's memory limit caps; file pages it only reads (mapped weights) are not its own.
+- ``shmem``: the part of ``pss`` in shared memory (tmpfs files such as decrypted weights in
+  ``/dev/shm``), which the host budget charges to the copy, not to each replica mapping it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
-_FIELDS = {b"Rss:": "rss", b"Pss:": "pss", b"Private_Dirty:": "dirty", b"Swap:": "swap"}
+_FIELDS = {b"Rss:": "rss", b"Pss:": "pss", b"Private_Dirty:": "dirty", b"Swap:": "swap",
+           b"Pss_Shmem:": "shmem"}
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class Memory:
     pss: int = 0
     dirty: int = 0
     swap: int = 0
+    shmem: int = 0
 
     @property
     def charged(self) -> int:

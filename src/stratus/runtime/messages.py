@@ -218,7 +218,8 @@ class Heartbeat(NamedTuple):
     pss: int
     charged: int  # bytes
     # Optional, each key too: {"stats": {name: value}, "batch_sizes": {method: {batch size:
-    # batches run since the last heartbeat}}, "peak_rss": bytes}; an older replica leaves it out.
+    # batches run since the last heartbeat}}, "peak_rss": bytes, "pss_shmem": bytes of the PSS
+    # in shared memory}; an older replica leaves it out.
     reports: dict[str, Any] | None = None
 
 
@@ -228,7 +229,8 @@ class Stop(NamedTuple):
 
 
 class Chunk(NamedTuple):
-    """One item of a streamed answer; the RESPONSE or ERROR of its rid ends the stream."""
+    """One item of a streamed answer; the RESPONSE or ERROR of its rid ends the stream. Of kind
+    ``KIND_STARTED`` it is the ack of a request that asked for one (``meta["ack"]``)."""
 
     type: int
     rid: int

@@ -9,6 +9,7 @@ returns a generator streams: each item goes out as a CHUNK frame, then an empty 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import socket
@@ -48,10 +49,14 @@ from stratus.runtime.messages import (
     Stop,
     parse,
 )
+from stratus.runtime.request_log import RequestLines, current_request, finish_request
 from stratus.runtime.sandbox import ReplicaSandbox, SandboxError, compose_env, enter_replica
+from stratus.runtime.tracebacks import HandlerTracebacks
 from stratus.sdk.batching import take_batch_sizes
 from stratus.sdk.context import Context, RequestContext, current_progress, replica_logger
 from stratus.telemetry import tracing
+
+FAILED_HELLO_WAIT_S = 2.0  # for the server to read a failed init's reason
 
 
 def _prepare_process(config: ReplicaConfig) -> None:
@@ -77,6 +82,7 @@ class ReplicaServer(asyncio.Protocol):
     def __init__(self, handler: Any, loaded: LoadedHandler, ctx: Context, config: ReplicaConfig):
         self.handler = handler
         self.lambda_style = loaded.kind is HandlerKind.LAMBDA
+        self.tracebacks = HandlerTracebacks(loaded.bundle_dir)
         self.is_async = loaded.is_async
         self.ctx = ctx
         self.config = config
@@ -117,6 +123,8 @@ class ReplicaServer(asyncio.Protocol):
     def _heartbeat(self) -> None:
         memory = read_memory()
         reports = self._reports()
+        if memory.shmem:
+            reports["pss_shmem"] = memory.shmem
         # Spans that ended after their request's answer (a handler's background work) too.
         heartbeat = Heartbeat(HEARTBEAT, len(self.inflight), memory.rss, memory.pss, memory.charged,
                               reports)
@@ -141,6 +149,10 @@ class ReplicaServer(asyncio.Protocol):
 
     # -- requests ---------------------------------------------------------------
     def _start(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:
+        if meta.get("ack"):
+            # Written before the handler can start: the server then knows that a loss after
+            # this may have run the handler, and one before it did not (retries of lost work).
+            self._send(wire.encode(Chunk(CHUNK, rid, wire.KIND_STARTED, None)))
         # From the frame's arrival to the answer's departure, a child of the dispatch span.
         span = tracing.replica_span(self.tracer, meta)
         if self.is_async:
@@ -180,13 +192,16 @@ class ReplicaServer(asyncio.Protocol):
                     span: Span) -> None:
         # For this request only: the pool's thread serves another one next.
         token = current_progress.set(self._progress_sink(rid) if meta.get("progress") else None)
+        lines = RequestLines(str(meta.get("request_id", "")), "traceparent" in meta)
+        lines_token = current_request.set(lines)
         try:
-            self._serve_sync_in_context(rid, kind, payload, meta, span)
+            self._serve_sync_in_context(rid, kind, payload, meta, span, lines)
         finally:
+            current_request.reset(lines_token)
             current_progress.reset(token)
 
     def _serve_sync_in_context(self, rid: int, kind: int, payload: Any, meta: dict[str, Any],
-                               span: Span) -> None:
+                               span: Span, lines: RequestLines) -> None:
         with self._handler_span(span):
             try:
                 output = self._call_handler(kind, payload, meta)
@@ -198,12 +213,15 @@ class ReplicaServer(asyncio.Protocol):
                     frame = self._ok_frame(rid, kind, output)
             except BaseException as exc:
                 frame = self._error_frame(rid, exc, meta, span)
+            finish_request(lines)  # in the log before the answer leaves
         self.loop.call_soon_threadsafe(self._finish, rid, frame, span)
 
     async def _serve_async(self, rid: int, kind: int, payload: Any, meta: dict[str, Any],
                            span: Span) -> None:
         if meta.get("progress"):  # the task has a context of its own: no reset needed
             current_progress.set(self._progress_sink(rid))
+        lines = RequestLines(str(meta.get("request_id", "")), "traceparent" in meta)
+        current_request.set(lines)
         with self._handler_span(span):
             try:
                 output = self._call_handler(kind, payload, meta)
@@ -220,6 +238,7 @@ class ReplicaServer(asyncio.Protocol):
                 frame = self._error_frame(rid, cancelled, meta, span)
             except BaseException as exc:
                 frame = self._error_frame(rid, exc, meta, span)
+            finish_request(lines)
         self._finish(rid, frame, span)
 
     async def _stream(self, rid: int, kind: int, items: AsyncGenerator[Any, Any]) -> None:
@@ -250,11 +269,11 @@ class ReplicaServer(asyncio.Protocol):
             error = OutOfMemory(f"the handler ran out of memory ({type(exc).__name__}): the "
                                 f"replica's memory limit is {limit} MB" if limit else
                                 f"the handler ran out of memory ({type(exc).__name__})")
-            stack = traceback.format_exc()
+            stack = self.tracebacks.format(exc)
             self.ctx.logger.error("handler ran out of memory", exc_info=exc,
                                   extra={"request_id": meta.get("request_id")})
         else:
-            stack = traceback.format_exc()
+            stack = self.tracebacks.format(exc)
             error = HandlerError(f"{type(exc).__name__}: {exc}")
             self.ctx.logger.error(
                 "handler raised %s", type(exc).__name__,
@@ -320,7 +339,9 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
                                             f"the replica could not enter its sandbox: {exc}",
                                             None))
             os._exit(1)
-        logger = replica_logger(config.deployment, config.revision, config.replica_id)
+        tracebacks = HandlerTracebacks(loaded.bundle_dir)
+        logger = replica_logger(config.deployment, config.revision, config.replica_id,
+                                tracebacks.format_exc_info)
         ctx = Context(
             deployment=config.deployment, namespace=config.namespace, revision=config.revision,
             replica_id=config.replica_id, config=config.config, env={**config.env, **config.secrets},
@@ -334,7 +355,7 @@ def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
                                  (time.perf_counter() - started) * 1000, None)
         except BaseException as exc:
             handler = None
-            trace = traceback.format_exc()
+            trace = tracebacks.format(exc) + "\n"
             sys.stderr.write(trace)
             hello = HelloReplica(HELLO_REPLICA, config.replica_id, os.getpid(), False,
                                  f"{type(exc).__name__}: {exc}", trace)
@@ -356,4 +377,12 @@ def _say_hello(config: ReplicaConfig, hello: HelloReplica) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(config.socket_path)
     sock.sendall(wire.encode(hello))
+    if not hello.ok:
+        # The server closes the connection once it has read why: only then exit, or the
+        # zygote's report of the exit, on another connection, may be read first and the
+        # reason lost ("replica died during init").
+        sock.settimeout(FAILED_HELLO_WAIT_S)
+        with contextlib.suppress(OSError):
+            while sock.recv(4096):
+                pass
     return sock

@@ -9,7 +9,6 @@ namespace's own user, by ``RLIMIT_NPROC``.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import resource
@@ -19,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stratus.runtime.cgroups import current_cgroups
+from stratus.runtime.reach import Need, load_libc, private_view, python_needs, unreachable
 
 MB = 1 << 20
 # RLIMIT_AS counts address space reserved, not used: each thread reserves its stack (8 MiB)
@@ -55,11 +57,13 @@ class SandboxConfig(BaseModel):
     nofile: int = Field(default=1024, ge=64, le=1 << 20)
     cpu_seconds: int = Field(default=0, ge=0)  # CPU time of a replica's life; 0: unlimited
     nproc: int = Field(default=4096, ge=64)  # per namespace user, without a pids cgroup
-    # namespace: each namespace's own user (the server must run as root); auto: that when
-    # it can, else the server's user; server: always the server's user.
-    run_as: Literal["auto", "namespace", "server"] = "auto"
+    # namespace: each namespace's own user (the server must run as root); shared: one
+    # unprivileged user for all namespaces; auto: namespace when the server runs as root,
+    # else the server's user; server: always the server's user (as root: root replicas).
+    run_as: Literal["auto", "namespace", "shared", "server"] = "auto"
     uid_base: int = Field(default=200000, ge=1000, le=(1 << 31) - 1)
     uid_count: int = Field(default=65536, ge=1, le=1 << 24)
+    shared_uid: int = Field(default=199998, ge=1000, le=(1 << 31) - 1)  # run_as: shared
     # The one group every replica user is in (search rights on what replicas must reach).
     group_id: int = Field(default=199999, ge=1000, le=(1 << 31) - 1)
     pass_env: tuple[str, ...] = ()
@@ -88,6 +92,9 @@ def sandbox_config(section: Mapping[str, Any]) -> SandboxConfig:
         raise ValueError(f"sandbox: {problems}") from None
     if config.group_id in config.uid_range():
         raise ValueError("sandbox: group_id must lie outside uid_base .. uid_base + uid_count")
+    if config.shared_uid in config.uid_range() or config.shared_uid == config.group_id:
+        raise ValueError("sandbox: shared_uid must lie outside uid_base .. uid_base + uid_count "
+                         "and differ from group_id")
     return config
 
 
@@ -170,18 +177,20 @@ class ZygoteSandbox:
     env: dict[str, str]
     identity: Identity | None = None
     rlimits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    reach: tuple[str, ...] = ()  # the server's trees its processes must be able to search
 
     def to_wire(self) -> dict[str, Any]:
         identity = self.identity
         return {"env": self.env, "rlimits": {k: list(v) for k, v in self.rlimits.items()},
                 "identity": [identity.uid, identity.gid, list(identity.groups)] if identity
-                else None}
+                else None, "reach": list(self.reach)}
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> ZygoteSandbox:
         raw = data.get("identity")
         identity = Identity(int(raw[0]), int(raw[1]), tuple(raw[2])) if raw else None
-        return cls(dict(data["env"]), identity, _rlimits(data.get("rlimits")))
+        return cls(dict(data["env"]), identity, _rlimits(data.get("rlimits")),
+                   tuple(data.get("reach") or ()))
 
 
 @dataclass(frozen=True)
@@ -214,13 +223,28 @@ def _rlimits(raw: Mapping[str, Any] | None) -> dict[str, tuple[int, int]]:
 
 # -- in the child ---------------------------------------------------------------------------
 def enter_zygote(sandbox: ZygoteSandbox) -> None:
-    """In a new revision zygote: the environment, the limits, then the namespace's user."""
+    """In a new revision zygote: the environment, the limits, then the namespace's user, in a
+    private view of the file system when the host keeps Python out of that user's reach."""
     os.environ.clear()
     os.environ.update(sandbox.env)
     os.umask(0o077)
     _set_rlimits(sandbox.rlimits)
     if sandbox.identity is not None:
-        drop_privileges(sandbox.identity)
+        needs = [*python_needs(), *(Need(path, False) for path in sandbox.reach)]
+        become(sandbox.identity, needs)
+
+
+def become(identity: Identity, needs: list[Need], parents_only: bool = False) -> None:
+    """Drop to ``identity`` for good, first showing it ``needs`` in a mount namespace of this
+    process's own if they are out of its reach on the host; SandboxError if they still are."""
+    try:
+        private_view(needs, identity.uid, frozenset((identity.gid, *identity.groups)))
+    except OSError as exc:
+        raise SandboxError(f"no mount namespace can show it to them ({exc.strerror})") from None
+    drop_privileges(identity)
+    problem = unreachable(needs, parents_only)
+    if problem:
+        raise SandboxError(problem)
 
 
 def enter_replica(sandbox: ReplicaSandbox, env: Mapping[str, str],
@@ -251,7 +275,7 @@ def drop_privileges(identity: Identity) -> None:
         raise SandboxError(f"cannot switch to uid {identity.uid}: {exc}") from None
     if os.getuid() != identity.uid or os.geteuid() != identity.uid:
         raise SandboxError(f"still running as uid {os.geteuid()} after switching users")
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = load_libc()
     libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
@@ -276,11 +300,6 @@ def _mapped_bytes() -> int:
             if line.startswith(b"VmSize:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def current_cgroups(text: str) -> set[str]:
-    """``controllers:path`` of each line of a /proc/<pid>/cgroup file."""
-    return {line.split(":", 1)[1] for line in text.splitlines() if line.count(":") >= 2}
 
 
 def _wait_for_placement(expected: tuple[str, ...]) -> None:

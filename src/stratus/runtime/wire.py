@@ -20,6 +20,7 @@ KIND_JSON = 0  # payload: JSON bytes
 KIND_TENSORS = 1  # payload: {name: [datatype, shape, data]}; data is bytes or a list for BYTES
 KIND_HTTP = 2  # payload: [status, headers, body bytes] (Lambda-style responses)
 KIND_PROGRESS = 3  # a CHUNK's payload: [fraction, message or None], from ``ctx.progress``
+KIND_STARTED = 4  # a CHUNK with no payload: the replica took the request for its handler
 
 _HEADER = struct.Struct(">I")
 _packer = msgpack.Packer(use_bin_type=True)

@@ -48,7 +48,9 @@ from stratus.runtime.messages import (
     parse,
 )
 from stratus.runtime.replica import run_replica
+from stratus.runtime.request_log import install_streams
 from stratus.runtime.sandbox import SandboxError, ZygoteSandbox, enter_zygote
+from stratus.runtime.tracebacks import HandlerTracebacks
 
 # Imported here so that forked replicas find them already loaded. numpy.random is imported
 # lazily by numpy itself: without it here, every fork's reseed paid 10-18 ms to import it.
@@ -229,14 +231,18 @@ def _become_revision_zygote(socket_path: str, code_key: str, spec: dict[str, Any
                 enter_zygote(ZygoteSandbox.from_wire(spec["sandbox"]))
             else:
                 os.environ.update(spec.get("env") or {})
+            install_streams()  # so a logging handler the module makes writes to them
             loaded = load_handler(spec["bundle_dir"], spec["entrypoint"],
                                   job=spec.get("kind") == "job")
             meta = loaded.describe()
             meta["threads"] = len(os.listdir("/proc/self/task"))
             hello = HelloRevision(HELLO_REVISION, code_key, os.getpid(), True, meta, None)
         except DeployError as exc:
+            # The user's exception, when importing their code raised one: the loader's own
+            # frames above it say nothing they can act on.
+            trace = HandlerTracebacks(spec["bundle_dir"]).format(exc.__cause__ or exc)
             hello = HelloRevision(HELLO_REVISION, code_key, os.getpid(), False, exc.message,
-                                  traceback.format_exc())
+                                  trace + "\n")
         except SandboxError as exc:
             hello = HelloRevision(HELLO_REVISION, code_key, os.getpid(), False,
                                   f"the zygote could not enter its sandbox: {exc}", None)

@@ -34,10 +34,20 @@ def report_progress(fraction: float, message: str | None = None) -> None:
         reporter(min(1.0, max(0.0, float(fraction))), None if message is None else str(message))
 
 
+FormatException = Callable[[Any], str]  # as logging.Formatter.formatException
+
+
 class _JsonLineFormatter(logging.Formatter):
-    def __init__(self, fields: Mapping[str, Any]) -> None:
+    def __init__(self, fields: Mapping[str, Any],
+                 format_exception: FormatException | None = None) -> None:
         super().__init__()
         self._fields = dict(fields)
+        self._format_exception = format_exception
+
+    def formatException(self, ei: Any) -> str:
+        if self._format_exception is not None:
+            return self._format_exception(ei)
+        return super().formatException(ei)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -54,23 +64,27 @@ class _JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def json_logger(name: str, fields: Mapping[str, Any]) -> logging.Logger:
+def json_logger(name: str, fields: Mapping[str, Any],
+                format_exception: FormatException | None = None) -> logging.Logger:
     """A logger writing JSON lines, tagged with ``fields``, to stderr (which the process's
-    output capture appends to its log)."""
+    output capture appends to its log). ``format_exception`` formats a record's traceback
+    (the runtime's trims it to the user's code)."""
     logger = logging.getLogger(name)
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonLineFormatter(fields))
+    handler.setFormatter(_JsonLineFormatter(fields, format_exception))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger
 
 
-def replica_logger(deployment: str, revision: int, replica_id: str) -> logging.Logger:
+def replica_logger(deployment: str, revision: int, replica_id: str,
+                   format_exception: FormatException | None = None) -> logging.Logger:
     """A logger writing JSON lines to the replica's stderr, which goes to the deployment log."""
     return json_logger(f"stratus.replica.{deployment}",
-                       {"deployment": deployment, "revision": revision, "replica": replica_id})
+                       {"deployment": deployment, "revision": revision, "replica": replica_id},
+                       format_exception)
 
 
 def declared_model(models: Sequence[Mapping[str, Any]], name: str, owner: str,

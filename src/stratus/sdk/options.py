@@ -28,6 +28,9 @@ class DeploymentOptions:
     memory_mb: int | None = None
     scale_to_zero_after_s: float | None = None
     threads: int | None = None
+    # The handler may safely run twice for one request: a request lost with its replica after
+    # reaching the handler may then be retried (the deployment's ``retries.idempotent``).
+    idempotent: bool | None = None
     inputs: list[TensorSpec] = field(default_factory=list)
     outputs: list[TensorSpec] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)

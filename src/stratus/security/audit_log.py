@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Protocol
 
+from stratus.errors import storage_full
+from stratus.resilience.disk import DiskHealth
 from stratus.security.audit import AuditEvent, AuditRecord, Result, chain
+from stratus.security.checkpointer import Checkpointer
 
 log = logging.getLogger("stratus.audit")
 
@@ -64,6 +67,8 @@ class AuditLog:
         self._warned_at = -WARN_EVERY_S
         self._tail: AuditRecord | None = None
         self._tail_known = False
+        self.checkpoints: Checkpointer | None = None  # set by start, if the log is anchored
+        self.disk = DiskHealth()  # the server's own is set in its place: /readyz reads it
 
     # -- request path -------------------------------------------------------------------
     def append(self, event: AuditEvent) -> bool:
@@ -85,8 +90,11 @@ class AuditLog:
         return False
 
     # -- life cycle -----------------------------------------------------------------------
-    def start(self, store: AuditRecords) -> None:
+    def start(self, store: AuditRecords, checkpoints: Checkpointer | None = None) -> None:
         self.store = store
+        self.checkpoints = checkpoints
+        if checkpoints is not None:
+            self.accepted += 1  # the start's own record: a flush waits for it and its checkpoint
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -110,16 +118,30 @@ class AuditLog:
 
     # -- the writer thread ------------------------------------------------------------------
     def _run(self) -> None:
+        checkpoints = self.checkpoints
+        if checkpoints is not None:  # before anything else
+            self._write([checkpoints.opening()])
+            checkpoints.tick(force=True)
+            with self._progress:
+                self.written += 1
+                self._progress.notify_all()
         while True:
             events = self._take()
             notice = self._drop_notice()
             if events or notice:
                 self._write(events + notice)
+                if checkpoints is not None:  # before a flush returns: verify sees it
+                    checkpoints.tick()
                 with self._progress:
                     self.written += len(events)
                     self._progress.notify_all()
             elif self._stopping.is_set() and self._queue.empty():
+                if checkpoints is not None:
+                    self._write([checkpoints.closing()])
+                    checkpoints.tick(force=True)
                 return
+            elif checkpoints is not None:
+                checkpoints.tick()  # idle: the interval may have run out
 
     def _take(self) -> list[AuditEvent]:
         try:
@@ -152,10 +174,16 @@ class AuditLog:
                 records = chain(self._tail, events)
                 self.store.append(records)
                 self._tail = records[-1]
+                self.disk.succeeded("audit")
+                if self.checkpoints is not None:
+                    self.checkpoints.wrote(records[-1], len(records))
                 break
             except Exception as exc:
                 # The tail may have moved or the write half-happened: read it again.
                 self._tail_known = False
+                full = storage_full(exc)
+                if full is not None:  # kept queued and retried: written once space is back
+                    self.disk.failed("audit", full.message)
                 if isinstance(exc, ChainConflict) and conflicts < MAX_CONFLICTS:
                     conflicts += 1  # another server took the next id: chain onto its record
                     continue

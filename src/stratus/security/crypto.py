@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from stratus.errors import IntegrityError
 
@@ -63,6 +65,12 @@ class WrappedKey:
 
 def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
+
+
+def derive_key(master: bytes, label: bytes) -> bytes:
+    """A key for one purpose (``label``, e.g. ``b"stratus/audit-checkpoint/v1"``), derived from
+    the master key with HKDF-SHA256: it reveals nothing of the master key or of other labels'."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=label).derive(master)
 
 
 def wrap_key(master: bytes, kid: str, data_key: bytes, object_id: str) -> WrappedKey:

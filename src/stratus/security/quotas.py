@@ -4,7 +4,7 @@ for its static caps (replicas and memory a namespace may claim). 0 means unlimit
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -101,6 +101,11 @@ class Footprint:
     name: str
     max_replicas: int
     memory_mb: int | None  # None: undeclared
+
+
+# Run by the metadata store inside the transaction that records a deployment, given the
+# namespace's deployments as recorded there; it raises to refuse the write.
+Admit = Callable[[list[Footprint]], None]
 
 
 def deploy_problem(quota: NamespaceQuota, namespace: str, wanted: Footprint,

@@ -15,6 +15,7 @@ from stratus.autoscale.build import build_policy
 from stratus.autoscale.policy import ReplicaCounts, ScalingPolicy
 from stratus.cost import DEFAULT_PRICES, Prices
 from stratus.dispatch.load import LoadRecorder, MetricSample
+from stratus.resilience.concurrency_limit import ConcurrencyLimit, LimitSettings
 from stratus.sim.report import DecisionRecord, DeploymentRun, SimReport
 from stratus.spec import RuntimeSpec, ScalingSpec, target_concurrency
 
@@ -41,6 +42,8 @@ class SimSettings:
     start_s: float | None = None  # default: the first arrival, floored to the tick
     end_s: float | None = None  # default: the last arrival; unfinished requests still complete
     record_decisions: bool = False  # one record per tick and deployment: 86,400 a day each
+    # Adaptive shedding: the live pool's admission, in front of the queue (None: off).
+    concurrency_limit: LimitSettings | None = None
 
     def __post_init__(self) -> None:
         if not self.tick_s > 0:
@@ -95,7 +98,10 @@ class _DeploymentSim:
         self.free: list[_Replica] = []  # idle ready replicas, kept only when cap == 1
         self.waiters: deque[tuple[float, float]] = deque()  # (arrived, duration_s)
         self.starting: deque[tuple[float, _Replica]] = deque()  # (ready at, replica): FIFO
-        self.running: list[tuple[float, int, _Replica]] = []  # heap of (done at, seq, replica)
+        # A heap of (done at, seq, replica, arrived, duration): the last two for the limit.
+        self.running: list[tuple[float, int, _Replica, float, float]] = []
+        limit = settings.concurrency_limit
+        self.limit = ConcurrencyLimit(limit, start) if limit is not None else None
         self.seq = 0
         self.n_ready = self.n_starting = self.n_up = self.n_busy = 0
         self.desired = 0
@@ -130,6 +136,8 @@ class _DeploymentSim:
                 waiters.popleft()
                 run.timed_out += 1
                 self.recorder.leave(now)
+                if self.limit is not None:
+                    self.limit.done(now)
             elif t_arrive <= now:
                 poke = False
                 while index < count and arrivals[index] == now:
@@ -219,6 +227,9 @@ class _DeploymentSim:
         """True when the request has to wait (and so pokes the activator)."""
         run = self.run
         run.invocations += 1
+        if self.limit is not None and not self.limit.try_admit():
+            run.shed += 1  # refused at once, as the dispatcher's admission does
+            return False
         self.recorder.enter(now)
         replica = None if self.waiters else self._pick()  # nobody jumps the queue
         if replica is not None:
@@ -227,6 +238,8 @@ class _DeploymentSim:
         if len(self.waiters) >= self.settings.max_queued:
             run.shed += 1
             self.recorder.leave(now)
+            if self.limit is not None:
+                self.limit.done(now)
             return False
         self.waiters.append((now, duration_s))
         return True
@@ -236,7 +249,7 @@ class _DeploymentSim:
             self.n_busy += 1
         replica.inflight += 1
         done = now + duration_s
-        heapq.heappush(self.running, (done, self.seq, replica))
+        heapq.heappush(self.running, (done, self.seq, replica, arrived, duration_s))
         self.seq += 1
         run = self.run
         run.served += 1
@@ -254,8 +267,13 @@ class _DeploymentSim:
             self._dispatch(replica, arrived, duration_s, now)
 
     def _complete(self, now: float) -> None:
-        replica = heapq.heappop(self.running)[2]
+        _, _, replica, arrived, duration_s = heapq.heappop(self.running)
         self.recorder.leave(now)
+        if self.limit is not None:
+            if replica.ready_at > arrived:  # a cold start's wait says nothing of the limit
+                self.limit.done(now)
+            else:
+                self.limit.done(now, now - arrived, duration_s)
         replica.inflight -= 1
         if replica.inflight == 0:
             self.n_busy -= 1

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tarfile
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stratus.errors import BadRequest, IntegrityError, PayloadTooLarge
+from stratus.resilience.disk import DiskHealth
 from stratus.security.crypto import (
     PlainReader,
     Sealer,
@@ -37,14 +37,13 @@ from stratus.security.crypto import (
     plaintext_size,
     read_header,
 )
-from stratus.security.masterkey import Keyring, MasterKeyError
+from stratus.security.masterkey import Keyring
 from stratus.security.rotation import Rewrapped
 from stratus.store.integrity import CorruptBlob, is_marked, mark
 from stratus.store.plaincache import PlainCache
+from stratus.store.sealed_keys import DIGEST, kids_in_use, rewrap, write_atomically
 
 log = logging.getLogger("stratus.artifacts")
-
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def sealed_blobs_exist(root: Path) -> bool:
@@ -52,21 +51,12 @@ def sealed_blobs_exist(root: Path) -> bool:
     return next((root / "blobs" / "sha256").glob("*/*.key"), None) is not None
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``, durably: a crash leaves the old or the new, never half."""
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 class ArtifactStore:
     def __init__(self, root: Path, keyring: Keyring, plain: PlainCache) -> None:
         self.root = root
         self.keyring = keyring
         self.plain = plain
+        self.disk = DiskHealth()  # the server's own is set in its place: /readyz reads it
         self.blobs = root / "blobs" / "sha256"
         self.tmp = root / "tmp"
         for directory in (self.blobs, self.tmp):
@@ -75,6 +65,8 @@ class ArtifactStore:
         self._locks: dict[str, threading.Lock] = {}
         # digest -> (size, mtime_ns) of the sealed blob that the cached plaintext came from
         self._sources: dict[str, tuple[int, int]] = {}
+        self.decrypted_bytes = 0  # plaintext written to the cache since the start, and the
+        self.decrypt_seconds = 0.0  # time it took (/metrics; the model benchmark reads it)
 
     def _lock(self, digest: str) -> threading.Lock:
         with self._guard:
@@ -128,7 +120,8 @@ class ArtifactStore:
             raise CorruptBlob(f"{label} is corrupted: blob {digest[:12]} holds {length} bytes, "
                               f"expected {size}; push it again")
 
-    def _plaintext_size(self, digest: str) -> int | None:
+    def size_of(self, digest: str) -> int | None:
+        """The plaintext's size, from the sealed file's; None when its header is damaged."""
         path = self.blob_path(digest)
         with open(path, "rb") as handle:
             try:
@@ -143,7 +136,7 @@ class ArtifactStore:
         beside it (size, mtime) spares the work until the file changes."""
         path = str(self.blob_path(digest))
         if is_marked(path, digest, label) and self.key_path(digest).is_file():
-            held = self._plaintext_size(digest) if size is not None else None
+            held = self.size_of(digest) if size is not None else None
             if held != size:
                 raise CorruptBlob(f"{label}: blob {digest[:12]} holds {held} bytes, expected {size}")
             return
@@ -184,36 +177,47 @@ class ArtifactStore:
         data_key = new_data_key()
         sealer = Sealer(data_key, digest)
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
-        try:
-            with os.fdopen(fd, "wb") as tmp:
-                tmp.write(sealer.header)
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PayloadTooLarge(f"bundle exceeds the limit of {max_bytes} bytes")
-                    hasher.update(chunk)
-                    tmp.write(sealer.update(chunk))
-                tmp.write(sealer.finish())
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            actual = hasher.hexdigest()
-            if actual != digest:
-                raise BadRequest(f"upload digest mismatch: expected {digest}, got {actual}")
-            await asyncio.to_thread(self.publish, digest, tmp_name, data_key)
-            return size
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)  # still there only when the upload failed
+        with self.disk.writing("artifacts"):  # a full disk: the 507, nothing published
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+            try:
+                with os.fdopen(fd, "wb") as tmp:
+                    tmp.write(sealer.header)
+                    async for chunk in chunks:
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise PayloadTooLarge(f"bundle exceeds the limit of {max_bytes} bytes")
+                        hasher.update(chunk)
+                        tmp.write(sealer.update(chunk))
+                    tmp.write(sealer.finish())
+                    tmp.flush()
+                    os.fsync(tmp.fileno())
+                actual = hasher.hexdigest()
+                if actual != digest:
+                    raise BadRequest(f"upload digest mismatch: expected {digest}, got {actual}")
+                await asyncio.to_thread(self.publish, digest, tmp_name, data_key)
+                return size
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)  # still there only when the upload failed
 
     def publish(self, digest: str, sealed_file: str, data_key: bytes) -> None:
-        """The data key first, then the blob: a blob is never visible without its key."""
+        """The data key first, then the blob: a blob is never visible without its key. A whole
+        copy already there is kept (the new one is dropped: the content is stored once, and
+        readers of it are not disturbed); a corrupted one is replaced, which repairs it."""
         target = self.blob_path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._lock(digest):
+            try:
+                if target.is_file():
+                    self.check_blob(digest, None, f"blob {digest[:12]}")
+                    return  # whole: the caller drops its copy
+            except CorruptBlob as exc:
+                log.warning("replacing a corrupted blob: %s", exc.message)
             with self.keyring.writing():
                 write_atomically(self.key_path(digest), self.keyring.wrap(data_key, digest).to_json())
             os.replace(sealed_file, target)
+            # Sealed from plaintext whose sha256 was checked: as verified as a full check makes it.
+            mark(str(target), digest, os.stat(target))
 
     def read_blob(self, digest: str, label: str) -> bytes:
         """A small blob's whole plaintext (a job's checkpoint), each segment authenticated."""
@@ -237,6 +241,7 @@ class ArtifactStore:
             self._sources.pop(digest, None)
             self._drop_plain(digest)
             fd, tmp_name = tempfile.mkstemp(dir=self.plain.tmp, prefix="blob-")
+            started = time.perf_counter()
             try:
                 length = 0
                 with os.fdopen(fd, "wb") as out:
@@ -257,6 +262,10 @@ class ArtifactStore:
             mark(str(source), digest, stat)
             self.plain.hold(digest)
             self._sources[digest] = stamp
+            took = time.perf_counter() - started
+            self.decrypted_bytes += length
+            self.decrypt_seconds += took
+            log.info("decrypted %s (%.1f MiB) in %.3f s", label, length / (1 << 20), took)
             return target
 
     def _drop_plain(self, digest: str) -> None:
@@ -265,6 +274,21 @@ class ArtifactStore:
         for stale in (target, Path(f"{target}.verified")):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
+
+    def drop_copy(self, digest: str) -> bool:
+        """Free a decrypted copy's memory, unless a running job reads it; the next replica
+        that needs it has it decrypted again (``plain_blob``)."""
+        lock = self._lock(digest)
+        if not lock.acquire(blocking=False):  # being decrypted: in use, and the caller is
+            return False  # the event loop, which must not wait for it
+        try:
+            if self.plain.pinned(digest):
+                return False
+            self._sources.pop(digest, None)
+            self._drop_plain(digest)
+        finally:
+            lock.release()
+        return True
 
     def unpack_bundle(self, digest: str) -> Path:
         """Decrypt and extract a code bundle (tar.gz) once, verified, into the memory cache."""
@@ -328,14 +352,16 @@ class ArtifactStore:
         return target
 
     # -- garbage collection -----------------------------------------------------------------
-    def collect(self, referenced: set[str], grace_s: float) -> dict[str, int]:
+    def collect(self, referenced: set[str], grace_s: float) -> tuple[list[str], int]:
         """Delete blobs nothing references (and older than ``grace_s``, so an upload whose
-        version or deployment is being recorded right now survives), with what hangs off them."""
-        removed = freed = 0
+        version or deployment is being recorded right now survives), with what hangs off them.
+        Returns the digests deleted and the bytes freed."""
+        removed: list[str] = []
+        freed = 0
         cutoff = time.time() - grace_s
         for path in list(self.blobs.glob("*/*")):
             digest = path.name.removesuffix(".key")
-            if not _DIGEST.fullmatch(digest) or digest in referenced:
+            if not DIGEST.fullmatch(digest) or digest in referenced:
                 continue
             if path.name.endswith(".key") and path.with_name(digest).exists():
                 continue  # goes with its blob
@@ -350,7 +376,7 @@ class ArtifactStore:
                 self._drop_plain(digest)
                 self._sources.pop(digest, None)
             if path.name == digest:
-                removed += 1
+                removed.append(digest)
                 freed += stat.st_size
         for bundle in self.plain.bundles.iterdir():
             if bundle.name not in referenced:
@@ -359,38 +385,12 @@ class ArtifactStore:
             links = [link for link in model.rglob("*") if link.is_symlink()]
             if any(not link.exists() for link in links):
                 shutil.rmtree(model, ignore_errors=True)
-        return {"blobs_removed": removed, "bytes_freed": freed}
+        return removed, freed
 
     # -- master key rotation ----------------------------------------------------------------
-    def _wrapped_keys(self) -> Iterator[tuple[str, Path]]:
-        for path in sorted(self.blobs.glob("*/*.key")):
-            digest = path.name.removesuffix(".key")
-            if _DIGEST.fullmatch(digest):
-                yield digest, path
-
     def kids_in_use(self) -> set[str]:
-        kids = set()
-        for _, path in self._wrapped_keys():
-            with contextlib.suppress(FileNotFoundError, IntegrityError):
-                kids.add(WrappedKey.from_json(path.read_text()).kid)
-        return kids
+        return kids_in_use(self.blobs)
 
     def rewrap(self, keyring: Keyring) -> Rewrapped:
-        """Re-wrap every data key that the primary master key does not wrap yet. The blobs
-        are not touched: only their small ``.key`` files are replaced, atomically."""
-        result = Rewrapped()
-        for digest, path in self._wrapped_keys():
-            with keyring.writing():
-                try:
-                    wrapped = WrappedKey.from_json(path.read_text())
-                    if wrapped.kid == keyring.primary.kid:
-                        continue
-                    data_key = keyring.unwrap(wrapped, digest)
-                except FileNotFoundError:
-                    continue  # collected meanwhile
-                except (IntegrityError, MasterKeyError) as exc:
-                    result.unreadable.append(f"blob {digest[:12]}: {exc.message}")
-                    continue
-                write_atomically(path, keyring.wrap(data_key, digest).to_json())
-            result.rewrapped += 1
-        return result
+        """Re-wrap every data key that the primary master key does not wrap yet."""
+        return rewrap(self.blobs, keyring)

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from stratus.security.quotas import Admit, Footprint
 from stratus.spec import RuntimeSpec, ScalingSpec
 from stratus.store.tables import DeploymentRow, RevisionRow
 
@@ -73,6 +74,29 @@ def _revision(row: RevisionRow) -> RevisionRecord:
     )
 
 
+def _lock_namespace(session: Session, namespace: str) -> None:
+    """Hold the namespace's lock until the transaction ends. An upsert, the transaction's
+    first statement: on PostgreSQL it locks the namespace's row (another deploy of the
+    namespace waits for the commit; other namespaces do not); on SQLite any write takes the
+    database's write lock, and being first it comes before every read, which the driver would
+    otherwise run outside the transaction (it begins one only at the first write)."""
+    session.execute(text("INSERT INTO namespace_locks (namespace) VALUES (:namespace) "
+                         "ON CONFLICT (namespace) DO UPDATE SET namespace = excluded.namespace"),
+                    {"namespace": namespace})
+
+
+def _footprints(session: Session, namespace: str) -> list[Footprint]:
+    """What each recorded deployment of the namespace may claim: its ``max_replicas`` and its
+    latest revision's ``memory_mb``."""
+    query = (select(DeploymentRow.name, DeploymentRow.scaling, RevisionRow.spec)
+             .join(RevisionRow, (RevisionRow.deployment_id == DeploymentRow.id)
+                   & (RevisionRow.number == DeploymentRow.latest_revision))
+             .where(DeploymentRow.namespace == namespace))
+    return [Footprint(name, ScalingSpec.model_validate(scaling).max_replicas,
+                      spec.get("memory_mb"))
+            for name, scaling, spec in session.execute(query)]
+
+
 class MetadataStore:
     """Synchronous repository; the controller calls it off the event loop."""
 
@@ -128,11 +152,20 @@ class MetadataStore:
         runtime: RuntimeSpec,
         scaling: ScalingSpec,
         code_meta: dict[str, Any],
+        admit: Admit | None = None,
     ) -> tuple[DeploymentRecord, RevisionRecord, bool]:
-        """Record a spec. A new revision is created only when the runtime spec changed."""
+        """Record a spec. A new revision is created only when the runtime spec changed.
+
+        With ``admit``, the namespace's deploys are serialised: this transaction first takes
+        the namespace's lock, then ``admit`` judges the deployments recorded (committed by
+        every deploy before it, on any server sharing the database) and may raise to refuse.
+        """
         digest = runtime.digest()
         now = _now()
         with self._sessions.begin() as session:
+            if admit is not None:
+                _lock_namespace(session, namespace)
+                admit(_footprints(session, namespace))
             row = self._find(session, namespace, name)
             if row is None:
                 row = DeploymentRow(
@@ -163,42 +196,36 @@ class MetadataStore:
             session.flush()
             return _deployment(row), _revision(latest), created
 
-    def update_scaling(self, namespace: str, name: str, scaling: ScalingSpec) -> None:
+    # The updates below are one UPDATE statement each, not a read then a write: the driver
+    # runs a read outside the transaction, so a deployment deleted between the two made the
+    # ORM's write fail (StaleDataError), and that failure was a later deploy's 500.
+    def _update_deployment(self, namespace: str, name: str, **values: Any) -> None:
         with self._sessions.begin() as session:
-            row = self._find(session, namespace, name)
-            if row is not None:
-                row.scaling = scaling.model_dump()
-                row.updated_at = _now()
+            session.execute(update(DeploymentRow)
+                            .where(DeploymentRow.namespace == namespace,
+                                   DeploymentRow.name == name)
+                            .values(**values, updated_at=_now()))
+
+    def update_scaling(self, namespace: str, name: str, scaling: ScalingSpec) -> None:
+        self._update_deployment(namespace, name, scaling=scaling.model_dump())
 
     def set_serving(self, namespace: str, name: str, revision: int) -> None:
-        with self._sessions.begin() as session:
-            row = self._find(session, namespace, name)
-            if row is not None:
-                row.serving_revision = revision
-                row.updated_at = _now()
+        self._update_deployment(namespace, name, serving_revision=revision)
 
     def set_routing(self, namespace: str, name: str, routing: dict[str, Any]) -> None:
-        with self._sessions.begin() as session:
-            row = self._find(session, namespace, name)
-            if row is not None:
-                row.routing = routing
-                row.serving_revision = routing.get("stable")
-                row.updated_at = _now()
+        self._update_deployment(namespace, name, routing=routing,
+                                serving_revision=routing.get("stable"))
 
     def set_revision_status(
         self, namespace: str, name: str, number: int, status: str, reason: str | None
     ) -> None:
+        deployment = select(DeploymentRow.id).where(DeploymentRow.namespace == namespace,
+                                                    DeploymentRow.name == name)
         with self._sessions.begin() as session:
-            row = self._find(session, namespace, name)
-            if row is None:
-                return
-            query = select(RevisionRow).where(
-                RevisionRow.deployment_id == row.id, RevisionRow.number == number
-            )
-            revision = session.scalars(query).one_or_none()
-            if revision is not None:
-                revision.status = status
-                revision.reason = reason
+            session.execute(update(RevisionRow)
+                            .where(RevisionRow.deployment_id == deployment.scalar_subquery(),
+                                   RevisionRow.number == number)
+                            .values(status=status, reason=reason))
 
     def delete_deployment(self, namespace: str, name: str) -> bool:
         with self._sessions.begin() as session:

@@ -17,6 +17,8 @@ import mmap
 import os
 import shutil
 import stat
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger("stratus.artifacts")
@@ -57,6 +59,7 @@ class PlainCache:
         self.models = root / "models"
         self.tmp = root / "tmp"
         self._held: dict[str, mmap.mmap] = {}
+        self._pins: Counter[str] = Counter()  # digests a running job reads: never dropped
 
     @property
     def in_memory(self) -> bool:
@@ -101,3 +104,25 @@ class PlainCache:
         held = self._held.pop(digest, None)
         if held is not None:
             held.close()
+
+    def resident(self) -> dict[str, int]:
+        """Each decrypted blob's bytes in memory (its tmpfs pages); none when on disk."""
+        if not self.in_memory:
+            return {}
+        sizes: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.blobs) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".verified"):
+                    with contextlib.suppress(FileNotFoundError):
+                        sizes[entry.name] = entry.stat(follow_symlinks=False).st_blocks * 512
+        return sizes
+
+    def pin(self, digests: Iterable[str]) -> None:
+        self._pins.update(digests)
+
+    def unpin(self, digests: Iterable[str]) -> None:
+        self._pins.subtract(digests)
+        self._pins += Counter()  # drops the counts that reached zero
+
+    def pinned(self, digest: str) -> bool:
+        return self._pins[digest] > 0

@@ -66,6 +66,16 @@ class RevisionRow(Base):
     deployment: Mapped[DeploymentRow] = relationship(back_populates="revisions")
 
 
+class NamespaceLockRow(Base):
+    """One row per namespace, written first by each transaction that must not interleave with
+    another of the same namespace's (a deploy checked against the namespace's quota): the
+    write holds the row's lock (PostgreSQL) or the database's (SQLite) until it commits."""
+
+    __tablename__ = "namespace_locks"
+
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+
+
 class ModelRow(Base):
     __tablename__ = "models"
     __table_args__ = (UniqueConstraint("namespace", "name"),)

@@ -17,8 +17,15 @@ from opentelemetry.context import Context, attach, detach
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -197,13 +204,18 @@ def receive(replica_id: str, pid: int, records: list[list[Any]]) -> None:
 # -- the gateway and the dispatcher -----------------------------------------------------
 def start_request_span(headers: Mapping[str, str], path: str, request_id: str,
                        namespace: str | None) -> Span | None:
-    """The root span of a data-plane request, a child of the client's ``traceparent``; None
-    when the request is not traced: the client's traceparent says so (its sampled flag is
-    honoured), or, without one, the sample ratio's draw did."""
+    """The root span of a data-plane request, a child of the client's ``traceparent``. None
+    when the request has no traceparent and the sample ratio's draw left it out. A client's
+    traceparent that is not sampled gets a span that records nothing (its sampled flag is
+    honoured) but has ids of its own, for the log lines of the request."""
     if "traceparent" in headers:
         parent: Context | None = PROPAGATOR.extract(headers)
-        if not trace.get_current_span(parent).get_span_context().trace_flags.sampled:
+        client = trace.get_current_span(parent).get_span_context()
+        if not client.is_valid:
             return None
+        if not client.trace_flags.sampled:
+            return NonRecordingSpan(SpanContext(client.trace_id, random.getrandbits(64) or 1,
+                                                False, TraceFlags(0), client.trace_state))
     elif _active is None or random.random() >= _active.config.sample_ratio:
         return None
     else:
@@ -229,6 +241,34 @@ def leave(token: Token[Context] | None, span: Span | None) -> None:
 def recording() -> bool:
     """Whether the request being served here is traced: the dispatcher's spans follow."""
     return trace.get_current_span().is_recording()
+
+
+def current_span() -> Span:
+    """The span current here: the invalid span when the request has none."""
+    return trace.get_current_span()
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the span current here, recorded or not, for log lines; None
+    when the request has none (no traceparent, and not sampled)."""
+    span = trace.get_current_span()
+    if span is trace.INVALID_SPAN:  # the common case, told apart at once
+        return None
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None
+    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
+
+def unrecorded_traceparent(span: Span) -> str | None:
+    """The traceparent that gives a replica the ids of ``span``, a request's span that is not
+    recorded (its client's traceparent was not sampled), so its log lines carry them too."""
+    if span is trace.INVALID_SPAN:
+        return None
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-00"
 
 
 def trace_id_of(span: Span) -> bytes:
@@ -261,8 +301,10 @@ def install_replica() -> tuple[trace.Tracer, SpanCollector]:
     into a SPANS frame before each answer. The server exports them; replicas never do."""
     collector = SpanCollector()
     # The gateway's decision travels in the traceparent's sampled flag; an unsampled
-    # request's spans here are no-ops that cost next to nothing.
-    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON),
+    # request's spans here are no-ops that cost next to nothing. A span with no parent (a
+    # ctx.span in a request that is not traced) is never recorded: only the gateway starts
+    # traces, or the sample ratio would not bound them.
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF),
                               resource=Resource({"stratus.process": "replica"}),
                               shutdown_on_exit=False)
     provider.add_span_processor(collector)
@@ -271,10 +313,15 @@ def install_replica() -> tuple[trace.Tracer, SpanCollector]:
 
 
 def replica_span(tracer: trace.Tracer, meta: Mapping[str, Any]) -> Span:
-    """The replica's span of a request, a child of the dispatch span; an untraced request
-    (no traceparent) gets the invalid span, which records nothing and costs nothing."""
+    """The replica's span of a request, a child of the dispatch span. A request without a
+    traceparent gets the invalid span, which records nothing and costs nothing; one whose
+    traceparent is not sampled gets the gateway's unrecorded span, whose ids its log lines
+    carry."""
     header = meta.get("traceparent")
     if not header:
         return trace.INVALID_SPAN
     parent = PROPAGATOR.extract({"traceparent": header})
+    context = trace.get_current_span(parent).get_span_context()
+    if not context.trace_flags.sampled:
+        return NonRecordingSpan(context)
     return tracer.start_span("stratus.replica", parent, SpanKind.SERVER)

@@ -2,8 +2,9 @@
 // Text from the server is only ever set with textContent, never parsed as HTML.
 "use strict";
 
-const KEY = "stratus.apiKey";
+const KEY = "stratus.apiKey"; // only where the browser refused the session cookie (see signIn)
 const NAMESPACE = "stratus.namespace";
+const NEXT_PAGES = ["/docs", "/redoc"]; // where a sign-in may send the browser back to
 const LIST_EVERY_MS = 2000;
 const DETAIL_EVERY_MS = 1000;
 const SLOW_EVERY_MS = 3000; // logs, traffic and alerts change less often
@@ -17,19 +18,59 @@ let slowTimer = null;
 let charts = {};
 let generation = 0; // bumped on every navigation so stale answers are dropped
 let target = 1; // the autoscaler's target concurrency per replica: one replica's share
+let signedIn = false; // by the session cookie (HTTP-only: the page cannot read it) or a kept key
 
 // -- API --------------------------------------------------------------------------------
 class Unauthorized extends Error {}
+class NotFound extends Error {}
 
-async function api(path, { text = false, optional = false } = {}) {
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` };
+function apiHeaders() {
+  const headers = {};
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = `Bearer ${key}`;
   const namespace = sessionStorage.getItem(NAMESPACE);
   if (namespace) headers["X-Stratus-Namespace"] = namespace;
-  const response = await fetch(path, { headers });
-  if (response.status === 401) throw new Unauthorized("invalid API key");
+  return headers;
+}
+
+async function errorMessage(response, fallback) {
+  try { return (await response.json()).error.message || fallback; } catch { return fallback; }
+}
+
+async function api(path, { text = false, optional = false } = {}) {
+  const response = await fetch(path, { headers: apiHeaders(), credentials: "same-origin" });
+  if (response.status === 401) throw new Unauthorized(await errorMessage(response, "signed out"));
   if (optional && (response.status === 404 || response.status === 405)) return null;
+  if (response.status === 404) throw new NotFound(await errorMessage(response, `${path} not found`));
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return text ? response.text() : response.json();
+}
+
+// Sign-in: the server checks the key and sets the session cookie. A browser that will not keep
+// a Secure cookie (plain HTTP on a host other than localhost) gets the key kept in this tab's
+// session storage instead, as a bearer token; the API docs then need HTTPS.
+async function signIn(key) {
+  const response = await fetch("/api/session", {
+    method: "POST", headers: { Authorization: `Bearer ${key}` }, credentials: "same-origin" });
+  if (!response.ok) {
+    throw new Error(response.status === 401 ? "The API key was refused."
+      : await errorMessage(response, `Sign-in failed (HTTP ${response.status}).`));
+  }
+  const kept = await fetch("/api/session", { credentials: "same-origin" });
+  if (kept.ok) sessionStorage.removeItem(KEY);
+  else sessionStorage.setItem(KEY, key);
+  signedIn = true;
+}
+
+async function signOut() {
+  sessionStorage.removeItem(KEY);
+  signedIn = false;
+  await fetch("/api/session", { method: "DELETE", credentials: "same-origin" }).catch(() => null);
+}
+
+function nextPage() {
+  const next = new URLSearchParams(location.search).get("next");
+  return NEXT_PAGES.includes(next) ? next : null;
 }
 
 // -- formatting -------------------------------------------------------------------------
@@ -67,8 +108,8 @@ function stop() {
 }
 
 function show(view) {
-  for (const id of ["login", "list-view", "detail-view", "workflows-view", "execution-view",
-    "jobs-view", "job-view"]) {
+  for (const id of ["login", "not-found", "list-view", "detail-view", "workflows-view",
+    "execution-view", "jobs-view", "job-view"]) {
     $(id).hidden = id !== view;
   }
   $("sign-out").hidden = view === "login";
@@ -82,7 +123,7 @@ function crumbs(name) {
 
 function route() {
   stop();
-  if (!sessionStorage.getItem(KEY)) {
+  if (!signedIn) {
     crumbs(null);
     show("login");
     $("api-key").focus();
@@ -106,12 +147,24 @@ async function guarded(work) {
   } catch (error) {
     if (error instanceof Unauthorized) {
       sessionStorage.removeItem(KEY);
-      $("login-error").textContent = "The API key was refused.";
+      signedIn = false;
+      $("login-error").textContent = `Signed out: ${error.message}.`;
       route();
+    } else if (error instanceof NotFound) {
+      showNotFound(error.message);
     } else {
       setText("updated", `error: ${error.message}`);
     }
   }
+}
+
+// Whatever was asked for is not there (a deployment, a job, an execution): say so, and show
+// nothing of the page that was open before.
+function showNotFound(message) {
+  stop();
+  setText("nf-message", message);
+  show("not-found");
+  setText("updated", "");
 }
 
 // -- the list -----------------------------------------------------------------------------
@@ -153,7 +206,8 @@ async function refreshList(mine) {
     el("td", { class: "num" }, ms(d.p50_ms)),
     el("td", { class: "num" }, ms(d.p99_ms)),
     el("td", { class: "num" }, pct(d.error_ratio)),
-    el("td", { class: "num" }, d.cold_starts),
+    el("td", { class: "num cold-requests" }, d.cold_start_requests),
+    el("td", { class: "num replica-starts" }, d.replica_starts),
     el("td", { class: "num cost" }, money(costs.get(d.name))),
   ));
   $("deployments").tBodies[0].replaceChildren(...rows);
@@ -257,7 +311,8 @@ async function refreshDetail(name, mine) {
   setText("stat-rps", num(row.rps, 2));
   setText("stat-latency", `${ms(row.p50_ms)} / ${ms(row.p99_ms)}`);
   setText("stat-errors", pct(row.error_ratio));
-  setText("stat-cold", row.cold_starts ?? dash);
+  setText("stat-cold", row.cold_start_requests ?? dash);
+  setText("stat-starts", row.replica_starts ?? dash);
   const scaler = view.autoscaler;
   target = scaler.target_concurrency || 1;
   setText("d-autoscaler", `${scaler.policy} · ${scaler.mode} · target ${scaler.target_concurrency} per replica`);
@@ -288,7 +343,8 @@ function drawTraffic(traffic) {
       el("td", { class: "num" }, ms(s.p50_ms)), el("td", { class: "num" }, ms(s.p95_ms)));
   }));
   const rollout = traffic.rollout;
-  setText("rollout", rollout ? `rollout to r${rollout.target}: ${rollout.phase} at ${rollout.weight}%` : "");
+  setText("rollout", rollout ? `rollout to r${rollout.to}: ${rollout.state} at ${rollout.weight}%`
+    + (rollout.reason ? ` (${rollout.reason})` : "") : "");
 }
 
 function drawAlerts(alerts, name) {
@@ -339,8 +395,24 @@ async function refreshSlow(name, mine) {
   if (atBottom) pre.scrollTop = pre.scrollHeight;
 }
 
+// A new deployment's page starts blank: nothing of the one shown before may linger.
+function clearDetail(name) {
+  setText("d-name", name);
+  setText("d-status", "");
+  $("d-status").className = "pill";
+  setText("d-reason", "");
+  setText("d-autoscaler", "");
+  for (const id of ["stat-ready", "stat-starting", "stat-desired", "stat-concurrency", "stat-rps",
+    "stat-latency", "stat-errors", "stat-cold", "stat-starts"]) setText(id, dash);
+  for (const id of ["invocations", "revisions"]) $(id).tBodies[0].replaceChildren();
+  for (const id of ["split", "alerts"]) $(id).replaceChildren();
+  setText("rollout", "");
+  setText("logs", "");
+}
+
 function openDeployment(name) {
   crumbs(name);
+  clearDetail(name);
   show("detail-view");
   const mine = generation;
   const fast = () => guarded(() => refreshDetail(name, mine));
@@ -354,17 +426,29 @@ function openDeployment(name) {
 // -- start --------------------------------------------------------------------------------
 $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  sessionStorage.setItem(KEY, $("api-key").value.trim());
+  const key = $("api-key").value.trim();
   const namespace = $("namespace").value.trim();
   if (namespace) sessionStorage.setItem(NAMESPACE, namespace);
   else sessionStorage.removeItem(NAMESPACE);
-  $("api-key").value = "";
   $("login-error").textContent = "";
-  route();
+  try {
+    await signIn(key);
+  } catch (error) {
+    $("login-error").textContent = error.message;
+    return;
+  }
+  $("api-key").value = "";
+  const next = nextPage();
+  if (next) location.assign(next);
+  else route();
 });
-$("sign-out").addEventListener("click", () => {
-  sessionStorage.removeItem(KEY);
+$("sign-out").addEventListener("click", async () => {
+  await signOut();
   route();
 });
 window.addEventListener("hashchange", route);
-route();
+// A session cookie from an earlier sign-in (another tab, a reload) still counts.
+fetch("/api/session", { headers: apiHeaders(), credentials: "same-origin" })
+  .then((response) => { signedIn = response.ok; })
+  .catch(() => { signedIn = false; })
+  .finally(route);

@@ -4,7 +4,9 @@ a checkpoint."""
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import time
 
 import torch
@@ -165,6 +167,25 @@ def fit_dataset(ctx: JobContext) -> None:
 
 def bad_split(ctx: JobContext) -> None:
     ctx.dataset(str(ctx.params["dataset"]), split="validation")
+
+
+def probe(ctx: JobContext) -> None:
+    """Who the worker runs as, and what it gets opening each of ``paths`` (one a line) and
+    signalling ``pid``: each outcome is logged as a parameter (an errno name, or "ok")."""
+    outcomes: dict[str, str | int] = {"uid": os.getuid()}
+    for index, path in enumerate(str(ctx.params["paths"]).splitlines()):
+        try:
+            os.listdir(path) if os.path.isdir(path) else open(path, "rb").close()
+            outcomes[f"path{index}"] = "ok"
+        except OSError as exc:
+            outcomes[f"path{index}"] = errno.errorcode.get(exc.errno or 0, str(exc))
+    for number in (0, signal.SIGTERM):
+        try:
+            os.kill(int(ctx.params["pid"]), number)
+            outcomes[f"signal{int(number)}"] = "ok"
+        except OSError as exc:
+            outcomes[f"signal{int(number)}"] = errno.errorcode.get(exc.errno or 0, str(exc))
+    ctx.log_params(**outcomes)
 
 
 def whoami(ctx: JobContext) -> None:

@@ -53,13 +53,16 @@ class Inspect:
             "cgroup": cgroup,
             "probes": probes,
             "signal": _signal(request["signal"]) if "signal" in request else None,
+            "signals": {str(number): _signal(request["signals"]["pid"], number)
+                        for number in request["signals"]["numbers"]}
+            if "signals" in request else None,
             "hello": _hello(request["socket"], request["hello"]) if "hello" in request else None,
         }
 
 
-def _signal(pid: int) -> str:
+def _signal(pid: int, number: int = 0) -> str:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, number)
     except OSError as exc:
         return errno.errorcode.get(exc.errno or 0, str(exc))
     return "ok"
@@ -112,6 +115,15 @@ class Spinner:
         return {"pid": self.pid, "cpu_s": time.process_time()}
 
 
+def _leave_running() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()  # out of the replica's process group, which the zygote kills with it
+        time.sleep(60)
+        os._exit(0)
+    return pid
+
+
 class Forker:
     """Forks up to ``attempts`` children that each sleep ``hold`` seconds, stops at the first
     refused fork, then kills and reaps them all. Never unbounded."""
@@ -122,6 +134,9 @@ class Forker:
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("ping"):
             return {"pid": self.pid}
+        if request.get("leave"):  # children in sessions of their own, left running for a minute
+            return {"left": [_leave_running() for _ in range(int(request["leave"]))],
+                    "pid": self.pid}
         attempts = min(int(request.get("attempts", 100)), 10_000)
         hold = float(request.get("hold", 5))
         children: list[int] = []

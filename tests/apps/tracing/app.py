@@ -17,10 +17,11 @@ class Traced:
         with self.ctx.span("tokenize", {"chars": len(str(request.get("text", "")))}) as span:
             words = str(request.get("text", "")).split()
             span.set_attribute("words", len(words))
+            recorded = span.is_recording()
         if request.get("fail"):
             with self.ctx.span("doomed"):
                 raise ValueError("asked to fail")
-        return {"words": len(words), "pid": os.getpid()}
+        return {"words": len(words), "pid": os.getpid(), "recorded": recorded}
 
 
 class AsyncTraced:

@@ -47,6 +47,7 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
         payload=body,
         request_id=call.request_id,
         on_chunk=lambda kind, payload: items.append(payload),
+        priority=call.priority(),
     )
     accept = call.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/event-stream" in accept:
@@ -54,12 +55,12 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
     result = await parts.dispatcher.run(choice, invocation)
     if items:
         return Reply(200, b"[" + b",".join(items) + b"]",
-                     stratus_headers(result.revision, result.cold_start))
+                     stratus_headers(result.revision, result.cold_start, result.attempts))
     return _plain_reply(result)
 
 
 def _plain_reply(result: InvocationResult) -> Reply:
-    headers = stratus_headers(result.revision, result.cold_start)
+    headers = stratus_headers(result.revision, result.cold_start, result.attempts)
     if result.kind == wire.KIND_HTTP:
         status, handler_headers, data = result.payload
         content_type = handler_headers.pop("content-type", "application/json").encode()

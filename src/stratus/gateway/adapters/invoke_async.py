@@ -12,11 +12,10 @@ from stratus.gateway.state import Components
 from stratus.invocations.invoker import invoke_json
 from stratus.invocations.service import AsyncService
 from stratus.queue.records import AsyncInvocation, Status
+from stratus.resilience.priority import PRIORITY_HEADER, parse_queue_priority
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-PRIORITY_HEADER = "x-stratus-priority"
 MAX_KEY_LENGTH = 255
-MAX_PRIORITY = 1000
 
 
 def wants_async(call: Call) -> bool:
@@ -43,15 +42,7 @@ def idempotency_key(call: Call) -> str | None:
 def _priority(call: Call) -> int:
     text = call.headers.get(PRIORITY_HEADER) or (
         call.query_param("priority", "") if call.query else "")
-    if not text:
-        return 0
-    try:
-        priority = int(text)
-    except ValueError:
-        raise BadRequest(f"priority must be an integer, not {text!r}") from None
-    if abs(priority) > MAX_PRIORITY:
-        raise BadRequest(f"priority must lie between -{MAX_PRIORITY} and {MAX_PRIORITY}")
-    return priority
+    return parse_queue_priority(text) if text else 0
 
 
 def _service(parts: Components) -> AsyncService:
@@ -95,12 +86,13 @@ async def idempotent_sync(parts: Components, call: Call, body: bytes, document: 
     try:
         answer, result = await invoke_json(parts.dispatcher, namespace, deployment, body,
                                            record.id, pinned=call.pinned_revision(),
-                                           protocol="native", document=document)
+                                           protocol="native", document=document,
+                                           idempotent=True)
     except StratusError as exc:
         await service.end_sync(record, None, exc, None)
         raise
     await service.end_sync(record, answer, None, result.revision)
-    headers = stratus_headers(result.revision, result.cold_start)
+    headers = stratus_headers(result.revision, result.cold_start, result.attempts)
     return Reply(200, answer, [*headers, (b"x-stratus-invocation-id", record.id.encode())])
 
 

@@ -123,7 +123,7 @@ def _choose(parts: Components, call: Call, model: str, api: str, what: str) -> C
 
 def _invocation(call: Call, payload: dict[str, Any]) -> Invocation:
     return Invocation(kind=wire.KIND_JSON, payload=json.dumps(payload).encode(),
-                      request_id=call.request_id, protocol="openai")
+                      request_id=call.request_id, protocol="openai", priority=call.priority())
 
 
 def _shape(call: Call, model: str, chat: bool) -> Shape:
@@ -162,7 +162,7 @@ async def _answer(parts: Components, shape: Shape, choice: Choice,
         done = await asyncio.gather(*(_generate(parts, choice, inv) for inv in invocations))
     first = done[0][1]
     return Reply(200, shape.response([g for g, _ in done]),
-                 stratus_headers(first.revision, first.cold_start))
+                 stratus_headers(first.revision, first.cold_start, first.attempts))
 
 
 async def _stream(parts: Components, call: Call, shape: Shape, choice: Choice,
@@ -243,4 +243,5 @@ async def embeddings(parts: Components, call: Call) -> Reply:
     _count(parts, call.request_id, tokens, 0)
     body = {"object": "list", "data": data, "model": request.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-    return Reply(200, json.dumps(body).encode(), stratus_headers(result.revision, result.cold_start))
+    return Reply(200, json.dumps(body).encode(),
+                 stratus_headers(result.revision, result.cold_start, result.attempts))

@@ -24,7 +24,7 @@ async def v2_infer(parts: Components, call: Call) -> Reply:
     name, version = call.params
     namespace = call.principal.namespace
     dispatcher = parts.dispatcher
-    pinned = _version(dispatcher, namespace, name, version) if version else call.pinned_revision()
+    pinned = version_revision(dispatcher, namespace, name, version) if version else call.pinned_revision()
     # The request's JSON is where a sticky field is read from; a binary body has none.
     choice = dispatcher.choose(namespace, name, pinned, call.headers, call.body)
     infer = parse_infer_request(call.body, call.headers.get(HEADER_LENGTH),
@@ -35,17 +35,18 @@ async def v2_infer(parts: Components, call: Call) -> Reply:
         raise BadRequest(f"{name!r} is a Lambda-style handler; invoke it on the native route")
     check_declared_inputs(infer.inputs, (meta.get("options") or {}).get("inputs") or [])
     result = await dispatcher.run(choice, Invocation(
-        kind=wire.KIND_TENSORS, payload=infer.inputs, request_id=call.request_id, protocol="v2"))
+        kind=wire.KIND_TENSORS, payload=infer.inputs, request_id=call.request_id, protocol="v2",
+        priority=call.priority()))
     if result.kind != wire.KIND_TENSORS:
         raise BadRequest("the handler did not answer with tensors")
     content, headers = build_infer_response(name, str(result.revision), infer, result.payload)
     content_type = headers.pop("content-type").encode()
     extra = [(key.encode(), value.encode()) for key, value in headers.items()]
-    return Reply(200, content, [*extra, *stratus_headers(result.revision, result.cold_start)],
-                 content_type)
+    served = stratus_headers(result.revision, result.cold_start, result.attempts)
+    return Reply(200, content, [*extra, *served], content_type)
 
 
-def _version(dispatcher: Dispatcher, namespace: str, name: str, version: str) -> int:
+def version_revision(dispatcher: Dispatcher, namespace: str, name: str, version: str) -> int:
     """The revision a ``/versions/{v}`` path names, which must be live; a live one that takes
     no traffic is refused by ``choose``, as a pinned request is."""
     if version.isascii() and version.isdigit() and dispatcher.is_live(namespace, name, int(version)):

@@ -38,7 +38,7 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def _unpack_bytes(name: str, data: memoryview, count: int) -> list[bytes]:
+def unpack_bytes(name: str, data: memoryview, count: int) -> list[bytes]:
     items: list[bytes] = []
     offset = 0
     while offset < len(data):
@@ -55,7 +55,7 @@ def _unpack_bytes(name: str, data: memoryview, count: int) -> list[bytes]:
     return items
 
 
-def _pack_bytes(items: list[bytes]) -> bytes:
+def pack_bytes(items: list[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(item)) + item for item in items)
 
 
@@ -129,7 +129,7 @@ def parse_infer_request(body: bytes, header_length: str | None,
             chunk = binary[offset : offset + size]
             offset += size
             if datatype == BYTES:
-                inputs[name] = [BYTES, shape, _unpack_bytes(name, chunk, element_count(shape))]
+                inputs[name] = [BYTES, shape, unpack_bytes(name, chunk, element_count(shape))]
             else:
                 expected = element_count(shape) * NUMERIC_DATATYPES[datatype].itemsize
                 if size != expected:
@@ -222,7 +222,7 @@ def build_infer_response(
         datatype, shape, data = outputs[name]
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if binary:
-            blob = _pack_bytes(data) if datatype == BYTES else bytes(data)
+            blob = pack_bytes(data) if datatype == BYTES else bytes(data)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

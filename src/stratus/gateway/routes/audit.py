@@ -1,5 +1,5 @@
 """``GET /api/audit``: audit records by time, actor and action; ``GET /api/audit/verify``: whether
-the hash chain is intact, and where it breaks if not."""
+the hash chain is intact and its tail matches the checkpoints, and where not."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from stratus.errors import BadRequest, Unavailable
 from stratus.gateway.authz import denial, needs
 from stratus.gateway.state import principal_of
 from stratus.observe.logs import parse_since
-from stratus.security.audit import AuditRecord, verify
+from stratus.security.audit import AuditRecord, Verdict, verify
 from stratus.security.audit_log import AuditLog
 from stratus.security.roles import Permission
+from stratus.security.tail_check import TailCheck
 from stratus.store.audit import AuditQuery, AuditStore
 
 router = APIRouter(prefix="/api/audit", tags=["security"])
@@ -73,24 +74,44 @@ async def audit_records(
 
 
 @router.get("/verify", dependencies=[needs(Permission.GLOBAL)],
-            summary="Check the audit log's hash chain (global admin)")
+            summary="Check the audit log's hash chain and its checkpoints (global admin)")
 async def audit_verify(request: Request) -> dict[str, Any]:
     """Reads every record in order. ``first_bad`` is the id where the chain breaks: an edited
-    record, or the one after a deleted one. ``head`` is the newest record; a copy kept
-    elsewhere shows whether records were cut from the end, which the chain cannot."""
+    record, or the one after a deleted one. ``findings`` are what the MAC'd checkpoints show
+    and the chain cannot: a tail cut off or rewritten, checkpoints missing or forged."""
     principal = principal_of(request)
     if not principal.allows(Permission.GLOBAL):
         raise denial(principal, Permission.GLOBAL)
     audit, store = _running(request)
     await audit.flush()
-    verdict = await asyncio.to_thread(lambda: verify(store.scan()))
+    checkpointer = audit.checkpoints
+    check: TailCheck | None = None
+    if checkpointer is None:
+        verdict: Verdict = await asyncio.to_thread(lambda: verify(store.scan()))
+    else:
+        verdict, check = await asyncio.to_thread(checkpointer.verify, store.scan())
     bad = None
     if verdict.first_bad is not None:
         bad = await asyncio.to_thread(store.get, verdict.first_bad)
+    findings = check.findings if check is not None else []
     return {
-        "ok": verdict.ok, "records": verdict.records, "first_bad": verdict.first_bad,
-        "reason": verdict.reason, "record": record_view(bad) if bad is not None else None,
+        "ok": verdict.ok and not findings, "records": verdict.records,
+        "first_bad": verdict.first_bad, "reason": verdict.reason,
+        "record": record_view(bad) if bad is not None else None,
         "head": None if verdict.head_id is None else {"id": verdict.head_id,
                                                        "hash": verdict.head_hash},
+        "checkpoints": None if check is None or checkpointer is None else {
+            "file": str(checkpointer.file.path), "lines": check.count,
+            "last": _checkpoint_view(check), "writer": checkpointer.file.writer},
+        "findings": [{"kind": str(f.kind), "reason": f.reason, "checkpoint": f.checkpoint,
+                      "record": f.record} for f in findings],
         "dropped": audit.dropped,
     }
+
+
+def _checkpoint_view(check: TailCheck) -> dict[str, Any] | None:
+    if not check.valid:
+        return None
+    last = check.valid[-1]
+    return {"seq": last.seq, "id": last.id, "hash": last.hash,
+            "at": datetime.fromtimestamp(last.at, UTC).isoformat()}

@@ -29,7 +29,8 @@ async def dashboard(
     request: Request, parts: Parts, window: int = Query(60, ge=1, le=KEEP_S)
 ) -> dict[str, Any]:
     """Per deployment: status, replicas by state, and over the last ``window`` seconds the
-    RPS, p50/p99 latency, error ratio and cold starts."""
+    RPS, p50/p99 latency, error ratio, the requests that waited for a replica to start
+    (``cold_start_requests``) and the replicas started (``replica_starts``)."""
     book = _book(request)
     rows = []
     for unit in parts.controller.list_units(namespace_of(request)):
@@ -54,8 +55,9 @@ async def dashboard(
 async def deployment_series(
     name: str, request: Request, parts: Parts, window: int = Query(300, ge=10, le=KEEP_S)
 ) -> dict[str, Any]:
-    """Columns, one value a second: requests, errors, cold starts, p50/p99 latency (ms),
-    concurrency (running or queued, peak of the second), queued and replicas by state."""
+    """Columns, one value a second: requests, errors, requests that waited for a replica to
+    start, replica starts, p50/p99 latency (ms), concurrency (running or queued, peak of the
+    second), queued and replicas by state."""
     unit = parts.controller.get_unit(namespace_of(request), name)
     return {"deployment": name, **_book(request).points(unit.key, window)}
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from stratus.datasets.service import DatasetPushRequest
 from stratus.gateway.authz import needs
+from stratus.gateway.routes.blobs import share_referenced
 from stratus.gateway.state import Parts, namespace_of
 from stratus.security.roles import Permission
 
@@ -23,6 +24,7 @@ router = APIRouter(prefix="/api/datasets", tags=["datasets"])
              summary="Record a dataset version whose files are uploaded")
 async def push_version(name: str, body: DatasetPushRequest, request: Request,
                        parts: Parts) -> JSONResponse:
+    await share_referenced(request, parts, (entry.sha256 for entry in body.files.values()))
     view, created = await asyncio.to_thread(parts.datasets.push, namespace_of(request), name, body)
     return JSONResponse(view, status_code=201 if created else 200)
 

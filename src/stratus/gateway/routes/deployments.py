@@ -12,6 +12,7 @@ from stratus.control.router import traffic_view
 from stratus.errors import BadRequest
 from stratus.gateway.audit import note_target
 from stratus.gateway.authz import needs
+from stratus.gateway.routes.blobs import share_referenced
 from stratus.gateway.state import Parts, namespace_of
 from stratus.observe.logread import follow as follow_log
 from stratus.observe.logread import read_tail
@@ -30,6 +31,7 @@ async def apply_deployment(
     """Imports and validates the code (in a zygote), records a new revision when the runtime
     spec changed, and returns. Replicas start in the background; poll the deployment."""
     note_target(request, body.name or "")  # the code may name it; the view below says for sure
+    await share_referenced(request, parts, [body.code.bundle] if body.code else [])
     view = await parts.controller.apply(namespace_of(request), body)
     note_target(request, view["name"])
     return view

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratus.errors import BadRequest, NotFound, Unavailable
 from stratus.gateway.audit import note_target
 from stratus.gateway.authz import needs
+from stratus.gateway.routes.blobs import share_referenced
 from stratus.gateway.state import Parts, namespace_of, principal_of
 from stratus.jobs.request import JobRequest
 from stratus.jobs.service import JobService
@@ -46,6 +47,7 @@ async def submit_job(body: JobRequest, request: Request, parts: Parts) -> JSONRe
     The code is imported now: an import error or a bad entrypoint is a 400; an unknown
     dataset a 404."""
     service = _service(parts)
+    await share_referenced(request, parts, [body.code.bundle])
     view = await service.submit(namespace_of(request), body, principal_of(request).actor)
     note_target(request, view["id"])
     return JSONResponse(view, status_code=201)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from stratus.errors import Conflict, NotFound
 from stratus.gateway.authz import needs
+from stratus.gateway.routes.blobs import share_referenced
 from stratus.gateway.state import Parts, namespace_of
 from stratus.models.registry import check_stage
 from stratus.models.service import ModelPushRequest
@@ -38,6 +39,7 @@ async def get_model(name: str, request: Request, parts: Parts) -> dict[str, Any]
 async def push_version(name: str, body: ModelPushRequest, request: Request,
                        parts: Parts) -> JSONResponse:
     namespace = namespace_of(request)
+    await share_referenced(request, parts, (entry.sha256 for entry in body.files.values()))
     record = await asyncio.to_thread(parts.models.push, namespace, name, body)
     # A version pushed straight into a stage moves the deployments that follow it.
     followed = await parts.controller.follow_model(namespace, name)

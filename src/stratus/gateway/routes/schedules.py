@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.errors import BadRequest
 from stratus.gateway.authz import needs
+from stratus.gateway.routes.blobs import share_referenced
 from stratus.gateway.routes.triggers_common import TriggersDep
-from stratus.gateway.state import namespace_of
+from stratus.gateway.state import Parts, namespace_of
 from stratus.jobs.request import JobRequest
 from stratus.security.roles import Permission
 from stratus.spec import NAME_PATTERN
@@ -38,13 +39,15 @@ class ScheduleRequest(BaseModel):
 
 @router.post("", dependencies=[needs(Permission.WRITE)], status_code=201,
              summary="Create a cron schedule")
-async def create_schedule(body: ScheduleRequest, request: Request,
-                          triggers: TriggersDep) -> JSONResponse:
+async def create_schedule(body: ScheduleRequest, request: Request, triggers: TriggersDep,
+                          parts: Parts) -> JSONResponse:
     """Either ``deployment`` (with ``payload``) or ``job``. A job is checked as
     ``POST /api/jobs`` checks it (its bundle uploaded, its code imported, its datasets found)."""
     if body.job is not None and "payload" in body.model_fields_set:
         raise BadRequest("payload is the body of a deployment's invocation; a job schedule's "
                          "job has its own params")
+    if body.job is not None:
+        await share_referenced(request, parts, [body.job.code.bundle])
     view = await triggers.schedules.create(namespace_of(request), body.name, body.cron,
                                            body.timezone, body.catch_up,
                                            deployment=body.deployment, payload=body.payload,

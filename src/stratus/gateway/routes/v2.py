@@ -11,9 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-import stratus
 from stratus.control.unit import DeploymentUnit
-from stratus.errors import NotFound
+from stratus.gateway.adapters import v2_models
 from stratus.gateway.authz import needs
 from stratus.gateway.openapi_errors import error_reference
 from stratus.gateway.state import Components, Parts, namespace_of
@@ -41,40 +40,18 @@ async def ready(parts: Parts) -> JSONResponse:
 
 @router.get("", dependencies=[needs(Permission.AUTHENTICATED)], summary="Server metadata")
 async def server_metadata() -> dict[str, Any]:
-    return {"name": "stratus", "version": stratus.__version__, "extensions": ["binary_tensor_data"]}
+    return v2_models.server_metadata()
 
 
 def _unit(request: Request, parts: Components, name: str, version: str | None) -> DeploymentUnit:
-    unit = parts.controller.get_unit(namespace_of(request), name)
-    if version is not None and (not version.isdigit() or int(version) not in unit.revisions):
-        raise NotFound(f"model {name!r} has no live version {version!r}")
-    return unit
-
-
-def _metadata(unit: DeploymentUnit, version: str | None) -> dict[str, Any]:
-    number = int(version) if version is not None else unit.stable or unit.latest
-    handler = unit.revisions[number].pool.meta.get("options", {}) if number in unit.revisions else {}
-    return {
-        "name": unit.name,
-        "versions": [str(n) for n in sorted(unit.revisions)],
-        "platform": "stratus",
-        "inputs": handler.get("inputs") or [],
-        "outputs": handler.get("outputs") or [],
-    }
-
-
-def _is_ready(unit: DeploymentUnit, version: str | None) -> bool:
-    number = int(version) if version is not None else unit.stable
-    live = unit.revisions.get(number) if number is not None else None
-    # Scaled to zero is still ready: the next request starts a replica.
-    return live is not None and live.pool.failure is None
+    return v2_models.find_model(parts.controller, namespace_of(request), name, version)
 
 
 @router.get("/models/{name}", dependencies=[needs(Permission.AUTHENTICATED)], summary="Model metadata")
 async def model_metadata(
     name: str, request: Request, parts: Parts
 ) -> dict[str, Any]:
-    return _metadata(_unit(request, parts, name, None), None)
+    return v2_models.model_metadata(_unit(request, parts, name, None), None)
 
 
 @router.get("/models/{name}/versions/{version}",
@@ -82,7 +59,7 @@ async def model_metadata(
 async def model_version_metadata(
     name: str, version: str, request: Request, parts: Parts
 ) -> dict[str, Any]:
-    return _metadata(_unit(request, parts, name, version), version)
+    return v2_models.model_metadata(_unit(request, parts, name, version), version)
 
 
 @router.get("/models/{name}/ready", dependencies=[needs(Permission.AUTHENTICATED)], summary="Model readiness",
@@ -90,7 +67,7 @@ async def model_version_metadata(
 async def model_ready(
     name: str, request: Request, parts: Parts
 ) -> JSONResponse:
-    ok = _is_ready(_unit(request, parts, name, None), None)
+    ok = v2_models.is_ready(_unit(request, parts, name, None), None)
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
 
 
@@ -99,5 +76,5 @@ async def model_ready(
 async def model_version_ready(
     name: str, version: str, request: Request, parts: Parts
 ) -> JSONResponse:
-    ok = _is_ready(_unit(request, parts, name, version), version)
+    ok = v2_models.is_ready(_unit(request, parts, name, version), version)
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)

@@ -1,0 +1,85 @@
+"""The GGUF import and ``make demo-llm`` end to end: the real SmolLM2-135M-Instruct GGUF pushed
+through the real CLI (dequantised to a transformers directory), deployed with ``--llm`` at zero
+replicas on a real server, and asked a factual question through the official openai client.
+Bad files and a missing extra get a one-line error, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import STRATUS, StratusServer
+from smollm2 import CHAT_FILES, llm_demo, smollm2_gguf
+
+# The demo's setup imports 513 MB (dequantise, encrypt, store), then a language model starts
+# from zero and answers: minutes on two cores shared with other workers. The suite's 180 s is
+# a guard against hangs; this module's work needs more than that to finish, not to be judged.
+pytestmark = pytest.mark.timeout(420)
+
+
+def flat(text: str) -> str:
+    """The CLI's output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def answers(server: StratusServer) -> list[Any]:
+    """The demo's own run against the test server (one import for the whole module). One
+    intra-op thread: the suite's workers share two cores, and two threads each then crawl."""
+    return list(llm_demo().run_demo(server.url, server.key, server.env, smollm2_gguf(),
+                                    deploy_flags=("--threads", "1")))
+
+
+def test_the_demo_answers_a_factual_question_from_zero_replicas(answers: list[Any]) -> None:
+    first = answers[0]
+    assert first.cold_start, "the demo deploys at zero replicas: its first request starts one"
+    assert "Paris" in first.text
+    assert 0 < first.completion_tokens < 96 and first.first_token_s <= first.total_s
+    assert "Tokyo" in answers[1].text and not answers[1].cold_start
+
+
+def test_the_store_holds_the_import_as_a_float32_transformers_directory(
+        answers: list[Any], server: StratusServer) -> None:
+    demo = llm_demo()
+    assert demo.MODEL in server.cli("models", "ls").stdout
+    record = json.loads(server.cli("models", "show", f"{demo.MODEL}@1.0.0").stdout)
+    assert record["format"] == "transformers"
+    assert record["source_format"] == "gguf"
+    assert set(record["files"]) == CHAT_FILES
+    # 135M parameters in float32: about 5.5 times the 98 MB 4-bit file
+    assert 500 * 2**20 < record["files"]["model.safetensors"]["size"] < 560 * 2**20
+
+
+def test_a_truncated_or_foreign_file_is_refused_in_one_line(
+        server: StratusServer, tmp_path: Path) -> None:
+    data = smollm2_gguf().read_bytes()
+    cases = {"half.gguf": (data[: len(data) // 2], "truncated"),
+             "header.gguf": (data[:1000], "truncated or damaged"),
+             "text.gguf": (b"this is not a model\n", "is not a GGUF file")}
+    for name, (content, expected) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        done = server.cli("models", "push", "bad-gguf", str(tmp_path / name), "--version", "1.0.0",
+                          check=False)
+        assert done.returncode == 1, done.stderr
+        assert expected in flat(done.stderr) and name in flat(done.stderr)
+        assert "Traceback" not in done.stderr
+    assert "bad-gguf" not in server.cli("models", "ls").stdout
+
+
+def test_without_the_extra_the_error_names_it(server: StratusServer, tmp_path: Path) -> None:
+    # A `gguf` package that cannot be imported, as on an install without stratus[gguf].
+    hidden = tmp_path / "hide" / "gguf"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named gguf')\n")
+    env = {**server.env, "PYTHONPATH": os.pathsep.join(
+        [str(hidden.parent), *filter(None, [server.env.get("PYTHONPATH")])])}
+    done = subprocess.run([STRATUS, "models", "push", "no-extra", str(smollm2_gguf()), "--version",
+                           "1.0.0"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'stratus[gguf]'" in flat(done.stderr)
+    assert "Traceback" not in done.stderr

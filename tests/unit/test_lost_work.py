@@ -1,0 +1,144 @@
+"""Retries of lost work: which failed attempts may be sent again (resilience/retry.py), the
+retry budget on an injected clock, and how a replica channel tells a request its handler took
+from one it never saw (on a real socket pair)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from stratus.dispatch.channel import ReplicaChannel
+from stratus.errors import HandlerError, OutOfMemory, ReplicaLost, RequestTimeout, StratusError
+from stratus.resilience.retry import (
+    Attempted,
+    Denied,
+    Failure,
+    RetryBudget,
+    denial,
+    failure_of,
+)
+from stratus.resilience_spec import RetrySpec
+from stratus.runtime import wire
+from stratus.runtime.connection import FramedConnection
+from stratus.runtime.messages import CHUNK, RESPONSE, Chunk, Response
+
+
+def lost(reached: bool) -> ReplicaLost:
+    error = ReplicaLost("replica r-1 failed mid-request: replica was killed by signal 9")
+    error.reached_handler = reached
+    return error
+
+
+FIRST = Attempted(attempts=1, idempotent_request=False, streamed=False, time_left=None)
+
+
+def test_each_failure_has_its_kind_and_a_handlers_own_failures_have_none() -> None:
+    assert failure_of(lost(False)) is Failure.CONNECT
+    assert failure_of(lost(True)) is Failure.REPLICA_LOST
+    assert failure_of(RequestTimeout("no answer within 1s")) is Failure.TIMEOUT
+    assert failure_of(OutOfMemory("over its limit")) is None, "it would run out again"
+    assert failure_of(HandlerError("ValueError: no")) is None
+
+
+def test_a_request_that_never_reached_a_handler_is_resent_by_default() -> None:
+    spec = RetrySpec()
+    assert denial(spec, lost(False), FIRST) is None
+    assert denial(spec, lost(True), FIRST) is Denied.DELIVERED
+    assert denial(spec, RequestTimeout("late"), FIRST) is Denied.DELIVERED, \
+        "a timed-out request may still run: the replica lives"
+
+
+def test_a_delivered_request_is_resent_when_idempotent_by_declaration_or_by_key() -> None:
+    assert denial(RetrySpec(idempotent=True), lost(True), FIRST) is None
+    assert denial(RetrySpec(idempotent=True), RequestTimeout("late"), FIRST) is None
+    keyed = Attempted(attempts=1, idempotent_request=True, streamed=False, time_left=None)
+    assert denial(RetrySpec(), lost(True), keyed) is None
+
+
+@pytest.mark.parametrize(("spec", "error", "attempted", "denied"), [
+    (RetrySpec(idempotent=True), lost(True),
+     Attempted(1, False, True, None), Denied.STREAMED),
+    (RetrySpec(idempotent=True), lost(True),
+     Attempted(2, False, False, None), Denied.ATTEMPTS),
+    (RetrySpec(idempotent=True, attempts=3), lost(True),
+     Attempted(2, False, False, None), None),
+    (RetrySpec(attempts=1), lost(False), FIRST, Denied.ATTEMPTS),
+    (RetrySpec(), lost(False), Attempted(1, False, False, 0.0), Denied.DEADLINE),
+    (RetrySpec(), lost(False), Attempted(1, False, False, 0.5), None),
+    (RetrySpec(on=["replica_lost"]), lost(False), FIRST, Denied.NOT_RETRYABLE),
+    (RetrySpec(on=["connect"], idempotent=True), RequestTimeout("late"), FIRST,
+     Denied.NOT_RETRYABLE),
+    (RetrySpec(idempotent=True), OutOfMemory("over"), FIRST, Denied.NOT_RETRYABLE),
+    (RetrySpec(idempotent=True), HandlerError("no"), FIRST, Denied.NOT_RETRYABLE),
+])
+def test_what_stops_a_retry(spec: RetrySpec, error: StratusError, attempted: Attempted,
+                            denied: Denied | None) -> None:
+    assert denial(spec, error, attempted) is denied
+
+
+def test_the_budget_allows_its_share_of_the_requests_in_the_window() -> None:
+    budget = RetryBudget(window_s=10)
+    for _ in range(20):
+        budget.request(100.0)
+    assert [budget.try_retry(100.5, 0.1, 0.0) for _ in range(3)] == [True, True, False]
+    budget.request(101.0)  # 21 requests: still 2.1 retries, two of them spent
+    assert not budget.try_retry(101.0, 0.1, 0.0)
+    for _ in range(9):
+        budget.request(102.0)  # 30 requests: a third retry
+    assert budget.try_retry(102.0, 0.1, 0.0)
+    assert budget.counts(102.0) == (30, 3)
+
+
+def test_the_budget_forgets_what_left_the_window() -> None:
+    budget = RetryBudget(window_s=10)
+    for _ in range(10):
+        budget.request(100.0)
+    assert budget.try_retry(100.0, 0.1, 0.0)
+    assert not budget.try_retry(109.9, 0.1, 0.0), "the second 100 is still in the window"
+    assert budget.counts(110.0) == (0, 0), "ten seconds on, it has left"
+    assert not budget.try_retry(110.0, 0.1, 0.0), "no requests: no share"
+
+
+def test_the_floor_lets_a_quiet_deployment_retry() -> None:
+    budget = RetryBudget(window_s=10)
+    budget.request(0.0)
+    assert [budget.try_retry(0.0, 0.2, 0.3) for _ in range(4)] == [True, True, True, False], \
+        "0.3 a second over 10 s, plus a fifth of one request: three"
+
+
+async def _channel() -> tuple[ReplicaChannel, socket.socket]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX)
+    _, connection = await asyncio.get_running_loop().connect_accepted_socket(
+        lambda: FramedConnection(lambda message, conn: None), ours)
+    channel = ReplicaChannel("r-1", 1, connection)
+    connection.endpoint = channel
+    return channel, theirs
+
+
+async def test_a_loss_before_the_replica_acknowledged_proves_the_handler_never_ran() -> None:
+    channel, replica = await _channel()
+    taken, taken_future = channel.request(wire.KIND_JSON, b"{}", {}, ack=True)
+    answered, answered_future = channel.request(wire.KIND_JSON, b"{}", {}, ack=True)
+    unread, unread_future = channel.request(wire.KIND_JSON, b"{}", {}, ack=True)
+    _, unasked_future = channel.request(wire.KIND_JSON, b"{}", {})
+    await asyncio.sleep(0.01)
+    sent = wire.FrameDecoder().feed(replica.recv(65536))
+    assert [frame[-1].get("ack") for frame in sent] == [True, True, True, None]
+    replica.sendall(wire.encode(Chunk(CHUNK, taken, wire.KIND_STARTED, None))
+                    + wire.encode(Chunk(CHUNK, answered, wire.KIND_STARTED, None))
+                    + wire.encode(Response(RESPONSE, answered, 0, wire.KIND_JSON, b"1")))
+    await asyncio.sleep(0.01)
+    assert isinstance(answered_future.result(), Response)
+    assert channel.acks == {taken: True, unread: False}, "an answer ends the ack's record"
+    channel.record_exit(-9, "")
+    replica.close()  # kill -9
+    for future, reached in ((taken_future, True), (unread_future, False),
+                            (unasked_future, True)):  # no ack asked for: nothing proves it
+        with pytest.raises(ReplicaLost, match="signal 9") as caught:
+            await future
+        assert caught.value.reached_handler is reached
+    with pytest.raises(ReplicaLost) as refused:
+        channel.request(wire.KIND_JSON, b"{}", {})
+    assert refused.value.reached_handler is False, "a request to a dead replica is never sent"
