@@ -69,7 +69,9 @@ def test_revisions_and_a_weighted_split(server: StratusServer) -> None:
 def test_blue_green_rollout_canary_and_rollback(server: StratusServer) -> None:
     two_revisions(server, "cli-roll")
     server.cli("traffic", "cli-roll", "2=100")
-    done = server.cli("rollout", "cli-roll", "--to", "1", "--watch", "1s", "--wait")
+    # The CLI tells the phases it polls, once a second: a watch of 1 s could fall between two
+    # polls (it did in a CI run), one of 3 s holds at least two.
+    done = server.cli("rollout", "cli-roll", "--to", "1", "--watch", "3s", "--wait")
     followed = " ".join(done.stderr.split())
     assert "watching" in followed and "done: traffic to revision 1 100%" in followed
     assert set(served_by(server, "cli-roll", 10)) == {"1"}
