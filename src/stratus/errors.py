@@ -187,6 +187,13 @@ class RequestTimeout(StratusError):
     status = 504
     type = "timeout"
 
+    def __init__(self, message: str, *, by_caller: bool = False, retry_after: float | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, detail=detail)
+        # The caller's own deadline ended it, before the revision's ``timeout_s`` would have:
+        # that says nothing of the replica (no outlier ejection, no failed canary).
+        self.by_caller = by_caller
+
 
 class IntegrityError(StratusError):
     """Stored bytes failed their integrity check (tampered with, truncated or corrupted);

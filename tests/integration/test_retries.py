@@ -227,3 +227,50 @@ def test_the_manifest_and_the_cli_set_a_deployments_retries(server: StratusServe
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["type"] == "invalid_request", refused.text
     assert "attempts" in refused.text and "on" in refused.text
+
+
+def test_a_callers_timeout_bounds_the_queue_wait_and_every_attempt(
+        server: StratusServer, tmp_path: Path) -> None:
+    """``X-Stratus-Timeout`` is the whole request's deadline: without it the request below
+    would wait up to ``queue_timeout_s`` (60 s) for the busy replica, and a timed-out attempt
+    would be retried with a fresh ``timeout_s`` (idempotent, 3 attempts)."""
+    markers = marker_dir(tmp_path / "markers")
+    _deploy(server, "retry-deadline", markers, 1, max_concurrency=1, idempotent=True,
+            attempts=3)
+    worker, busy = _in_background(server, "retry-deadline", [{"id": 1, "sleep": 8}])
+    wait_for(lambda: read_markers(markers) != {}, 10, "the first request to reach the handler")
+    began = time.monotonic()
+    queued = server.http.post("/api/deployments/retry-deadline/invoke", json={"id": 2},
+                              headers={"x-stratus-timeout": "0.5"})
+    assert queued.status_code == 504, queued.text
+    assert queued.json()["error"]["type"] == "timeout"
+    assert "deadline" in queued.json()["error"]["message"]
+    assert time.monotonic() - began < 6, "it gave up at its deadline, not when the slot freed"
+    worker.join(30)
+    assert [r.status_code for r in busy] == [200]
+
+    began = time.monotonic()
+    slow = server.http.post("/api/deployments/retry-deadline/invoke",
+                            json={"id": 3, "sleep": 4}, headers={"x-stratus-timeout": "1"})
+    assert slow.status_code == 504, slow.text
+    assert slow.headers["x-stratus-attempts"] == "1", "no retry once the deadline passed"
+    assert time.monotonic() - began < 3.5, "one attempt, cut at the caller's deadline"
+    # Timeouts at the callers' deadlines say nothing of the replicas: none is ejected.
+    server.deploy("retries", "app.py:Marked", name="retry-deadline-wide", min_replicas=2,
+                  max_replicas=2, max_concurrency=4, config={"markers": str(markers)},
+                  outliers={"consecutive_failures": 2})
+    server.wait_ready("retry-deadline-wide", 2)
+
+    async def impatient() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers={
+                "authorization": f"Bearer {server.key}", "x-stratus-timeout": "0.5"}) as client:
+            return await asyncio.gather(*(
+                client.post("/api/deployments/retry-deadline-wide/invoke",
+                            json={"id": 10 + i, "sleep": 3}) for i in range(6)))
+    assert [r.status_code for r in asyncio.run(impatient())] == [504] * 6
+    assert server.status("retry-deadline-wide")["resilience"]["1"]["ejections"] == 0
+    for bad in ("soon", "0", "-1", "nan", "inf", "86401"):
+        refused = server.http.post("/api/deployments/retry-deadline/invoke", json={"id": 4},
+                                   headers={"x-stratus-timeout": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert "x-stratus-timeout" in refused.json()["error"]["message"]

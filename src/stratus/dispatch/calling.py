@@ -27,8 +27,10 @@ async def call_replica(pool: RevisionPool, replica: PoolReplica, kind: int, payl
     channel = replica.channel
     assert channel is not None
     timeout = pool.limits.timeout_s
-    if deadline is not None:
-        timeout = min(timeout, max(deadline - time.monotonic(), 0.0))
+    by_caller = deadline is not None and deadline - time.monotonic() < timeout
+    if by_caller:
+        assert deadline is not None
+        timeout = max(deadline - time.monotonic(), 0.0)
     meta: dict[str, Any] = {"request_id": request_id, "timeout": timeout}
     if progress:
         meta["progress"] = True
@@ -54,7 +56,8 @@ async def call_replica(pool: RevisionPool, replica: PoolReplica, kind: int, payl
     if span is not None:
         future.add_done_callback(partial(_end_dispatch_span, span))
     loop = asyncio.get_running_loop()
-    timer = loop.call_later(timeout, _expire, pool, replica, channel, rid, future, timeout)
+    timer = loop.call_later(timeout, _expire, pool, replica, channel, rid, future, timeout,
+                            by_caller)
     try:
         message = await future
     except RequestTimeout:
@@ -122,12 +125,13 @@ def _expire(
     rid: int,
     future: asyncio.Future[Answer],
     timeout: float,
+    by_caller: bool,
 ) -> None:
     if future.done():
         return
     replica.stuck_since.append(time.monotonic())
     late = _hand_over_slot(pool, replica, channel, rid)
     late.add_done_callback(lambda _: replica.stuck_since.pop(0) if replica.stuck_since else None)
-    future.set_exception(
-        RequestTimeout(f"deployment {pool.deployment!r} did not answer within {timeout:g}s")
-    )
+    within = "the request's deadline" if by_caller else f"{timeout:g}s"
+    future.set_exception(RequestTimeout(
+        f"deployment {pool.deployment!r} did not answer within {within}", by_caller=by_caller))

@@ -55,8 +55,9 @@ class Invocation:
     # Told (fraction, message) as the handler reports progress (``ctx.progress``); the replica
     # sends those reports only when this is set, as CHUNKs of kind KIND_PROGRESS.
     on_progress: Callable[[float, str | None], None] | None = None
-    # The caller's own deadline (``time.monotonic()``), a gRPC client's: the replica's answer
-    # is awaited until then at most, and a later one times out as ``timeout_s`` does.
+    # The caller's own deadline (``time.monotonic()``): a gRPC client's, or an HTTP request's
+    # ``X-Stratus-Timeout``. The queue wait and every attempt end by then at most, and a
+    # later answer times out (504) as ``timeout_s`` does.
     deadline: float | None = None
     priority: Priority = Priority.NORMAL  # which share of an adaptive limit it may use
     # The client sent an Idempotency-Key: a request that reached a handler may be resent.
@@ -206,6 +207,7 @@ class Dispatcher:
         serving = pool
         replica: PoolReplica | None = None
         status: int | None = 200  # None: the caller left, which says nothing of the revision
+        blameless = False  # ended by the caller's deadline, not the revision's timeout
         error_type: str | None = None
         waited = 0.0
         # A shadow's copy is never retried: nobody waits for its answer.
@@ -223,9 +225,9 @@ class Dispatcher:
                     if replica is None:
                         queued = time.monotonic()
                         if tracing.recording():
-                            replica = await self._queued(pool, arrived)
+                            replica = await self._queued(pool, arrived, invocation.deadline)
                         else:
-                            replica = await pool.wait_for_slot(arrived)
+                            replica = await pool.wait_for_slot(arrived, invocation.deadline)
                         waited += time.monotonic() - queued
                     # A held request may have moved to a new revision's pool while it waited.
                     serving = replica.pool
@@ -250,6 +252,7 @@ class Dispatcher:
             error.revision = serving.revision
             error.attempts = tries.count if tries is not None else 1
             status, error_type = error.status, error.type
+            blameless = isinstance(error, RequestTimeout) and error.by_caller
             raise
         except asyncio.CancelledError:
             status = None
@@ -257,10 +260,11 @@ class Dispatcher:
         finally:
             now = time.monotonic()
             load.leave(now)
-            serving.settle(ticket, replica, status, arrived, waited, now)
+            # A caller's own deadline says no more of the revision than a caller who left.
+            serving.settle(ticket, replica, None if blameless else status, arrived, waited, now)
             if status is not None:
                 self._record(serving, invocation, replica, status, arrived, now, waited, shadow,
-                             error_type, tries)
+                             error_type, tries, blameless)
         return InvocationResult(
             revision=serving.revision,
             cold_start=_cold(replica, arrived),
@@ -270,12 +274,13 @@ class Dispatcher:
             attempts=tries.count if tries is not None else 1,
         )
 
-    async def _queued(self, pool: RevisionPool, arrived: float) -> PoolReplica:
+    async def _queued(self, pool: RevisionPool, arrived: float,
+                      deadline: float | None) -> PoolReplica:
         """Wait for a slot under a queue span; a request that found a free slot has none,
         which keeps the common path one span cheaper."""
         span = tracing.dispatch_tracer.start_span("stratus.queue")
         try:
-            return await pool.wait_for_slot(arrived)
+            return await pool.wait_for_slot(arrived, deadline)
         except StratusError as error:
             span.set_status(Status(StatusCode.ERROR, error.type))
             raise
@@ -284,9 +289,11 @@ class Dispatcher:
 
     def _record(self, pool: RevisionPool, invocation: Invocation, replica: PoolReplica | None,
                 status: int, arrived: float, now: float, waited: float, shadow: bool,
-                error_type: str | None = None, tries: Attempts | None = None) -> None:
+                error_type: str | None = None, tries: Attempts | None = None,
+                blameless: bool = False) -> None:
         ok = status < 500
-        pool.outcomes.add(ok, now - arrived, now)
+        if not blameless:  # the rollout's analysis judges the revision, not its callers
+            pool.outcomes.add(ok, now - arrived, now)
         if self.listeners:
             ids = tracing.current_ids()  # the gateway's span: the request's context is current
             outcome = Outcome(

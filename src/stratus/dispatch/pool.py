@@ -24,7 +24,7 @@ from stratus.dispatch.ejection import Ejection
 from stratus.dispatch.load import LoadRecorder, MetricSample
 from stratus.dispatch.outcomes import OutcomeLog
 from stratus.dispatch.picker import power_of_two_choices
-from stratus.errors import DeploymentFailed, Shed, StratusError, Unavailable
+from stratus.errors import DeploymentFailed, RequestTimeout, Shed, StratusError, Unavailable
 from stratus.resilience.priority import Priority
 from stratus.resilience_spec import RetrySpec
 
@@ -146,12 +146,13 @@ class RevisionPool:
         replica.inflight += 1
         return replica
 
-    async def wait_for_slot(self, arrived: float) -> PoolReplica:
-        """Hold the request until a slot frees up or a replica comes up (the activator)."""
+    async def wait_for_slot(self, arrived: float, deadline: float | None = None) -> PoolReplica:
+        """Hold the request until a slot frees up or a replica comes up (the activator), for
+        ``queue_timeout_s`` at most, and never past the caller's ``deadline`` (monotonic)."""
         if self.moved_to is not None:
             # Chosen just before its pool left the route (a stream starts a turn of the loop
             # after its choice): it queues where the pool's held requests went.
-            return await self.moved_to.wait_for_slot(arrived)
+            return await self.moved_to.wait_for_slot(arrived, deadline)
         failure = self.failure
         if failure is not None and not self.ready:
             remaining = failure.retry_at - time.monotonic()
@@ -173,11 +174,19 @@ class RevisionPool:
         self.waiters.append(waiter)
         self.activate(self)
         self._serve_waiters()
+        wait = self.limits.queue_timeout_s
+        caller_first = deadline is not None and deadline - time.monotonic() < wait
+        if caller_first:
+            assert deadline is not None
+            wait = max(deadline - time.monotonic(), 0.0)
         try:
-            async with asyncio.timeout(self.limits.queue_timeout_s):
+            async with asyncio.timeout(wait):
                 return await future
         except TimeoutError:
             waiter.pool.abandon(waiter)
+            if caller_first:
+                raise RequestTimeout(f"no replica of {self.deployment!r} became free within "
+                                     "the request's deadline", by_caller=True) from None
             raise Unavailable(
                 f"no replica of {self.deployment!r} became free within "
                 f"{self.limits.queue_timeout_s:g}s",

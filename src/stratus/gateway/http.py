@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,6 +26,8 @@ DEBUG_HEADER = "x-stratus-debug"
 REVISION_HEADER = "x-stratus-revision"  # asks for a revision; on an answer, says which served
 COLD_START_HEADER = "x-stratus-cold-start"
 ATTEMPTS_HEADER = "x-stratus-attempts"  # how many times the request was sent to a replica
+TIMEOUT_HEADER = "x-stratus-timeout"  # the caller's deadline: seconds from the request's arrival
+MAX_TIMEOUT_S = 86_400.0
 _REVISION_KEY, _COLD_START_KEY = REVISION_HEADER.encode(), COLD_START_HEADER.encode()
 _ATTEMPTS_KEY = ATTEMPTS_HEADER.encode()
 JSON_TYPE = b"application/json"
@@ -48,6 +52,11 @@ class Call:
         """How late load shedding refuses it: the ``X-Stratus-Priority`` header."""
         return parse_priority(self.headers.get(PRIORITY_HEADER))
 
+    def deadline(self) -> float | None:
+        """The ``time.monotonic()`` by which the caller wants its answer: ``X-Stratus-Timeout``
+        seconds from now (the request's arrival), or None without the header."""
+        return request_deadline(self.headers.get(TIMEOUT_HEADER))
+
     def query_param(self, name: str, default: str) -> str:
         for key, value in parse_qsl(self.query):
             if key == name:
@@ -61,6 +70,22 @@ class Reply:
     body: bytes
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     content_type: bytes = JSON_TYPE
+
+
+def request_deadline(header: str | None) -> float | None:
+    """A deadline from an ``X-Stratus-Timeout`` value: a positive number of seconds. Like
+    gRPC's ``grpc-timeout``, it bounds the whole request (its wait in the queue and every
+    retry), where a deployment's ``timeout_s`` bounds each attempt."""
+    if header is None or not header.strip():
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT_S:  # NaN fails both
+        raise BadRequest(f"{TIMEOUT_HEADER} must be a number of seconds above 0 and at most "
+                         f"{MAX_TIMEOUT_S:g}, not {header!r}")
+    return time.monotonic() + seconds
 
 
 def pinned_revision(header: str | None) -> int | None:

@@ -48,6 +48,7 @@ async def native_invoke(parts: Components, call: Call) -> Reply | StreamReply:
         request_id=call.request_id,
         on_chunk=lambda kind, payload: items.append(payload),
         priority=call.priority(),
+        deadline=call.deadline(),
     )
     accept = call.headers.get("accept", "")
     if "application/x-ndjson" in accept or "text/event-stream" in accept:

@@ -123,7 +123,8 @@ def _choose(parts: Components, call: Call, model: str, api: str, what: str) -> C
 
 def _invocation(call: Call, payload: dict[str, Any]) -> Invocation:
     return Invocation(kind=wire.KIND_JSON, payload=json.dumps(payload).encode(),
-                      request_id=call.request_id, protocol="openai", priority=call.priority())
+                      request_id=call.request_id, protocol="openai", priority=call.priority(),
+                      deadline=call.deadline())
 
 
 def _shape(call: Call, model: str, chat: bool) -> Shape:

@@ -36,7 +36,7 @@ async def v2_infer(parts: Components, call: Call) -> Reply:
     check_declared_inputs(infer.inputs, (meta.get("options") or {}).get("inputs") or [])
     result = await dispatcher.run(choice, Invocation(
         kind=wire.KIND_TENSORS, payload=infer.inputs, request_id=call.request_id, protocol="v2",
-        priority=call.priority()))
+        priority=call.priority(), deadline=call.deadline()))
     if result.kind != wire.KIND_TENSORS:
         raise BadRequest("the handler did not answer with tensors")
     content, headers = build_infer_response(name, str(result.revision), infer, result.payload)
