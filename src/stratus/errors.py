@@ -7,6 +7,7 @@ JSON shape: ``{"error": {"type": ..., "message": ..., "request_id": ...}}``.
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Iterable
 from difflib import get_close_matches
 
@@ -33,6 +34,12 @@ class StratusError(Exception):
         self.revision: int | None = None
         # How many times the dispatcher sent the request (X-Stratus-Attempts), once it did.
         self.attempts: int | None = None
+
+
+def retry_after_seconds(delay: float) -> int:
+    """A ``Retry-After`` value: whole seconds, rounded up and at least 1, so that a client
+    that waits as told is not refused again for coming back early."""
+    return max(1, math.ceil(delay))
 
 
 class BadRequest(StratusError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 import stratus
 from stratus.backends.isolation import Isolation
 from stratus.backends.local import LocalBackend
+from stratus.backends.orphans import claim
 from stratus.config import Settings
 from stratus.control.controller import Controller
 from stratus.cost import prices_from
@@ -82,6 +84,8 @@ def create_app(settings: Settings) -> DataPlane:
     """The server as one ASGI app: the gateway, and behind it every component, started and
     stopped by the app's lifespan."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # First: a second server on this data dir would reap the running one's replicas.
+    held = claim(settings.data_dir)
     jwt = jwt_config(settings.section("auth"))  # invalid: fail now
     authenticator = Authenticator(settings.admin_key, KeyRing(), JwtVerifier(jwt) if jwt else None)
     alerting = AlertManager(alerts_config(settings.section("alerts")))  # invalid: fail now
@@ -221,5 +225,6 @@ def create_app(settings: Settings) -> DataPlane:
             await audit_log.close()  # last: it writes what the final requests left
             engine.dispose()
             await asyncio.to_thread(tracer.shutdown)  # flushes spans still bound for OTLP
+            os.close(held)
 
     return build(lifespan, authenticator, guard, audit_log)

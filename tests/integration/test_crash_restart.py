@@ -1,11 +1,13 @@
 """kill -9 of the server under load, then a restart on the same data dir: nothing of the old
-run is left running, no cgroup of it remains, and the acknowledged deploys serve again."""
+run is left running, no cgroup of it remains, and the acknowledged deploys serve again. A
+second server on a live server's data dir refuses to start and reaps nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from server import TEST_ENV, StratusServer, pid_alive, wait_for
+from server import STRATUS, TEST_ENV, StratusServer, pid_alive, wait_for
 from stratus.runtime.cgroups import parse_hierarchies
 
 
@@ -73,6 +75,17 @@ def test_kill_9_under_load_then_restart_reaps_everything(tmp_path: Path) -> None
         spawned = first.invoke("crash-spawner")
         assert spawned.status_code == 200, spawned.text
         grandchild = spawned.json()["child"]  # in the replica's cgroup, in a session of its own
+        # A second server started on the live one's data dir by mistake refuses to start,
+        # and the live one's replicas are not reaped as a dead server's would be.
+        replicas = {item["pid"] for item in first.status("crash-echo")["replicas"]["items"]}
+        intruder = StratusServer(data, TEST_ENV)
+        refused = subprocess.run([STRATUS, "serve", "--port", str(intruder.port), "--data-dir",
+                                  str(data)], env=intruder.env, capture_output=True, text=True,
+                                 timeout=60)
+        assert refused.returncode != 0, refused.stderr
+        assert f"is serving the data dir {data.resolve()}" in " ".join(refused.stderr.split())
+        assert all(pid_alive(pid) for pid in replicas | {grandchild})
+        assert first.invoke("crash-echo", {"still": True}).status_code == 200
         stop = threading.Event()
         results: list[int | str] = []
         loader = threading.Thread(target=lambda: asyncio.run(_load(first, stop, results)))

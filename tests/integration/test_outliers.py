@@ -102,3 +102,21 @@ def test_outlier_settings_are_checked_and_can_turn_ejection_off(server: StratusS
     server.delete("outlier-off")
 
 
+
+
+def test_a_revision_brought_back_keeps_its_deployments_policies(server: StratusServer) -> None:
+    """A retired revision made live again by a traffic change has the outlier ejection and
+    adaptive limit its deployment declares, as a newly deployed revision does."""
+    name = "outlier-back"
+    for version in (1, 2):
+        server.deploy("basic", "app.py:Echo", name=name, min_replicas=1, max_replicas=1,
+                      config={"v": version}, shedding={"adaptive": True},
+                      rollout={"watch_s": 1})
+        server.wait_ready(name)
+    wait_for(lambda: set(server.status(name)["resilience"]) == {"2"}, 30,
+             "revision 1 to be retired once revision 2 took the traffic")
+    answer = server.http.put(f"/api/deployments/{name}/traffic", json={"traffic": {"1": 100}})
+    assert answer.status_code == 200, answer.text
+    resilience = server.status(name)["resilience"]
+    assert resilience["1"]["shedding"] is not None, resilience
+    assert resilience["1"]["shedding"]["limit"] >= 1

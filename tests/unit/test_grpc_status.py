@@ -58,7 +58,7 @@ def test_every_contract_error_has_its_code() -> None:
 
 
 @pytest.mark.parametrize(("retry_after", "header", "seconds", "nanos"),
-                         [(2.5, "2", 2, 500_000_000), (0.2, "1", 0, 200_000_000)])
+                         [(2.5, "3", 2, 500_000_000), (0.2, "1", 0, 200_000_000)])
 def test_a_retryable_refusal_carries_retry_info(retry_after: float, header: str, seconds: int,
                                                 nanos: int) -> None:
     error = errors.RateLimited("slow down", retry_after=retry_after)

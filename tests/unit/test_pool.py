@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stratus.dispatch.ejection import Ejection
 from stratus.dispatch.pool import (
     FailureState,
     PoolLimits,
@@ -18,6 +19,7 @@ from stratus.dispatch.pool import (
     RevisionPool,
 )
 from stratus.errors import DeploymentFailed, ReplicaLost, Shed, Unavailable
+from stratus.resilience_spec import OutliersSpec
 
 
 @dataclass
@@ -490,3 +492,24 @@ async def test_slot_given_back_by_an_adopted_waiter_goes_to_the_next_waiter() ->
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     assert await patient is replica
+
+
+async def test_a_probe_slot_given_back_by_a_cancelled_waiter_lets_another_request_probe() -> None:
+    pool = make_pool(max_concurrency=1)
+    replica = add_ready(pool, "r1")
+    pool.ejection = Ejection(OutliersSpec(consecutive_failures=1, base_ejection_s=0.01,
+                                          max_ejected_share=1.0), time.monotonic())
+    detector = pool.ejection.detector
+    detector.add(replica)
+    assert pool.try_acquire() is replica  # a request from before the ejection
+    detector.record(replica, False, time.monotonic())  # another one failed: ejected
+    await asyncio.sleep(0.02)  # the back-off over, its next request is the probe
+    waiter = start_waiter(pool)
+    await settle()
+    pool.release(replica)  # the probe's slot goes to the waiter ...
+    assert replica.inflight == 1 and not detector.available(replica, time.monotonic())
+    waiter.cancel()  # ... which is cancelled before it could run
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert replica.inflight == 0
+    assert detector.available(replica, time.monotonic()), "a later request may probe it"

@@ -7,11 +7,15 @@ They are found by their command line, which names the socket they dial: each is 
 a zygote started as ``python -m stratus.runtime.zygote --socket <run dir>/stratus.sock``, and
 that socket belongs to one data dir. No pid file is read, so a full disk or a pid reused by
 another program cannot misdirect the kill.
+
+Only a dead server's are reaped: each server holds its data dir (``claim``), so a second one
+started there by mistake refuses to start instead of killing the first one's replicas.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -72,3 +76,30 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return False
+
+
+LOCK_FILE = "server.lock"
+
+
+class DataDirInUse(ValueError):
+    """Another live server holds the data dir."""
+
+
+def claim(data_dir: Path) -> int:
+    """Hold ``data_dir`` for this process: an exclusive ``flock`` on ``run/server.lock``, which
+    the kernel releases when the process ends, however it ends (kill -9 included), so a lock
+    found held means a live server. Returns the descriptor to close when the server stops."""
+    run_dir = data_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUse(f"another stratus server (pid {holder}) is serving the data dir "
+                           f"{data_dir}; stop it first, or give this one another --data-dir"
+                           ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

@@ -44,6 +44,7 @@ from stratus.store.metadata import DeploymentRecord, MetadataStore
 from stratus.store.secrets import SecretStore
 
 log = logging.getLogger("stratus.controller")
+CLOSE_WRITES_S = 10.0  # at a stop, for the queued metadata writes to be stored
 
 
 def _deployment_name(model_ref: str) -> str:
@@ -117,6 +118,8 @@ class Controller:
         self._tasks.append(asyncio.create_task(self._tick_loop()))
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):  # what was queued is stored, unless it hangs
+            await asyncio.wait_for(self.writes.drain(), CLOSE_WRITES_S)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -303,7 +306,7 @@ class Controller:
         async with self._lock(key):
             admit = self.caps.admission(namespace, name, scaling, runtime)  # 403 in the write
             deployment, revision, created = await self.writes.call(
-                lambda: self.store.apply(namespace, name, runtime, scaling, meta, admit))
+                key, lambda: self.store.apply(namespace, name, runtime, scaling, meta, admit))
             unit = self.units.get(key)
             if unit is None:
                 unit = DeploymentUnit(namespace, name, scaling, deployment.created_at,
@@ -329,7 +332,7 @@ class Controller:
                     and routing.rollout.target == revision.number):
                 self.router.start_rollout(unit, revision.number, strategy)
             self.reconciler.reconcile(unit)
-            await self.writes.flush()  # the routing too is stored before the answer
+            await self.writes.flush(key)  # the routing too is stored before the answer
             return unit.view()
 
     # -- traffic ----------------------------------------------------------------
@@ -343,6 +346,7 @@ class Controller:
                 await self.loader.bring_up(unit, number, restoring=False)
             self.router.set_traffic(unit, update)
             self.reconciler.reconcile(unit)
+            await self.writes.flush(unit.key)  # stored before it is answered
             return traffic_view(unit)
 
     async def rollout(self, namespace: str, name: str, request: RolloutRequest) -> dict[str, Any]:
@@ -351,6 +355,7 @@ class Controller:
             await self.loader.bring_up(unit, request.to, restoring=False)
             self.router.start_rollout(unit, request.to, request)
             self.reconciler.reconcile(unit)
+            await self.writes.flush(unit.key)
             return traffic_view(unit)
 
     async def rollback(self, namespace: str, name: str) -> dict[str, Any]:
@@ -362,15 +367,17 @@ class Controller:
                 await self.loader.bring_up(unit, previous, restoring=False)
             self.router.rollback(unit)
             self.reconciler.reconcile(unit)
+            await self.writes.flush(unit.key)
             return traffic_view(unit)
 
     async def delete(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         async with self._lock(key):
+            # Stored first: one the store refused (507) leaves the deployment served and managed.
+            deleted = await self.writes.call(
+                key, lambda: self.store.delete_deployment(namespace, name))
             unit = self.units.pop(key, None)
             self.dispatcher.remove_route(namespace, name)
-            deleted = await self.writes.call(
-                lambda: self.store.delete_deployment(namespace, name))
             if unit is None and not deleted:
                 raise self._unknown(namespace, name)
             if unit is not None:

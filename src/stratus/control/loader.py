@@ -69,6 +69,9 @@ class RevisionLoader:
         live = LiveRevision(record.number, record.runtime, code, pool, record.created_at,
                             models or [])
         unit.revisions[record.number] = live
+        # Its outlier ejection and adaptive limit: a revision brought back by a rollback or a
+        # traffic change has them as a newly deployed one does.
+        unit.rebuild_policy()
         self.dispatcher.register(pool)
         return live
 

@@ -13,9 +13,10 @@ log = logging.getLogger("stratus.controller")
 
 T = TypeVar("T")
 
-# A write and, when its caller awaits it, the future for its result. A flush is a future
-# without a write.
-_Item = tuple[Callable[[], Any] | None, "asyncio.Future[Any] | None"]
+Key = tuple[str, str]  # (namespace, deployment)
+# A write, the deployment it is for, and, when its caller awaits it, the future for its
+# result. A flush is a future without a write.
+_Item = tuple[Callable[[], Any] | None, Key, "asyncio.Future[Any] | None"]
 
 
 class MetadataWrites:
@@ -27,42 +28,50 @@ class MetadataWrites:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
 
     def set_routing(self, namespace: str, name: str, routing: dict[str, Any]) -> None:
-        self._queue.put_nowait((lambda: self.store.set_routing(namespace, name, routing), None))
+        self._queue.put_nowait((lambda: self.store.set_routing(namespace, name, routing),
+                                (namespace, name), None))
 
     def set_revision_status(self, namespace: str, name: str, number: int, status: str,
                             reason: str | None) -> None:
         self._queue.put_nowait((
             lambda: self.store.set_revision_status(namespace, name, number, status, reason),
-            None))
+            (namespace, name), None))
 
-    async def call(self, write: Callable[[], T]) -> T:
+    async def call(self, key: Key, write: Callable[[], T]) -> T:
         """Run ``write`` in its turn, after the writes queued before it, and return its result
         (or raise its error). A deploy's record and a deletion go this way, so that a routing
         write queued before ``rm`` cannot land on the deployment re-created after it."""
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((write, answer))
+        self._queue.put_nowait((write, key, answer))
         return await answer
 
-    async def flush(self) -> None:
-        """Wait until the writes made before this call are stored: a deploy is answered only
+    async def flush(self, key: Key) -> None:
+        """Wait until the writes made before this call are stored: a change is answered only
         once its routing is, so a crash (kill -9) right after the answer keeps what it said.
-        Raises the first error of those writes since the last flush (a full disk's 507)."""
+        Raises the error of the deployment's last failed write, unless a later write of it
+        succeeded (a full disk's 507); another deployment's failures are its own."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((None, done))
+        self._queue.put_nowait((None, key, done))
         await done
 
+    async def drain(self) -> None:
+        """Apply what is queued (at a stop, before ``run`` is cancelled)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((None, ("", ""), done))
+        await asyncio.shield(done)
+
     async def run(self) -> None:
-        failed: Exception | None = None
+        failed: dict[Key, Exception] = {}
         while True:
-            write, answer = await self._queue.get()
+            write, key, answer = await self._queue.get()
             if write is None:
                 assert answer is not None
-                if not answer.done():  # else its deploy was cancelled meanwhile
-                    if failed is None:
+                error = failed.pop(key, None)
+                if not answer.done():  # else its caller was cancelled meanwhile
+                    if error is None:
                         answer.set_result(None)
                     else:
-                        answer.set_exception(failed)
-                failed = None
+                        answer.set_exception(error)
                 continue
             try:
                 value = await asyncio.to_thread(write)
@@ -72,7 +81,8 @@ class MetadataWrites:
                         answer.set_exception(exc)
                     continue
                 log.exception("metadata write failed")
-                failed = failed or exc
+                failed[key] = exc
             else:
+                failed.pop(key, None)  # what is stored now supersedes the failed write
                 if answer is not None and not answer.done():
                     answer.set_result(value)

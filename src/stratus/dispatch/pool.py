@@ -232,7 +232,11 @@ class RevisionPool:
         future = waiter.future
         if future.done() and not future.cancelled() and future.exception() is None:
             granted = future.result()
-            granted.pool.release(granted)
+            ejection = granted.pool.ejection
+            if ejection is not None:  # were it a half-open probe's slot, it would never end
+                ejection.finished(self.deployment, granted, granted.replica_id, None,
+                                  time.monotonic())
+            granted.pool.release(granted)  # after: the next waiter may take it as the probe
 
     def _serve_waiters(self) -> None:
         limit = self.limits.max_concurrency

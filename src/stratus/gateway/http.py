@@ -16,7 +16,13 @@ from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Send
 
-from stratus.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, StratusError
+from stratus.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    StratusError,
+    retry_after_seconds,
+)
 from stratus.resilience.priority import PRIORITY_HEADER, Priority, parse_priority
 from stratus.security.roles import Principal
 
@@ -234,7 +240,7 @@ def error_reply(
         log.warning("%s (request %s): %s\n%s", error.type, request_id, error.message, error.detail)
     reply_headers: list[tuple[bytes, bytes]] = []
     if error.retry_after is not None:
-        reply_headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+        reply_headers.append((b"retry-after", str(retry_after_seconds(error.retry_after)).encode()))
     if error.revision is not None:
         reply_headers.append(revision_header(error.revision))
     if error.attempts is not None:

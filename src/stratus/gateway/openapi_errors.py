@@ -33,10 +33,12 @@ DESCRIPTIONS = {
     "502": "The replica failed",
     "503": "Unavailable; retry after Retry-After seconds",
     "504": "Timed out",
+    "507": "The server's storage is full: nothing was written; retry once space is freed",
 }
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 CREDENTIALED = ("400", "401", "403", "404", "429")  # bad namespace header, auth, rate limits
 WITH_BODY = ("413",)
+WRITES = ("put", "post", "patch", "delete")  # any of them may meet a full disk (507)
 
 
 def error_reference(shape: str) -> dict[str, Any]:
@@ -73,6 +75,8 @@ def document_errors(document: dict[str, Any]) -> None:
             statuses = [] if is_public(path) else [*CREDENTIALED]
             if "requestBody" in operation or method in ("put", "post", "patch"):
                 statuses += WITH_BODY
+            if method in WRITES and not is_public(path):
+                statuses.append("507")
             statuses += [s for s in responses if s[:1] in ("4", "5")]
             for status in statuses:
                 declared = responses.get(status, {})

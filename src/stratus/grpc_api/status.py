@@ -14,7 +14,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from stratus.errors import StratusError
+from stratus.errors import StratusError, retry_after_seconds
 
 DOMAIN = "stratus"
 REQUEST_ID_KEY = "x-request-id"
@@ -64,7 +64,7 @@ def trailers_of(error: StratusError, request_id: str) -> list[tuple[str, str | b
         seconds = math.floor(delay)
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
             seconds=seconds, nanos=int((delay - seconds) * 1e9)))))
-        trailers.append((RETRY_AFTER_KEY, str(max(1, round(delay)))))
+        trailers.append((RETRY_AFTER_KEY, str(retry_after_seconds(delay))))
     if error.revision is not None:
         trailers.append((REVISION_KEY, str(error.revision)))
     status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=error.message,
