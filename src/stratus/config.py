@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from stratus.errors import BadRequest
 
 ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
 CONFIG_ENV = "STRATUS_CONFIG"
@@ -16,6 +19,16 @@ CONFIG_ENV = "STRATUS_CONFIG"
 CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox", "queue",
                    "jobs", "tracking", "audit")
 QUEUE_ENV = "STRATUS_QUEUE_URL"
+PRELOAD_ALLOW_ENV = "STRATUS_PRELOAD_ALLOW"
+# What a deployment or job may ask the profile zygote to import (``preload``): it imports
+# them as the server's user (root, often) before it forks, so the operator, not the tenant,
+# decides which installed packages those are. Top-level names: the heavy frameworks a
+# model server preloads, and what the CLI's deploy detects and the jobs preload by default.
+DEFAULT_PRELOAD_ALLOW = (
+    "torch", "torchvision", "torchaudio", "numpy", "scipy", "pandas", "sklearn", "transformers",
+    "tokenizers", "safetensors", "accelerate", "huggingface_hub", "sentence_transformers",
+    "onnxruntime", "PIL",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,8 @@ class Settings:
     # After SIGTERM: how long requests are still served, with /readyz at 503, for a load
     # balancer to notice before the server stops accepting them.
     drain_grace_s: float = 5.0
+    # Top-level modules a ``preload`` may name (``$STRATUS_PRELOAD_ALLOW``).
+    preload_allow: tuple[str, ...] = DEFAULT_PRELOAD_ALLOW
     sections: dict[str, Any] = field(default_factory=dict)  # from the config file
 
     def section(self, name: str) -> dict[str, Any]:
@@ -60,6 +75,20 @@ class Settings:
         if not isinstance(value, str):
             raise ValueError("the config file's 'queue' is a URL such as redis://127.0.0.1:6379/0")
         return value
+
+    def check_preload(self, modules: Iterable[str]) -> None:
+        """400 naming the first module of ``modules`` whose package is not in
+        ``preload_allow``: nothing a tenant names is imported as the server's user unless
+        the operator allowed it."""
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] not in self.preload_allow or "__main__" in parts \
+                    or not all(part.isidentifier() for part in parts):
+                raise BadRequest(
+                    f"preload {module!r} is not allowed on this server: the zygote imports "
+                    f"preloads as the server's user, so only packages the operator lists in "
+                    f"{PRELOAD_ALLOW_ENV} may be preloaded (allowed: "
+                    f"{', '.join(self.preload_allow)})")
 
     @property
     def log_dir(self) -> Path:
@@ -91,7 +120,26 @@ def with_env_overrides(settings: Settings) -> Settings:
                 changes[name] = kind(raw)
             except ValueError:
                 raise ValueError(f"STRATUS_{name.upper()} must be a number, not {raw!r}") from None
+    if os.environ.get(PRELOAD_ALLOW_ENV, "").strip():
+        changes["preload_allow"] = parse_preload_allow(os.environ[PRELOAD_ALLOW_ENV])
     return replace(settings, **changes)
+
+
+def parse_preload_allow(raw: str) -> tuple[str, ...]:
+    """``STRATUS_PRELOAD_ALLOW``: comma-separated top-level module names, the whole list;
+    ``default`` among them stands for ``DEFAULT_PRELOAD_ALLOW`` (``default,mypkg`` widens it)."""
+    names: list[str] = []
+    for name in (part.strip() for part in raw.split(",")):
+        if not name:
+            continue
+        if name == "default":
+            names.extend(DEFAULT_PRELOAD_ALLOW)
+        elif not name.isidentifier():
+            raise ValueError(f"{PRELOAD_ALLOW_ENV} lists top-level module names "
+                             f"(torch, numpy, mypkg), not {name!r}")
+        else:
+            names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -9,14 +9,20 @@ import pty
 import re
 import select
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from importlib.metadata import version
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 
 from server import STRATUS, StratusServer
+from stratus.cli.main import app
+from stratus.cli.main import main as cli_main
 
 COLUMNS = 100
 LAMBDA = 'def handler(event, context):\n    return {"statusCode": 200, "body": {"hi": 1}}\n'
@@ -44,8 +50,28 @@ def test_version(server: StratusServer) -> None:
 
 
 # -- help -----------------------------------------------------------------------------------
-HELP_OF = [(), ("deploy",), ("rollout",), ("logs",), ("models",), ("models", "push"),
-           ("jobs", "run"), ("serve",)]
+def _command_paths(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _command_paths(sub, (*path, name))
+
+
+# Every command of the CLI's tree, so a new one cannot bring back the help's old faults unseen.
+HELP_OF = list(_command_paths(typer.main.get_command(app)))
+
+
+def help_in_process(command: tuple[str, ...], capsys: pytest.CaptureFixture[str],
+                    monkeypatch: pytest.MonkeyPatch) -> str:
+    """``stratus COMMAND --help`` as the installed script runs it (its ``main``, on the
+    command tree it builds), in this process: a process per command would cost a second each.
+    ``test_help_in_process_is_the_scripts`` holds it to the real process's output."""
+    monkeypatch.setenv("COLUMNS", str(COLUMNS))
+    monkeypatch.setattr(sys, "argv", ["stratus", *command, "--help"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        cli_main()
+    assert exited.value.code in (0, None)
+    return capsys.readouterr().out
 
 
 def _cells(line: str) -> str:
@@ -77,12 +103,24 @@ def _breaks_early(lines: list[str]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("command", HELP_OF, ids=lambda c: " ".join(c) or "stratus")
-def test_help_reads_well(server: StratusServer, command: tuple[str, ...]) -> None:
-    text = run(server, *command, "--help", env={"COLUMNS": str(COLUMNS)}).stdout
+def test_help_reads_well(command: tuple[str, ...], capsys: pytest.CaptureFixture[str],
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    text = help_in_process(command, capsys, monkeypatch)
+    assert text.lstrip().startswith(f"Usage: stratus {' '.join(command)}".rstrip()), text
     lines = text.splitlines()
     assert "<bool>" not in text and "BOOLEAN" not in text
     assert max(len(line) for line in lines) <= COLUMNS
     assert _breaks_early(lines) == [], "a sentence broken where it need not be"
+
+
+@pytest.mark.parametrize("command", [(), ("deploy",), ("jobs", "run")],
+                         ids=lambda c: " ".join(c) or "stratus")
+def test_help_in_process_is_the_scripts(server: StratusServer, command: tuple[str, ...],
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the help test reads in-process is, byte for byte, what the `stratus` process prints."""
+    printed = run(server, *command, "--help", env={"COLUMNS": str(COLUMNS)}).stdout
+    assert help_in_process(command, capsys, monkeypatch) == printed
 
 
 def test_deploy_help_uses_the_width(server: StratusServer) -> None:

@@ -5,9 +5,14 @@ Bad files and a missing extra get a one-line error, never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +32,27 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    answers: list[Any]
+    printed: str  # what the demo printed (its own lines, not its subprocesses')
+
+
 @pytest.fixture(scope="module")
-def answers(server: StratusServer) -> list[Any]:
+def demo_run(server: StratusServer) -> DemoRun:
     """The demo's own run against the test server (one import for the whole module). One
     intra-op thread: the suite's workers share two cores, and two threads each then crawl."""
-    return list(llm_demo().run_demo(server.url, server.key, server.env, smollm2_gguf(),
-                                    deploy_flags=("--threads", "1")))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        answers = llm_demo().run_demo(server.url, server.key, server.env, smollm2_gguf(),
+                                      deploy_flags=("--threads", "1"))
+    sys.stdout.write(printed.getvalue())  # still in the test's captured output
+    return DemoRun(list(answers), printed.getvalue())
+
+
+@pytest.fixture(scope="module")
+def answers(demo_run: DemoRun) -> list[Any]:
+    return demo_run.answers
 
 
 def test_the_demo_answers_a_factual_question_from_zero_replicas(answers: list[Any]) -> None:
@@ -41,6 +61,22 @@ def test_the_demo_answers_a_factual_question_from_zero_replicas(answers: list[An
     assert "Paris" in first.text
     assert 0 < first.completion_tokens < 96 and first.first_token_s <= first.total_s
     assert "Tokyo" in answers[1].text and not answers[1].cold_start
+
+
+def test_the_demo_prints_the_answer_the_cold_start_and_tokens_per_second(
+        demo_run: DemoRun) -> None:
+    printed, (cold, warm) = demo_run.printed, demo_run.answers
+    assert f"A: {cold.text}" in printed and f"A: {warm.text}" in printed
+    figures = re.search(r"cold start: first token after (\d+\.\d\d) s \(the replica loaded "
+                        r"the model in (\d+\.\d\d) s\)\n", printed)
+    assert figures is not None, printed  # and no "[a replica was already up]" after it
+    assert figures[1] == f"{cold.first_token_s:.2f}"
+    assert 0 < float(figures[2]) <= float(figures[1]), "the load is part of the first token's wait"
+    assert f"warm: first token after {warm.first_token_s * 1000:.0f} ms" in printed
+    for answer in (cold, warm):
+        assert answer.tokens_per_s > 0
+        assert f"{answer.completion_tokens} tokens at {answer.tokens_per_s:.1f} tokens/s" \
+            in printed, printed
 
 
 def test_the_store_holds_the_import_as_a_float32_transformers_directory(

@@ -257,6 +257,7 @@ class Controller:
             served = latest.runtime.models[:1] if runtime.api != "native" else []
             refs = [m["ref"] for m in served] + patch.models
             runtime.models = await self._resolve(namespace, refs)
+        self.settings.check_preload(runtime.preload)  # a restart would import it
         _point_at_served_model(runtime)
         await self._check_secrets(namespace, runtime)
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)

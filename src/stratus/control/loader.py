@@ -40,6 +40,9 @@ class RevisionLoader:
         self.on_drained = on_drained
 
     async def code_spec(self, runtime: RuntimeSpec, namespace: str) -> CodeSpec:
+        # Before any zygote: a deploy, and a restored revision the operator has since
+        # disallowed, never imports a preload outside the operator's list.
+        self.settings.check_preload(runtime.preload)
         if runtime.bundle:
             bundle_dir = await asyncio.to_thread(self.artifacts.unpack_bundle, runtime.bundle)
         else:  # a built-in server: its code is the installed package; it runs in an empty dir

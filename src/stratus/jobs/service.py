@@ -168,6 +168,8 @@ class JobService:
         if self._closing:
             raise Unavailable("the server is shutting down")
         split_entrypoint(request.code.entrypoint)  # DeployError (400) names what is wrong
+        preload = list(DEFAULT_PRELOAD if request.preload is None else request.preload)
+        self.settings.check_preload(preload)  # before any zygote imports it
         # 404 for a bundle of another namespace's, as for one never uploaded.
         await asyncio.to_thread(self.blobs.require, namespace, request.code.bundle,
                                 "the job's code")
@@ -180,7 +182,6 @@ class JobService:
         evaluate = evaluation_target(request, layouts, self._check_split)
         models = await self._models(namespace, request.models)
         ancestors, attempt = await self._ancestors(namespace, request.resume_from)
-        preload = list(DEFAULT_PRELOAD if request.preload is None else request.preload)
         code = CodeSpec(code_key=_code_key(namespace, request, preload), bundle_dir=str(bundle_dir),
                         entrypoint=request.code.entrypoint, preload=tuple(preload),
                         env=dict(request.env), namespace=namespace, kind="job")
