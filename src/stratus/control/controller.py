@@ -44,7 +44,6 @@ from stratus.store.metadata import DeploymentRecord, MetadataStore
 from stratus.store.secrets import SecretStore
 
 log = logging.getLogger("stratus.controller")
-CLOSE_WRITES_S = 10.0  # at a stop, for the queued metadata writes to be stored
 
 
 def _deployment_name(model_ref: str) -> str:
@@ -119,7 +118,7 @@ class Controller:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # what was queued is stored, unless it hangs
-            await asyncio.wait_for(self.writes.drain(), CLOSE_WRITES_S)
+            await self.writes.drain()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -12,6 +12,7 @@ from stratus.store.metadata import MetadataStore
 log = logging.getLogger("stratus.controller")
 
 T = TypeVar("T")
+DRAIN_S = 10.0  # at a stop, for the queued writes to be stored
 
 Key = tuple[str, str]  # (namespace, deployment)
 # A write, the deployment it is for, and, when its caller awaits it, the future for its
@@ -54,11 +55,12 @@ class MetadataWrites:
         self._queue.put_nowait((None, key, done))
         await done
 
-    async def drain(self) -> None:
-        """Apply what is queued (at a stop, before ``run`` is cancelled)."""
+    async def drain(self, within: float = DRAIN_S) -> None:
+        """Apply what is queued (at a stop, before ``run`` is cancelled); a store that hangs
+        holds the stop for ``within`` seconds at most (TimeoutError)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((None, ("", ""), done))
-        await asyncio.shield(done)
+        await asyncio.wait_for(asyncio.shield(done), within)
 
     async def run(self) -> None:
         failed: dict[Key, Exception] = {}
