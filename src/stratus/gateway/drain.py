@@ -43,6 +43,11 @@ class DrainingServer(uvicorn.Server):
                 return  # on_tick stops the server when the grace period is over
         elif sig == signal.SIGINT and self.should_exit:
             log.warning("second SIGINT: exiting without waiting for requests or replicas")
+        if sig == signal.SIGTERM:
+            # Not through uvicorn, which would raise the signal again once stopped: the
+            # process would end by it (143) instead of with the 0 a drain promises.
+            self.should_exit = True
+            return
         super().handle_exit(sig, frame)  # sets should_exit; once set, a SIGINT forces
 
     async def on_tick(self, counter: int) -> bool:
