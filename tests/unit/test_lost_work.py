@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import pytest
+import uvloop
 
 from stratus.dispatch.channel import ReplicaChannel
 from stratus.errors import HandlerError, OutOfMemory, ReplicaLost, RequestTimeout, StratusError
@@ -23,6 +25,7 @@ from stratus.resilience_spec import RetrySpec
 from stratus.runtime import wire
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.messages import CHUNK, RESPONSE, Chunk, Response
+from stratus.runtime.replica import AckGate
 
 
 def lost(reached: bool) -> ReplicaLost:
@@ -209,3 +212,59 @@ async def test_a_request_that_cannot_be_encoded_leaves_nothing_pending() -> None
     assert (channel.pending, channel.sinks, channel.acks) == ({}, {}, {})
     replica.close()
 
+
+class _Replica(asyncio.Protocol):
+    """The replica's side of the connection, as ``ReplicaServer`` wires its gate."""
+
+    def __init__(self) -> None:
+        self.gate: AckGate | None = None
+
+    def resume_writing(self) -> None:
+        assert self.gate is not None
+        self.gate.flushed()
+
+
+async def _ack_gate_scenario() -> None:
+    ours, server = socket.socketpair(socket.AF_UNIX)
+    server.setblocking(False)
+    loop = asyncio.get_running_loop()
+    transport, replica = await loop.create_unix_connection(_Replica, sock=ours)
+    gate = replica.gate = AckGate(transport)
+    defaults = transport.get_write_buffer_limits()
+    started: list[tuple[int, int]] = []  # (rid, bytes still in the replica's buffer then)
+
+    def start(rid: int) -> Callable[[], None]:
+        return lambda: started.append((rid, transport.get_write_buffer_size()))
+
+    assert gate.acknowledged(1, b"<ack 1>", start(1)), "an idle socket: the handler starts at once"
+    transport.write(b"x" * (8 << 20))  # answers the server does not read yet: the socket backs up
+    assert transport.get_write_buffer_size() > 0
+    assert not gate.acknowledged(2, b"<ack 2>", start(2))
+    assert not gate.acknowledged(3, b"<ack 3>", start(3))
+    assert not gate.acknowledged(4, b"<ack 4>", start(4))
+    assert gate.drop(4) and not gate.drop(4), "cancelled before its handler started"
+    await asyncio.sleep(0.05)
+    assert started == [(1, 0)], "a kill -9 now would lose acks 2 and 3: their handlers must wait"
+    received = bytearray()
+    while not received.endswith(b"<ack 4>"):
+        try:
+            received += server.recv(1 << 20)
+        except BlockingIOError:
+            await asyncio.sleep(0.001)
+    for _ in range(200):
+        if len(started) == 3:
+            break
+        await asyncio.sleep(0.005)
+    assert started == [(1, 0), (2, 0), (3, 0)], "each started once its ack was in the kernel"
+    assert transport.get_write_buffer_limits() == defaults
+    transport.close()
+    server.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_handler_starts_only_once_its_ack_has_left_the_replica(loop: str) -> None:
+    """An ack waiting in the replica's write buffer dies with it: the server would resend a
+    request whose handler ran. Replicas run uvloop; the default loop behaves the same."""
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_ack_gate_scenario())
