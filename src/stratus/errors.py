@@ -169,6 +169,9 @@ class ReplicaLost(StratusError):
     # False only when the replica is known to have died before it took the request (it
     # never acknowledged it, or it was gone before the request was sent): safe to resend.
     reached_handler = True
+    # False when the request was never written: its replica was already gone (a retry's
+    # ``connect`` failure, where a loss of a request that was written is ``replica_lost``).
+    sent = True
 
 
 class OutOfMemory(ReplicaLost):

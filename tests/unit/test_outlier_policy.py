@@ -41,9 +41,9 @@ def test_the_back_off_ends_in_one_probe_that_readmits_on_success() -> None:
     assert not outliers.available(0, 29.9)
     assert outliers.available(0, 30.0)  # half-open: one request may go
     assert outliers.replicas[0].state is CircuitState.HALF_OPEN
-    outliers.dispatched(0)
+    outliers.dispatched(0, "probe")
     assert not outliers.available(0, 30.1), "only one probe at a time"
-    changes = outliers.record(0, True, 30.2)
+    changes = outliers.record(0, True, 30.2, "probe")
     assert [(c.key, c.ejected) for c in changes] == [(0, False)]
     assert outliers.replicas[0].state is CircuitState.CLOSED and outliers.ejected == 0
     assert outliers.available(0, 30.3)
@@ -58,8 +58,8 @@ def test_a_failed_probe_doubles_the_back_off_up_to_the_cap() -> None:
         until.append(outliers.replicas[0].until - now)
         now = outliers.replicas[0].until
         assert outliers.available(0, now)
-        outliers.dispatched(0)
-        assert [c.ejected for c in outliers.record(0, False, now)] == [True]
+        outliers.dispatched(0, now)
+        assert [c.ejected for c in outliers.record(0, False, now, now)] == [True]
     assert until == [30.0, 60.0, 100.0, 100.0]
     assert outliers.ejected == 1, "a re-opened replica is still one ejected replica"
 
@@ -68,9 +68,38 @@ def test_an_abandoned_probe_lets_another_request_probe() -> None:
     outliers = detector()
     fail(outliers, 0, 3, 0.0)
     assert outliers.available(0, 31.0)
-    outliers.dispatched(0)
-    outliers.abandoned(0)
+    outliers.dispatched(0, "probe")
+    outliers.abandoned(0, "probe")
     assert outliers.available(0, 31.5)
+
+
+def test_only_the_probe_decides_a_half_open_replica() -> None:
+    """Requests sent before the ejection may end while the replica is half-open, with its
+    probe out: their answers are old news, and must neither readmit it nor eject it again."""
+    outliers = detector()
+    fail(outliers, 0, 3, 0.0)  # ejected, with requests "early" and "late" still out on it
+    assert outliers.available(0, 30.0)
+    outliers.dispatched(0, "probe")
+    assert outliers.record(0, True, 30.1, "early") == [], "not the probe: it decides nothing"
+    assert outliers.record(0, False, 30.2, "late") == []
+    outliers.abandoned(0, "early")
+    assert outliers.replicas[0].state is CircuitState.HALF_OPEN
+    assert not outliers.available(0, 30.3), "the probe is still out"
+    changes = outliers.record(0, True, 30.4, "probe")
+    assert [(c.key, c.ejected) for c in changes] == [(0, False)]
+    assert outliers.replicas[0].state is CircuitState.CLOSED
+
+
+def test_a_request_beside_the_probe_does_not_take_its_place() -> None:
+    """When every replica is ejected the picker uses them all (the panic threshold): a
+    second request to a half-open replica is not a second probe."""
+    outliers = detector()
+    fail(outliers, 0, 3, 0.0)
+    outliers.available(0, 30.0)
+    outliers.dispatched(0, "probe")
+    outliers.dispatched(0, "beside")
+    assert outliers.record(0, False, 30.1, "beside") == []
+    assert [c.ejected for c in outliers.record(0, False, 30.2, "probe")] == [True]
 
 
 def test_at_most_the_share_is_ejected_and_a_lone_replica_never_is() -> None:
@@ -126,13 +155,13 @@ def test_a_replica_healthy_long_enough_starts_again_from_the_base_back_off() -> 
     outliers = detector()
     fail(outliers, 0, 3, 0.0)
     outliers.available(0, 30.0)
-    outliers.dispatched(0)
-    outliers.record(0, True, 30.0)
+    outliers.dispatched(0, 1)
+    outliers.record(0, True, 30.0, 1)
     fail(outliers, 0, 3, 40.0)  # soon after: doubled
     assert outliers.replicas[0].until == pytest.approx(100.0)
     outliers.available(0, 100.0)
-    outliers.dispatched(0)
-    outliers.record(0, True, 100.0)
+    outliers.dispatched(0, 2)
+    outliers.record(0, True, 100.0, 2)
     fail(outliers, 0, 3, 250.0)  # healthy for max_ejection_s: from the base again
     assert outliers.replicas[0].until == pytest.approx(280.0)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stratus.dispatch.ejection import Ejection
+from stratus.dispatch.ejection import ejection_for
 from stratus.dispatch.pool import (
     FailureState,
     PoolLimits,
@@ -146,6 +146,72 @@ def test_try_acquire_prefers_the_idle_replica() -> None:
     # Two replicas: both are sampled, so the idle one wins until the loads cross.
     assert [pool.try_acquire() for _ in range(5)] == [idle] * 5
     assert idle.inflight == 5
+
+
+def test_a_retry_skips_the_replica_its_attempt_failed_on() -> None:
+    """After a timeout the hung replica is still in the pool, and the less loaded of the two
+    (its slots free, the other's busy): the retry must go to the other one all the same."""
+    pool = make_pool(max_concurrency=4)
+    hung, other = add_ready(pool, "hung"), add_ready(pool, "other")
+    hung.inflight, other.inflight = 1, 2
+    assert [pool.try_acquire(avoid=hung) for _ in range(2)] == [other, other]
+    assert pool.try_acquire(avoid=hung) is None, "the other is full: wait for it"
+    assert pool.try_acquire() is hung, "a request that did not fail there may use it"
+
+
+def test_a_retry_goes_back_to_a_lone_or_the_only_usable_replica() -> None:
+    pool = make_pool(max_concurrency=2)
+    lone = add_ready(pool, "lone")
+    assert pool.try_acquire(avoid=lone) is lone, "nothing else to go to"
+    pool.ejection = ejection_for(OutliersSpec(consecutive_failures=1), None, pool.ready)
+    assert pool.ejection is not None
+    ejected = add_ready(pool, "ejected")
+    pool.settle(None, ejected, 500, 0.0, 0.0, time.monotonic())
+    assert pool.ejection.detector.ejected == 1
+    assert pool.try_acquire(avoid=lone) is lone, "its sibling is ejected"
+
+
+async def test_a_queued_retry_waits_for_another_replica_and_lets_others_pass() -> None:
+    pool = make_pool(max_concurrency=1)
+    hung, other = add_ready(pool, "hung"), add_ready(pool, "other")
+    other.inflight = 1
+    retry = asyncio.create_task(pool.wait_for_slot(time.monotonic(), avoid=hung))
+    behind = start_waiter(pool)
+    await settle()
+    assert behind.done() and behind.result() is hung, "the free replica went to the next"
+    assert not retry.done()
+    pool.release(other)
+    assert await retry is other
+    await cancel_all(retry, behind)
+
+
+async def test_a_probe_granted_to_a_waiter_that_left_lets_another_request_probe() -> None:
+    pool = make_pool(max_concurrency=1)
+    pool.ejection = ejection_for(OutliersSpec(consecutive_failures=1, base_ejection_s=0.01),
+                                 None, pool.ready)
+    assert pool.ejection is not None
+    sick, busy = add_ready(pool, "sick"), add_ready(pool, "busy")
+    pool.settle(None, sick, 500, 0.0, 0.0, time.monotonic())
+    detector = pool.ejection.detector
+    busy.inflight = 1
+    await asyncio.sleep(0.02)  # the back-off ends: the next request to sick is its probe
+    left = asyncio.create_task(pool.wait_for_slot(time.monotonic(), token=7))
+    await settle()
+    assert left.done() and left.result() is sick and detector.replicas[sick].probe == 7
+    pool.release(sick)
+    pool.settle(None, sick, None, 0.0, 0.0, time.monotonic(), token=7)  # its caller left
+    assert detector.replicas[sick].probe is None
+    sick.inflight = 1  # both busy: the next request queues
+    again = asyncio.create_task(pool.wait_for_slot(time.monotonic(), token=8))
+    await settle()
+    assert pool.waiters
+    pool.release(sick)  # granted to it in this instant, as the probe ...
+    assert detector.replicas[sick].probe == 8
+    again.cancel()  # ... and it leaves before it could run
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    assert detector.replicas[sick].probe is None, "no probe left out forever"
+    assert detector.available(sick, time.monotonic())
 
 
 def test_draining_and_starting_replicas_get_no_slots() -> None:
@@ -492,24 +558,3 @@ async def test_slot_given_back_by_an_adopted_waiter_goes_to_the_next_waiter() ->
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     assert await patient is replica
-
-
-async def test_a_probe_slot_given_back_by_a_cancelled_waiter_lets_another_request_probe() -> None:
-    pool = make_pool(max_concurrency=1)
-    replica = add_ready(pool, "r1")
-    pool.ejection = Ejection(OutliersSpec(consecutive_failures=1, base_ejection_s=0.01,
-                                          max_ejected_share=1.0), time.monotonic())
-    detector = pool.ejection.detector
-    detector.add(replica)
-    assert pool.try_acquire() is replica  # a request from before the ejection
-    detector.record(replica, False, time.monotonic())  # another one failed: ejected
-    await asyncio.sleep(0.02)  # the back-off over, its next request is the probe
-    waiter = start_waiter(pool)
-    await settle()
-    pool.release(replica)  # the probe's slot goes to the waiter ...
-    assert replica.inflight == 1 and not detector.available(replica, time.monotonic())
-    waiter.cancel()  # ... which is cancelled before it could run
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert replica.inflight == 0
-    assert detector.available(replica, time.monotonic()), "a later request may probe it"

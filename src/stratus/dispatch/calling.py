@@ -48,9 +48,9 @@ async def call_replica(pool: RevisionPool, replica: PoolReplica, kind: int, payl
             meta["traceparent"] = unrecorded
     try:
         rid, future = channel.request(kind, payload, meta, sink, ack)
-    except ReplicaLost as lost:
+    except BaseException as unsent:  # the replica was gone, or the payload cannot be encoded
         if span is not None:
-            end_span(span, lost)
+            end_span(span, unsent)
         pool.release(replica)
         raise
     if span is not None:

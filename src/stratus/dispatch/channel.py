@@ -70,19 +70,24 @@ class ReplicaChannel:
         handler (``meta["ack"]``), so that a loss can tell whether the handler ever saw it."""
         transport = self.connection.transport
         if self.closed or transport is None or transport.is_closing():
-            lost = self._lost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
-            lost.reached_handler = False  # nothing was sent
+            # Nothing was sent, so nothing ran: never this request's out-of-memory, whatever
+            # killed the replica.
+            lost = ReplicaLost(f"replica {self.replica_id} is gone: {self.describe_loss()}")
+            lost.sent = lost.reached_handler = False
             raise lost
         rid = self.next_rid
         self.next_rid = rid + 1
+        if ack:
+            meta["ack"] = True
+        # First, so that a payload that cannot be encoded leaves nothing behind; no answer
+        # can arrive before this returns (one loop).
+        self.connection.send(Request(REQUEST, rid, kind, payload, meta))
         future: asyncio.Future[Answer] = self.loop.create_future()
         self.pending[rid] = future
         if sink is not None:
             self.sinks[rid] = sink
         if ack:
-            meta["ack"] = True
             self.acks[rid] = False
-        self.connection.send(Request(REQUEST, rid, kind, payload, meta))
         return rid, future
 
     def cancel(self, rid: int) -> None:
@@ -155,14 +160,15 @@ class ReplicaChannel:
         pending, self.pending = self.pending, {}
         acks, self.acks = self.acks, {}
         self.sinks.clear()
+        message = f"replica {self.replica_id} failed mid-request: {self.describe_loss()}"
         for rid, future in pending.items():
             if not future.done():
-                lost = self._lost(
-                    f"replica {self.replica_id} failed mid-request: {self.describe_loss()}")
                 # Unacknowledged: the replica died before its handler took the request. Without
                 # an ack asked for, nothing says it did not: count it as reached.
-                lost.reached_handler = acks.get(rid, True)
+                reached = acks.get(rid, True)
+                # Out of memory is the doing of a request the handler took; one it never took
+                # is lost like any other, and may be resent.
+                lost = OutOfMemory(message) if self.out_of_memory and reached \
+                    else ReplicaLost(message)
+                lost.reached_handler = reached
                 future.set_exception(lost)
-
-    def _lost(self, message: str) -> ReplicaLost:
-        return OutOfMemory(message) if self.out_of_memory else ReplicaLost(message)

@@ -9,6 +9,7 @@ here knows about HTTP.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -96,6 +97,7 @@ class Dispatcher:
         self._rng = random.Random()
         self._shadows: set[asyncio.Task[None]] = set()
         self.retries = Retries()  # each deployment's retry budget
+        self._tokens = itertools.count(1)  # one per request: which one is a half-open probe
 
     def route_for(self, namespace: str, deployment: str) -> Route:
         route = self.routes.get((namespace, deployment))
@@ -210,29 +212,45 @@ class Dispatcher:
         blameless = False  # ended by the caller's deadline, not the revision's timeout
         error_type: str | None = None
         waited = 0.0
-        # A shadow's copy is never retried: nobody waits for its answer.
-        tries = None if shadow else self.retries.begin(pool, invocation.idempotent,
-                                                       invocation.deadline, arrived)
+        # Retries of lost work, begun once the request has its first replica: a request the
+        # pool refused never counts into the retry budget. None: one attempt only (retries
+        # off, or a shadow's copy, which nobody waits for).
+        tries: Attempts | None = None
+        begun = shadow
         sink = invocation.on_chunk
-        if tries is not None and sink is not None and tries.resends_delivered:
-            sink = tries.watch(sink)
+        token = next(self._tokens)
+        failed: PoolReplica | None = None  # where the last failed attempt went
         ticket = None  # the pool's admission, under an adaptive concurrency limit
         try:
             ticket = pool.admit(invocation.priority)
             while True:  # one turn per attempt; a retry goes to another replica of the pool
                 try:
-                    replica = pool.try_acquire()
+                    replica = pool.try_acquire(token, failed)
                     if replica is None:
                         queued = time.monotonic()
                         if tracing.recording():
-                            replica = await self._queued(pool, arrived, invocation.deadline)
+                            replica = await self._queued(pool, arrived, invocation.deadline,
+                                                         token, failed)
                         else:
-                            replica = await pool.wait_for_slot(arrived, invocation.deadline)
+                            replica = await pool.wait_for_slot(arrived, invocation.deadline,
+                                                               token, failed)
                         waited += time.monotonic() - queued
                     # A held request may have moved to a new revision's pool while it waited.
                     serving = replica.pool
+                    if not begun:
+                        begun = True
+                        tries = self.retries.begin(serving, invocation.idempotent,
+                                                   invocation.deadline, time.monotonic())
+                        # Whether a stream may be resent is decided by the settings when it
+                        # fails (a PATCH applies at once), so every stream is watched.
+                        if tries is not None and sink is not None:
+                            sink = tries.watch(sink)
                     if invocation.on_start is not None:
-                        invocation.on_start(serving.revision, _cold(replica, arrived))
+                        try:
+                            invocation.on_start(serving.revision, _cold(replica, arrived))
+                        except BaseException:
+                            serving.release(replica)  # the slot call_replica would have freed
+                            raise
                     answer = await call_replica(
                         serving, replica, invocation.kind, invocation.payload,
                         invocation.request_id, deadline=invocation.deadline, sink=sink,
@@ -244,8 +262,11 @@ class Dispatcher:
                     if tries is None or not tries.again(serving, replica, lost, time.monotonic()):
                         raise
                     # The failed attempt still counts against its replica (outlier ejection).
-                    serving.settle(None, replica, lost.status, arrived, waited, time.monotonic())
-                    pool, replica = serving, None
+                    serving.settle(None, replica, lost.status, arrived, waited, time.monotonic(),
+                                   token)
+                    # The retry goes to another replica: a lost one has left the pool, but a
+                    # timed-out one is still in it, and may hang.
+                    pool, failed, replica = serving, replica or failed, None
             if isinstance(answer, Error):
                 raise error_from_type(answer.error_type, answer.message, detail=answer.traceback)
         except StratusError as error:
@@ -257,11 +278,17 @@ class Dispatcher:
         except asyncio.CancelledError:
             status = None
             raise
+        except Exception:
+            # Not one of the contract's errors: the gateway answers it as a 500, and so it is
+            # recorded (the outcome, the access log, the policies).
+            status, error_type = StratusError.status, StratusError.type
+            raise
         finally:
             now = time.monotonic()
             load.leave(now)
             # A caller's own deadline says no more of the revision than a caller who left.
-            serving.settle(ticket, replica, None if blameless else status, arrived, waited, now)
+            serving.settle(ticket, replica, None if blameless else status, arrived, waited, now,
+                           token)
             if status is not None:
                 self._record(serving, invocation, replica, status, arrived, now, waited, shadow,
                              error_type, tries, blameless)
@@ -274,13 +301,13 @@ class Dispatcher:
             attempts=tries.count if tries is not None else 1,
         )
 
-    async def _queued(self, pool: RevisionPool, arrived: float,
-                      deadline: float | None) -> PoolReplica:
+    async def _queued(self, pool: RevisionPool, arrived: float, deadline: float | None,
+                      token: int, avoid: PoolReplica | None) -> PoolReplica:
         """Wait for a slot under a queue span; a request that found a free slot has none,
         which keeps the common path one span cheaper."""
         span = tracing.dispatch_tracer.start_span("stratus.queue")
         try:
-            return await pool.wait_for_slot(arrived, deadline)
+            return await pool.wait_for_slot(arrived, deadline, token, avoid)
         except StratusError as error:
             span.set_status(Status(StatusCode.ERROR, error.type))
             raise

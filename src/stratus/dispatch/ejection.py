@@ -43,13 +43,13 @@ class Ejection:
         return free
 
     def finished(self, deployment: str, replica: Hashable, name: str, status: int | None,
-                 now: float) -> None:
-        """A request on ``replica`` ended with ``status`` (None: its caller left)."""
+                 now: float, token: Hashable | None = None) -> None:
+        """Request ``token`` on ``replica`` ended with ``status`` (None: its caller left)."""
         detector = self.detector
         if status is None:
-            detector.abandoned(replica)
+            detector.abandoned(replica, token)
             return
-        for change in detector.record(replica, status < 500, now):
+        for change in detector.record(replica, status < 500, now, token):
             if change.ejected:
                 log.warning("replica %s of %s ejected: %s", name, deployment, change.reason)
             else:

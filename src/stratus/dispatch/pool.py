@@ -74,13 +74,15 @@ class FailureState:
 
 
 class _Waiter:
-    __slots__ = ("arrived", "future", "pool")
+    __slots__ = ("arrived", "avoid", "future", "pool", "token")
 
     def __init__(self, future: asyncio.Future[PoolReplica], arrived: float,
-                 pool: RevisionPool) -> None:
+                 pool: RevisionPool, token: int = 0, avoid: PoolReplica | None = None) -> None:
         self.future = future
         self.arrived = arrived
         self.pool = pool  # the pool holding it now: traffic moves waiters between pools
+        self.token = token  # the request, to the outlier detector (``try_acquire``)
+        self.avoid = avoid  # the replica a failed attempt of the request went to
 
 
 class RevisionPool:
@@ -122,14 +124,19 @@ class RevisionPool:
         self.admission: Admission | None = None
 
     # -- request path -----------------------------------------------------------
-    def try_acquire(self) -> PoolReplica | None:
-        """Take a slot on a ready replica, or None if every slot is busy."""
+    def try_acquire(self, token: int = 0, avoid: PoolReplica | None = None) -> PoolReplica | None:
+        """Take a slot on a ready replica, or None if every slot is busy.
+
+        ``token`` names the request to the outlier detector (whose half-open probe it may
+        become). ``avoid`` is the replica a failed attempt of the same request went to (a
+        hung one, after a timeout): it is skipped while another ready replica that is not
+        ejected exists, busy or not, so that the retry waits for that one's slot instead."""
         if self.waiters:  # keep order: nobody jumps the queue
             return None
         limit = self.limits.max_concurrency
         ready = self.ready
         ejection = self.ejection
-        if len(ready) == 1:  # a lone replica is never ejected
+        if len(ready) == 1:  # a lone replica is never ejected, nor avoided: it is all there is
             replica = ready[0]
             if replica.inflight >= limit:
                 return None
@@ -137,22 +144,38 @@ class RevisionPool:
             free = [r for r in ready if r.inflight < limit]
             if ejection is not None and ejection.detector.ejected:
                 free = ejection.usable(free, ready)
+            if avoid is not None:
+                free = self._avoiding(free, avoid)
             chosen = power_of_two_choices(free, PoolReplica.load, self.rng)
             if chosen is None:
                 return None
             replica = chosen
             if ejection is not None:
-                ejection.detector.dispatched(replica)
+                ejection.detector.dispatched(replica, token)
         replica.inflight += 1
         return replica
 
-    async def wait_for_slot(self, arrived: float, deadline: float | None = None) -> PoolReplica:
+    def _avoiding(self, free: list[PoolReplica], avoid: PoolReplica) -> list[PoolReplica]:
+        """``free`` without ``avoid``, unless no other ready replica may take requests (the
+        others ejected, or none): then ``avoid`` is better than no replica at all."""
+        if avoid not in free:
+            return free
+        ready = self.ready
+        usable = ready if self.ejection is None or not self.ejection.detector.ejected \
+            else self.ejection.usable(list(ready), ready)
+        if any(replica is not avoid for replica in usable):
+            return [replica for replica in free if replica is not avoid]
+        return free
+
+    async def wait_for_slot(self, arrived: float, deadline: float | None = None, token: int = 0,
+                            avoid: PoolReplica | None = None) -> PoolReplica:
         """Hold the request until a slot frees up or a replica comes up (the activator), for
-        ``queue_timeout_s`` at most, and never past the caller's ``deadline`` (monotonic)."""
+        ``queue_timeout_s`` at most, and never past the caller's ``deadline`` (monotonic).
+        ``token`` and ``avoid`` are ``try_acquire``'s."""
         if self.moved_to is not None:
             # Chosen just before its pool left the route (a stream starts a turn of the loop
             # after its choice): it queues where the pool's held requests went.
-            return await self.moved_to.wait_for_slot(arrived, deadline)
+            return await self.moved_to.wait_for_slot(arrived, deadline, token, avoid)
         failure = self.failure
         if failure is not None and not self.ready:
             remaining = failure.retry_at - time.monotonic()
@@ -170,7 +193,7 @@ class RevisionPool:
                 retry_after=1.0,
             )
         future: asyncio.Future[PoolReplica] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(future, arrived, self)
+        waiter = _Waiter(future, arrived, self, token, avoid)
         self.waiters.append(waiter)
         self.activate(self)
         self._serve_waiters()
@@ -184,6 +207,7 @@ class RevisionPool:
                 return await future
         except TimeoutError:
             waiter.pool.abandon(waiter)
+            _unprobe(waiter)
             if caller_first:
                 raise RequestTimeout(f"no replica of {self.deployment!r} became free within "
                                      "the request's deadline", by_caller=True) from None
@@ -194,6 +218,7 @@ class RevisionPool:
             ) from None
         except asyncio.CancelledError:
             waiter.pool.abandon(waiter)
+            _unprobe(waiter)
             raise
 
     def admit(self, priority: Priority) -> Admission | None:
@@ -202,9 +227,10 @@ class RevisionPool:
         return admission.admit(self.deployment, priority) if admission is not None else None
 
     def settle(self, ticket: Admission | None, replica: PoolReplica | None, status: int | None,
-               arrived: float, waited: float, now: float) -> None:
+               arrived: float, waited: float, now: float, token: int = 0) -> None:
         """A request served here ended (``status`` None: its caller left): its admission goes
-        back, and what it says of the replica and of latency goes to the policies."""
+        back, and what it says of the replica and of latency goes to the policies. ``token``
+        is the one it acquired its replica with."""
         cold = replica is not None and replica.ready_at is not None and replica.ready_at > arrived
         if ticket is not None:
             # A cold start's wait, a failure or a refusal says nothing of how fast replicas are.
@@ -214,7 +240,8 @@ class RevisionPool:
             else:
                 ticket.finished(now, None, None)
         if self.ejection is not None and replica is not None:
-            self.ejection.finished(self.deployment, replica, replica.replica_id, status, now)
+            self.ejection.finished(self.deployment, replica, replica.replica_id, status, now,
+                                   token)
 
     def release(self, replica: PoolReplica) -> None:
         replica.inflight -= 1
@@ -232,27 +259,38 @@ class RevisionPool:
         future = waiter.future
         if future.done() and not future.cancelled() and future.exception() is None:
             granted = future.result()
-            ejection = granted.pool.ejection
-            if ejection is not None:  # were it a half-open probe's slot, it would never end
-                ejection.finished(self.deployment, granted, granted.replica_id, None,
-                                  time.monotonic())
-            granted.pool.release(granted)  # after: the next waiter may take it as the probe
+            granted.pool.release(granted)
 
     def _serve_waiters(self) -> None:
         limit = self.limits.max_concurrency
         ejection = self.ejection
-        while self.waiters:
+        waiters = self.waiters
+        while waiters:
             free = [r for r in self.ready if r.inflight < limit]
             if ejection is not None and ejection.detector.ejected:
                 free = ejection.usable(free, self.ready)
-            replica = power_of_two_choices(free, PoolReplica.load, self.rng)
-            if replica is None:
+            if not free:
                 return
-            waiter = self.waiters.popleft()
+            # In order, but a retry that must not go back to the one free replica lets the
+            # requests behind it have that one.
+            for waiter in waiters:
+                if waiter.future.done():
+                    break
+                usable = free if waiter.avoid is None else self._avoiding(free, waiter.avoid)
+                if usable:
+                    break
+            else:
+                return
+            if waiter is waiters[0]:
+                waiters.popleft()
+            else:
+                waiters.remove(waiter)
             if waiter.future.done():
                 continue
+            replica = power_of_two_choices(usable, PoolReplica.load, self.rng)
+            assert replica is not None
             if ejection is not None:
-                ejection.detector.dispatched(replica)
+                ejection.detector.dispatched(replica, waiter.token)
             replica.inflight += 1
             waiter.future.set_result(replica)
 
@@ -329,3 +367,14 @@ class RevisionPool:
     @property
     def busy(self) -> bool:
         return self.load.current > 0 or bool(self.waiters)
+
+
+def _unprobe(waiter: _Waiter) -> None:
+    """A waiter gave up (``abandon`` handed back a slot granted in that instant): if that
+    grant made it its replica's half-open probe, another request may probe."""
+    future = waiter.future
+    if future.done() and not future.cancelled() and future.exception() is None:
+        granted = future.result()
+        ejection = granted.pool.ejection
+        if ejection is not None:
+            ejection.detector.abandoned(granted, waiter.token)

@@ -18,7 +18,7 @@ log = logging.getLogger("stratus.dispatch")
 
 class Attempts:
     """One request's attempts. After a failed one, ``again`` says whether to send it again
-    (to another replica: the lost one has left the pool by then)."""
+    (to another replica: the dispatcher has the pool skip the one that failed)."""
 
     __slots__ = ("budget", "count", "deadline", "denied", "idempotent_request", "spec",
                  "streamed")
@@ -46,7 +46,9 @@ class Attempts:
         return not self.resends_delivered
 
     def watch(self, sink: ChunkSink) -> ChunkSink:
-        """``sink``, noting that part of the answer went out: such a request is never resent."""
+        """``sink``, noting that part of the answer went out: such a request is never resent.
+        Every stream that may be retried needs it, idempotent or not when it began: ``again``
+        reads the deployment's settings as they are when an attempt fails."""
         def forward(kind: int, payload: Any) -> None:
             self.streamed = True
             sink(kind, payload)
@@ -87,7 +89,11 @@ class Retries:
     def begin(self, pool: RevisionPool, idempotent_request: bool, deadline: float | None,
               now: float) -> Attempts | None:
         """Count a request into its deployment's budget; None when it may not be retried at
-        all (one attempt only), which spares the request path the rest."""
+        all (one attempt only), which spares the request path the rest.
+
+        Called once the request has its first replica: a request shed by the adaptive limit
+        or a full queue, or never given a slot, loaded no replica, and counting it would let
+        an overloaded deployment retry more the more it refuses."""
         key = (pool.namespace, pool.deployment)
         budget = self.budgets.get(key)
         if budget is None:

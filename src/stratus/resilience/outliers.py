@@ -38,7 +38,7 @@ class ReplicaHealth:
     errors: int = 0
     ejections: int = 0  # in a row: the back-off doubles with each
     until: float = 0.0  # ejected until (monotonic)
-    probing: bool = False  # the half-open probe is in flight
+    probe: Hashable | None = None  # the request that is the half-open probe, while it is out
     reason: str = ""  # why it was last ejected
     readmitted_at: float = -math.inf
 
@@ -52,7 +52,9 @@ class Change:
 
 class OutlierDetector:
     """One revision's replicas, keyed by the caller's ids. ``available`` says whether the
-    picker may use one; ``dispatched`` and ``record`` follow each request it sends there."""
+    picker may use one; ``dispatched`` and ``record`` follow each request it sends there,
+    named by a token of the caller's (unique among the requests out on one replica), so that
+    only the probe's own answer decides a half-open replica."""
 
     def __init__(self, settings: OutlierSettings, now: float) -> None:
         self.settings = settings
@@ -77,27 +79,33 @@ class OutlierDetector:
             if now < health.until:
                 return False
             health.state = CircuitState.HALF_OPEN
-        return not health.probing
+        return health.probe is None
 
-    def dispatched(self, key: Hashable) -> None:
-        """A request went to ``key``: if it is half-open, that request is its probe."""
+    def dispatched(self, key: Hashable, token: Hashable) -> None:
+        """Request ``token`` went to ``key``: if that is half-open with no probe out, this
+        request is its probe."""
         health = self.replicas.get(key)
-        if health is not None and health.state is CircuitState.HALF_OPEN:
-            health.probing = True
+        if health is not None and health.state is CircuitState.HALF_OPEN and health.probe is None:
+            health.probe = token
 
-    def abandoned(self, key: Hashable) -> None:
-        """A request to ``key`` ended unjudged (its caller left): a probe may go again."""
+    def abandoned(self, key: Hashable, token: Hashable | None = None) -> None:
+        """Request ``token`` to ``key`` ended unjudged (its caller left): if it was the
+        probe, another request may probe."""
         health = self.replicas.get(key)
-        if health is not None and health.state is CircuitState.HALF_OPEN:
-            health.probing = False
+        if health is not None and health.probe is not None and health.probe == token:
+            health.probe = None
 
-    def record(self, key: Hashable, ok: bool, now: float) -> list[Change]:
-        """A request to ``key`` ended, ``ok`` unless with a server-side failure."""
+    def record(self, key: Hashable, ok: bool, now: float,
+               token: Hashable | None = None) -> list[Change]:
+        """Request ``token`` to ``key`` ended, ``ok`` unless with a server-side failure. Of
+        the requests that end while ``key`` is half-open, only its probe decides: the others
+        were sent before the ejection (or beside the probe, when every replica is ejected)."""
         changes: list[Change] = []
         health = self.replicas.get(key)
         if health is not None:
-            if health.state is CircuitState.HALF_OPEN and health.probing:
-                health.probing = False
+            if health.state is CircuitState.HALF_OPEN and health.probe is not None \
+                    and health.probe == token:
+                health.probe = None
                 if ok:
                     health.state, health.consecutive = CircuitState.CLOSED, 0
                     health.readmitted_at = now
@@ -114,7 +122,8 @@ class OutlierDetector:
                 if health.consecutive >= limit and self._room():
                     self._eject(health, now, f"{health.consecutive} failures in a row")
                     changes.append(Change(key, True, health.reason))
-            # An answer to a request sent before the ejection says nothing new: ignored.
+            # An answer to a request sent before the ejection (or beside the probe) says
+            # nothing new: ignored.
         if now >= self._interval_end:
             changes.extend(self._compare(now))
         return changes

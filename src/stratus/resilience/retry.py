@@ -15,10 +15,11 @@ BUDGET_WINDOW_S = 10.0  # requests and retries are counted over this much recent
 
 
 class Failure(enum.StrEnum):
-    """The failures a deployment's ``retries.on`` may name."""
+    """The failures a deployment's ``retries.on`` may name: what happened to the request.
+    Whether it reached a handler is another question, which ``denial`` asks of each."""
 
     CONNECT = "connect"  # the request could not be sent: the replica was already gone
-    REPLICA_LOST = "replica_lost"  # the replica died while the request was out
+    REPLICA_LOST = "replica_lost"  # the replica died (kill, crash, exit) while the request was out
     TIMEOUT = "timeout"  # no answer within the timeout
 
 
@@ -35,11 +36,16 @@ class Denied(enum.StrEnum):
 
 def failure_of(error: StratusError) -> Failure | None:
     """The kind of ``error`` for the retry rules; None for a failure no retry can mend (the
-    handler raised, the request was bad, the handler ran out of memory: it would again)."""
+    handler raised, the request was bad, the handler ran out of memory: it would again).
+
+    Only a request that reached the handler can have run it out of memory: one the replica
+    never took was lost to another request's doing, so it is a loss like any other."""
     if isinstance(error, ReplicaLost):
-        if error.status != ReplicaLost.status:  # out of memory: the handler's own doing
-            return None
-        return Failure.REPLICA_LOST if error.reached_handler else Failure.CONNECT
+        if not error.sent:
+            return Failure.CONNECT
+        if error.reached_handler and error.status != ReplicaLost.status:
+            return None  # out of memory in this request's handler: its own doing
+        return Failure.REPLICA_LOST
     if isinstance(error, RequestTimeout):
         return Failure.TIMEOUT
     return None

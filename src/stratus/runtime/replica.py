@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, NoReturn, cast
 
 from opentelemetry import trace
@@ -76,6 +77,53 @@ def _end_of_stream(rid: int) -> bytes:
     return wire.encode(Response(RESPONSE, rid, 0, wire.KIND_JSON, b"null"))
 
 
+class AckGate:
+    """Starts the handler of a request the server asked to acknowledge only once the ack
+    has left this process.
+
+    The ack (a CHUNK of kind ``KIND_STARTED``) tells the server that a loss after it may have
+    run the handler, and a loss before it did not (retries of lost work). Written while the
+    socket is backed up, it would wait in the transport's buffer while the handler already
+    ran, and a kill -9 would lose it with the buffer: the server would then resend a request
+    whose handler ran. What the kernel holds, the server still reads after this process
+    dies, so a start waits until the transport's buffer is empty (``resume_writing``, with a
+    high-water mark of 0 while a start waits). When the socket is not backed up, the ack
+    goes out at once and so does the handler: this costs nothing then."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.held: dict[int, Callable[[], None]] = {}  # by rid, in arrival order
+        self.limits = transport.get_write_buffer_limits()  # (low, high), put back after
+
+    def acknowledged(self, rid: int, ack: bytes, start: Callable[[], None]) -> bool:
+        """Write ``ack`` and call ``start`` once it is out; whether that was at once."""
+        transport = self.transport
+        transport.write(ack)
+        if not self.held and transport.get_write_buffer_size() == 0:
+            start()
+            return True
+        self.held[rid] = start
+        if len(self.held) == 1:
+            # Paused now (the buffer is not empty), resumed once all of it is in the kernel.
+            self.limits = transport.get_write_buffer_limits()
+            transport.set_write_buffer_limits(high=0, low=0)
+        return False
+
+    def flushed(self) -> None:
+        """The transport's buffer went empty (the protocol's ``resume_writing``)."""
+        if not self.held:
+            return
+        low, high = self.limits
+        self.transport.set_write_buffer_limits(high=high, low=low)
+        held, self.held = self.held, {}
+        for start in held.values():
+            start()
+
+    def drop(self, rid: int) -> bool:
+        """Forget a held request (cancelled before its handler started)."""
+        return self.held.pop(rid, None) is not None
+
+
 class ReplicaServer(asyncio.Protocol):
     """Serves REQUEST frames from the server until STOP or until the server goes away."""
 
@@ -94,11 +142,18 @@ class ReplicaServer(asyncio.Protocol):
         self.stopping = False
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.tracer, self.spans = tracing.install_replica()
+        self.gate: AckGate | None = None
+        self.held_spans: dict[int, Span] = {}  # of requests whose start waits for their ack
 
     # -- connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.gate = AckGate(self.transport)
         self.loop.call_later(self.config.heartbeat_s, self._heartbeat)
+
+    def resume_writing(self) -> None:
+        if self.gate is not None:
+            self.gate.flushed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         # The server is gone: nobody is left to answer to.
@@ -113,6 +168,12 @@ class ReplicaServer(asyncio.Protocol):
                 task = self.inflight.get(message.rid)
                 if task is not None:
                     task.cancel()
+                elif self.gate is not None and self.gate.drop(message.rid):
+                    # Its handler never started: the answer frees the slot the server holds.
+                    self._finish(message.rid, wire.encode(Error(
+                        ERROR, message.rid, RequestTimeout.status, RequestTimeout.type,
+                        "cancelled before the handler started", None)),
+                        self.held_spans.pop(message.rid))
             elif isinstance(message, Stop):
                 self._stop(float(message.drain_timeout_s))
 
@@ -149,12 +210,24 @@ class ReplicaServer(asyncio.Protocol):
 
     # -- requests ---------------------------------------------------------------
     def _start(self, rid: int, kind: int, payload: Any, meta: dict[str, Any]) -> None:
-        if meta.get("ack"):
-            # Written before the handler can start: the server then knows that a loss after
-            # this may have run the handler, and one before it did not (retries of lost work).
-            self._send(wire.encode(Chunk(CHUNK, rid, wire.KIND_STARTED, None)))
         # From the frame's arrival to the answer's departure, a child of the dispatch span.
         span = tracing.replica_span(self.tracer, meta)
+        transport = self.transport
+        if meta.get("ack") and self.gate is not None and transport is not None \
+                and not transport.is_closing():
+            # Out of this process before the handler can start: the server then knows that a
+            # loss after this may have run the handler, and one before it did not.
+            self.inflight[rid] = None
+            ack = wire.encode(Chunk(CHUNK, rid, wire.KIND_STARTED, None))
+            if not self.gate.acknowledged(rid, ack, partial(self._begin, rid, kind, payload,
+                                                            meta, span)):
+                self.held_spans[rid] = span
+        else:
+            self._begin(rid, kind, payload, meta, span)
+
+    def _begin(self, rid: int, kind: int, payload: Any, meta: dict[str, Any], span: Span) -> None:
+        if self.held_spans:
+            self.held_spans.pop(rid, None)
         if self.is_async:
             self.inflight[rid] = self.loop.create_task(
                 self._serve_async(rid, kind, payload, meta, span))
