@@ -69,9 +69,9 @@ def test_revisions_and_a_weighted_split(server: StratusServer) -> None:
 def test_blue_green_rollout_canary_and_rollback(server: StratusServer) -> None:
     two_revisions(server, "cli-roll")
     server.cli("traffic", "cli-roll", "2=100")
-    # The CLI tells the phases it polls, once a second: a watch of 1 s could fall between two
-    # polls (it did in a CI run), one of 3 s holds at least two.
-    done = server.cli("rollout", "cli-roll", "--to", "1", "--watch", "3s", "--wait")
+    # The CLI tells the phases it polls (every 0.25 s); a phase of 2 s holds several polls
+    # even on a loaded machine (one of 1 s fell between two polls a second apart in CI).
+    done = server.cli("rollout", "cli-roll", "--to", "1", "--watch", "2s", "--wait")
     followed = " ".join(done.stderr.split())
     assert "watching" in followed and "done: traffic to revision 1 100%" in followed
     assert set(served_by(server, "cli-roll", 10)) == {"1"}
@@ -83,7 +83,7 @@ def test_blue_green_rollout_canary_and_rollback(server: StratusServer) -> None:
     assert set(served_by(server, "cli-roll", 10)) == {"2"}
 
     canary = server.cli("rollout", "cli-roll", "--to", "1", "--canary", "50", "--step", "50",
-                        "--interval", "1s", "--window", "500ms", "--watch", "1s", "--wait")
+                        "--interval", "2s", "--window", "500ms", "--watch", "1s", "--wait")
     steps = " ".join(canary.stderr.split())
     assert "canary 50% → 100%" in steps and "revision 1 at 50%" in steps
     assert "done: traffic to revision 1 100%" in steps

@@ -23,9 +23,9 @@ from stratus.resilience.retry import (
 )
 from stratus.resilience_spec import RetrySpec
 from stratus.runtime import wire
+from stratus.runtime.ack_gate import AckGate
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.messages import CHUNK, RESPONSE, Chunk, Response
-from stratus.runtime.replica import AckGate
 
 
 def lost(reached: bool) -> ReplicaLost:
@@ -104,6 +104,11 @@ def test_a_delivered_request_is_resent_when_idempotent_by_declaration_or_by_key(
      Denied.NOT_RETRYABLE),
     (RetrySpec(idempotent=True), OutOfMemory("over"), FIRST, Denied.NOT_RETRYABLE),
     (RetrySpec(idempotent=True), HandlerError("no"), FIRST, Denied.NOT_RETRYABLE),
+    # A timer may fire a hair early: the caller's own timeout is final all the same.
+    (RetrySpec(idempotent=True, attempts=3), RequestTimeout("late", by_caller=True),
+     Attempted(1, False, False, 0.0004), Denied.DEADLINE),
+    (RetrySpec(idempotent=True, attempts=3), RequestTimeout("late"),
+     Attempted(1, False, False, 0.0004), None),
 ])
 def test_what_stops_a_retry(spec: RetrySpec, error: StratusError, attempted: Attempted,
                             denied: Denied | None) -> None:

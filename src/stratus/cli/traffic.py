@@ -222,6 +222,10 @@ def traffic(
     print_traffic(view)
 
 
+# Four times a second: a stage or a watch shorter than the poll would go untold.
+ROLLOUT_POLL_S = 0.25
+
+
 def _await_rollout(client: Client, name: str, target: int, as_json: bool) -> dict[str, Any]:
     """Poll until the rollout ends, telling each change of stage; the last view."""
     seen: tuple[Any, ...] | None = None
@@ -236,7 +240,7 @@ def _await_rollout(client: Client, name: str, target: int, as_json: bool) -> dic
         seen = now
         if current["state"] not in ACTIVE:
             return view
-        time.sleep(1.0)
+        time.sleep(ROLLOUT_POLL_S)
 
 
 def _succeeded(view: dict[str, Any], target: int) -> bool:

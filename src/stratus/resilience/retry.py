@@ -84,7 +84,10 @@ def denial(spec: RetrySpec, error: StratusError, attempted: Attempted) -> Denied
         return Denied.DELIVERED
     if attempted.attempts >= spec.attempts:
         return Denied.ATTEMPTS
-    if attempted.time_left is not None and attempted.time_left <= 0:
+    # A timeout at the caller's deadline is final, whatever the clock says now: the event
+    # loop may run a timer a hair before its time, which left a retry of no time at all.
+    if (attempted.time_left is not None and attempted.time_left <= 0) \
+            or (isinstance(error, RequestTimeout) and error.by_caller):
         return Denied.DEADLINE
     return None
 

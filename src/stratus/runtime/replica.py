@@ -9,32 +9,27 @@ returns a generator streams: each item goes out as a CHUNK frame, then an empty 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import os
-import socket
-import sys
 import time
-import traceback
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from stratus.errors import HandlerError, OutOfMemory, RequestTimeout, StratusError
 from stratus.runtime import codec, wire
-from stratus.runtime.capture import capture_output, finish_capture
-from stratus.runtime.forked import is_out_of_memory, reseed_and_size, reset_signals
-from stratus.runtime.loader import HandlerKind, LoadedHandler, instantiate
+from stratus.runtime.ack_gate import AckGate
+from stratus.runtime.forked import is_out_of_memory
+from stratus.runtime.loader import HandlerKind, LoadedHandler
 from stratus.runtime.memory import peak_rss, read_memory
 from stratus.runtime.messages import (
     CHUNK,
     ERROR,
     HEARTBEAT,
-    HELLO_REPLICA,
     RESPONSE,
     SPANS,
     TO_REPLICA,
@@ -42,7 +37,6 @@ from stratus.runtime.messages import (
     Chunk,
     Error,
     Heartbeat,
-    HelloReplica,
     ReplicaConfig,
     Request,
     Response,
@@ -51,77 +45,14 @@ from stratus.runtime.messages import (
     parse,
 )
 from stratus.runtime.request_log import RequestLines, current_request, finish_request
-from stratus.runtime.sandbox import ReplicaSandbox, SandboxError, compose_env, enter_replica
 from stratus.runtime.tracebacks import HandlerTracebacks
 from stratus.sdk.batching import take_batch_sizes
-from stratus.sdk.context import Context, RequestContext, current_progress, replica_logger
+from stratus.sdk.context import Context, RequestContext, current_progress
 from stratus.telemetry import tracing
-
-FAILED_HELLO_WAIT_S = 2.0  # for the server to read a failed init's reason
-
-
-def _prepare_process(config: ReplicaConfig) -> None:
-    """Undo what the fork inherited from the zygote and set per-replica resources."""
-    reset_signals()
-    if config.sandbox:
-        # Before any user code: its cgroup, its own directory, environment and limits.
-        enter_replica(ReplicaSandbox.from_wire(config.sandbox), config.env, config.secrets)
-    else:
-        os.environ.update(compose_env({}, {}, config.secrets))
-    capture_output(config.log_path, {"namespace": config.namespace, "deployment": config.deployment,
-                                     "revision": config.revision, "replica": config.replica_id})
-    reseed_and_size(config.threads)
 
 
 def _end_of_stream(rid: int) -> bytes:
     return wire.encode(Response(RESPONSE, rid, 0, wire.KIND_JSON, b"null"))
-
-
-class AckGate:
-    """Starts the handler of a request the server asked to acknowledge only once the ack
-    has left this process.
-
-    The ack (a CHUNK of kind ``KIND_STARTED``) tells the server that a loss after it may have
-    run the handler, and a loss before it did not (retries of lost work). Written while the
-    socket is backed up, it would wait in the transport's buffer while the handler already
-    ran, and a kill -9 would lose it with the buffer: the server would then resend a request
-    whose handler ran. What the kernel holds, the server still reads after this process
-    dies, so a start waits until the transport's buffer is empty (``resume_writing``, with a
-    high-water mark of 0 while a start waits). When the socket is not backed up, the ack
-    goes out at once and so does the handler: this costs nothing then."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        self.held: dict[int, Callable[[], None]] = {}  # by rid, in arrival order
-        self.limits = transport.get_write_buffer_limits()  # (low, high), put back after
-
-    def acknowledged(self, rid: int, ack: bytes, start: Callable[[], None]) -> bool:
-        """Write ``ack`` and call ``start`` once it is out; whether that was at once."""
-        transport = self.transport
-        transport.write(ack)
-        if not self.held and transport.get_write_buffer_size() == 0:
-            start()
-            return True
-        self.held[rid] = start
-        if len(self.held) == 1:
-            # Paused now (the buffer is not empty), resumed once all of it is in the kernel.
-            self.limits = transport.get_write_buffer_limits()
-            transport.set_write_buffer_limits(high=0, low=0)
-        return False
-
-    def flushed(self) -> None:
-        """The transport's buffer went empty (the protocol's ``resume_writing``)."""
-        if not self.held:
-            return
-        low, high = self.limits
-        self.transport.set_write_buffer_limits(high=high, low=low)
-        held, self.held = self.held, {}
-        for start in held.values():
-            start()
-
-    def drop(self, rid: int) -> bool:
-        """Forget a held request (cancelled before its handler started)."""
-        return self.held.pop(rid, None) is not None
 
 
 class ReplicaServer(asyncio.Protocol):
@@ -387,75 +318,3 @@ class ReplicaServer(asyncio.Protocol):
     def _exit(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
-
-
-async def _serve(sock: socket.socket, handler: Any, loaded: LoadedHandler, ctx: Context,
-                 config: ReplicaConfig) -> None:
-    loop = asyncio.get_running_loop()
-    _, server = await loop.create_unix_connection(
-        lambda: ReplicaServer(handler, loaded, ctx, config), sock=sock
-    )
-    await server.done
-    if server.transport is not None:
-        server.transport.close()
-
-
-def run_replica(loaded: LoadedHandler, config: ReplicaConfig) -> NoReturn:
-    """The body of a freshly forked replica; never returns into the zygote's code."""
-    code = 1
-    try:
-        try:
-            _prepare_process(config)
-        except SandboxError as exc:  # no user code may run: say why, and end
-            sys.stderr.write(f"replica {config.replica_id}: {exc}\n")
-            _say_hello(config, HelloReplica(HELLO_REPLICA, config.replica_id, os.getpid(), False,
-                                            f"the replica could not enter its sandbox: {exc}",
-                                            None))
-            os._exit(1)
-        tracebacks = HandlerTracebacks(loaded.bundle_dir)
-        logger = replica_logger(config.deployment, config.revision, config.replica_id,
-                                tracebacks.format_exc_info)
-        ctx = Context(
-            deployment=config.deployment, namespace=config.namespace, revision=config.revision,
-            replica_id=config.replica_id, config=config.config, env={**config.env, **config.secrets},
-            memory_mb=config.memory_mb, timeout_s=config.timeout_s, logger=logger,
-            threads=config.threads, models=config.models,
-        )
-        started = time.perf_counter()
-        try:
-            handler = instantiate(loaded, ctx)
-            hello = HelloReplica(HELLO_REPLICA, config.replica_id, os.getpid(), True,
-                                 (time.perf_counter() - started) * 1000, None)
-        except BaseException as exc:
-            handler = None
-            trace = tracebacks.format(exc) + "\n"
-            sys.stderr.write(trace)
-            hello = HelloReplica(HELLO_REPLICA, config.replica_id, os.getpid(), False,
-                                 f"{type(exc).__name__}: {exc}", trace)
-        sock = _say_hello(config, hello)
-        if handler is not None:
-            import uvloop
-
-            sock.setblocking(False)
-            uvloop.run(_serve(sock, handler, loaded, ctx, config))
-            code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        finish_capture()  # flushes stdout and stderr, then writes out what the pipes hold
-        os._exit(code)
-
-
-def _say_hello(config: ReplicaConfig, hello: HelloReplica) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(config.socket_path)
-    sock.sendall(wire.encode(hello))
-    if not hello.ok:
-        # The server closes the connection once it has read why: only then exit, or the
-        # zygote's report of the exit, on another connection, may be read first and the
-        # reason lost ("replica died during init").
-        sock.settimeout(FAILED_HELLO_WAIT_S)
-        with contextlib.suppress(OSError):
-            while sock.recv(4096):
-                pass
-    return sock

@@ -47,7 +47,7 @@ from stratus.runtime.messages import (
     ToRevisionZygote,
     parse,
 )
-from stratus.runtime.replica import run_replica
+from stratus.runtime.replica_process import run_replica
 from stratus.runtime.request_log import install_streams
 from stratus.runtime.sandbox import SandboxError, ZygoteSandbox, enter_zygote
 from stratus.runtime.tracebacks import HandlerTracebacks
