@@ -13,9 +13,13 @@ from sqlalchemy import Engine, event, text
 
 from server import StratusServer
 from stratus.errors import Conflict, NotFound
+from stratus.resilience.priority import Priority
+from stratus.security.keys import mint
+from stratus.security.roles import Role
 from stratus.spec import RuntimeSpec, ScalingSpec
 from stratus.store.datasets import DatasetStore, DatasetVersionRecord
 from stratus.store.db import MIGRATIONS, make_engine, migrate, sqlite_url
+from stratus.store.keys import KeyStore
 from stratus.store.metadata import MetadataStore, RevisionStatus
 from stratus.store.triggers import TriggerStore
 
@@ -201,6 +205,40 @@ def test_schedules_made_before_job_schedules_still_invoke(backend: str, tmp_path
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT name, deployment FROM schedules")).all()
         assert [tuple(row) for row in rows] == [("old", "echo")]
+    finally:
+        engine.dispose()
+        for _ in urls:  # drops the PostgreSQL database
+            pass
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_keys_made_before_priorities_are_normal_and_new_ones_keep_theirs(
+        backend: str, tmp_path: Path) -> None:
+    urls: Iterator[str] = (iter([sqlite_url(tmp_path)]) if backend == "sqlite"
+                           else _postgres_database())
+    engine = make_engine(next(urls))
+    try:
+        _alembic(engine, "upgrade", "0016")
+        old = mint("team-a", Role.INVOKER, created_by="bootstrap").record
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO api_keys (id, secret_hash, namespace, role, description, "
+                "created_by, created_at) VALUES (:id, :hash, 'team-a', 'invoker', '', "
+                "'bootstrap', :at)"), {"id": old.id, "hash": old.secret_hash, "at": old.created_at})
+        migrate(engine)  # 0017: the priority column, NULL on the key above
+        store = KeyStore(engine)
+        low = mint("team-a", Role.INVOKER, created_by="bootstrap", priority=Priority.LOW).record
+        critical = mint("team-a", Role.INVOKER, created_by="bootstrap",
+                        priority=Priority.CRITICAL).record
+        store.add(low)
+        store.add(critical)
+        assert {r.id: r.priority for r in store.all()} == {
+            old.id: Priority.NORMAL, low.id: Priority.LOW, critical.id: Priority.CRITICAL}
+        assert store.all()[1] == low
+        _alembic(engine, "downgrade", "0016")  # the column goes; the keys stay
+        with engine.connect() as conn:
+            ids = conn.execute(text("SELECT id FROM api_keys")).scalars().all()
+        assert sorted(ids) == sorted([old.id, low.id, critical.id])
     finally:
         engine.dispose()
         for _ in urls:  # drops the PostgreSQL database

@@ -27,6 +27,9 @@ def create(
         help="Lifetime like 90m, 12h or 30d [default: never expires]")] = None,
     description: Annotated[str, typer.Option(help="What the key is for")] = "",
     rate: Annotated[float | None, typer.Option(help="Rate limit, requests per second")] = None,
+    priority: Annotated[str | None, typer.Option(
+        help="low, normal or critical: under load shedding, the priority of the key's requests "
+             "and the most X-Stratus-Priority may ask for [default: normal]")] = None,
     server: Server = None,
     api_key: ApiKey = None,
 ) -> None:
@@ -40,25 +43,29 @@ def create(
             raise CliError(str(exc)) from None
     if rate is not None:
         body["rate_limit_rps"] = rate
+    if priority is not None:
+        body["priority"] = priority  # checked by the server: a bad one is its 400
     with make_client(server, api_key, None) as client:
         created = client.json("POST", "/api/keys", json=body)
     expiry = f", expires {created['expires_at']}" if created["expires_at"] else ""
-    err.print(f"key {created['id']}: {created['role']} in {created['namespace']}{expiry}. "
+    err.print(f"key {created['id']}: {created['role']} in {created['namespace']}, "
+              f"{created['priority']} priority{expiry}. "
               "Store it now: it cannot be shown again.")
     print(created["key"])
 
 
 @app.command("ls")
 def list_keys(server: Server = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
-    """List keys: their ids, scopes and states, never the secrets."""
+    """List keys: their ids, scopes, priorities and states, never the secrets."""
     with make_client(server, api_key, None) as client:
         keys = client.json("GET", "/api/keys")["keys"]
     if as_json:
         print(json.dumps(keys, indent=2))
         return
-    table = Table("ID", "NAMESPACE", "ROLE", "STATE", "EXPIRES", "CREATED BY", "DESCRIPTION")
+    table = Table("ID", "NAMESPACE", "ROLE", "PRIORITY", "STATE", "EXPIRES", "CREATED BY",
+                  "DESCRIPTION")
     for key in keys:
-        table.add_row(key["id"], key["namespace"], key["role"], key["state"],
+        table.add_row(key["id"], key["namespace"], key["role"], key["priority"], key["state"],
                       key["expires_at"] or "never", key["created_by"], key["description"])
     out.print(table)
 

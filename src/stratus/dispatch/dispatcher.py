@@ -334,6 +334,7 @@ class Dispatcher:
                 retry_denied=tries.denied if tries is not None else None,
                 trace_id=ids[0] if ids is not None else None,
                 span_id=ids[1] if ids is not None else None,
+                priority=invocation.priority,
             )
             for listener in self.listeners:
                 listener(outcome)

@@ -9,6 +9,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stratus.resilience.priority import Priority
+
 KEEP_S = 3600.0  # an hour of outcomes per revision
 KEEP_MAX = 100_000  # and never more than this many
 
@@ -39,6 +41,7 @@ class Outcome:
     retry_denied: str | None = None  # why its last failure was not retried (resilience/retry.py)
     trace_id: str | None = None  # with a client's traceparent, or when sampled
     span_id: str | None = None  # the gateway's span of the request
+    priority: Priority = Priority.NORMAL  # under load shedding, within what its key allows
 
 
 OutcomeListener = Callable[[Outcome], None]

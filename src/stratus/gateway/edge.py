@@ -10,11 +10,13 @@ import hmac
 import os
 import re
 import time
+from typing import NamedTuple
 
 from starlette.types import Scope
 
 from stratus.errors import BadRequest, NotFound, StratusError, Unauthorized
-from stratus.security.keys import KEY_MARK, KeyRing
+from stratus.resilience.priority import Priority
+from stratus.security.keys import KEY_MARK, KeyRecord, KeyRing
 from stratus.security.roles import GLOBAL_NAMESPACE, Principal, Role
 from stratus.security.sessions import BOOTSTRAP, SessionSigner
 from stratus.security.tokens import JwtVerifier, looks_like_jwt
@@ -25,6 +27,28 @@ DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's scripts: no data in the
 UI_PREFIX = "/ui"  # the dashboard's static page and assets; the page itself sends the key
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+class Identity(NamedTuple):
+    """Whom valid credentials name, before the namespace a request asks for is applied."""
+
+    home: str  # the credential's namespace; ``*`` for a global one
+    role: Role
+    actor: str
+    key_id: str | None = None
+    priority: Priority = Priority.NORMAL  # without a header (``Principal.priority``)
+    max_priority: Priority = Priority.NORMAL
+
+
+# The operator's own key: its requests are normal unless they ask, and may ask for critical.
+BOOTSTRAP_IDENTITY = Identity(GLOBAL_NAMESPACE, Role.ADMIN, "bootstrap",
+                              max_priority=Priority.CRITICAL)
+
+
+def key_identity(record: KeyRecord) -> Identity:
+    """An API key's identity: its priority is both its default and its ceiling."""
+    return Identity(record.namespace, Role(record.role), f"key:{record.id}", record.id,
+                    record.priority, record.priority)
 
 
 def scope_header(scope: Scope, name: bytes) -> bytes | None:
@@ -87,7 +111,7 @@ class Authenticator:
         identity = self._identify(token)
         if isinstance(identity, StratusError):
             return identity
-        return self._acting(namespace, *identity)
+        return self._acting(namespace, identity)
 
     def authenticate_session(self, scope: Scope, token: str) -> Principal | StratusError:
         """The principal of a browser session's cookie: its signature and expiry, then its key,
@@ -100,7 +124,7 @@ class Authenticator:
         asked = scope_header(scope, b"x-stratus-namespace")
         principal: Principal | StratusError
         if session.key_id == BOOTSTRAP:
-            principal = self._acting(asked, GLOBAL_NAMESPACE, Role.ADMIN, "bootstrap", None)
+            principal = self._acting(asked, BOOTSTRAP_IDENTITY)
         else:
             record = self.keys.get(session.key_id)
             if record is None:
@@ -109,15 +133,14 @@ class Authenticator:
                 return Unauthorized("API key revoked")
             if record.expires_at is not None and record.expires_at.timestamp() <= time.time():
                 return Unauthorized("API key expired")
-            principal = self._acting(asked, record.namespace, Role(record.role),
-                                     f"key:{record.id}", record.id)
+            principal = self._acting(asked, key_identity(record))
         if not isinstance(principal, StratusError):
             scope.setdefault("state", {})["principal"] = principal
         return principal
 
-    def _acting(self, asked_for: bytes | None, home: str, role: Role, actor: str,
-                key_id: str | None) -> Principal | StratusError:
+    def _acting(self, asked_for: bytes | None, identity: Identity) -> Principal | StratusError:
         """The principal, acting in the namespace ``X-Stratus-Namespace`` asks for if it may."""
+        home = identity.home
         asked = (asked_for or b"").decode(errors="replace")
         if asked and not _NAMESPACE.fullmatch(asked):
             return BadRequest("invalid namespace name")
@@ -128,20 +151,22 @@ class Authenticator:
             return NotFound(f"namespace {asked!r} not found")
         else:
             namespace = home
-        return Principal(namespace, role, actor, is_global, key_id)
+        return Principal(namespace, identity.role, identity.actor, is_global, identity.key_id,
+                         identity.priority, identity.max_priority)
 
-    def _identify(self, token: bytes) -> tuple[str, Role, str, str | None] | StratusError:
-        """(home namespace, role, actor, key id) of valid credentials."""
+    def _identify(self, token: bytes) -> Identity | StratusError:
+        """Whom valid credentials name."""
         if hmac.compare_digest(token, self.bootstrap_key):
-            return GLOBAL_NAMESPACE, Role.ADMIN, "bootstrap", None
+            return BOOTSTRAP_IDENTITY
         if token.startswith(KEY_MARK):
             record = self.keys.check(token)
             if isinstance(record, str):
                 return Unauthorized(record)
-            return record.namespace, Role(record.role), f"key:{record.id}", record.id
+            return key_identity(record)
         if self.tokens is not None and looks_like_jwt(token):
             claims = self.tokens.verify(token.decode("ascii", errors="replace"))
             if isinstance(claims, str):
                 return Unauthorized(claims)
-            return claims.namespace, claims.role, f"jwt:{claims.subject}", None
+            return Identity(claims.namespace, claims.role, f"jwt:{claims.subject}", None,
+                            claims.priority, claims.priority)
         return Unauthorized("invalid API key")

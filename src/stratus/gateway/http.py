@@ -23,7 +23,7 @@ from stratus.errors import (
     StratusError,
     retry_after_seconds,
 )
-from stratus.resilience.priority import PRIORITY_HEADER, Priority, parse_priority
+from stratus.resilience.priority import PRIORITY_HEADER, Priority, request_priority
 from stratus.security.roles import Principal
 
 log = logging.getLogger("stratus.gateway")
@@ -55,8 +55,11 @@ class Call:
         return pinned_revision(self.headers.get(REVISION_HEADER))
 
     def priority(self) -> Priority:
-        """How late load shedding refuses it: the ``X-Stratus-Priority`` header."""
-        return parse_priority(self.headers.get(PRIORITY_HEADER))
+        """How late load shedding refuses it: the ``X-Stratus-Priority`` header, within what
+        the caller's key allows (``request_priority``)."""
+        principal = self.principal
+        return request_priority(self.headers.get(PRIORITY_HEADER), principal.priority,
+                                principal.max_priority)
 
     def deadline(self) -> float | None:
         """The ``time.monotonic()`` by which the caller wants its answer: ``X-Stratus-Timeout``

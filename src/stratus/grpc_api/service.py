@@ -32,7 +32,7 @@ from stratus.grpc_api.proto import grpc_inference_pb2 as pb
 from stratus.grpc_api.proto import grpc_inference_pb2_grpc as pb_grpc
 from stratus.grpc_api.status import REQUEST_ID_KEY, REVISION_KEY
 from stratus.grpc_api.tensors import build_response, parse_inputs
-from stratus.resilience.priority import PRIORITY_HEADER, parse_priority
+from stratus.resilience.priority import PRIORITY_HEADER, request_priority
 from stratus.runtime import wire
 from stratus.security.roles import Permission
 
@@ -177,10 +177,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             raise BadRequest(f"{name!r} is a Lambda-style handler; invoke it on the native route")
         check_declared_inputs(inputs, (meta.get("options") or {}).get("inputs") or [])
         deadline = time.monotonic() + remaining if remaining is not None else None
+        principal = call.principal  # the same rule as HTTP's: the metadata, within its key's
+        priority = request_priority(call.metadata.get(PRIORITY_HEADER), principal.priority,
+                                    principal.max_priority)
         return choice, Invocation(kind=wire.KIND_TENSORS, payload=inputs,
                                   request_id=call.request_id, protocol="grpc",
-                                  deadline=deadline,
-                                  priority=parse_priority(call.metadata.get(PRIORITY_HEADER))), raw
+                                  deadline=deadline, priority=priority), raw
 
 
 def _served(call: GrpcCall, revision: int, cold_start: bool,

@@ -10,6 +10,7 @@ from typing import Any
 
 from stratus.dispatch.dispatcher import Dispatcher, Invocation, InvocationResult
 from stratus.errors import BadRequest, InvalidJSON
+from stratus.resilience.priority import Priority
 from stratus.runtime import wire
 
 ProgressSink = Callable[[float, str | None], None]
@@ -19,11 +20,13 @@ async def invoke_json(dispatcher: Dispatcher, namespace: str, deployment: str, b
                       request_id: str, *, pinned: int | None = None,
                       on_progress: ProgressSink | None = None, protocol: str = "async",
                       document: Any = None, idempotent: bool = False,
+                      priority: Priority = Priority.NORMAL,
                       ) -> tuple[bytes, InvocationResult]:
     """The handler's answer as JSON bytes (a streamed answer as the list of its items), and the
     result it came in. Raises the StratusError of a failure, as a sync call would answer it.
     ``document``: the body already parsed, by a caller that had to (for a sticky field).
-    ``idempotent``: the caller gave an idempotency key, so a lost request may be resent."""
+    ``idempotent``: the caller gave an idempotency key, so a lost request may be resent.
+    ``priority``: a client's call's, under load shedding; the server's own calls are normal."""
     if document is None:
         try:
             document = json.loads(body) if body.strip() else {}
@@ -41,7 +44,7 @@ async def invoke_json(dispatcher: Dispatcher, namespace: str, deployment: str, b
 
     invocation = Invocation(kind=wire.KIND_JSON, payload=body or b"{}", request_id=request_id,
                             on_chunk=on_chunk, protocol=protocol, on_progress=on_progress,
-                            idempotent=idempotent)
+                            idempotent=idempotent, priority=priority)
     result = await dispatcher.run(choice, invocation)
     if items:
         return b"[" + b",".join(items) + b"]", result

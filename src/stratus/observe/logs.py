@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from stratus.dispatch.outcomes import Outcome
 from stratus.observe.pii import RECORD_ATTRIBUTES, MaskingFilter
+from stratus.resilience.priority import Priority
 
 ACCESS_LOGGER = "stratus.access"
 PAYLOAD_LOGGER = "stratus.payloads"
@@ -249,12 +250,14 @@ def access_line(outcome: Outcome) -> str:
             f'"namespace":{namespace},"deployment":{deployment},"revision":{outcome.revision}'
             f'{optional},"duration_ms":{duration_ms!r},"status":{outcome.status},'
             f'"protocol":{_quote(outcome.protocol)},"attempt":{outcome.attempt},'
+            f'"priority":"{_PRIORITIES[outcome.priority]}",'
             f'"queue_wait_ms":{round(outcome.queue_wait_s * 1000, 3)!r},'
             f'"cold_start":{_BOOL[outcome.cold_start]},"shadow":{_BOOL[outcome.shadow]}}}')
 
 
 _quote: Callable[[str], str] = json.encoder.encode_basestring
 _BOOL = {False: "false", True: "true"}
+_PRIORITIES = {priority: priority.name.lower() for priority in Priority}
 
 
 def parse_since(text: str, now: float | None = None) -> float:

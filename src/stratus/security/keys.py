@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from stratus.resilience.priority import Priority
 from stratus.security.roles import GLOBAL_NAMESPACE, Role
 
 log = logging.getLogger("stratus.keys")
@@ -38,6 +39,9 @@ class KeyRecord:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    # The key's requests' priority under load shedding without a header, and the most they
+    # may ask for: set by the admin who creates the key, so a client cannot raise its own.
+    priority: Priority = Priority.NORMAL
 
 
 class KeyRecords(Protocol):
@@ -64,7 +68,7 @@ def hash_secret(secret: bytes) -> str:
 
 def mint(namespace: str, role: Role, *, created_by: str, description: str = "",
          expires_in_s: float | None = None, rate_limit_rps: float | None = None,
-         now: datetime | None = None) -> Minted:
+         priority: Priority = Priority.NORMAL, now: datetime | None = None) -> Minted:
     if namespace == GLOBAL_NAMESPACE and role is not Role.ADMIN:
         raise ValueError("only an admin key can be global")
     key_id = KEY_MARK.decode() + secrets.token_hex(ID_HEX // 2)
@@ -72,7 +76,7 @@ def mint(namespace: str, role: Role, *, created_by: str, description: str = "",
     now = now or datetime.now(UTC)
     expires = now + timedelta(seconds=expires_in_s) if expires_in_s is not None else None
     record = KeyRecord(key_id, hash_secret(secret.encode()), namespace, role.value, description,
-                       rate_limit_rps, created_by, now, expires, None)
+                       rate_limit_rps, created_by, now, expires, None, priority)
     return Minted(f"{key_id}_{secret}", record)
 
 
@@ -185,6 +189,7 @@ def key_view(record: KeyRecord) -> dict[str, Any]:
     return {
         "id": record.id, "namespace": record.namespace, "role": record.role,
         "description": record.description, "rate_limit_rps": record.rate_limit_rps,
+        "priority": record.priority.name.lower(),
         "created_by": record.created_by, "created_at": record.created_at.isoformat(),
         "expires_at": record.expires_at.isoformat() if record.expires_at else None,
         "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from stratus.resilience.priority import Priority
+
 GLOBAL_NAMESPACE = "*"  # a key scoped here acts in every namespace (the global admin)
 
 
@@ -41,7 +43,10 @@ class Principal:
 
     ``namespace`` is the namespace the request acts in (for a global admin, the one picked by
     ``X-Stratus-Namespace``); ``actor`` names the credential for the audit log and rate limits:
-    ``key:<prefix>``, ``jwt:<subject>`` or ``bootstrap``.
+    ``key:<prefix>``, ``jwt:<subject>`` or ``bootstrap``. ``priority`` is what its requests
+    are served at without an ``X-Stratus-Priority`` header, ``max_priority`` the most they may
+    ask for (``resilience.priority.request_priority``): an API key's or a token's priority
+    is both; the bootstrap key's requests are normal unless they ask, up to critical.
     """
 
     namespace: str
@@ -49,6 +54,8 @@ class Principal:
     actor: str
     is_global: bool = False  # scoped to every namespace; only ever with the admin role
     key_id: str | None = None  # the API key's public prefix, when a key was used
+    priority: Priority = Priority.NORMAL
+    max_priority: Priority = Priority.NORMAL
 
     @property
     def is_admin(self) -> bool:

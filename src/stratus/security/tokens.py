@@ -1,5 +1,5 @@
 """JWT bearer tokens: HS256 with a shared secret or RS256 with a public key, configured in the
-``auth.jwt`` section; configurable claims name the namespace and the role."""
+``auth.jwt`` section; configurable claims name the namespace, the role and the priority."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import jwt
 
+from stratus.resilience.priority import Priority, priority_named
 from stratus.security.roles import GLOBAL_NAMESPACE, Role
 
 ALGORITHMS = ("HS256", "RS256")
@@ -20,6 +21,8 @@ class TokenClaims:
     subject: str
     namespace: str  # ``*``: every namespace (only with the admin role)
     role: Role
+    # Under load shedding: the priority without a header, and the most one may ask for.
+    priority: Priority = Priority.NORMAL
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class JwtConfig:
     namespace_claim: str = "namespace"
     role_claim: str = "role"
     subject_claim: str = "sub"
+    priority_claim: str = "stratus_priority"
     issuer: str | None = None
     audience: str | None = None
     leeway_s: float = 0.0
@@ -47,8 +51,8 @@ def jwt_config(section: dict[str, Any]) -> JwtConfig | None:
     if not isinstance(raw, dict):
         raise ValueError("auth.jwt must be a mapping")
     known = {"algorithm", "secret", "secret_env", "secret_file", "public_key", "public_key_file",
-             "namespace_claim", "role_claim", "subject_claim", "issuer", "audience", "leeway_s",
-             "require_exp"}
+             "namespace_claim", "role_claim", "subject_claim", "priority_claim", "issuer",
+             "audience", "leeway_s", "require_exp"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"auth.jwt has unknown keys {unknown}; known: {sorted(known)}")
@@ -76,6 +80,7 @@ def jwt_config(section: dict[str, Any]) -> JwtConfig | None:
         namespace_claim=str(raw.get("namespace_claim", "namespace")),
         role_claim=str(raw.get("role_claim", "role")),
         subject_claim=str(raw.get("subject_claim", "sub")),
+        priority_claim=str(raw.get("priority_claim", "stratus_priority")),
         issuer=raw.get("issuer"), audience=raw.get("audience"),
         leeway_s=float(raw.get("leeway_s", 0.0)), require_exp=bool(raw.get("require_exp", True)),
     )
@@ -115,4 +120,9 @@ class JwtVerifier:
             return f"token's {config.role_claim!r} claim must be one of {[r.value for r in Role]}"
         if namespace == GLOBAL_NAMESPACE and parsed is not Role.ADMIN:
             return "only an admin token can be global"
-        return TokenClaims(str(subject or "anonymous"), namespace, parsed)
+        asked = claims.get(config.priority_claim)
+        try:  # without the claim, normal: an issuer grants critical explicitly
+            priority = Priority.NORMAL if asked is None else priority_named(str(asked))
+        except ValueError:
+            return f"token's {config.priority_claim!r} claim must be low, normal or critical"
+        return TokenClaims(str(subject or "anonymous"), namespace, parsed, priority)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import DateTime, Engine, Float, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
+from stratus.resilience.priority import Priority, priority_named
 from stratus.security.keys import KeyRecord
 from stratus.store.tables import Base
 
@@ -24,6 +25,8 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # low, normal or critical (migration 0017); NULL, as on keys made before it, is normal
+    priority: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -38,7 +41,8 @@ def _record(row: ApiKeyRow) -> KeyRecord:
     assert created is not None
     return KeyRecord(row.id, row.secret_hash, row.namespace, row.role, row.description,
                      row.rate_limit_rps, row.created_by, created, _utc(row.expires_at),
-                     _utc(row.revoked_at))
+                     _utc(row.revoked_at),
+                     priority_named(row.priority) if row.priority else Priority.NORMAL)
 
 
 class KeyStore:
@@ -54,7 +58,7 @@ class KeyStore:
                 role=record.role, description=record.description,
                 rate_limit_rps=record.rate_limit_rps, created_by=record.created_by,
                 created_at=record.created_at, expires_at=record.expires_at,
-                revoked_at=record.revoked_at))
+                revoked_at=record.revoked_at, priority=record.priority.name.lower()))
 
     def all(self) -> list[KeyRecord]:
         with self._sessions() as session:

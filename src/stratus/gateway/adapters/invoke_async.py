@@ -12,7 +12,7 @@ from stratus.gateway.state import Components
 from stratus.invocations.invoker import invoke_json
 from stratus.invocations.service import AsyncService
 from stratus.queue.records import AsyncInvocation, Status
-from stratus.resilience.priority import PRIORITY_HEADER, parse_queue_priority
+from stratus.resilience.priority import PRIORITY_HEADER, request_queue_priority
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_KEY_LENGTH = 255
@@ -40,9 +40,12 @@ def idempotency_key(call: Call) -> str | None:
 
 
 def _priority(call: Call) -> int:
+    """The queue's integer priority: the header's or ``?priority=``, within what the caller's
+    key allows (``request_queue_priority``)."""
     text = call.headers.get(PRIORITY_HEADER) or (
         call.query_param("priority", "") if call.query else "")
-    return parse_queue_priority(text) if text else 0
+    principal = call.principal
+    return request_queue_priority(text or None, principal.priority, principal.max_priority)
 
 
 def _service(parts: Components) -> AsyncService:
@@ -78,6 +81,7 @@ async def idempotent_sync(parts: Components, call: Call, body: bytes, document: 
     again; a repeat while the first still runs is a 409."""
     service = _service(parts)
     namespace, deployment = call.principal.namespace, call.params[0]
+    priority = call.priority()  # a bad header is a 400 before anything is recorded
     # Held for the longest timeout a revision may have: a server that dies mid-call leaves a
     # record that another can take over only after that.
     record, created = await service.begin_sync(namespace, deployment, body, key, 3600.0)
@@ -87,7 +91,7 @@ async def idempotent_sync(parts: Components, call: Call, body: bytes, document: 
         answer, result = await invoke_json(parts.dispatcher, namespace, deployment, body,
                                            record.id, pinned=call.pinned_revision(),
                                            protocol="native", document=document,
-                                           idempotent=True)
+                                           idempotent=True, priority=priority)
     except StratusError as exc:
         await service.end_sync(record, None, exc, None)
         raise

@@ -3,7 +3,7 @@ own namespace's keys; only the global admin mints global keys or sees every name
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratus.errors import BadRequest, NotFound
 from stratus.gateway.authz import needs
 from stratus.gateway.state import principal_of
+from stratus.resilience.priority import priority_named
 from stratus.security.keys import KeyService, key_view, mint
 from stratus.security.roles import Permission, Principal, Role
 
@@ -29,6 +30,10 @@ class KeyRequest(BaseModel):
     expires_in_s: float | None = Field(None, gt=0, le=10 * 365 * 86400)
     description: str = Field("", max_length=200)
     rate_limit_rps: float | None = Field(None, gt=0, description="Requests per second")
+    priority: Literal["low", "normal", "critical"] = Field(
+        "normal", description="Under adaptive load shedding: the priority of the key's "
+                              "requests without an X-Stratus-Priority header, and the most "
+                              "the header may ask for (above it, it is lowered to it)")
 
 
 def _service(request: Request) -> KeyService:
@@ -49,7 +54,8 @@ async def create_key(body: KeyRequest, request: Request) -> dict[str, Any]:
         raise NotFound(f"namespace {namespace!r} not found")
     try:
         minted = mint(namespace, body.role, created_by=principal.actor, description=body.description,
-                      expires_in_s=body.expires_in_s, rate_limit_rps=body.rate_limit_rps)
+                      expires_in_s=body.expires_in_s, rate_limit_rps=body.rate_limit_rps,
+                      priority=priority_named(body.priority))
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     await _service(request).create(minted)
