@@ -221,6 +221,36 @@ class StratusServer:
         return result
 
 
+def parents() -> dict[int, int]:
+    """Each live process's parent (pid to ppid), read from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def children(pid: int) -> list[int]:
+    return sorted(child for child, parent in parents().items() if parent == pid)
+
+
+def descendants(root: int) -> set[int]:
+    by_parent: dict[int, list[int]] = {}
+    for child, parent in parents().items():
+        by_parent.setdefault(parent, []).append(child)
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in by_parent.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

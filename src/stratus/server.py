@@ -7,7 +7,8 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -204,27 +205,42 @@ def create_app(settings: Settings) -> DataPlane:
             yield {}
         finally:
             parts.ready = False
+            stopping = StopClock()  # a step that holds the stop up is named in the log
             if grpc_server is not None:
-                await grpc_server.close()  # its calls in flight end while the rest still runs
+                await stopping.step("grpc", grpc_server.close())  # its calls in flight end first
             app.state.data_plane.components = None
-            await triggers.close()  # first: nothing new is submitted while the rest stops
-            await async_service.close()  # what it has in flight is run again later
-            await workflows.close()  # before the controller: their steps stop, not fail
-            await jobs.close()  # before the backend: their workers are killed, usage kept
+            await stopping.step("triggers", triggers.close())  # first: nothing new is submitted
+            await stopping.step("async", async_service.close())  # in flight: run again later
+            await stopping.step("workflows", workflows.close())  # their steps stop, not fail
+            await stopping.step("jobs", jobs.close())  # before the backend: workers killed
             if mirror is not None:
-                await asyncio.to_thread(mirror.close)
-            await controller.close()
+                await stopping.step("mirror", asyncio.to_thread(mirror.close))
+            await stopping.step("controller", controller.close())
             plain.close()  # the decrypted artifacts, once no replica uses them
-            await book.close()  # after the controller: the last drained requests count too
-            await meter.close()
-            await usage_writer.close()
-            await alerting.close()
-            await access_log.close()
-            await series.close()
-            await keys.close()
-            await audit_log.close()  # last: it writes what the final requests left
+            await stopping.step("experiments", book.close())  # the last drained requests count
+            await stopping.step("meter", meter.close())
+            await stopping.step("usage", usage_writer.close())
+            await stopping.step("alerts", alerting.close())
+            await stopping.step("access log", access_log.close())
+            await stopping.step("series", series.close())
+            await stopping.step("keys", keys.close())
+            await stopping.step("audit", audit_log.close())  # last: what the final requests left
             engine.dispose()
-            await asyncio.to_thread(tracer.shutdown)  # flushes spans still bound for OTLP
+            await stopping.step("tracing", asyncio.to_thread(tracer.shutdown))  # OTLP spans
             os.close(held)
 
     return build(lifespan, authenticator, guard, audit_log)
+
+
+class StopClock:
+    """Times the steps of a stop: one slower than ``SLOW_STOP_S`` is logged with its name, so a
+    stop that takes long says where (a drain test once waited 30 s for an exit in CI)."""
+
+    SLOW_STOP_S = 2.0
+
+    async def step(self, name: str, closing: Awaitable[object]) -> None:
+        started = time.monotonic()
+        await closing
+        took = time.monotonic() - started
+        if took > self.SLOW_STOP_S:
+            log.warning("stopping: %s took %.1f s", name, took)

@@ -15,26 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from server import STRATUS, TEST_ENV, StratusServer, pid_alive, wait_for
+from server import STRATUS, TEST_ENV, StratusServer, descendants, pid_alive, wait_for
 from stratus.runtime.cgroups import parse_hierarchies
-
-
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.add(child)
-            stack.append(child)
-    return found
 
 
 def _cgroups_of(server_pid: int) -> list[Path]:
@@ -93,7 +75,7 @@ def test_kill_9_under_load_then_restart_reaps_everything(tmp_path: Path) -> None
         wait_for(lambda: len(results) >= 50, 30, "the load to get going")
         assert first.process is not None
         old_pid = first.process.pid
-        old_run = _descendants(old_pid)
+        old_run = descendants(old_pid)
         assert grandchild in old_run
         # Acknowledged just before the crash: revision 2 and its rollout (the routing).
         redeploy = first.deploy_raw("basic", "app.py:Echo", name="crash-echo", min_replicas=2,

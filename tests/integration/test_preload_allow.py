@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server import TEST_ENV, StratusServer
+from server import TEST_ENV, StratusServer, children
 
 ECHO = "app.py:Echo"
 # A standard-library package: harmless to import, and in no default list.
@@ -22,16 +22,12 @@ def zygote_preloads(server: StratusServer) -> list[str]:
     """The ``--preload`` argument of every profile zygote the server started."""
     assert server.process is not None
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in children(server.process.pid):
         try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (FileNotFoundError, ProcessLookupError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:  # gone meanwhile
             continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == server.process.pid and "stratus.runtime.zygote" in argv:
+        if "stratus.runtime.zygote" in argv:
             found.append(argv[argv.index("--preload") + 1])
     return found
 

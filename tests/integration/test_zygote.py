@@ -6,21 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from server import StratusServer, wait_for
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
+from server import StratusServer, children, wait_for
 
 
 def _threads(pid: int) -> int:
@@ -44,10 +30,10 @@ def test_zygotes_hold_one_thread_and_replicas_set_their_own(server: StratusServe
 
     assert server.process is not None
     # Other tests on this server preload more (torch,transformers): match the exact list.
-    profiles = [pid for pid in _children(server.process.pid) if "stratus.runtime.zygote" in _cmdline(pid)
+    profiles = [pid for pid in children(server.process.pid) if "stratus.runtime.zygote" in _cmdline(pid)
                 and "--preload torch " in _cmdline(pid) + " "]
     assert len(profiles) == 1
-    revision_zygotes = _children(profiles[0])
+    revision_zygotes = children(profiles[0])
     assert revision_zygotes, "the profile zygote forks one zygote per code bundle"
     for zygote in [profiles[0], *revision_zygotes]:
         assert _threads(zygote) == 1, f"zygote {zygote} must not run threads before forking"
