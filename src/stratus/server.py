@@ -233,14 +233,27 @@ def create_app(settings: Settings) -> DataPlane:
 
 
 class StopClock:
-    """Times the steps of a stop: one slower than ``SLOW_STOP_S`` is logged with its name, so a
-    stop that takes long says where (a drain test once waited 30 s for an exit in CI)."""
+    """The steps of a stop, each named and bounded. One still running after ``SLOW_STOP_S``
+    is logged by name then; one that has not ended after ``STEP_LIMIT_S`` is cancelled, with
+    an error naming it, and the stop goes on: a server that never exits holds its port and
+    its data dir until something kills it, which loses more than the step's own end (a
+    drain test waited 30 s for an exit in CI, with nothing saying where)."""
 
     SLOW_STOP_S = 2.0
+    STEP_LIMIT_S = 15.0
 
     async def step(self, name: str, closing: Awaitable[object]) -> None:
         started = time.monotonic()
-        await closing
+        slow = asyncio.get_running_loop().call_later(
+            self.SLOW_STOP_S, log.warning, "stopping: still waiting for %s", name)
+        try:
+            await asyncio.wait_for(closing, self.STEP_LIMIT_S)
+        except TimeoutError:
+            log.error("stopping: %s did not end within %.0f s; cancelled, stopping the rest",
+                      name, self.STEP_LIMIT_S)
+            return
+        finally:
+            slow.cancel()
         took = time.monotonic() - started
         if took > self.SLOW_STOP_S:
             log.warning("stopping: %s took %.1f s", name, took)
