@@ -4,7 +4,6 @@ ACL attribute's bytes, and, as root in forked children, a real private mount nam
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import stat
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from forked import in_child
 from stratus.backends import acl
 from stratus.backends.preflight import acl_problem
 from stratus.runtime.reach import (
@@ -96,25 +96,6 @@ def test_acl_bytes_follow_the_kernel_format() -> None:
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="only root makes mount namespaces")
 
 
-def _in_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        try:
-            result = body()
-        except BaseException as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-        os.write(write_end, json.dumps(result).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    found: dict[str, Any] = json.loads(data)
-    return found
-
-
 def _outcome(action: Callable[[], object]) -> str:
     try:
         action()
@@ -163,7 +144,7 @@ def test_a_private_view_shows_only_what_is_needed_and_leaves_the_host_alone(
             "write": _outcome(lambda: (closed_home / "new").write_text("x")),
         }
 
-    seen = _in_child(body)
+    seen = in_child(body)
     assert seen == {"uid": USER.uid, "module": "ok", "nested": "ok", "listing": ["python"],
                     "secret": "ENOENT", "write": "EROFS"}, seen
     # The host's view is untouched: the same mounts, the secret still there, /root-like 0700.
@@ -175,7 +156,7 @@ def test_a_private_view_shows_only_what_is_needed_and_leaves_the_host_alone(
 @root_only
 def test_a_need_that_stays_out_of_reach_is_refused_by_name(closed_home: Path) -> None:
     (closed_home / "python" / "lib").chmod(0o700)  # the need itself: nothing a cover can fix
-    seen = _in_child(lambda: become(USER, [Need(str(closed_home / "python" / "lib"), True)])
+    seen = in_child(lambda: become(USER, [Need(str(closed_home / "python" / "lib"), True)])
                      or {"entered": True})
     assert "SandboxError" in seen["error"], seen
     assert f"{closed_home / 'python' / 'lib'} is out of reach" in seen["error"]
@@ -192,7 +173,7 @@ def test_a_cache_on_a_file_system_without_acls_is_refused(tmp_path: Path) -> Non
         return {"ramfs": acl_problem(tmp_path / "stratus-0" / "cache", USER.uid),
                 "tmpfs": acl_problem(Path("/dev/shm/stratus-0/cache"), USER.uid)}
 
-    seen = _in_child(body)
+    seen = in_child(body)
     assert seen["ramfs"] == f"{tmp_path} holds no POSIX ACLs (Operation not supported): " \
         "mount it with ACL support", seen
     assert seen["tmpfs"] is None

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import resource
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from forked import in_child
 from stratus.runtime import sandbox
 from stratus.runtime.cgroups import current_cgroups
 from stratus.runtime.sandbox import (
@@ -112,27 +112,6 @@ def test_cgroup_lines() -> None:
                                      ":/"}
 
 
-def _in_child(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``body`` in a forked child (it changes process-wide state) and return what it
-    reports, or the error it raised."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        try:
-            result = body()
-        except BaseException as exc:
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-        os.write(write_end, json.dumps(result).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    found: dict[str, Any] = json.loads(data)
-    return found
-
-
 def test_entering_a_replica_sandbox(tmp_path: Path) -> None:
     box = ReplicaSandbox(str(tmp_path), {"PATH": "/bin", "HOME": str(tmp_path)},
                          {"CORE": (0, 0), "NOFILE": (128, 128)}, address_space=256 * MB,
@@ -151,7 +130,7 @@ def test_entering_a_replica_sandbox(tmp_path: Path) -> None:
                 "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
                 "as": resource.getrlimit(resource.RLIMIT_AS)[0], "umask": os.umask(0)}
 
-    seen = _in_child(body)
+    seen = in_child(body)
     assert seen["cwd"] == str(tmp_path)
     assert seen["env"] == {"PATH": "/bin", "HOME": str(tmp_path), "GREETING": "hi", "TOKEN": "t"}
     assert seen["core"] == [0, 0] and seen["nofile"] == [128, 128]
@@ -164,7 +143,7 @@ def test_a_replica_that_is_never_placed_runs_nothing(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "PLACEMENT_TIMEOUT_S", 0.2)
     box = ReplicaSandbox(str(tmp_path), {}, cgroups=("memory:/never/there",))
-    seen = _in_child(lambda: enter_replica(box, {}, {}) or {"entered": True})
+    seen = in_child(lambda: enter_replica(box, {}, {}) or {"entered": True})
     assert "did not move the replica into its cgroups memory:/never/there" in seen["error"]
 
 
@@ -183,6 +162,6 @@ def test_dropping_privileges_is_for_good() -> None:
         return {"ids": [os.getuid(), os.geteuid(), os.getgid()], "groups": os.getgroups(),
                 "regained": regained, "dumpable": dumpable}
 
-    seen = _in_child(body)
+    seen = in_child(body)
     assert seen == {"ids": [200123, 200123, 200123], "groups": [199999], "regained": False,
                     "dumpable": 1}
