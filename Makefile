@@ -86,9 +86,10 @@ test-vm: $(STAMP) vm-tools
 # Three workers, one test file each at a time (files share their servers): most tests wait on
 # servers and replicas, so three overlap well on two cores. Tests marked `solo` run after, alone:
 # Schemathesis's generated cases (they vanish under xdist, silently) and the latency bounds under
-# overload, which other workers' servers on the same cores would decide instead of the code.
+# overload, which other workers' servers on the same cores would decide instead of the code, and
+# the crash-restart test, whose orphan another worker's starting server would reap first.
 FUZZ := tests/e2e/test_schema_fuzz.py
-SOLO := $(FUZZ) tests/integration/test_shedding.py
+SOLO := $(FUZZ) tests/integration/test_shedding.py tests/integration/test_crash_restart.py
 
 test: lint typecheck test-tools
 	$(BIN)/pytest -q -n 3 --dist loadfile --durations=25 --ignore=$(FUZZ) -m "not solo"
