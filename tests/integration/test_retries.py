@@ -91,7 +91,9 @@ def test_without_idempotence_only_requests_that_reached_a_killed_handler_fail(
         server: StratusServer, tmp_path: Path) -> None:
     markers = marker_dir(tmp_path / "markers")
     _deploy(server, "retry-plain", markers, 3)  # the default: 2 attempts, not idempotent
-    run = run_with_kills(server, "retry-plain", markers, rate=40, duration=6, sleep=0.1)
+    # Half a second per request: about 7 in each replica's handlers at any time, so a kill
+    # finds some there. At 0.1 s it was 1.3, and both kills found an idle replica in a CI run.
+    run = run_with_kills(server, "retry-plain", markers, rate=40, duration=6, sleep=0.5)
     assert len(run.killed) == 2, run.summary()
     failed = {fate.id for fate in run.failed}
     reached = run.reached_killed()
