@@ -40,7 +40,10 @@ class Connections:
             except BaseException:
                 writer.close()  # its state is unknown: never reused
                 raise
-            self.free.append((reader, writer, time.monotonic()))
+            if answer[1].get("connection", "").lower() == "close":
+                writer.close()  # the server closes it after this answer (RFC 9112, 9.6)
+            else:
+                self.free.append((reader, writer, time.monotonic()))
             return answer
 
     async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

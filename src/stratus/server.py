@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 import stratus
+from stratus.backends.handover import BackendHandover
 from stratus.backends.isolation import Isolation
 from stratus.backends.local import LocalBackend
 from stratus.backends.orphans import claim
@@ -29,6 +30,7 @@ from stratus.gateway.dataplane import DataPlane
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.guard import Guard
 from stratus.gateway.state import Components
+from stratus.gateway.takeover import Takeover
 from stratus.grpc_api.server import GrpcServer
 from stratus.invocations.destinations import Destinations
 from stratus.invocations.service import AsyncService
@@ -81,12 +83,15 @@ from stratus.workflows.runner import WorkflowRunner
 log = logging.getLogger("stratus.server")
 
 
-def create_app(settings: Settings) -> DataPlane:
+def create_app(settings: Settings, takeover: Takeover | None = None) -> DataPlane:
     """The server as one ASGI app: the gateway, and behind it every component, started and
-    stopped by the app's lifespan."""
+    stopped by the app's lifespan. ``takeover``: what the version before this one's exec
+    handed on (``gateway/takeover.py``), adopted instead of started."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # First: a second server on this data dir would reap the running one's replicas.
-    held = claim(settings.data_dir)
+    held = claim(settings.data_dir, takeover.lock_fd if takeover else None)
+    handed = BackendHandover.from_json(takeover.backend) if takeover and takeover.backend \
+        else None
     jwt = jwt_config(settings.section("auth"))  # invalid: fail now
     authenticator = Authenticator(settings.admin_key, KeyRing(), JwtVerifier(jwt) if jwt else None)
     alerting = AlertManager(alerts_config(settings.section("alerts")))  # invalid: fail now
@@ -125,11 +130,11 @@ def create_app(settings: Settings) -> DataPlane:
         app.state.audit = audit_log
         app.state.audit_store = audit_store = AuditStore(engine)
         audit_log.start(audit_store, Checkpointer(checkpoint_file, checkpoints))
-        plain.open()
+        plain.open(keep=handed is not None)
         app.state.keys = keys = KeyService(KeyStore(engine), authenticator.keys)
         await keys.start()
         dispatcher = Dispatcher()
-        backend = LocalBackend(settings.run_dir, settings.log_dir, isolation)
+        backend = LocalBackend(settings.run_dir, settings.log_dir, isolation, handed)
         blobs = NamespaceBlobs(artifacts, BlobOwners(engine))
         model_service = ModelService(ModelStore(engine, exclusive_stages=EXCLUSIVE_STAGES), blobs)
         controller = Controller(settings, MetadataStore(engine), blobs, backend, dispatcher,
@@ -205,6 +210,7 @@ def create_app(settings: Settings) -> DataPlane:
             yield {}
         finally:
             parts.ready = False
+            handing = app.state.data_plane.takeover  # a takeover: replicas run on
             stopping = StopClock()  # a step that holds the stop up is named in the log
             if grpc_server is not None:
                 await stopping.step("grpc", grpc_server.close())  # its calls in flight end first
@@ -215,8 +221,11 @@ def create_app(settings: Settings) -> DataPlane:
             await stopping.step("jobs", jobs.close())  # before the backend: workers killed
             if mirror is not None:
                 await stopping.step("mirror", asyncio.to_thread(mirror.close))
-            await stopping.step("controller", controller.close())
-            plain.close()  # the decrypted artifacts, once no replica uses them
+            await stopping.step("controller", controller.close(hand_over=handing is not None))
+            if handing is None:
+                plain.close()  # the decrypted artifacts, once no replica uses them
+            elif backend.handed is not None:
+                handing.backend = backend.handed.to_json()
             await stopping.step("experiments", book.close())  # the last drained requests count
             await stopping.step("meter", meter.close())
             await stopping.step("usage", usage_writer.close())
@@ -227,7 +236,11 @@ def create_app(settings: Settings) -> DataPlane:
             await stopping.step("audit", audit_log.close())  # last: what the final requests left
             engine.dispose()
             await stopping.step("tracing", asyncio.to_thread(tracer.shutdown))  # OTLP spans
-            os.close(held)
+            if handing is None:
+                os.close(held)
+            else:  # held across the exec: no other server can claim the data dir meanwhile
+                os.set_inheritable(held, True)
+                handing.lock_fd = held
 
     return build(lifespan, authenticator, guard, audit_log)
 

@@ -3,6 +3,7 @@ job workers (``start_worker(spec, sink) -> handle``, ``stop_worker``)."""
 
 from __future__ import annotations
 
+import builtins
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +53,7 @@ class ReplicaHandle:
     channel: ReplicaChannel | None = None
     namespace: str = ""
     deployment: str = ""
+    revision: int = 0
     # (pid, error, trace) from a replica whose init failed, until its pid is confirmed.
     init_failure: tuple[int, str, str | None] | None = None
 
@@ -149,4 +151,17 @@ class Backend(Protocol):
         """The code is no longer needed: free what ``prepare`` holds."""
         ...
 
-    async def close(self) -> None: ...
+    def adoptable(self, namespace: str, deployment: str,
+                  revision: int) -> builtins.list[ReplicaHandle]:
+        """The running replicas of a revision that the server before a takeover handed on
+        (each once): the restored revision's pool takes them as they are, already ready."""
+        ...
+
+    def unclaimed(self) -> builtins.list[ReplicaHandle]:
+        """The handed-on replicas no restored revision took (``adoptable``), now released."""
+        ...
+
+    async def close(self, hand_over: bool = False) -> None:
+        """Stop every replica, or with ``hand_over`` leave them running for the next server
+        of a takeover."""
+        ...

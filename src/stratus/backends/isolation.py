@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -120,7 +121,9 @@ class Isolation:
         return isolation
 
     # -- lifecycle --------------------------------------------------------------------------
-    def open(self) -> None:
+    def open(self, adopting: bool = False) -> None:
+        """``adopting``: the replicas of the server this one took over from run on, in the
+        homes and cgroups it made for them."""
         if self.config.cgroups:
             self.cgroups, reason = Cgroups.detect()
             if self.cgroups is None:
@@ -130,8 +133,9 @@ class Isolation:
                 log.info("replica cgroups: %s", ", ".join(
                     f"v{h.version} {'+'.join(sorted(h.controllers))} in {h.directory}"
                     for h in self.cgroups.hierarchies))
-        shutil.rmtree(self.homes, ignore_errors=True)  # what replicas of an earlier run left
-        self.homes.mkdir(parents=True, mode=0o700)
+        if not adopting:
+            shutil.rmtree(self.homes, ignore_errors=True)  # what replicas of an earlier run left
+        self.homes.mkdir(parents=True, mode=0o700, exist_ok=adopting)
         self._say_who_runs_replicas()
         if self.own_users:
             self._load_uids()
@@ -352,6 +356,24 @@ class Isolation:
             asyncio.get_running_loop().run_in_executor(
                 None, lambda: shutil.rmtree(replica.workdir, ignore_errors=True))
         return ending
+
+    def export(self, replica_id: str) -> dict[str, Any]:
+        """What this knows of a running replica, for the server that takes over (``adopt``)."""
+        replica = self.replicas.get(replica_id)
+        return {} if replica is None else json.loads(json.dumps(
+            dataclasses.asdict(replica), default=lambda value: str(value)))
+
+    def adopt(self, replica_id: str, record: dict[str, Any]) -> None:
+        if record:
+            identity, cgroup = record["identity"], record["cgroup"]
+            self.replicas[replica_id] = _Replica(
+                record["namespace"], Path(record["workdir"]), record["memory_mb"],
+                identity and Identity(identity["uid"], identity["gid"], tuple(identity["groups"])),
+                cgroup and ReplicaCgroup(
+                    cgroup["name"], tuple(map(Path, cgroup["directories"])),
+                    tuple(cgroup["expected"]), cgroup["memory"] and Path(cgroup["memory"]),
+                    cgroup["version"]))
+
 
 def out_of_memory_reason(memory_mb: int | None) -> str:
     return f"replica exceeded its memory limit of {memory_mb} MB" if memory_mb \

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,13 @@ from stratus.backends.base import (
     WorkerSink,
     WorkerSpec,
 )
+from stratus.backends.handover import BackendHandover, adopt, hand_over_children
 from stratus.backends.isolation import Isolation
 from stratus.backends.orphans import reap
 from stratus.backends.readahead import read_ahead
+from stratus.backends.renice import renice
 from stratus.backends.workers import JobWorkers, LocalWorker
-from stratus.backends.zygotes import ProfileZygote, RevisionZygote
+from stratus.backends.zygotes import ProfileZygote, RevisionZygote, spawn_profile
 from stratus.dispatch.channel import ReplicaChannel
 from stratus.errors import DeployError, Unavailable
 from stratus.runtime import messages
@@ -43,14 +44,13 @@ log = logging.getLogger("stratus.backend")
 ZYGOTE_START_TIMEOUT_S = 300.0  # importing the preloads (torch) on a cold page cache
 IMPORT_TIMEOUT_S = 300.0
 KILL_GRACE_S = 5.0
-# Pool threads are created after the fork; none may exist in a zygote.
-ZYGOTE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class LocalBackend:
     """Runs replicas as local processes forked from per-profile, per-revision zygotes."""
 
-    def __init__(self, run_dir: Path, log_dir: Path, isolation: Isolation | None = None) -> None:
+    def __init__(self, run_dir: Path, log_dir: Path, isolation: Isolation | None = None,
+                 inherited: BackendHandover | None = None) -> None:
         self.run_dir = run_dir
         self.log_dir = log_dir
         # The server passes Isolation.for_settings(...); without it, no namespace users.
@@ -66,6 +66,9 @@ class LocalBackend:
         self._stopped: set[str] = set()  # replicas the server asked to end
         self._zygote_lock = asyncio.Lock()
         self.workers = JobWorkers(self.isolation, self.revisions, self.prepare)
+        self.inherited = inherited  # what the server before this one's exec handed over
+        self.adopted: list[ReplicaHandle] = []  # its replicas, until a pool claims them
+        self.handed: BackendHandover | None = None  # what close(hand_over=True) hands on
 
     @staticmethod
     def _socket_path(run_dir: Path) -> str:
@@ -80,8 +83,9 @@ class LocalBackend:
         self.events = events
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(reap, self.socket_path)  # a server that died left it, and them
-        self.isolation.open()
+        if self.inherited is None:  # else its zygotes and replicas are this server's now
+            await asyncio.to_thread(reap, self.socket_path)  # a server that died left them
+        self.isolation.open(adopting=self.inherited is not None)
         loop = asyncio.get_running_loop()
         self.server = await loop.create_unix_server(
             lambda: FramedConnection(self._accept), self.socket_path
@@ -89,9 +93,25 @@ class LocalBackend:
         os.chmod(self.socket_path, 0o600)
         self.isolation.socket_created(self.socket_path)
         self.workers.socket_path = self.socket_path
+        if self.inherited is not None:
+            self.adopted = await adopt(self, self.inherited)
 
-    async def close(self) -> None:
+    def adoptable(self, namespace: str, deployment: str, revision: int) -> list[ReplicaHandle]:
+        claimed = [h for h in self.adopted if h.replica_id in self.handles and
+                   (h.namespace, h.deployment, h.revision) == (namespace, deployment, revision)]
+        self.adopted = [h for h in self.adopted if h not in claimed]
+        return claimed
+
+    def unclaimed(self) -> list[ReplicaHandle]:
+        left, self.adopted = self.adopted, []
+        return left
+
+    async def close(self, hand_over: bool = False) -> None:
         self.events = None  # replicas exiting now are expected: nothing to react to
+        if hand_over:  # a takeover: what runs goes on, for the server this one execs
+            self.handed = await hand_over_children(self, self._kill)
+            self._close_socket()
+            return
         for handle in list(self.handles.values()):
             if handle.channel is not None:
                 handle.channel.stop(0)
@@ -107,11 +127,14 @@ class LocalBackend:
             except TimeoutError:
                 if profile.process.returncode is None:
                     profile.process.kill()
+        self._close_socket()
+        self.isolation.close()
+
+    def _close_socket(self) -> None:
         if self.server is not None:
             self.server.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
-        self.isolation.close()
 
     # -- connections ------------------------------------------------------------
     def _accept(self, hello: messages.ToServer, connection: FramedConnection) -> Endpoint | None:
@@ -183,13 +206,13 @@ class LocalBackend:
                                        hello.traceback)
             return None
         channel = ReplicaChannel(replica_id, pid, connection)
-        channel.on_lost = self._on_channel_lost
+        channel.on_lost = self.channel_lost
         handle.channel = channel
         handle.state = HandleState.RUNNING
         self.events.replica_ready(replica_id, channel, float(hello.init_ms_or_error))
         return channel
 
-    def _on_channel_lost(self, channel: ReplicaChannel) -> None:
+    def channel_lost(self, channel: ReplicaChannel) -> None:
         # The zygote's EXITED report and the socket's EOF race; either one retires the
         # replica (the events are idempotent), so neither order leaves a dead replica routed.
         handle = self.handles.get(channel.replica_id)
@@ -198,7 +221,7 @@ class LocalBackend:
         if self.events is not None:
             self.events.replica_lost(channel.replica_id)
 
-    def _replica_forked(self, zygote: RevisionZygote, replica_id: str, pid: int) -> None:
+    def replica_forked(self, zygote: RevisionZygote, replica_id: str, pid: int) -> None:
         if self.workers.forked(zygote, replica_id, pid):
             return
         handle = self.handles.get(replica_id)
@@ -206,7 +229,7 @@ class LocalBackend:
             handle.pid = int(pid)
             self.isolation.forked(handle.replica_id, handle.pid, zygote.pid)
 
-    def _revision_closed(self, zygote: RevisionZygote) -> None:
+    def revision_closed(self, zygote: RevisionZygote) -> None:
         if self.revisions.get(zygote.code_key) is zygote:
             del self.revisions[zygote.code_key]
         self.workers.zygote_closed(zygote.code_key)
@@ -250,20 +273,9 @@ class LocalBackend:
         async with self._zygote_lock:
             profile = self.profiles.get(code.profile)
             if profile is None or profile.process.returncode is not None:
-                # The child inherits the descriptor; a one-off open is not worth a thread hop.
-                log_file = open(self.log_dir / "zygotes.log", "ab")  # noqa: SIM115, ASYNC230
-                try:
-                    # -P: the server's working directory is not for imports, nor to reach.
-                    process = await asyncio.create_subprocess_exec(
-                        sys.executable, "-P", "-m", "stratus.runtime.zygote",
-                        "--socket", self.socket_path, "--profile", code.profile,
-                        "--preload", ",".join(sorted(code.preload)),
-                        stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                        env={**self.isolation.profile_env(), **ZYGOTE_ENV},
-                    )
-                finally:
-                    log_file.close()
-                profile = ProfileZygote(code.profile, process, self.revisions)
+                spawned = await spawn_profile(self.socket_path, code, self.log_dir / "zygotes.log",
+                                              self.isolation.profile_env())
+                profile = ProfileZygote(code.profile, spawned, self.revisions)
                 self.profiles[code.profile] = profile
         if profile.hello.done():
             return profile
@@ -294,9 +306,9 @@ class LocalBackend:
                 except (SandboxError, OSError) as exc:
                     raise Unavailable(f"cannot set up the zygote's sandbox: {exc}") from None
                 zygote = RevisionZygote(code, profile.process.pid,
-                                        on_replica_forked=self._replica_forked,
+                                        on_replica_forked=self.replica_forked,
                                         on_replica_exited=self.on_exited,
-                                        on_closed=self._revision_closed)
+                                        on_closed=self.revision_closed)
                 self.revisions[code.code_key] = zygote
                 assert profile.connection is not None
                 load = {"bundle_dir": code.bundle_dir, "entrypoint": code.entrypoint,
@@ -332,7 +344,7 @@ class LocalBackend:
                                      sandbox=sandbox.to_wire())
         handle = ReplicaHandle(replica_id=spec.replica_id, code_key=spec.code.code_key,
                                namespace=spec.config.namespace,
-                               deployment=spec.config.deployment)
+                               deployment=spec.config.deployment, revision=spec.config.revision)
         self.handles[spec.replica_id] = handle
         try:
             zygote.send(messages.Fork(messages.FORK, spec.replica_id, dataclasses.asdict(config)))
@@ -379,22 +391,10 @@ class LocalBackend:
         return list(self.handles.values())
 
     def set_priority(self, handle: ReplicaHandle, background: bool) -> None:
-        if handle.pid is None:
-            return
-        # Niceness is per thread on Linux: set every thread's; threads started later inherit.
-        try:
-            threads = [int(tid) for tid in os.listdir(f"/proc/{handle.pid}/task")]
-        except OSError:
-            threads = [handle.pid]
-        for tid in threads:
-            try:
-                os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICE if background else 0)
-            except OSError as exc:  # gone, or not allowed to raise priority back
-                log.debug("cannot renice %s thread %d: %s", handle.replica_id, tid, exc)
+        if handle.pid is not None:
+            renice(handle.pid, background, handle.replica_id)
 
 
 def _describe(returncode: int) -> str:
     return f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
 
-
-BACKGROUND_NICE = 19  # the lowest CPU priority: a shadow's replicas run on leftover CPU

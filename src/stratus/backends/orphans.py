@@ -85,13 +85,16 @@ class DataDirInUse(ValueError):
     """Another live server holds the data dir."""
 
 
-def claim(data_dir: Path) -> int:
+def claim(data_dir: Path, held: int | None = None) -> int:
     """Hold ``data_dir`` for this process: an exclusive ``flock`` on ``run/server.lock``, which
     the kernel releases when the process ends, however it ends (kill -9 included), so a lock
-    found held means a live server. Returns the descriptor to close when the server stops."""
+    found held means a live server. Returns the descriptor to close when the server stops.
+    ``held``: the descriptor a takeover's exec kept open, whose lock this process holds."""
     run_dir = data_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = held if held is not None and held >= 0 else \
+        os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    os.set_inheritable(fd, False)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

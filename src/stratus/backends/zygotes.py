@@ -4,20 +4,58 @@ zygotes) and a revision zygote (which forks replicas), with what each reports ba
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from stratus.backends.base import CodeSpec
 from stratus.errors import DeployError, Unavailable
 from stratus.runtime.connection import FramedConnection
 from stratus.runtime.messages import Exited, Forked, ToRevisionZygote, ToServer
 
+# Pool threads are created after the fork; none may exist in a zygote.
+ZYGOTE_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+async def spawn_profile(socket_path: str, code: CodeSpec, log_path: Path,
+                        env: dict[str, str]) -> asyncio.subprocess.Process:
+    """Start the profile zygote that imports ``code``'s preloads."""
+    # The child inherits the descriptor; a one-off open is not worth a thread hop.
+    log_file = open(log_path, "ab")  # noqa: SIM115, ASYNC230
+    try:
+        # -P: the server's working directory is not for imports, nor to reach.
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-P", "-m", "stratus.runtime.zygote",
+            "--socket", socket_path, "--profile", code.profile,
+            "--preload", ",".join(sorted(code.preload)),
+            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            env={**env, **ZYGOTE_ENV})
+    finally:
+        log_file.close()
+
+
+class ChildProcess(Protocol):
+    """A profile zygote's process: asyncio's, or one adopted after a takeover's exec."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
 
 class ProfileZygote:
     """Server side of a profile zygote: LOAD goes out, the FORKED of each revision zygote comes
     back. ``revisions`` is the backend's registry of revision zygotes, by code key."""
 
-    def __init__(self, profile: str, process: asyncio.subprocess.Process,
+    def __init__(self, profile: str, process: ChildProcess,
                  revisions: Mapping[str, RevisionZygote]) -> None:
         self.profile = profile
         self.process = process

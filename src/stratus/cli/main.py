@@ -99,8 +99,21 @@ def serve(
         help="Seconds requests are still served after SIGTERM, with /readyz at 503, before "
              "the server drains and stops [default: $STRATUS_DRAIN_GRACE_S, else 5]",
         show_default=False)] = None,
+    takeover: Annotated[bool, typer.Option(
+        "--takeover", help="Upgrade the server running on --data-dir in place: it execs the "
+                           "installed version, which adopts its replicas and connections; "
+                           "waits until it serves")] = False,
 ) -> None:
-    """Run the control plane and the gateway (SIGTERM drains gracefully; Ctrl+C twice forces)."""
+    """Run the control plane and the gateway (SIGTERM drains gracefully; Ctrl+C twice forces;
+    --takeover upgrades a running server without dropping a request)."""
+    if takeover:
+        from stratus.cli.takeover import request_takeover
+
+        report = request_takeover(data_dir.resolve())
+        err.print(f"took over: pid {report['pid']} serves with {report['replicas']} replicas and "
+                  f"{report['connections']} connections adopted; nothing accepted for "
+                  f"{report['paused_s'] * 1000:.0f} ms")
+        return
     from stratus.runtime.allocator import tune_for_large_buffers
 
     tune_for_large_buffers()  # first, before any thread has an arena of its own
@@ -109,9 +122,11 @@ def serve(
     from stratus.config import Settings, resolve_admin_key, with_config_file, with_env_overrides
     from stratus.gateway.drain import DrainingServer
     from stratus.gateway.protocol import guarded_protocol
+    from stratus.gateway.takeover import inherited, listeners
     from stratus.observe.logs import setup_logging
     from stratus.server import create_app
 
+    handed = inherited()  # this process is a takeover's exec: adopt what the last one left
     data_dir = data_dir.resolve()
     key, key_file = resolve_admin_key(data_dir)
     if key_file is not None:
@@ -125,7 +140,7 @@ def serve(
         if settings.drain_grace_s < 0:
             raise ValueError("--drain-grace must be 0 or more seconds")
         logged = setup_logging(settings.section("logging"), settings.log_dir, log_level)
-        application = create_app(settings)
+        application = create_app(settings, handed)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # log_config=None: uvicorn's records go to the root logger's handlers set up above.
@@ -135,8 +150,9 @@ def serve(
                                    access_log=False, log_level=logged.level.lower(),
                                    log_config=None, timeout_graceful_shutdown=30)
     server = DrainingServer(server_config, application, settings.drain_grace_s)
+    server.inherited, server.run_dir = handed, settings.run_dir
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C twice: forced, nothing to add
-        server.run()
+        server.run(sockets=listeners(handed))
     if not server.started:  # as uvicorn.run: a lifespan or a bind that failed
         raise typer.Exit(3)
 

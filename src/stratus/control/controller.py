@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,13 @@ from stratus.config import Settings
 from stratus.control.loader import RevisionLoader
 from stratus.control.quota import NamespaceCaps
 from stratus.control.reconciler import Reconciler
-from stratus.control.resolve import resolve_runtime, resolve_scaling
+from stratus.control.resolve import (
+    deployment_name_for,
+    options_from_meta,
+    point_at_served_model,
+    resolve_runtime,
+    resolve_scaling,
+)
 from stratus.control.router import Router, traffic_view
 from stratus.control.routing import Routing
 from stratus.control.unit import DeploymentUnit
@@ -28,7 +33,7 @@ from stratus.dispatch.dispatcher import Dispatcher
 from stratus.dispatch.pool import RevisionPool
 from stratus.errors import BadRequest, DeployError, NotFound, StratusError, unknown_deployment
 from stratus.models.service import ModelService
-from stratus.sdk.options import DeploymentOptions, TensorSpec
+from stratus.sdk.options import DeploymentOptions
 from stratus.security.quotas import quotas_from
 from stratus.spec import (
     DeploymentPatch,
@@ -44,26 +49,6 @@ from stratus.store.metadata import DeploymentRecord, MetadataStore
 from stratus.store.secrets import SecretStore
 
 log = logging.getLogger("stratus.controller")
-
-
-def _deployment_name(model_ref: str) -> str:
-    """A built-in server's default name: its model's, made fit for a deployment name."""
-    name = re.sub(r"[^a-z0-9-]+", "-", model_ref.partition("@")[0].lower()).strip("-")
-    return name[:63].strip("-")
-
-
-def _point_at_served_model(runtime: RuntimeSpec) -> None:
-    """A built-in server learns which of its declared models it serves (the first) from its
-    config, whatever a request or patch put there."""
-    if runtime.api != "native" and runtime.models:
-        runtime.config = {**runtime.config, "model": runtime.models[0]["name"]}
-
-
-def options_from_meta(meta: dict[str, Any]) -> DeploymentOptions:
-    raw = dict(meta.get("options") or {})
-    raw["inputs"] = [TensorSpec(**spec) for spec in raw.get("inputs") or []]
-    raw["outputs"] = [TensorSpec(**spec) for spec in raw.get("outputs") or []]
-    return DeploymentOptions(**raw)
 
 
 class Controller:
@@ -114,9 +99,12 @@ class Controller:
                 await self._restore(record)
             except Exception:
                 log.exception("could not restore deployment %s/%s", record.namespace, record.name)
+        for handle in self.backend.unclaimed():  # handed over, of no revision restored
+            await self.backend.stop(handle, True, "no longer needed after the takeover")
         self._tasks.append(asyncio.create_task(self._tick_loop()))
 
-    async def close(self) -> None:
+    async def close(self, hand_over: bool = False) -> None:
+        """Stop; with ``hand_over`` (a takeover) the replicas run on for the next server."""
         with contextlib.suppress(Exception):  # what was queued is stored, unless it hangs
             await self.writes.drain()
         for task in self._tasks:
@@ -124,7 +112,7 @@ class Controller:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.backend.close()
+        await self.backend.close(hand_over)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -178,7 +166,7 @@ class Controller:
         if not record.routing and unit.latest != unit.stable and unit.latest in unit.revisions:
             # Recorded mid-switch before routing was kept: finish the switch.
             self.router.start_rollout(unit, unit.latest, RolloutSteps())
-        self.reconciler.schedule(unit)
+        self.reconciler.restored(unit)
 
     # -- API operations ---------------------------------------------------------
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
@@ -197,13 +185,13 @@ class Controller:
         meta = await self.backend.prepare(code)
         options = options_from_meta(meta)
         served = request.served_model
-        name = request.name or options.name or (served and _deployment_name(served))
+        name = request.name or options.name or (served and deployment_name_for(served))
         if not name:
             raise DeployError("no deployment name: pass --name or declare @deployment(name=...)")
         runtime = resolve_runtime(request, source, options, api=request.api)
         refs = [served, *(request.models or [])] if served else request.models or []
         runtime.models = await self._resolve(namespace, refs)
-        _point_at_served_model(runtime)
+        point_at_served_model(runtime)
         await self._check_secrets(namespace, runtime)
         scaling = resolve_scaling(request, options)
         validate_scaling(scaling)
@@ -257,7 +245,7 @@ class Controller:
             refs = [m["ref"] for m in served] + patch.models
             runtime.models = await self._resolve(namespace, refs)
         self.settings.check_preload(runtime.preload)  # a restart would import it
-        _point_at_served_model(runtime)
+        point_at_served_model(runtime)
         await self._check_secrets(namespace, runtime)
         scaling = resolve_scaling(patch, DeploymentOptions(), unit.scaling)
         validate_scaling(scaling)

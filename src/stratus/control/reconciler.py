@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from stratus.autoscale.apportion import apportion
-from stratus.autoscale.policy import ReplicaCounts
+from stratus.autoscale.policy import Decision, ReplicaCounts
 from stratus.backends.base import Backend, ReplicaHandle, ReplicaSpec
 from stratus.config import Settings
 from stratus.control.density import MIB, HostBudget, release_copies
+from stratus.control.failures import record_failure, record_recovery
 from stratus.control.quota import NamespaceCaps
 from stratus.control.router import Router
 from stratus.control.unit import DeploymentUnit, LiveRevision
@@ -26,12 +27,10 @@ from stratus.control.writes import MetadataWrites
 from stratus.dispatch.channel import ReplicaChannel
 from stratus.dispatch.dispatcher import Dispatcher
 from stratus.dispatch.load import combine
-from stratus.dispatch.pool import FailureState, PoolReplica, ReplicaState
-from stratus.errors import DeploymentFailed, StratusError
+from stratus.dispatch.pool import PoolReplica, ReplicaState
+from stratus.errors import StratusError
 from stratus.models.service import ModelService
-from stratus.resilience.circuit import init_backoff
 from stratus.runtime.messages import ReplicaConfig
-from stratus.store.metadata import RevisionStatus
 from stratus.store.secrets import SecretStore
 
 log = logging.getLogger("stratus.reconciler")
@@ -100,6 +99,23 @@ class Reconciler:
         self.decide(unit, wall)
         self.reconcile(unit)
         self._collect_retired()
+
+    def restored(self, unit: DeploymentUnit) -> None:
+        """A deployment restored at start-up: the replicas a takeover handed this server serve
+        its revisions again as they were (no cold start), then it is reconciled as usual."""
+        adopted = 0
+        for live in unit.revisions.values():
+            for handle in self.backend.adoptable(unit.namespace, unit.name, live.number):
+                assert handle.channel is not None
+                replica = live.pool.add_starting(handle.replica_id)
+                self.entries[handle.replica_id] = _Entry(unit, live, replica, handle)
+                live.pool.mark_ready(replica, handle.channel, 0.0)
+                handle.channel.on_batch_sizes = unit.batch_sizes.merge
+                adopted += 1
+        if adopted:  # kept until the policy, which starts afresh, decides otherwise
+            unit.record(Decision(max(unit.decision.desired, adopted), "handed over by a "
+                                 "takeover"), time.time(), ReplicaCounts(adopted, 0))
+        self.schedule(unit)
 
     def schedule(self, unit: DeploymentUnit) -> None:
         """Reconcile ``unit`` soon, once the caller (a backend event, a restore) is done."""
@@ -332,7 +348,7 @@ class Reconciler:
         pool.mark_ready(entry.replica, channel, init_ms)
         channel.on_batch_sizes = entry.unit.batch_sizes.merge
         if recovered:
-            self.record_recovery(entry.unit, entry.live)
+            record_recovery(self.writes, entry.unit, entry.live)
         log.info("replica %s ready (init %.1f ms)", replica_id, init_ms)
         unit = entry.unit
         started_s = time.monotonic() - entry.replica.created_at
@@ -348,7 +364,8 @@ class Reconciler:
         if entry is None or entry.cancelled:  # a cancelled start is not a failure
             return
         entry.live.pool.remove(replica_id)
-        self.record_failure(entry.unit, entry.live, error, detail)
+        record_failure(self.writes, self.settings.max_backoff_s, entry.unit, entry.live, error,
+                       detail)
         if self._is_live(entry.unit):
             self.schedule(entry.unit)
 
@@ -371,26 +388,3 @@ class Reconciler:
             self.schedule(entry.unit)
         else:
             self._collect_retired()
-
-    # -- start-up failures ------------------------------------------------------------
-    def record_failure(self, unit: DeploymentUnit, live: LiveRevision, error: str,
-                       detail: str | None) -> None:
-        """A replica of ``live`` could not start: back off before the next attempt, and fail
-        the requests held for a revision that has no ready replica."""
-        pool = live.pool
-        count = pool.failure.count + 1 if pool.failure is not None else 1
-        backoff = init_backoff(count, self.settings.max_backoff_s)
-        pool.failure = FailureState(error, detail, count, time.monotonic() + backoff)
-        log.error("deployment %s revision %d: %s (attempt %d, next in %.0fs)%s", unit.name,
-                  live.number, error, count, backoff, f"\n{detail}" if detail else "")
-        if not pool.ready:
-            pool.fail_waiters(DeploymentFailed(
-                f"deployment {unit.name!r} revision {live.number} cannot start: {error}",
-                retry_after=backoff, detail=detail,
-            ))
-        self.writes.set_revision_status(unit.namespace, unit.name, live.number,
-                                        RevisionStatus.FAILED, error)
-
-    def record_recovery(self, unit: DeploymentUnit, live: LiveRevision) -> None:
-        self.writes.set_revision_status(unit.namespace, unit.name, live.number,
-                                        RevisionStatus.READY, None)

@@ -4,10 +4,11 @@ default."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from stratus.resilience_spec import RetrySpec
-from stratus.sdk.options import DeploymentOptions
+from stratus.sdk.options import DeploymentOptions, TensorSpec
 from stratus.spec import ApiKind, CodeRef, RuntimeFields, RuntimeSpec, ScalingFields, ScalingSpec
 
 
@@ -71,3 +72,23 @@ def resolve_runtime(
         memory_mb=_pick(fields.memory_mb, options.memory_mb, default.memory_mb),
         threads=_pick(fields.threads, options.threads, default.threads),
     )
+
+
+def deployment_name_for(model_ref: str) -> str:
+    """A built-in server's default name: its model's, made fit for a deployment name."""
+    name = re.sub(r"[^a-z0-9-]+", "-", model_ref.partition("@")[0].lower()).strip("-")
+    return name[:63].strip("-")
+
+
+def point_at_served_model(runtime: RuntimeSpec) -> None:
+    """A built-in server learns which of its declared models it serves (the first) from its
+    config, whatever a request or patch put there."""
+    if runtime.api != "native" and runtime.models:
+        runtime.config = {**runtime.config, "model": runtime.models[0]["name"]}
+
+
+def options_from_meta(meta: dict[str, Any]) -> DeploymentOptions:
+    raw = dict(meta.get("options") or {})
+    raw["inputs"] = [TensorSpec(**spec) for spec in raw.get("inputs") or []]
+    raw["outputs"] = [TensorSpec(**spec) for spec in raw.get("outputs") or []]
+    return DeploymentOptions(**raw)

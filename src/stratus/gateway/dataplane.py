@@ -26,6 +26,7 @@ from stratus.gateway.http import Call, Reply, error_reply, header_map, read_body
 from stratus.gateway.openapi_errors import DESCRIPTIONS
 from stratus.gateway.state import Components
 from stratus.gateway.streaming import StreamReply, send_stream
+from stratus.gateway.takeover import Takeover
 from stratus.security.quotas import UNLIMITED
 from stratus.telemetry import tracing
 
@@ -50,6 +51,7 @@ class DataPlane:
         self.authenticator = authenticator
         self.guard = guard or Guard(UNLIMITED, max_body_bytes=0, max_json_depth=0)
         self.components: Components | None = None  # set once the control plane has started
+        self.takeover: Takeover | None = None  # set by SIGUSR2: the stop hands everything on
         self.on_denied: Callable[[Scope, int], None] | None = None  # the audit log's hook
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

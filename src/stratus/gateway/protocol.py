@@ -68,6 +68,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._expect(_BODY, self.body_timeout_s)
         super().on_headers_complete()
         cycle = self.cycle
+        if cycle is not None and self._close_after:
+            cycle.keep_alive = False
         if cycle is not None:  # its task has not run yet: it writes through this
             cycle.transport = HeadWithBody(  # type: ignore[assignment]
                 self.transport, cycle.scope["method"] == "HEAD")
@@ -79,6 +81,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._waiting = 0
         super().on_message_complete()
+
+    def shutdown(self) -> None:
+        takeover = getattr(self.server_state, "stratus_takeover", None)
+        if takeover is None:
+            super().shutdown()
+        elif (self.cycle is None or self.cycle.response_complete) and not self._header_bytes \
+                and not self.pipeline and not self.transport.get_write_buffer_size():
+            takeover.take(self.transport)  # idle: the next version serves what comes next
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # answered with "connection: close", then closed
+        else:  # a request begun but not yet read whole: answered, then closed
+            self._close_after = True
+
+    _close_after = False
 
     def check_deadline(self, now: float) -> None:
         if not self._waiting or now < self._deadline or self.transport.is_closing():

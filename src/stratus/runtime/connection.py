@@ -7,6 +7,7 @@ receives every later frame.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -114,6 +115,32 @@ class FramedConnection(asyncio.Protocol):
         transport = self.transport
         if held and transport is not None and not transport.is_closing():
             transport.write(b"".join(held))
+
+    def detach(self) -> tuple[int, bytes]:
+        """Hand the socket on (a takeover): a descriptor that survives ``exec``, and the bytes
+        of a frame begun but not whole. This end stops reading and forgets its endpoint; the
+        peer sees nothing, since the descriptor keeps the socket open."""
+        transport = self.transport
+        assert transport is not None
+        transport.pause_reading()  # what arrives from now on waits in the socket for the next
+        self._release()
+        fd = os.dup(transport.get_extra_info("socket").fileno())
+        os.set_inheritable(fd, True)
+        self.endpoint = None  # its close is not the peer's end
+        transport.close()
+        return fd, self._decoder.pending()
+
+    @classmethod
+    async def adopt(cls, endpoint: Callable[[FramedConnection], Endpoint], fd: int,
+                    pending: bytes) -> FramedConnection:
+        """A connection a server before this one accepted and handed on with ``detach``."""
+        connection = cls(lambda hello, _: None)
+        connection.endpoint = endpoint(connection)
+        await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: connection, socket.socket(fileno=fd))
+        if pending:
+            connection.data_received(pending)
+        return connection
 
     def close(self) -> None:
         if self.transport is not None:

@@ -67,6 +67,10 @@ class FrameDecoder:
             del buffer[:offset]
         return frames
 
+    def pending(self) -> bytes:
+        """The bytes of a frame begun but not yet whole."""
+        return bytes(self._buffer)
+
 
 class BlockingChannel:
     """Frames over a blocking socket: used by the zygotes, which must stay thread-free."""

@@ -65,15 +65,17 @@ class PlainCache:
     def in_memory(self) -> bool:
         return self.root.is_relative_to(SHM)
 
-    def open(self) -> None:
-        """Start empty: what a server that did not stop cleanly left is stale."""
+    def open(self, keep: bool = False) -> None:
+        """Start empty: what a server that did not stop cleanly left is stale. ``keep``: a
+        takeover, whose adopted replicas still read what the version before it laid out."""
         self.root.parent.mkdir(parents=True, exist_ok=True)
         if self.root.parent.parent == SHM:
             _private_dir(self.root.parent)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(self.root, ignore_errors=True)
         _private_dir(self.root)
         for directory in (self.blobs, self.bundles, self.models, self.tmp):
-            directory.mkdir(mode=0o700)
+            directory.mkdir(mode=0o700, exist_ok=keep)
         if not self.in_memory:
             log.warning("decrypted artifacts are kept in %s while the server runs: on disk, "
                         "not in memory (/dev/shm is missing)", self.root)
