@@ -54,6 +54,9 @@ class Settings:
     # After SIGTERM: how long requests are still served, with /readyz at 503, for a load
     # balancer to notice before the server stops accepting them.
     drain_grace_s: float = 5.0
+    # How long per-request usage records are kept before they are rolled up into per-minute
+    # sums (kept for good) and deleted; 0: kept for good too.
+    usage_retention_s: float = 7 * 86_400.0
     # Top-level modules a ``preload`` may name (``$STRATUS_PRELOAD_ALLOW``).
     preload_allow: tuple[str, ...] = DEFAULT_PRELOAD_ALLOW
     sections: dict[str, Any] = field(default_factory=dict)  # from the config file
@@ -106,7 +109,7 @@ class Settings:
 TUNABLE = ("max_body_bytes", "max_bundle_bytes", "max_blob_bytes", "memory_budget_mb",
            "init_timeout_s", "heartbeat_timeout_s", "tick_s", "max_backoff_s",
            "max_json_depth", "max_header_bytes", "header_timeout_s", "body_timeout_s",
-           "drain_grace_s")
+           "drain_grace_s", "usage_retention_s")
 
 
 def with_env_overrides(settings: Settings) -> Settings:

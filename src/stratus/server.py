@@ -47,6 +47,7 @@ from stratus.observe.payloads import PayloadLog
 from stratus.observe.request_metrics import RequestMetrics
 from stratus.observe.series import SeriesBook
 from stratus.observe.usage import controller_meter
+from stratus.observe.usage_retention import UsageRetention
 from stratus.observe.usage_writer import ProcessWriter
 from stratus.queue.factory import open_queue
 from stratus.resilience.disk import DiskHealth
@@ -87,6 +88,9 @@ def create_app(settings: Settings, takeover: Takeover | None = None) -> DataPlan
     """The server as one ASGI app: the gateway, and behind it every component, started and
     stopped by the app's lifespan. ``takeover``: what the version before this one's exec
     handed on (``gateway/takeover.py``), adopted instead of started."""
+    if not settings.usage_retention_s >= 0:
+        raise ValueError("usage_retention_s (STRATUS_USAGE_RETENTION_S) is seconds, 0 or more "
+                         f"(0: usage records are kept for good), not {settings.usage_retention_s}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # First: a second server on this data dir would reap the running one's replicas.
     held = claim(settings.data_dir, takeover.lock_fd if takeover else None)
@@ -161,6 +165,8 @@ def create_app(settings: Settings, takeover: Takeover | None = None) -> DataPlan
         await meter.start()
         dispatcher.listeners.append(meter.observe)
         meter.on_records.append(request_metrics.metered)
+        retention = UsageRetention(usage_writer.prune, settings.usage_retention_s)
+        retention.start()
         book = ExperimentBook(ExperimentStore(engine), controller)
         app.state.experiments = book
         await book.start()
@@ -227,6 +233,7 @@ def create_app(settings: Settings, takeover: Takeover | None = None) -> DataPlan
             elif backend.handed is not None:
                 handing.backend = backend.handed.to_json()
             await stopping.step("experiments", book.close())  # the last drained requests count
+            await stopping.step("usage retention", retention.close())  # its step under way
             await stopping.step("meter", meter.close())
             await stopping.step("usage", usage_writer.close())
             await stopping.step("alerts", alerting.close())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from stratus.observe.usage import UsageMeter
 from stratus.observe.usage_writer import ProcessWriter
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.usage import CapacityMinute, UsageRecord, UsageStore
+from stratus.store.usage_rollup import PruneStep
 
 
 @pytest.fixture
@@ -83,3 +85,22 @@ async def test_the_meter_keeps_what_the_child_could_not_write(tmp_path: Path) ->
     finally:
         await writer.close()
         engine.dispose()
+
+
+async def test_a_call_cancelled_while_the_child_works_leaves_no_answer_for_the_next(
+        engine: Engine) -> None:
+    """The retention's step and the meter's batches share the child: a stale answer taken by
+    the next caller would be a write's ``ok`` read as a prune's, or a failure as a success."""
+    writer = ProcessWriter(str(engine.url))
+    try:
+        await writer([_record("first")], [])  # the child is up
+        batch = [_record(f"big-{index}") for index in range(20_000)]
+        busy = asyncio.create_task(writer(batch, []))
+        await asyncio.sleep(0.05)  # the frame is sent; the child is still writing it
+        busy.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await busy
+        step = await writer.prune("", 0.0, 10)  # its own answer, not the write's "ok"
+        assert step == PruneStep(0, None)
+    finally:
+        await writer.close()

@@ -4,12 +4,14 @@ made the event loop hand the GIL over at every batch.
 
 The gateway sends each batch as one msgpack frame on the child's stdin and awaits a one-line
 answer, so a failed write is reported to the meter, which keeps the batch and retries. A child
-that died is started again on the next write.
+that died is started again on the next write. The usage retention's steps go the same way,
+between batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import struct
@@ -23,12 +25,14 @@ import msgpack
 from stratus.errors import InsufficientStorage
 from stratus.resilience.disk import DiskHealth
 from stratus.store.usage import CapacityMinute, UsageRecord, UsageStore
+from stratus.store.usage_rollup import PruneStep
 
 log = logging.getLogger("stratus.usage")
 
 URL_ENV = "STRATUS_USAGE_WRITER_DB"  # the database URL; not in argv, where ps shows it
 _LENGTH = struct.Struct("!I")
 ANSWER_TIMEOUT_S = 60.0
+WRITE, PRUNE = 0, 1  # a frame's first item: what the child is asked to do
 
 
 class ProcessWriter:
@@ -41,7 +45,18 @@ class ProcessWriter:
         self._lock = asyncio.Lock()
 
     async def __call__(self, records: Sequence[UsageRecord], minutes: Sequence[CapacityMinute]) -> None:
-        frame = msgpack.packb([list(records), [astuple(minute) for minute in minutes]])
+        await self._ask(msgpack.packb([WRITE, list(records),
+                                       [astuple(minute) for minute in minutes]]))
+
+    async def prune(self, cursor: str, cutoff: float, limit: int) -> PruneStep:
+        """One step of the usage retention (``UsageStore.prune``), done by the child between
+        two batches of records: the two never wait on each other's lock."""
+        rolled, following = json.loads(await self._ask(msgpack.packb([PRUNE, cursor, cutoff,
+                                                                        limit])))
+        return PruneStep(rolled, following)
+
+    async def _ask(self, frame: bytes) -> str:
+        """Send one frame; its answer's text after ``ok``, or a RuntimeError with its failure."""
         async with self._lock:
             process = await self._running()
             assert process.stdin is not None and process.stdout is not None
@@ -52,9 +67,16 @@ class ProcessWriter:
             except (OSError, TimeoutError) as exc:
                 await self._stop(process)
                 raise RuntimeError(f"the usage writer did not answer: {exc!r}") from None
-            if answer == b"ok\n":
+            except asyncio.CancelledError:
+                # Its answer, or the rest of the frame, would be taken by the next caller's:
+                # a stale "ok" for a write that failed, then that failure for one that did not.
+                process.kill()
+                if self._process is process:
+                    self._process = None
+                raise
+            if answer.startswith(b"ok"):
                 self.disk.succeeded("usage")
-                return
+                return answer[2:].decode().strip()
             if not answer:
                 await self._stop(process)
             failure = answer.decode(errors="replace").strip()
@@ -100,10 +122,15 @@ def serve(store: UsageStore, source: BinaryIO, sink: BinaryIO) -> None:
             return
         payload = read(_LENGTH.unpack(head)[0])
         try:
-            records, minutes = msgpack.unpackb(payload)
-            store.write([UsageRecord(*row) for row in records],
-                        [CapacityMinute(*row) for row in minutes])
-            answer = b"ok\n"
+            kind, *body = msgpack.unpackb(payload)
+            if kind == PRUNE:
+                step = store.prune(*body)
+                answer = f"ok {json.dumps([step.rolled, step.next])}\n".encode()
+            else:
+                records, minutes = body
+                store.write([UsageRecord(*row) for row in records],
+                            [CapacityMinute(*row) for row in minutes])
+                answer = b"ok\n"
         except Exception as exc:  # reported to the gateway, which keeps the batch and retries
             answer = f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n"
         sink.write(answer)

@@ -11,11 +11,24 @@ from dataclasses import asdict, dataclass
 from itertools import chain
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Dialect, Engine, Table, case, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    Table,
+    case,
+    func,
+    insert,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import InstrumentedAttribute, sessionmaker
 
 from stratus.cost import Capacity, Metered
+from stratus.store.retention import ERROR_STATUS
 from stratus.store.tables import CapacityRow, UsageRow
+from stratus.store.usage_rollup import SUMMED, PruneStep, minutes_query, prune_step
 
 GROUPINGS = ("namespace", "deployment", "revision")
 WHOLE_DEPLOYMENT = 0  # the capacity rows of a deployment as a whole, not of one revision
@@ -131,6 +144,7 @@ class UsageStore:
     """Synchronous repository; callers run it off the event loop."""
 
     def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def write(self, records: Sequence[UsageRecord], minutes: Sequence[CapacityMinute]) -> None:
@@ -175,33 +189,44 @@ class UsageStore:
 
     def report(self, namespace: str, since: float, until: float, by: str) -> list[GroupUsage]:
         """Per group (``by`` namespace, deployment or revision): records started in
-        [since, until) and the replica capacity of the same period."""
+        [since, until), those rolled up (``usage_minutes``) as if each started at its minute's
+        start, and the replica capacity of the same period."""
         columns = _columns(by)
-        query = (select(*columns, func.count(), func.sum(UsageRow.duration_s),
-                        func.sum(UsageRow.gb_seconds), func.sum(UsageRow.prompt_tokens),
-                        func.sum(UsageRow.completion_tokens),
-                        func.sum(case((UsageRow.cold_start, 1), else_=0)),
-                        func.sum(case((UsageRow.status >= 500, 1), else_=0)),
-                        func.sum(case((UsageRow.shadow, 1), else_=0)))
-                 .where(UsageRow.namespace == namespace, UsageRow.started_at >= since,
-                        UsageRow.started_at < until)
-                 .group_by(*columns))
-        groups: dict[tuple[Any, ...], GroupUsage] = {}
+        width = len(columns)
+        kept = (select(*columns, func.count(), func.sum(UsageRow.duration_s),
+                       func.sum(UsageRow.gb_seconds), func.sum(UsageRow.prompt_tokens),
+                       func.sum(UsageRow.completion_tokens),
+                       func.sum(case((UsageRow.cold_start, 1), else_=0)),
+                       func.sum(case((UsageRow.status >= ERROR_STATUS, 1), else_=0)),
+                       func.sum(case((UsageRow.shadow, 1), else_=0)))
+                .where(UsageRow.namespace == namespace, UsageRow.started_at >= since,
+                       UsageRow.started_at < until)
+                .group_by(*columns))
+        # One statement, so one snapshot: a prune committed between two reads would count
+        # its records twice (kept, then rolled up) or not at all.
+        query = union_all(kept, minutes_query(namespace, since, until, width))
+        sums: dict[tuple[Any, ...], list[Any]] = {}
         with self._sessions() as session:
             for row in session.execute(query):
-                width = len(columns)
                 key = tuple(row[:width])
-                n, seconds, gbs, prompt, completion, cold, errors, shadow = row[width:]
-                groups[key] = GroupUsage(
-                    key, Metered(int(n), float(seconds or 0), float(gbs or 0), int(prompt or 0),
-                                 int(completion or 0)),
-                    int(cold or 0), int(errors or 0), int(shadow or 0))
+                found = sums.setdefault(key, [0] * len(SUMMED))
+                for index, value in enumerate(row[width:]):
+                    found[index] += value or 0
             capacity = self._capacity(session, namespace, since, until, by)
+        groups: dict[tuple[Any, ...], GroupUsage] = {}
+        for key, (n, seconds, gbs, prompt, completion, cold, errors, shadow) in sums.items():
+            groups[key] = GroupUsage(
+                key, Metered(int(n), float(seconds), float(gbs), int(prompt), int(completion)),
+                int(cold), int(errors), int(shadow))
         for key, capacities in capacity.items():
             group = groups.get(key) or GroupUsage(key, Metered())
             groups[key] = GroupUsage(group.key, group.metered, group.cold_starts, group.errors,
                                      group.shadow_requests, tuple(capacities))
         return [groups[key] for key in sorted(groups)]
+
+    def prune(self, cursor: str, cutoff: float, limit: int) -> PruneStep:
+        """One step of the retention: see ``usage_rollup.prune_step``."""
+        return prune_step(self.engine, cursor, cutoff, limit)
 
     def _capacity(self, session: Any, namespace: str, since: float, until: float,
                   by: str) -> dict[tuple[Any, ...], list[Capacity]]:
