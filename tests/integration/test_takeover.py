@@ -65,6 +65,10 @@ def test_an_upgrade_under_load_fails_nothing_and_keeps_every_process(
     answer = server.http.post("/api/deployments/tk-new/invoke", json={"after": "takeover"})
     assert answer.status_code == 200 and answer.json()["echo"] == {"after": "takeover"}
     assert answer.headers["x-stratus-cold-start"] == "true"
+    # New code: the adopted profile zygote forks a revision zygote that imports it.
+    server.deploy("traffic", "app.py:Variant", name="tk-code")
+    answer = server.http.post("/api/deployments/tk-code/invoke", json={"new": "code"})
+    assert answer.status_code == 200 and answer.json()["echo"] == {"new": "code"}
     assert server.stop() == 0
     assert not descendants(pid), "a replica or zygote outlived the server"
 
