@@ -236,8 +236,9 @@ def test_destinations_sign_webhooks_and_chain_deployments(
     event = json.loads(body)
     assert event["event"] == "invocation.succeeded" and event["id"] == ok
     assert headers["x-stratus-invocation-id"] == ok
-    # A failure goes to the other deployment, as a new async invocation.
-    failed = enqueue(server.http, "async-source", {"fail_times": 99}).json()["id"]
+    # A failure goes to the other deployment, as a new async invocation at the same priority.
+    failed = enqueue(server.http, "async-source", {"fail_times": 99},
+                     **{"x-stratus-priority": "-3"}).json()["id"]
     assert wait_done(server, failed)["status"] == "dead"
 
     def forwarded() -> list[dict[str, Any]] | None:
@@ -248,6 +249,7 @@ def test_destinations_sign_webhooks_and_chain_deployments(
     sink = wait_for(forwarded, 30, "the failure destination's invocation")[0]
     assert sink["source"] == {"kind": "destination", "invocation": failed,
                               "deployment": "async-source"}
+    assert sink["priority"] == -3
     done = wait_done(server, sink["id"])
     assert done["result"]["echo"]["event"] == "invocation.dead"
     assert done["result"]["echo"]["id"] == failed

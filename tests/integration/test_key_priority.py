@@ -1,7 +1,7 @@
 """API keys' priorities against a real server: set by the admin who mints the key (over HTTP
 and with the CLI), listed, checked; and under adaptive shedding a key's requests are served at
-its priority, a header asking for more lowered to it, on HTTP and gRPC alike, as the shed
-counters, /metrics and the access log show."""
+its priority, a header asking for more lowered to it, on HTTP and gRPC alike and for async
+invocations, as the shed counters, /metrics and the access log show."""
 
 from __future__ import annotations
 
@@ -41,6 +41,15 @@ def _access(server: StratusServer, deployment: str) -> dict[str, dict[str, Any]]
     lines = [json.loads(line) for line in path.read_text().splitlines()
              if '"logger":"stratus.access"' in line and f'"deployment":"{deployment}"' in line]
     return {line["request_id"]: line for line in lines}
+
+
+def _ended(server: StratusServer, invocation_id: str) -> dict[str, Any]:
+    """The async invocation once it has succeeded or is dead."""
+    def check() -> dict[str, Any] | None:
+        view: dict[str, Any] = server.http.get(f"/api/invocations/{invocation_id}").json()
+        return view if view["status"] in ("succeeded", "dead") else None
+
+    return wait_for(check, 15, f"invocation {invocation_id} to end")
 
 
 def test_keys_are_listed_with_their_priority_and_a_bad_one_is_a_400(
@@ -122,6 +131,52 @@ def test_under_shedding_each_key_is_served_at_its_priority_and_never_above(
     assert queued == {("low", "10"): -1, ("normal", "10"): 0, ("critical", None): 1,
                       ("critical", "7"): 7}
     server.delete(SHED)
+
+
+def test_async_invocations_are_shed_at_the_priority_they_were_queued_at(
+        grpc_server: StratusServer, keys: dict[str, str]) -> None:
+    """The drain loop dispatches an invocation at the class of the integer it was queued at
+    (within its key's ceiling), as its sync call would be: with normal's share of the limit
+    full, a critical key's takes the tenth slot, and a low key's is shed before a normal one's."""
+    server, name = grpc_server, "kp-async"
+    # One attempt: a shed invocation is dead at once, with the overload as its error.
+    server.deploy("basic", "app.py:AsyncEcho", name=name, min_replicas=1, max_replicas=1,
+                  max_concurrency=10, max_queued=0, shedding=PINNED, ready=1,
+                  async_invocations={"max_attempts": 1})
+
+    def hold(index: int) -> int:
+        return server.http.post(f"/api/deployments/{name}/invoke", json={"sleep": 8.0},
+                                headers={"x-request-id": f"kp-async-hold-{index}"}).status_code
+
+    def admitted() -> bool:
+        return bool(server.status(name)["resilience"]["1"]["shedding"]["admitted"] == 9)
+
+    asked = {"critical": ("critical", None), "normal-asks-5": ("normal", "5"),
+             "low": ("low", None), "critical-asks--2": ("critical", "-2")}
+    ended: dict[str, dict[str, Any]] = {}
+    with ThreadPoolExecutor(9) as pool:
+        held = [pool.submit(hold, i) for i in range(9)]  # normal: 9 fill normal's share
+        wait_for(admitted, 15, "9 admitted requests")
+        for label, (key, value) in asked.items():
+            with server.client_as(keys[key]) as http:
+                answer = http.post(f"/api/deployments/{name}/invoke?mode=async", json={},
+                                   headers={"x-stratus-priority": value} if value else {})
+            assert answer.status_code == 202, answer.text
+            ended[label] = _ended(server, answer.json()["id"])
+        assert admitted(), "the held requests were still in when the invocations ran"
+        assert [future.result() for future in held] == [200] * 9
+    assert {label: (view["status"], view["priority"]) for label, view in ended.items()} == {
+        "critical": ("succeeded", 1), "normal-asks-5": ("dead", 0), "low": ("dead", -1),
+        "critical-asks--2": ("dead", -2)}
+    assert ended["low"]["error"]["type"] == "overloaded", ended["low"]
+    shed = server.status(name)["resilience"]["1"]["shedding"]["shed"]
+    assert shed == {"low": 2, "normal": 1, "critical": 0}
+    lines = wait_for(lambda: (found := _access(server, name)) and len(found) == 13 and found, 10,
+                     "the access lines of the 13 requests")
+    assert {label: lines[view["id"]]["priority"] for label, view in ended.items()} == {
+        "critical": "critical", "normal-asks-5": "normal", "low": "low",
+        "critical-asks--2": "low"}
+    server.delete(name)
 
 
 def test_grpc_calls_get_the_same_ceiling(grpc_server: StratusServer,

@@ -24,8 +24,9 @@ WEBHOOK_ATTEMPTS = 5
 WEBHOOK_TIMEOUT_S = 10.0
 SIGNATURE_HEADER = "x-stratus-signature"
 
-# (namespace, deployment, payload, source) -> submitted; (namespace, topic, event) -> published
-Submit = Callable[[str, str, bytes, dict[str, Any]], Awaitable[Any]]
+# (namespace, deployment, payload, source, priority) -> submitted; (namespace, topic, event)
+# -> published
+Submit = Callable[[str, str, bytes, dict[str, Any], int], Awaitable[Any]]
 Publish = Callable[[str, str, bytes], Awaitable[Any]]
 
 
@@ -72,7 +73,8 @@ class Destinations:
         body = outcome_body(record)
         source = {"kind": "destination", "invocation": record.id, "deployment": record.deployment}
         if target.deployment is not None and self.submit is not None:
-            await self.submit(record.namespace, target.deployment, body, source)
+            # At the source's priority: a chain keeps within its first submitter's ceiling.
+            await self.submit(record.namespace, target.deployment, body, source, record.priority)
         elif target.topic is not None and self.publish is not None:
             await self.publish(record.namespace, target.topic, body)
         elif target.url is not None:

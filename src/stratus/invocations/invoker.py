@@ -26,7 +26,8 @@ async def invoke_json(dispatcher: Dispatcher, namespace: str, deployment: str, b
     result it came in. Raises the StratusError of a failure, as a sync call would answer it.
     ``document``: the body already parsed, by a caller that had to (for a sticky field).
     ``idempotent``: the caller gave an idempotency key, so a lost request may be resent.
-    ``priority``: a client's call's, under load shedding; the server's own calls are normal."""
+    ``priority``: under load shedding, a client's call's, or an async invocation's as it was
+    queued; the server's own calls (workflow steps) are normal."""
     if document is None:
         try:
             document = json.loads(body) if body.strip() else {}

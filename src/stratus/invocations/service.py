@@ -24,6 +24,7 @@ from stratus.queue.base import InvocationQueue
 from stratus.queue.records import AsyncInvocation, NewInvocation, Page, Status, body_digest
 from stratus.queue.retry import RetryPolicy
 from stratus.queue.shared import EXPIRED_ERROR
+from stratus.resilience.priority import queue_priority_class
 from stratus.spec import AsyncSpec
 
 log = logging.getLogger("stratus.invocations")
@@ -129,8 +130,9 @@ class AsyncService:
                             retry_after=1.0)
 
     async def _submit_for_destination(self, namespace: str, deployment: str, payload: bytes,
-                                      source: dict[str, Any]) -> AsyncInvocation:
-        return (await self.submit(namespace, deployment, payload, source=source))[0]
+                                      source: dict[str, Any], priority: int) -> AsyncInvocation:
+        return (await self.submit(namespace, deployment, payload, priority=priority,
+                                  source=source))[0]
 
     async def begin_sync(self, namespace: str, deployment: str, payload: bytes,
                          idempotency_key: str, timeout_s: float) -> tuple[AsyncInvocation, bool]:
@@ -283,9 +285,12 @@ class AsyncService:
                                            error=EXPIRED_ERROR)
         progress = ProgressWriter(self.queue, self.clock, record.id)
         try:
+            # Shed as its submitter was entitled to: the integer kept at submit is already
+            # within the key's ceiling, and its sign is the class, as on every route.
             answer, result = await invoke_json(
                 self.dispatcher, record.namespace, record.deployment, record.payload, record.id,
-                pinned=record.pinned_revision, on_progress=progress.report)
+                pinned=record.pinned_revision, on_progress=progress.report,
+                priority=queue_priority_class(record.priority))
         except asyncio.CancelledError:
             raise
         except StratusError as exc:

@@ -11,7 +11,7 @@ PRIORITY_HEADER = "x-stratus-priority"
 
 
 class Priority(enum.IntEnum):
-    LOW = 0  # background work that can wait: asynchronous invocations, batch clients
+    LOW = 0  # work that can wait: a batch client's key, async work queued below 0
     NORMAL = 1
     CRITICAL = 2
 
