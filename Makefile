@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stratus-installed
 
-BENCHES := noop coldstart autoscaling models batching llm traffic instructions workflow_steps async queue_ops jobs grpc reliability  # each is bench/<name>.py
+BENCHES := noop coldstart autoscaling models batching llm traffic instructions workflow_steps async queue_ops jobs grpc reliability takeover  # each is bench/<name>.py
 
 .PHONY: demo demo-embeddings demo-llm test test-chaos test-tools vm-tools test-vm lint typecheck unit clean $(addprefix bench-,$(BENCHES))
 
