@@ -9,8 +9,11 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
+import uvloop
 
 from stratus.backends.handover import (
     AdoptedProcess,
@@ -82,7 +85,9 @@ def test_a_connection_detached_mid_frame_is_adopted_without_losing_a_byte() -> N
     asyncio.run(scenario())
 
 
-def test_an_adopted_child_is_watched_to_its_end() -> None:
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_an_adopted_child_is_watched_to_its_end(run: Callable[[Coroutine[Any, Any, None]],
+                                                              None]) -> None:
     child = subprocess.Popen(["sleep", "30"])
 
     async def scenario() -> None:
@@ -94,7 +99,7 @@ def test_an_adopted_child_is_watched_to_its_end() -> None:
         process.terminate()  # gone: a no-op, not an error
         child.returncode = process.returncode  # reaped here: Popen must not wait for it
 
-    asyncio.run(scenario())
+    run(scenario())  # the server's loop is uvloop's
 
 
 def test_the_backend_state_survives_json() -> None:
