@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 from stratus.dispatch.outcomes import Outcome
 from stratus.observe.series import KEEP_S, SAMPLE_PER_BUCKET, Bucket, SeriesBook, weighted_percentile
 
@@ -97,3 +99,20 @@ def test_recent_invocations_newest_first() -> None:
     for index in range(3):
         book.observe(outcome(T0 + index))
     assert [entry["at"] for entry in book.recent(KEY, 2)] == [T0 + 2, T0 + 1]
+
+
+def test_a_deployments_full_series_stays_within_its_cap() -> None:
+    # 900 s of a deployment busy enough to fill every second's sample: the most one keeps.
+    book = SeriesBook({})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for second in range(KEEP_S * 2):
+            for index in range(SAMPLE_PER_BUCKET + 8):
+                book.observe(outcome(T0 + second, latency_s=0.001 * (index + 1)))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(book.series[KEY].buckets) == KEEP_S
+    # A list of boxed floats made it 2.2 KiB a second (2 MiB a busy deployment).
+    assert held / KEEP_S < 1024, f"{held / KEEP_S:.0f} bytes a second"

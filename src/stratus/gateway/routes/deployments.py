@@ -136,7 +136,7 @@ async def autoscaler_decisions(name: str, request: Request, parts: Parts) -> dic
         "policy": unit.scaling.policy,
         "scaling": unit.scaling.model_dump(),
         "target_concurrency": unit.effective_target(),
-        "decisions": list(unit.history),
+        "decisions": unit.decisions(),
     }
 
 
