@@ -7,13 +7,10 @@ tests/integration/test_takeover.py."""
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from server import TEST_ENV, StratusServer, descendants
+from server import StratusServer, descendants
 from takeover import run_with_takeover
 
 LONG = os.environ.get("STRATUS_CHAOS_LONG") == "1"
@@ -22,16 +19,8 @@ pytestmark = pytest.mark.skipif(not LONG, reason="20 s of load across an upgrade
                                                  "`make test-chaos`")
 
 
-@pytest.fixture
-def upgraded(tmp_path: Path) -> Iterator[StratusServer]:
-    instance = StratusServer(tmp_path / "data", dict(TEST_ENV))
-    instance.start()
-    yield instance
-    instance.stop(signal.SIGKILL)
-
-
-def test_an_upgrade_at_200_requests_a_second_fails_nothing(upgraded: StratusServer) -> None:
-    server = upgraded
+def test_an_upgrade_at_200_requests_a_second_fails_nothing(fresh_server: StratusServer) -> None:
+    server = fresh_server
     server.deploy("basic", "app.py:Echo", name="chaos-upgrade", min_replicas=3,
                   max_replicas=3, max_concurrency=8)
     server.wait_ready("chaos-upgrade", 3)

@@ -7,23 +7,13 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from server import TEST_ENV, StratusServer, descendants, wait_for
 from takeover import run_with_takeover, take_over
-
-
-@pytest.fixture
-def upgraded(tmp_path: Path) -> Iterator[StratusServer]:
-    instance = StratusServer(tmp_path / "data", dict(TEST_ENV))
-    instance.start()
-    yield instance
-    instance.stop(signal.SIGKILL)
 
 
 def _replica_pids(server: StratusServer, name: str) -> set[int]:
@@ -31,8 +21,8 @@ def _replica_pids(server: StratusServer, name: str) -> set[int]:
 
 
 def test_an_upgrade_under_load_fails_nothing_and_keeps_every_process(
-        upgraded: StratusServer) -> None:
-    server = upgraded
+        fresh_server: StratusServer) -> None:
+    server = fresh_server
     server.deploy("basic", "app.py:Echo", name="tk-echo", min_replicas=2, max_replicas=2,
                   max_concurrency=8, ready=2)
     assert server.process is not None
@@ -73,8 +63,8 @@ def test_an_upgrade_under_load_fails_nothing_and_keeps_every_process(
     assert not descendants(pid), "a replica or zygote outlived the server"
 
 
-def test_a_stream_in_flight_finishes_across_a_takeover(upgraded: StratusServer) -> None:
-    server = upgraded
+def test_a_stream_in_flight_finishes_across_a_takeover(fresh_server: StratusServer) -> None:
+    server = fresh_server
     server.deploy("basic", "app.py:Counter", name="tk-stream", min_replicas=1,
                   max_replicas=1, ready=1)
     before = _replica_pids(server, "tk-stream")
@@ -117,8 +107,8 @@ def test_a_takeover_with_no_server_on_the_data_dir_says_so(tmp_path: Path) -> No
         result.stderr
 
 
-def test_sigusr2_during_a_drain_is_ignored(upgraded: StratusServer) -> None:
-    server = upgraded
+def test_sigusr2_during_a_drain_is_ignored(fresh_server: StratusServer) -> None:
+    server = fresh_server
     assert server.process is not None
     server.process.send_signal(signal.SIGINT)
     server.process.send_signal(signal.SIGUSR2)
