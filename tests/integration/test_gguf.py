@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,18 +37,38 @@ def flat(text: str) -> str:
 class DemoRun:
     answers: list[Any]
     printed: str  # what the demo printed (its own lines, not its subprocesses')
+    cli_printed: str  # what its `stratus` commands printed, to a file as to a pipe
+
+
+@contextlib.contextmanager
+def subprocess_output_into(path: Path) -> Iterator[None]:
+    """File descriptors 1 and 2 (what a child process inherits) point at ``path`` meanwhile:
+    not a terminal, whether or not pytest captures."""
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "wb") as file:
+        os.dup2(file.fileno(), 1)
+        os.dup2(file.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 @pytest.fixture(scope="module")
-def demo_run(server: StratusServer) -> DemoRun:
+def demo_run(server: StratusServer, tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     """The demo's own run against the test server (one import for the whole module). One
     intra-op thread: the suite's workers share two cores, and two threads each then crawl."""
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    cli_log = tmp_path_factory.mktemp("demo") / "cli.log"
+    with contextlib.redirect_stdout(printed), subprocess_output_into(cli_log):
         answers = llm_demo().run_demo(server.url, server.key, server.env, smollm2_gguf(),
                                       deploy_flags=("--threads", "1"))
-    sys.stdout.write(printed.getvalue())  # still in the test's captured output
-    return DemoRun(list(answers), printed.getvalue())
+    cli_printed = cli_log.read_text(errors="replace")
+    sys.stdout.write(printed.getvalue() + cli_printed)  # still in the test's captured output
+    return DemoRun(list(answers), printed.getvalue(), cli_printed)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +98,16 @@ def test_the_demo_prints_the_answer_the_cold_start_and_tokens_per_second(
         assert answer.tokens_per_s > 0
         assert f"{answer.completion_tokens} tokens at {answer.tokens_per_s:.1f} tokens/s" \
             in printed, printed
+
+
+def test_the_import_prints_whole_lines_and_no_bar_to_a_pipe(demo_run: DemoRun) -> None:
+    printed = demo_run.cli_printed
+    assert "importing SmolLM2-135M-Instruct.Q4_1.gguf: transformers dequantises it" in printed
+    assert "imported a llama model (Q4_1 quantisation)" in printed, printed
+    assert "pushed smollm2@1.0.0 (transformers, " in printed
+    # transformers' own tqdm bar for the dequantisation: a redraw per tensor, joined by \r
+    assert "de-quantizing" not in printed and "\r" not in printed, printed[:2000]
+    assert "" not in printed.splitlines(), "no blank lines around the messages"
 
 
 def test_the_store_holds_the_import_as_a_float32_transformers_directory(

@@ -8,6 +8,9 @@ transformers directory. The quantisation is not kept: see docs/models.md.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,16 +56,24 @@ def _require(module: str) -> Any:
 def _quiet_transformers() -> Iterator[None]:
     """Errors only from transformers' logger: its load warnings (no GGUF kernel, so the whole
     model is dequantised) say what this import does on purpose. Its own progress bars (loading
-    and writing, each a blink) go too; the dequantisation's, the slow part, stays."""
+    and writing, each a blink) go too; the dequantisation's, the slow part, stays on a
+    terminal. On a pipe it goes as well: tqdm would write a line per redraw, joined by carriage
+    returns, into the log or CI page reading it (the CLI draws no bar on a pipe either)."""
     from transformers.utils import logging as hf_logging
+
+    gguf_utils: Any = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
 
     level = hf_logging.get_verbosity()
     bars_on = hf_logging.is_progress_bar_enabled()
+    dequantise_bar = gguf_utils.tqdm  # plain tqdm, which the logger's switch does not reach
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    if not sys.stderr.isatty():  # where tqdm draws
+        gguf_utils.tqdm = functools.partial(dequantise_bar, disable=True)
     try:
         yield
     finally:
+        gguf_utils.tqdm = dequantise_bar
         hf_logging.set_verbosity(level)
         if bars_on:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
