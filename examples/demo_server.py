@@ -75,5 +75,6 @@ def demo_server() -> Iterator[DemoServer]:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-            # uvicorn re-raises SIGTERM after its graceful shutdown, hence -15.
+                server.wait()  # for its exit status, which stays None until then
+            # 0 after a graceful drain (tests/integration/test_drain.py); -9 if it had to be killed.
             print(f"    server stopped (exit status {server.returncode})")
