@@ -169,6 +169,21 @@ def test_a_rollback_or_a_deploy_during_the_watch(server: StratusServer) -> None:
     assert refused.status_code == 409
 
 
+def test_a_deploy_that_says_nothing_of_rollouts_is_watched_for_a_minute(
+        server: StratusServer) -> None:
+    """The default deploy, no ``rollout`` anywhere: blue-green, then the 60 s watch."""
+    name = "bg-default"
+    _first(server, name)
+    assert server.status(name)["rollout"]["watch_s"] == 60.0
+    assert _deploy(server, name, v=2) == 2
+    rollout = _state(server, name, "watching")["rollout"]
+    assert (rollout["from"], rollout["to"], rollout["plan"]) == (1, 2, [100])
+    assert rollout["watch_s"] == 60.0 and rollout["watch_ends_at"] is not None
+    # Ended by hand: a minute's wait would say nothing more.
+    response = server.http.post(f"/api/deployments/{name}/rollback")
+    assert response.status_code == 200 and response.json()["rollout"]["state"] == "aborted"
+
+
 def test_rollout_settings_belong_to_the_deployment(server: StratusServer) -> None:
     name = "bg-settings"
     declared = {"watch_s": 7, "thresholds": {"min_requests": 3, "p95_min_delta_ms": 40}}

@@ -1,8 +1,9 @@
 """A server running as root with no ``sandbox`` section at all (the default): its replicas and
 job workers run as their namespace's own uid, never root, and can read neither the server's
-secrets (master key, metadata database) nor another namespace's code or decrypted weights, nor
-signal another namespace's replica. Each refusal is asserted on its own. A server that cannot
-drop refuses to start, unless told to run replicas as root."""
+secrets (master key, metadata database) nor another namespace's code, decrypted weights,
+secrets (its replica's environment), logs or working directory, nor signal another
+namespace's replica. Each refusal is asserted on its own. A server that cannot drop refuses to
+start, unless told to run replicas as root."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from server import STRATUS, TEST_ENV, StratusServer
 from stratus.store.plaincache import cache_root
 
 REPLICAS_GROUP = 199999  # sandbox.group_id's default
+B_SECRET = "id-b-secret-value-4f1c"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="only a server running as root runs replicas as other users")
@@ -57,11 +59,15 @@ def neighbour(server: StratusServer) -> Iterator[dict[str, Any]]:
     make_weights(weights, 7)
     try:
         push(_as(server, "id-b"), "b-model", weights, "1.0.0")
+        put = server.http.put("/api/secrets/b-token", json={"value": B_SECRET})
+        assert put.status_code in (200, 201), put.text
         server.deploy("secrets", "app.py:Reveal", name="b-reveal", models=["b-model@1.0.0"],
-                      config={"models": ["b-model"]}, min_replicas=1, max_replicas=1)
-        answer = server.invoke("b-reveal")
+                      config={"models": ["b-model"]}, secrets={"B_TOKEN": "b-token"},
+                      min_replicas=1, max_replicas=1)
+        answer = server.invoke("b-reveal", {"env": ["B_TOKEN"]})
         assert answer.status_code == 200, answer.text
         seen: dict[str, Any] = answer.json()
+        assert seen["env"] == {"B_TOKEN": B_SECRET}  # the secret is in its environment
         yield {"pid": seen["pid"], "bundle_file": seen["source"],
                "bundle_dir": str(Path(seen["source"]).parent),
                "weights": seen["files"]["b-model"]["w.safetensors:path"]}
@@ -80,7 +86,11 @@ def _forbidden(server: StratusServer, neighbour: dict[str, Any]) -> dict[str, st
     return {"master key": str(data / "master.key"), "database": str(data / "stratus.db"),
             "neighbour's bundle file": neighbour["bundle_file"],
             "neighbour's bundle": neighbour["bundle_dir"],
-            "neighbour's decrypted weights": neighbour["weights"]}
+            "neighbour's decrypted weights": neighbour["weights"],
+            # Its secrets reach it only in its environment.
+            "neighbour's environment": f"/proc/{neighbour['pid']}/environ",
+            "neighbour's logs": str(data / "logs" / "id-b"),
+            "neighbour's working directories": str(data / "run" / "ns" / "id-b")}
 
 
 def test_a_replica_runs_as_its_namespace_and_reaches_nothing_of_the_server_or_others(

@@ -8,15 +8,19 @@ target=.vm-cache/kernel
 if compgen -G "$target/boot/vmlinuz-*" >/dev/null; then
     exit 0
 fi
+# The package lists are updated at most once: when they do not know the kernel package, or
+# when its download fails on stale lists (a second update would fetch the same lists again).
+updated=no
 package=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
 if [ -z "$package" ]; then
     apt-get update -qq
+    updated=yes
     package=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
 fi
 download=$(mktemp -d)
 trap 'rm -rf "$download"' EXIT
 (cd "$download" && apt-get download -q "$package" 2>/dev/null) || {
-    apt-get update -qq
+    [ "$updated" = yes ] || apt-get update -qq
     (cd "$download" && apt-get download -q "$package")
 }
 mkdir -p "$target.partial"
