@@ -1,5 +1,5 @@
 """The simulator and the live controller run the same policy objects: replayed on the same
-short trace, they make the same decisions, within tick granularity."""
+short trace, they make the same decisions, within one tick."""
 
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ def test_simulator_and_live_controller_agree(server: StratusServer,
 
     # The same sequence of replica counts ...
     assert [value for _, value in live] == [value for _, value in simulated], (live, simulated)
-    # ... each change within a few ticks (plus request round trips) of the other; a shared
-    # CI machine can hold the live controller's tick back by a tick or two.
+    # ... each change within one tick of the other. Both act at the first tick after the
+    # event (a request's end, a keep-alive's expiry), but the live ticks fall at any phase of
+    # the simulator's: the two differ by less than a tick, plus what the live path adds (its
+    # requests' round trips, a tick a loaded loop runs late), allowed 0.1 s here.
     for (live_t, value), (sim_t, _) in zip(live, simulated, strict=True):
-        assert abs(live_t - sim_t) <= 3 * TICK_S + 0.5, (value, live_t, sim_t)
+        assert abs(live_t - sim_t) <= TICK_S + 0.1, (value, live_t, sim_t)

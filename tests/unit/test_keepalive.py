@@ -46,7 +46,7 @@ def test_idle_samples_before_any_request_still_hold_min_replicas() -> None:
     assert (decision.desired, decision.mode) == (1, "idle")
     assert "no requests yet" in decision.reason
     assert policy.last_active is None
-    assert not policy.peaks  # idle samples are not kept
+    assert not policy.needed  # idle samples are not kept
 
 
 @pytest.mark.parametrize(
@@ -138,6 +138,50 @@ def test_keepalive_counts_from_the_end_of_the_last_request() -> None:
     assert policy.decide(63.1, COUNTS).desired == 0
 
 
+def test_each_replica_stays_for_the_keepalive_after_the_level_that_needed_it() -> None:
+    # Two requests overlap until 4 s, one runs on until 9 s; the sample at 10 s saw a peak of
+    # 2. The second replica was last needed at 4 s, the first at 9 s: dating both by the
+    # interval's end (or its last busy moment) kept a replica up to a tick too long, and
+    # that is what kept the simulator a tick behind the live controller when a request
+    # ended on a tick boundary.
+    recorder = LoadRecorder(now=0.0)
+    recorder.enter(1.0)
+    recorder.enter(2.0)
+    recorder.leave(4.0)
+    recorder.leave(9.0)
+    reading = recorder.sample(10.0, queued=0)
+    assert (reading.peak_concurrency, reading.levels_ago_s, reading.last_busy) == (2, (1.0, 6.0), 9.0)
+    policy = make_policy(target=1.0, keepalive=60.0)
+    policy.observe(reading)
+    policy.observe(recorder.sample(11.0, queued=0))  # nothing ran since
+    assert policy.decide(63.9, COUNTS).desired == 2
+    assert policy.decide(64.1, COUNTS).desired == 1
+    assert policy.decide(68.9, COUNTS).desired == 1
+    assert policy.decide(69.1, COUNTS).desired == 0
+
+
+def test_levels_still_held_at_the_sample_are_dated_by_the_sample() -> None:
+    recorder = LoadRecorder(now=0.0)
+    recorder.enter(1.0)
+    recorder.enter(2.0)
+    recorder.enter(2.5)
+    recorder.leave(3.0)
+    recorder.leave(3.5)
+    recorder.enter(5.0)  # back at 2, and still there at 10 s; 3 was last reached at 3 s
+    assert recorder.sample(10.0, queued=0).levels_ago_s == (0.0, 0.0, 7.0)
+    recorder.leave(12.0)
+    recorder.leave(13.0)
+    later = recorder.sample(20.0, queued=0)
+    assert later.levels_ago_s == (7.0, 8.0), "the levels carried over ended at 13 and 12 s"
+    assert recorder.sample(30.0, queued=0).levels_ago_s == ()
+
+
+def test_a_sample_without_levels_dates_them_by_its_last_busy_moment() -> None:
+    reading = MetricSample(t=10.0, interval_s=10.0, average_concurrency=1.0, peak_concurrency=3,
+                           arrivals=3, queued=0, idle_for_s=2.0)
+    assert reading.levels_at_ago() == (2.0, 2.0, 2.0)
+
+
 def test_scale_down_goes_to_min_replicas_not_zero() -> None:
     policy = make_policy(min_replicas=2, target=1.0, keepalive=30.0)
     policy.observe(sample(0.0, peak=8, arrivals=8))
@@ -177,12 +221,12 @@ def test_old_peaks_are_dropped_from_the_window() -> None:
     policy = make_policy(keepalive=20.0)
     for t, peak in ((0, 5), (10, 3), (20, 1), (30, 2), (40, 1)):
         policy.observe(sample(float(t), peak=peak, arrivals=1))
-    # A sliding maximum: only peaks that can still be the window's maximum are kept.
-    assert list(policy.peaks) == [(0.0, 5), (10.0, 3), (30.0, 2), (40.0, 1)]
-    policy.decide(45.0, COUNTS)
-    assert list(policy.peaks) == [(30.0, 2), (40.0, 1)]
+    # When each level was last reached: one entry per level, never a list of samples.
+    assert policy.needed == [40.0, 30.0, 10.0, 0.0, 0.0]
+    assert "peak concurrency 2 " in policy.decide(45.0, COUNTS).reason  # 3 was at 10 s
+    assert policy.needed == [40.0, 30.0]
     policy.decide(55.0, COUNTS)
-    assert list(policy.peaks) == [(40.0, 1)]
+    assert policy.needed == [40.0]
 
 
 def test_zero_keepalive_still_starts_a_replica_for_a_waiting_request() -> None:

@@ -241,12 +241,12 @@ async def _ack_gate_scenario() -> None:
     def start(rid: int) -> Callable[[], None]:
         return lambda: started.append((rid, transport.get_write_buffer_size()))
 
-    assert gate.acknowledged(1, b"<ack 1>", start(1)), "an idle socket: the handler starts at once"
+    assert gate.acknowledged([(1, b"<ack 1>", start(1))]), "an idle socket: the handler starts at once"
     transport.write(b"x" * (8 << 20))  # answers the server does not read yet: the socket backs up
     assert transport.get_write_buffer_size() > 0
-    assert not gate.acknowledged(2, b"<ack 2>", start(2))
-    assert not gate.acknowledged(3, b"<ack 3>", start(3))
-    assert not gate.acknowledged(4, b"<ack 4>", start(4))
+    # Two requests of one read, acknowledged in one write, then one of a later read.
+    assert not gate.acknowledged([(2, b"<ack 2>", start(2)), (3, b"<ack 3>", start(3))])
+    assert not gate.acknowledged([(4, b"<ack 4>", start(4))])
     assert gate.drop(4) and not gate.drop(4), "cancelled before its handler started"
     await asyncio.sleep(0.05)
     assert started == [(1, 0)], "a kill -9 now would lose acks 2 and 3: their handlers must wait"

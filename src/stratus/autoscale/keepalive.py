@@ -6,7 +6,6 @@ the count is the peak concurrency of the last ``keepalive_s`` seconds over the t
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from stratus.autoscale.policy import Bounds, Decision, ReplicaCounts, demand_now
@@ -24,25 +23,30 @@ class FixedKeepAlivePolicy:
 
     def __init__(self, config: KeepAliveConfig) -> None:
         self.config = config
-        # (last busy time, peak), peaks decreasing from the front: a sliding-window maximum.
-        self.peaks: deque[tuple[float, int]] = deque()
+        # [k - 1]: when a concurrency of k was last reached; never increasing in k, so the
+        # levels still within the keep-alive are a prefix.
+        self.needed: list[float] = []
         self.latest: MetricSample | None = None
         self.last_active: float | None = None
 
     def observe(self, sample: MetricSample) -> None:
         if sample.active:
-            busy = sample.last_busy
-            self.last_active = busy
-            while self.peaks and self.peaks[-1][1] <= sample.peak_concurrency:
-                self.peaks.pop()
-            self.peaks.append((busy, sample.peak_concurrency))
+            self.last_active = sample.last_busy
+            needed = self.needed
+            for k, ago in enumerate(sample.levels_at_ago()):
+                at = sample.t - ago
+                if k == len(needed):
+                    needed.append(at)
+                elif at > needed[k]:
+                    needed[k] = at
         self.latest = sample
 
     def decide(self, now: float, counts: ReplicaCounts) -> Decision:
         config = self.config
-        while self.peaks and self.peaks[0][0] < now - config.keepalive_s:
-            self.peaks.popleft()
-        peak = self.peaks[0][1] if self.peaks else 0
+        needed, horizon = self.needed, now - config.keepalive_s
+        while needed and needed[-1] < horizon:
+            needed.pop()
+        peak = len(needed)
         desired = config.bounds.replicas_for(peak)
         if demand_now(self.latest):
             desired = max(desired, 1)

@@ -21,6 +21,10 @@ class MetricSample:
     queued: int  # waiting at the end of the interval
     idle_gaps: tuple[float, ...] = ()  # idle times that ended in the interval: arrival - last finish
     idle_for_s: float | None = None  # how long nothing has run, at ``t``; None while busy or never used
+    # For each level 1..peak of concurrency, how long before ``t`` it was last reached (0: it
+    # holds at ``t``); higher levels ended no later than lower ones. A replica that level k
+    # needed was last needed then, not at the interval's end.
+    levels_ago_s: tuple[float, ...] = ()
 
     @property
     def rps(self) -> float:
@@ -35,6 +39,13 @@ class MetricSample:
         """When something last ran in this interval: its end, or when the last request left."""
         return self.t - self.idle_for_s if self.idle_for_s is not None else self.t
 
+    def levels_at_ago(self) -> tuple[float, ...]:
+        """``levels_ago_s``, or for a sample built without it, every level dated by the last
+        busy moment."""
+        if len(self.levels_ago_s) == self.peak_concurrency:
+            return self.levels_ago_s
+        return (self.t - self.last_busy,) * self.peak_concurrency
+
 
 class LoadRecorder:
     """Accumulates concurrency over time on the request path; O(1) per event.
@@ -43,14 +54,15 @@ class LoadRecorder:
     ``sample`` stamps the result with the policy clock it is given.
     """
 
-    __slots__ = ("_area", "_gaps", "_idle_since", "_last_change", "_last_sample", "_peak",
-                 "arrivals", "current")
+    __slots__ = ("_area", "_gaps", "_idle_since", "_last_change", "_last_sample", "_left",
+                 "_peak", "arrivals", "current")
 
     def __init__(self, now: float) -> None:
         self.current = 0
         self.arrivals = 0
         self._area = 0.0
         self._peak = 0
+        self._left: list[float] = []  # [k - 1]: when the count last fell below k, k <= peak
         self._last_change = now
         self._last_sample = now
         self._idle_since: float | None = None
@@ -69,6 +81,10 @@ class LoadRecorder:
     def leave(self, now: float) -> None:
         self._area += self.current * (now - self._last_change)
         self._last_change = now
+        left = self._left
+        if len(left) < self.current:  # a level reached before the first sample of a burst
+            left.extend([now] * (self.current - len(left)))
+        left[self.current - 1] = now
         self.current -= 1
         if self.current == 0:
             self._idle_since = now
@@ -81,18 +97,23 @@ class LoadRecorder:
         idle_for = None
         if self.current == 0 and self._idle_since is not None:
             idle_for = max(0.0, now - self._idle_since)
+        peak = max(self._peak, self.current)
+        current, left = self.current, self._left
+        levels = tuple(0.0 if k < current else max(0.0, now - left[k]) for k in range(peak))
         sample = MetricSample(
             t=now if t is None else t,
             interval_s=interval,
             average_concurrency=average,
-            peak_concurrency=max(self._peak, self.current),
+            peak_concurrency=peak,
             arrivals=self.arrivals,
             queued=queued,
             idle_gaps=tuple(self._gaps),
             idle_for_s=idle_for,
+            levels_ago_s=levels,
         )
         self._area = 0.0
         self._peak = self.current
+        del left[current:]  # levels above today's count start the next interval unreached
         self.arrivals = 0
         self._gaps.clear()
         self._last_sample = now
@@ -122,4 +143,7 @@ def combine(samples: list[MetricSample]) -> MetricSample | None:
         queued=sum(s.queued for s in samples),
         idle_gaps=tuple(gap for s in samples for gap in s.idle_gaps),
         idle_for_s=None if not idle or None in idle else min(i for i in idle if i is not None),
+        # Levels of a sum of loads: the k-th most recent of all the revisions' levels (exact
+        # when their peaks overlapped, and never shorter than any one revision's).
+        levels_ago_s=tuple(sorted(ago for s in samples for ago in s.levels_at_ago())),
     )

@@ -358,7 +358,9 @@ class RevisionPool:
         sample = self.load.sample(now, len(self.waiters) + self.backlog, t)
         if self.backlog:
             sample = replace(sample, average_concurrency=sample.average_concurrency + self.backlog,
-                             peak_concurrency=sample.peak_concurrency + self.backlog)
+                             peak_concurrency=sample.peak_concurrency + self.backlog,
+                             # the backlog waits now: the lowest levels hold at the sample
+                             levels_ago_s=(0.0,) * self.backlog + sample.levels_ago_s)
         return sample
 
     def instant(self, now: float, t: float) -> MetricSample:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import random
 import re
 import time
 from typing import NamedTuple
@@ -26,6 +27,10 @@ PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/v2/health/live", "/v2/he
 DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's scripts: no data in them
 UI_PREFIX = "/ui"  # the dashboard's static page and assets; the page itself sends the key
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+# Request ids name requests in logs and traces; they need to be unique, not secret. A
+# generator seeded once from the OS costs a fraction of ``os.urandom``'s system call per
+# request (3% of the gateway's time at 32 connections, by py-spy).
+_ids = random.Random(os.urandom(16))
 _NAMESPACE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -67,7 +72,9 @@ def is_public(path: str) -> bool:
 
 def request_id_of(given: bytes | None) -> bytes:
     """The client's request id when it is sane, else a fresh one."""
-    return given if given is not None and _REQUEST_ID.fullmatch(given) else os.urandom(8).hex().encode()
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return b"%016x" % _ids.getrandbits(64)
 
 
 def assign_request_id(scope: Scope) -> bytes:

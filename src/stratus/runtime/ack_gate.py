@@ -25,15 +25,19 @@ class AckGate:
         self.held: dict[int, Callable[[], None]] = {}  # by rid, in arrival order
         self.limits = transport.get_write_buffer_limits()  # (low, high), put back after
 
-    def acknowledged(self, rid: int, ack: bytes, start: Callable[[], None]) -> bool:
-        """Write ``ack`` and call ``start`` once it is out; whether that was at once."""
+    def acknowledged(self, requests: list[tuple[int, bytes, Callable[[], None]]]) -> bool:
+        """Write the acks of ``requests`` (rid, ack, start) in one go, and call each one's
+        ``start`` once its ack is out; whether that was at once (the socket took them all)."""
         transport = self.transport
-        transport.write(ack)
+        transport.write(b"".join(ack for _, ack, _ in requests))
         if not self.held and transport.get_write_buffer_size() == 0:
-            start()
+            for _, _, start in requests:
+                start()
             return True
-        self.held[rid] = start
-        if len(self.held) == 1:
+        first = not self.held
+        for rid, _, start in requests:
+            self.held[rid] = start
+        if first:
             # Paused now (the buffer is not empty), resumed once all of it is in the kernel.
             self.limits = transport.get_write_buffer_limits()
             transport.set_write_buffer_limits(high=0, low=0)

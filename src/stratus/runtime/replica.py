@@ -13,7 +13,6 @@ import inspect
 import os
 import time
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, cast
 
@@ -24,6 +23,7 @@ from stratus.errors import HandlerError, OutOfMemory, RequestTimeout, StratusErr
 from stratus.runtime import codec, wire
 from stratus.runtime.ack_gate import AckGate
 from stratus.runtime.forked import is_out_of_memory
+from stratus.runtime.handler_threads import HandlerThreads
 from stratus.runtime.loader import HandlerKind, LoadedHandler
 from stratus.runtime.memory import peak_rss, read_memory
 from stratus.runtime.messages import (
@@ -69,12 +69,17 @@ class ReplicaServer(asyncio.Protocol):
         self.decoder = wire.FrameDecoder()
         self.transport: asyncio.Transport | None = None
         self.inflight: dict[int, asyncio.Task[None] | None] = {}
-        self.pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="handler")
+        self.pool = HandlerThreads(config.max_concurrency)
         self.stopping = False
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.tracer, self.spans = tracing.install_replica()
         self.gate: AckGate | None = None
         self.held_spans: dict[int, Span] = {}  # of requests whose start waits for their ack
+        # Frames made within one loop iteration, written together at its end: answers that
+        # finish together cost the server one read, and this process one write.
+        self.outgoing: list[bytes] | None = None
+        # Requests of one read that asked for an ack: their acks leave in one write.
+        self.to_ack: list[tuple[int, bytes, Callable[[], None]]] = []
 
     # -- connection -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,7 +100,9 @@ class ReplicaServer(asyncio.Protocol):
             message = parse(frame, TO_REPLICA)
             if isinstance(message, Request):
                 self._start(message.rid, message.kind, message.payload, message.meta)
-            elif isinstance(message, Cancel):
+                continue
+            self._acknowledge()  # a cancel or stop applies to the requests before it as sent
+            if isinstance(message, Cancel):
                 task = self.inflight.get(message.rid)
                 if task is not None:
                     task.cancel()
@@ -107,10 +114,27 @@ class ReplicaServer(asyncio.Protocol):
                         self.held_spans.pop(message.rid))
             elif isinstance(message, Stop):
                 self._stop(float(message.drain_timeout_s))
+        self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        """Send the acks of the requests read so far, in one write, and start their handlers
+        once the acks are out."""
+        if self.to_ack:
+            to_ack, self.to_ack = self.to_ack, []
+            assert self.gate is not None
+            self.gate.acknowledged(to_ack)
 
     def _send(self, frame: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame)
+        if self.outgoing is not None:
+            self.outgoing.append(frame)
+            return
+        self.outgoing = [frame]
+        self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, None
+        if outgoing and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(outgoing))
 
     def _heartbeat(self) -> None:
         memory = read_memory()
@@ -147,12 +171,12 @@ class ReplicaServer(asyncio.Protocol):
         if meta.get("ack") and self.gate is not None and transport is not None \
                 and not transport.is_closing():
             # Out of this process before the handler can start: the server then knows that a
-            # loss after this may have run the handler, and one before it did not.
+            # loss after this may have run the handler, and one before it did not. The ack
+            # goes with those of the same read (``_acknowledge``), the handler after it.
             self.inflight[rid] = None
+            self.held_spans[rid] = span
             ack = wire.encode(Chunk(CHUNK, rid, wire.KIND_STARTED, None))
-            if not self.gate.acknowledged(rid, ack, partial(self._begin, rid, kind, payload,
-                                                            meta, span)):
-                self.held_spans[rid] = span
+            self.to_ack.append((rid, ack, partial(self._begin, rid, kind, payload, meta, span)))
         else:
             self._begin(rid, kind, payload, meta, span)
 
@@ -164,7 +188,7 @@ class ReplicaServer(asyncio.Protocol):
                 self._serve_async(rid, kind, payload, meta, span))
         else:
             self.inflight[rid] = None
-            self.pool.submit(self._serve_sync, rid, kind, payload, meta, span)
+            self.pool.submit(partial(self._serve_sync, rid, kind, payload, meta, span))
 
     def _handler_span(self, replica_span: Span) -> Any:
         """The current span while the handler runs, so ``ctx.span`` nests under it. Failures
@@ -316,5 +340,6 @@ class ReplicaServer(asyncio.Protocol):
             self._exit()
 
     def _exit(self) -> None:
+        self._flush()  # the last answers are written before the process ends
         if not self.done.done():
             self.done.set_result(None)
