@@ -36,9 +36,9 @@ SHM = Path("/dev/shm")
 MARKER = ".verified"  # beside each blob: what it was verified as (store/integrity.py)
 # Plaintext is written 4 MiB at a time, at offsets that are multiples of it: the page cache
 # then holds a copy on disk in 2 MiB folios, which a replica's mapping maps whole, one page
-# fault each. A 1 GiB model's first forward pass took 618 faults (4 ms of system time) so,
-# 1,189 (8 ms) with the 1 MiB folios of 1 MiB writes, and 16,490 (85 ms) from tmpfs, whose
-# pages are 4 KiB (docs/benchmarks.md, section 4).
+# fault each. A 1 GiB model's first forward pass took 618-647 faults (4-5 ms of system
+# time) so, 1,189 (8 ms) with the 1 MiB folios of 1 MiB writes, and 16,490 (70-85 ms) from
+# tmpfs, whose pages are 4 KiB (bench/model_faults.py; docs/benchmarks.md, section 4).
 WRITE_BATCH = 4 << 20
 
 
