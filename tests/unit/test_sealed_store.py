@@ -36,7 +36,7 @@ from stratus.store.artifacts import ArtifactStore, sealed_blobs_exist
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.integrity import CorruptBlob, verify_blob
 from stratus.store.legacy import seal_legacy
-from stratus.store.plaincache import SHM, PlainCache, cache_root
+from stratus.store.plaincache import SHM, PlainCache, artifacts_config, cache_root
 from stratus.store.secrets import SecretRow, SecretStore
 
 MARKER = b"plaintext-marker-" + os.urandom(8).hex().encode()
@@ -384,3 +384,18 @@ def test_a_lone_replica_is_not_charged_for_the_weights_it_maps_on_disk(tmp_path:
     finally:
         plain.close()
     assert not plain.root.exists()
+
+
+def test_the_artifacts_section_says_where_the_copies_go(tmp_path: Path) -> None:
+    assert artifacts_config({}).plaintext == "disk"
+    assert artifacts_config({"plaintext": "memory"}).plaintext == "memory"
+    with pytest.raises(ValueError, match="artifacts: plaintext: Input should be 'disk' or 'memory'"):
+        artifacts_config({"plaintext": "tape"})
+    with pytest.raises(ValueError, match="artifacts: where: Extra inputs are not permitted"):
+        artifacts_config({"where": "disk"})
+    data_dir = tmp_path / "data"
+    assert cache_root(data_dir) == cache_root(data_dir, "disk") == data_dir / "run" / "plain"
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    assert cache_root(data_dir, "memory", shm).parent == shm / f"stratus-{os.getuid()}"
+    assert cache_root(data_dir, "memory", tmp_path / "no-shm") == data_dir / "run" / "plain"
