@@ -20,7 +20,7 @@ from typing import Any
 
 from coldstart import ray_metrics_env
 from common import MAIN_VENV, http_call, log
-from modelkit import PROCESS_SCRIPT, ModelFiles
+from modelkit import PROCESS_SCRIPT, ModelFiles, resident_fraction
 from procfs import cmdline, descendants, io_read_bytes, smaps_rollup_kib
 from ray_target import RayPeer, ensure_ray_venv
 from stratus_target import StratusServer, no_replicas
@@ -32,6 +32,7 @@ IDLE_SECONDS = 1  # all servers go back to zero after ~1 s without traffic
 # Stratus replicas and Ray replicas (OMP_NUM_THREADS = num_cpus = 1) run torch on one
 # thread; the process target is given the same.
 PROCESS_ENV = {"OMP_NUM_THREADS": "1"}
+PLAINTEXT = os.environ.get("BENCH_STRATUS_PLAINTEXT", "")  # empty: the server's default
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Invocation:
     body: dict[str, Any]  # checksum, pid, threads, load_s, forward_s, ...
     read_bytes: int | None  # storage reads by the process that loaded the weights
     cold_header: bool | None = None
+    sent_at: float = 0.0  # time.monotonic() when the request left, and when its answer came
+    answered_at: float = 0.0
 
 
 @dataclass
@@ -47,6 +50,8 @@ class ModelTarget:
     name: str
     files: list[Path]  # the weight files this target reads: warmed or dropped before a run
     invoke: Callable[[float], Invocation]
+    also_dropped: list[Path] = field(default_factory=list)  # cold runs drop these too
+    server_pid: int | None = None  # a server whose own reads count (its read-ahead)
     wait_for_zero: Callable[[], float] = lambda: 0.0
     idle_before: bool = True  # servers idle a while after reaching zero, as in coldstart.py
     meta: dict[str, Any] = field(default_factory=dict)
@@ -55,15 +60,16 @@ class ModelTarget:
 def post_json(url: str, headers: dict[str, str], payload: dict[str, Any], timeout: float) -> Invocation:
     """POST, then read the answering replica's ``read_bytes`` before it can scale away."""
     data = json.dumps(payload).encode()
-    started = time.perf_counter()
+    started = time.monotonic()
     resp = http_call("POST", url, data, {"Content-Type": "application/json", **headers}, timeout=timeout)
-    elapsed = time.perf_counter() - started
+    answered = time.monotonic()
     if resp.status != 200:
         raise RuntimeError(f"POST {url} -> {resp.status} {resp.body[:300]!r}")
     body = resp.json()
     cold = resp.headers.get("x-stratus-cold-start")
     return Invocation(
-        elapsed, body, io_read_bytes(int(body["pid"])), None if cold is None else cold.lower() == "true"
+        answered - started, body, io_read_bytes(int(body["pid"])),
+        None if cold is None else cold.lower() == "true", started, answered,
     )
 
 
@@ -80,8 +86,9 @@ def stratus_flags(min_replicas: int, max_replicas: int) -> list[str]:
 
 @contextmanager
 def stratus_server(files: ModelFiles, server_name: str) -> Iterator[tuple[StratusServer, list[Path]]]:
-    """A fresh server with the weights pushed; yields it and the store's blob path(s)."""
-    server = StratusServer(server_name)
+    """A fresh server with the weights pushed; yields it and the store's blob path(s).
+    ``BENCH_STRATUS_PLAINTEXT``: the server's ``artifacts.plaintext`` (disk, memory)."""
+    server = StratusServer(server_name, config={"artifacts": {"plaintext": PLAINTEXT}} if PLAINTEXT else None)
     try:
         server.start()
         started = time.monotonic()
@@ -100,19 +107,26 @@ def stratus_target(files: ModelFiles, args: Any) -> Iterator[ModelTarget]:
     name = "model-cold"
     with stratus_server(files, "stratus-models") as (server, blobs):
         started = time.monotonic()
-        server.deploy(*HANDLER, name, stratus_flags(0, 4))  # decrypts the weights into /dev/shm
+        server.deploy(*HANDLER, name, stratus_flags(0, 4))  # decrypts the weights
         deploy_s = time.monotonic() - started
         decrypted = server.metric("stratus_decrypted_bytes_total")
         decrypt_s = server.metric("stratus_decrypt_seconds_total")
         log(f"stratus: deploy {deploy_s:.2f}s, of which decrypting {decrypted / 2**30:.2f} GiB "
             f"{decrypt_s:.2f}s ({decrypted / decrypt_s / 1e9 if decrypt_s else 0:.2f} GB/s)")
+        copies = server.model_copies(files.sha256)  # what replicas map: the decrypted copy
+        if not copies:
+            raise RuntimeError(f"deployed, but no decrypted copy of {files.sha256[:12]} found")
+        log(f"stratus: replicas map {', '.join(map(str, copies))}")
         url, headers = server.invoke_url(name), server.auth_headers()
         yield ModelTarget(
             name="stratus",
-            files=blobs,
+            files=copies,
+            also_dropped=blobs,  # sealed: not read by a start, dropped so nothing of it is cached
             invoke=lambda timeout: post_json(url, headers, {}, timeout),
             wait_for_zero=lambda: server.wait_for_replicas(name, no_replicas),
-            meta={"blobs": [str(b) for b in blobs], "deploy_flags": stratus_flags(0, 4),
+            server_pid=server.pid,
+            meta={"blobs": [str(b) for b in blobs], "copies": [str(c) for c in copies],
+                  "plaintext": PLAINTEXT or "default", "deploy_flags": stratus_flags(0, 4),
                   "decrypt": {"bytes": decrypted, "seconds": decrypt_s, "deploy_s": deploy_s}},
         )
 
@@ -232,7 +246,7 @@ def pss_summary(pids: Sequence[int]) -> dict[str, Any]:
 
 def stratus_memory(files: ModelFiles, replicas: int, timeout: float) -> dict[str, Any]:
     name = f"model-mem{replicas}"
-    with stratus_server(files, f"stratus-mem{replicas}") as (server, _blobs):
+    with stratus_server(files, f"stratus-mem{replicas}") as (server, blobs):
         server.deploy(*HANDLER, name, stratus_flags(replicas, replicas))
         answers = touch_replicas(server.invoke_url(name), server.auth_headers(), replicas, timeout)
         pids = server.replica_pids(name)
@@ -240,11 +254,24 @@ def stratus_memory(files: ModelFiles, replicas: int, timeout: float) -> dict[str
         if answered != set(pids):
             log(f"WARNING: replica pids from the API {sorted(pids)} != answering pids {sorted(answered)}")
         time.sleep(0.5)  # let the last answers settle
+        replicas_pss, server_pss = pss_summary(pids), pss_summary([server.pid])
+        copies = server.model_copies(files.sha256)
+        # A copy in /dev/shm is memory whether or not it is mapped: what the PSS of the server
+        # and replicas does not hold of it is added (a copy on disk is page cache: its mapped
+        # pages are in their PSS, the rest the kernel reclaims).
+        tmpfs = sum(c.stat().st_blocks * 512 for c in copies if c.is_relative_to("/dev/shm")) / 2**30
+        outside = max(0.0, tmpfs - replicas_pss["pss_shmem_gib"] - server_pss["pss_shmem_gib"])
         return {
             "system": "stratus",
-            "replicas": pss_summary(pids),
+            "replicas": replicas_pss,
             "zygotes": pss_summary(server.zygote_pids()),
-            "server": pss_summary([server.pid]),
+            "server": server_pss,
+            "copies": [str(c) for c in copies],
+            "tmpfs_gib": tmpfs,
+            "tmpfs_outside_pss_gib": outside,
+            "total_gib": replicas_pss["pss_gib"] + server_pss["pss_gib"] + outside,
+            "copy_resident": [resident_fraction(c) for c in copies],
+            "sealed_resident": [resident_fraction(b) for b in blobs],
             "checksums": sorted({a.body["checksum"] for a in answers}),
         }
 
@@ -257,10 +284,13 @@ def ray_memory(files: ModelFiles, replicas: int, metrics_interval_s: float, time
         by_title = sorted(pid for pid in tree if "ServeReplica" in cmdline(pid))
         if by_title != pids:
             log(f"WARNING: ServeReplica processes {by_title} != answering pids {pids}")
+        replicas_pss = pss_summary(pids)
+        other = pss_summary([peer.pid, *(pid for pid in tree if pid not in pids)])
         return {
             "system": "ray",
-            "replicas": pss_summary(pids),
-            "ray_other": pss_summary([peer.pid, *(pid for pid in tree if pid not in pids)]),
+            "replicas": replicas_pss,
+            "ray_other": other,
+            "total_gib": replicas_pss["pss_gib"] + other["pss_gib"],
             "replica_cpus": ray_env(files, metrics_interval_s, replicas)["BENCH_RAY_REPLICA_CPUS"],
             "checksums": sorted({a.body["checksum"] for a in answers}),
         }

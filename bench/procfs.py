@@ -1,8 +1,9 @@
 """Reading ``/proc``: process trees, command lines, memory (``smaps_rollup``), I/O counters and
 CPU time.
 
-Used by ``bench/models.py`` (replica PSS, bytes read from disk), ``stratus_target.py``
-(finding the zygotes) and ``bench/grpc.py`` (servers' CPU seconds).
+Used by ``bench/models.py`` (replica PSS, bytes read from disk by a process and by the
+disk), ``stratus_target.py`` (finding the zygotes) and ``bench/grpc.py`` (servers' CPU
+seconds).
 """
 
 from __future__ import annotations
@@ -74,3 +75,16 @@ def io_read_bytes(pid: int) -> int | None:
     except OSError:
         return None
     return int(found.group(1)) if found else None
+
+
+def disk_sectors_read(path: Path) -> int | None:
+    """Sectors (512 bytes) read so far from the block device holding ``path`` (``/proc/diskstats``,
+    the device whose major:minor is the file system's); None if it is not listed there (a
+    device-mapper or network file system under another name)."""
+    device = os.stat(path).st_dev
+    wanted = (os.major(device), os.minor(device))
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        fields = line.split()
+        if (int(fields[0]), int(fields[1])) == wanted:
+            return int(fields[5])
+    return None

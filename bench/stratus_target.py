@@ -18,6 +18,8 @@ every call into Stratus lives here in one small function, so fixing a drift is o
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -26,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from common import (
     BENCH_DIR,
@@ -60,7 +63,7 @@ class StratusServer:
     """A throwaway Stratus server on a free loopback port with its own data dir."""
 
     def __init__(self, name: str = "stratus", env: dict[str, str] | None = None,
-                 serve_args: Sequence[str] = ()) -> None:
+                 serve_args: Sequence[str] = (), config: dict[str, Any] | None = None) -> None:
         self.name = name
         self.env = dict(env or {})  # extra environment of ``stratus serve``
         self.serve_args = list(serve_args)  # extra options of ``stratus serve`` (--grpc-port N)
@@ -68,6 +71,8 @@ class StratusServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.data_dir = Path(tempfile.mkdtemp(prefix="stratus-bench-"))
+        if config:  # the server's config file (JSON is YAML)
+            (self.data_dir / "stratus.yaml").write_text(json.dumps(config))
         self._proc: Proc | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -144,6 +149,13 @@ class StratusServer:
     def model_blobs(self, sha256: str) -> list[Path]:
         """The store's copy of a pushed file, found by its digest in the data dir."""
         return sorted(self.data_dir.glob(f"**/blobs/sha256/{sha256[:2]}/{sha256}"))
+
+    def model_copies(self, sha256: str) -> list[Path]:
+        """The decrypted copy replicas map: on the data disk (``run/plain``), or in
+        ``/dev/shm/stratus-<uid>/<tag of the data dir>`` (``artifacts.plaintext: memory``)."""
+        tag = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        places = [self.data_dir / "run" / "plain", Path(f"/dev/shm/stratus-{os.getuid()}") / tag]
+        return [place / "blobs" / sha256 for place in places if (place / "blobs" / sha256).is_file()]
 
     def replicas(self, name: str) -> ReplicaCounts:
         resp = http_call("GET", f"{self.base_url}/api/deployments/{name}", headers=self.auth_headers())

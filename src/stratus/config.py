@@ -17,7 +17,7 @@ ADMIN_KEY_ENV = "STRATUS_ADMIN_KEY"
 CONFIG_ENV = "STRATUS_CONFIG"
 # Sections of the server's config file; each feature validates its own.
 CONFIG_SECTIONS = ("alerts", "prices", "tracing", "logging", "auth", "quotas", "sandbox", "queue",
-                   "jobs", "tracking", "audit")
+                   "jobs", "tracking", "audit", "artifacts")
 QUEUE_ENV = "STRATUS_QUEUE_URL"
 PRELOAD_ALLOW_ENV = "STRATUS_PRELOAD_ALLOW"
 # What a deployment or job may ask the profile zygote to import (``preload``): it imports

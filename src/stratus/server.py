@@ -73,7 +73,7 @@ from stratus.store.legacy import seal_legacy
 from stratus.store.metadata import MetadataStore
 from stratus.store.models import ModelStore
 from stratus.store.owners import BlobOwners
-from stratus.store.plaincache import PlainCache, cache_root
+from stratus.store.plaincache import PlainCache, artifacts_config, cache_root
 from stratus.store.secrets import SecretStore
 from stratus.store.usage import UsageStore
 from stratus.telemetry import tracing
@@ -111,7 +111,8 @@ def create_app(settings: Settings, takeover: Takeover | None = None) -> DataPlan
                            encrypted_data=sealed_blobs_exist(settings.artifacts_dir))
     authenticator.sessions = SessionSigner(keyring, settings.admin_key,  # invalid: fail now
                                            session_ttl(settings.section("auth")))
-    plain = PlainCache(cache_root(settings.data_dir))
+    where = artifacts_config(settings.section("artifacts")).plaintext  # invalid: fail now
+    plain = PlainCache(cache_root(settings.data_dir, where), where)
     isolation = Isolation.for_settings(settings)  # invalid, or replicas could not run: fail now
     jobs_settings = jobs_config(settings.section("jobs"))  # invalid: fail now
     mlflow_uri = mirror_uri(settings.section("tracking"))  # invalid: fail now

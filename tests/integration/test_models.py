@@ -599,6 +599,8 @@ def test_versions_in_use_cannot_be_deleted_and_gc_keeps_what_is_used(fresh_serve
         "a live deployment's code bundle is kept"
     response = server.invoke("gc-user")
     assert response.status_code == 200 and response.json()["version"] == "1.0.0"
+    copy = cache_root(server.data_dir) / "blobs" / used_digest
+    assert copy.is_file(), "the decrypted copy the live deployment maps"
 
     server.delete("gc-user")
     assert server.http.delete("/api/models/gc-m/versions/1.0.0").status_code == 200
@@ -606,6 +608,7 @@ def test_versions_in_use_cannot_be_deleted_and_gc_keeps_what_is_used(fresh_serve
     server.cli("gc", "--grace", "0")
     assert not blob_file(server, used_digest).exists()
     assert server.http.head(f"/api/blobs/{used_digest}").status_code == 404
+    assert not copy.exists() and not Path(f"{copy}.verified").exists()
 
 
 def test_model_deployments_survive_a_restart(fresh_server: StratusServer, tmp_path: Path) -> None:
@@ -718,7 +721,7 @@ def test_replicas_share_one_copy_of_the_weights(server: StratusServer, big_model
                   config={"model": "big"}, preload=TORCH, min_replicas=3, max_replicas=3)
     view = server.wait_ready("shared", 3, timeout=120)
     pids = [item["pid"] for item in view["replicas"]["items"]]
-    blob = str(cache_root(server.data_dir) / "blobs" / sha256(big_model))  # decrypted, in memory
+    blob = str(cache_root(server.data_dir) / "blobs" / sha256(big_model))  # decrypted, on disk
     totals = {server.invoke("shared").json()["total"] for _ in range(6)}
     assert len(totals) == 1, "every replica read the same weights"
     assert server.invoke("shared").json()["blobs"] == [blob], "the model directory links to the blob"
@@ -728,8 +731,7 @@ def test_replicas_share_one_copy_of_the_weights(server: StratusServer, big_model
     for pid in pids:
         mapped, rollup = mappings[pid], rollups[pid]
         # Each replica touched all the weights: all of them are resident in its mapping of the
-        # blob, as pages of the file that it shares (tmpfs pages count as dirty: no disk
-        # backs them), none copied into its own memory.
+        # blob, as pages of the file that it shares, none copied into its own memory.
         assert mapped["Rss"] >= 0.97 * size, (pid, mapped)
         assert mapped["Shared_Clean"] + mapped["Shared_Dirty"] >= 0.97 * size, (pid, mapped)
         assert mapped["Private_Dirty"] + mapped["Anonymous"] + mapped["Private_Clean"] < 2 * MIB, mapped
@@ -755,9 +757,12 @@ BUDGET_ENV = {"STRATUS_TICK_S": "0.2", "STRATUS_MAX_BACKOFF_S": "30", "STRATUS_H
               "STRATUS_MEMORY_BUDGET_MB": str(BUDGET_MB)}
 
 
-@pytest.fixture
-def budget_server(tmp_path: Path) -> Iterator[StratusServer]:
+@pytest.fixture(params=["disk"])
+def budget_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StratusServer]:
+    """Decrypted copies on the data disk (the default), or in memory when a test asks."""
     instance = StratusServer(tmp_path / "data", BUDGET_ENV)
+    instance.data_dir.mkdir(parents=True)
+    (instance.data_dir / "stratus.yaml").write_text(f"artifacts: {{plaintext: {request.param}}}\n")
     instance.start()
     yield instance
     instance.stop()
@@ -846,11 +851,8 @@ def test_no_room_beside_a_deployment_at_its_floor_is_a_503(budget_server: Stratu
     assert "exceeded its memory limit" not in server.log_tail(400)
 
 
-def test_a_decrypted_copy_is_charged_and_dropped_to_make_room(budget_server: StratusServer,
-                                                              tmp_path: Path) -> None:
-    """Decrypted weights live in /dev/shm, memory the kernel cannot reclaim: the budget
-    charges the copy and drops it, once no replica maps it, to make room."""
-    server = budget_server
+def _copy_a(server: StratusServer, tmp_path: Path) -> tuple[Path, dict[str, float]]:
+    """Deployment A maps a 120 MiB model and goes back to zero; its copy and the sums."""
     path = tmp_path / "copy.safetensors"
     sums = make_weights(path, 7, **{f"t{i:02d}": (1 << 20,) for i in range(30)})  # 120 MiB
     push(server, "copy", path, "1.0.0")
@@ -858,10 +860,22 @@ def test_a_decrypted_copy_is_charged_and_dropped_to_make_room(budget_server: Str
                   config={"model": "copy"}, preload=TORCH, memory_mb=100,
                   scale_to_zero_after_s=1)
     assert_sums(server.invoke("copy-a").json(), sums)
-    copy = cache_root(server.data_dir) / "blobs" / sha256(path)
-    assert copy.is_file()
+    copy = next(cache_root(server.data_dir, where) / "blobs" / sha256(path)
+                for where in ("disk", "memory")
+                if (cache_root(server.data_dir, where) / "blobs" / sha256(path)).is_file())
     wait_for(lambda: server.status("copy-a")["replicas"]["items"] == [], 30, "A to scale to zero")
     assert copy.is_file(), "nothing needed its memory yet: the copy stays for A's next start"
+    return copy, sums
+
+
+@pytest.mark.parametrize("budget_server", ["memory"], indirect=True)
+def test_a_decrypted_copy_in_memory_is_charged_and_dropped_to_make_room(
+        budget_server: StratusServer, tmp_path: Path) -> None:
+    """Decrypted weights in /dev/shm are memory the kernel cannot reclaim: the budget charges
+    the copy and drops it, once no replica maps it, to make room."""
+    server = budget_server
+    copy, sums = _copy_a(server, tmp_path)
+    assert copy.is_relative_to("/dev/shm")
 
     # 120 MiB of copy + 200 MB declared by B do not fit in 230 MiB: the copy nobody maps goes.
     server.deploy("modelstore", "app.py:Hungry", name="mem-b", memory_mb=200,
@@ -876,6 +890,28 @@ def test_a_decrypted_copy_is_charged_and_dropped_to_make_room(budget_server: Str
     assert_sums(response.json(), sums)
     assert copy.is_file()
     assert "exceeded its memory limit" not in server.log_tail(400)
+
+
+def test_a_decrypted_copy_on_disk_is_page_cache_and_stays(budget_server: StratusServer,
+                                                          tmp_path: Path) -> None:
+    """A copy on disk that no replica maps is page cache the kernel reclaims: the budget does
+    not charge it, so B fits beside it and the copy stays for A's next start, which is not
+    decrypted again (it makes room for the pages A will map by evicting B's idle replica)."""
+    server = budget_server
+    copy, sums = _copy_a(server, tmp_path)
+    assert copy.is_relative_to(server.data_dir / "run" / "plain")
+    server.deploy("modelstore", "app.py:Hungry", name="mem-b", memory_mb=200,
+                  scale_to_zero_after_s=60)
+    assert server.invoke("mem-b").status_code == 200
+    inode = copy.stat().st_ino
+    response = server.invoke("copy-a")
+    assert response.status_code == 200, response.text
+    assert_sums(response.json(), sums)
+    assert copy.stat().st_ino == inode, "the copy was kept"
+    log = server.log_tail(400)
+    assert "dropping the decrypted copy of blob" not in log
+    assert "evicting idle replica mem-b-1-" in log
+    assert "exceeded its memory limit" not in log
 
 
 def test_a_deleted_deployment_takes_its_decrypted_copy_with_it(server: StratusServer,

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from test_encryption import make_weights, push
 from test_jobs import run, wait_ended
 
 from server import STRATUS, TEST_ENV, StratusServer
+from stratus.backends.acl import GROUP, OTHER, UNDEFINED, USER, R, read_acl
 from stratus.store.plaincache import cache_root
 
 REPLICAS_GROUP = 199999  # sandbox.group_id's default
@@ -118,6 +120,26 @@ def test_a_replica_runs_as_its_namespace_and_reaches_nothing_of_the_server_or_ot
     again = _as(server, "id-b").invoke("b-reveal")
     server.http.headers.pop("x-stratus-namespace")
     assert again.status_code == 200 and again.json()["pid"] == neighbour["pid"]
+
+
+def test_decrypted_weights_are_a_file_on_disk_that_only_their_namespace_reads(
+        server: StratusServer, neighbour: dict[str, Any]) -> None:
+    """The copy is the server's, read-only, in the data dir's ``run/plain``; an ACL entry lets
+    the namespace's user alone read it (another namespace's replica gets EACCES: the test
+    above), and the replicas group may only pass through its directories, not list them."""
+    cache = cache_root(server.data_dir)
+    weights = Path(neighbour["weights"])
+    assert weights.parent == cache / "blobs" and cache == server.data_dir / "run" / "plain"
+    info = weights.stat()
+    assert info.st_uid == 0 and stat.S_IMODE(info.st_mode) & 0o337 == 0, oct(info.st_mode)
+    entries = read_acl(weights)
+    readers = {ident for (tag, ident), perms in entries.items() if tag == USER and perms & R}
+    assert readers == {_uids(server)["id-b"]}, entries
+    assert not any(tag == GROUP for tag, _ in entries) and entries[(OTHER, UNDEFINED)] == 0
+    for directory in (cache.parent, cache, cache / "blobs"):
+        held = directory.stat()
+        assert (held.st_uid, held.st_gid, stat.S_IMODE(held.st_mode)) == \
+            (0, REPLICAS_GROUP, 0o710), (directory, oct(held.st_mode))
 
 
 def test_a_job_worker_runs_as_its_namespace_and_reaches_nothing_of_the_server_or_others(

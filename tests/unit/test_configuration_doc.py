@@ -25,6 +25,7 @@ from stratus.runtime.sandbox import SandboxConfig
 from stratus.security.checkpoints import CheckpointPolicy
 from stratus.security.quotas import NamespaceQuota, QuotasSection
 from stratus.spec import DeploymentRequest
+from stratus.store.plaincache import ArtifactsConfig
 from stratus.telemetry.tracing import TracingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ SOURCE = ROOT / "src" / "stratus"
 # The config file's sections that are pydantic models; the rest are plain keys, read by hand.
 SECTION_MODELS: tuple[type[BaseModel], ...] = (
     LogConfig, TracingConfig, AlertsConfig, Prices, QuotasSection, NamespaceQuota,
-    SandboxConfig, JobsConfig, CheckpointPolicy)
+    SandboxConfig, JobsConfig, CheckpointPolicy, ArtifactsConfig)
 _HEADING = re.compile(r"^(#+)\s+(.*)$")
 _FIRST_CELL = re.compile(r"^\|\s*([^|]*)\|")
 _NAME = re.compile(r"`([^`]+)`")

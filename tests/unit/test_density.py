@@ -19,6 +19,7 @@ from stratus.control.density import (
     estimate,
     plan_room,
     replica_charge,
+    unmapped_bytes,
 )
 from stratus.control.unit import DeploymentUnit, LiveRevision, pool_limits
 from stratus.dispatch.pool import PoolReplica, ReplicaState, RevisionPool, _Waiter
@@ -234,3 +235,31 @@ def test_replica_charge_leaves_out_its_share_of_the_copies() -> None:
     # Shared memory beyond its models' copies is its own (a tensor it put in /dev/shm).
     assert replica_charge(300 * MIB, 200 * MIB, 150 * MIB) == 150 * MIB
     assert replica_charge(300 * MIB, 100 * MIB, 0) == 300 * MIB
+
+
+# -- decrypted copies on disk: page cache, charged only once mapped ------------------------
+def _with_model(live: LiveRevision, digest: str, mb: int) -> None:
+    live.models = [{"name": "m", "version": "1.0.0",
+                    "files": {"w.safetensors": {"sha256": digest, "size": mb * MIB}}}]
+
+
+def test_a_copy_on_disk_is_charged_to_the_first_replica_that_maps_it() -> None:
+    a, a_live = _unit("a", 100)  # no replica yet
+    _with_model(a_live, "w", 120)
+    b, b_live = _unit("b", 100, ready=1)  # idle, of another deployment
+    # Nothing maps w: A's first replica brings its 120 MiB into its PSS, besides its own 100.
+    assert unmapped_bytes(a_live, [a, b]) == 120 * MIB
+    assert HostBudget(250 * MIB).make_room(a, a_live, [a, b]) is True
+    assert b_live.pool.replicas["b-0"].state is ReplicaState.DRAINING, "100 + 220 > 250"
+
+
+def test_a_copy_on_disk_that_a_replica_maps_adds_nothing_for_the_next() -> None:
+    a, a_live = _unit("a", 100)
+    _with_model(a_live, "w", 120)
+    c, c_live = _unit("c", 100, ready=1)  # maps the same file: its pages are shared
+    _with_model(c_live, "w", 120)
+    assert unmapped_bytes(a_live, [a, c]) == 0
+    assert HostBudget(250 * MIB).make_room(a, a_live, [a, c]) is True
+    assert c_live.pool.replicas["c-0"].state is ReplicaState.READY, "100 + 100 fit in 250"
+    c_live.pool.replicas["c-0"].state = ReplicaState.DRAINING  # on its way out: maps no more
+    assert unmapped_bytes(a_live, [a, c]) == 120 * MIB

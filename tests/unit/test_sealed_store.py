@@ -9,6 +9,7 @@ import base64
 import hashlib
 import io
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -35,7 +36,7 @@ from stratus.store.artifacts import ArtifactStore, sealed_blobs_exist
 from stratus.store.db import make_engine, migrate, sqlite_url
 from stratus.store.integrity import CorruptBlob, verify_blob
 from stratus.store.legacy import seal_legacy
-from stratus.store.plaincache import SHM, PlainCache, cache_root
+from stratus.store.plaincache import SHM, PlainCache, artifacts_config, cache_root
 from stratus.store.secrets import SecretRow, SecretStore
 
 MARKER = b"plaintext-marker-" + os.urandom(8).hex().encode()
@@ -334,26 +335,67 @@ print(read_memory().charged - before)
 """
 
 
+def _charged(path: Path) -> int:
+    """What a fresh process that maps ``path`` as a replica does is charged for (its own
+    written memory, ``Memory.charged``) once it touched every page."""
+    return int(subprocess.run([sys.executable, "-c", _MAP_AND_MEASURE, str(path)],
+                              capture_output=True, text=True, check=True).stdout)
+
+
 @pytest.mark.skipif(not SHM.is_dir(), reason="no /dev/shm")
-def test_a_lone_replica_is_not_charged_for_the_weights_it_maps(tmp_path: Path) -> None:
+def test_a_lone_replica_is_not_charged_for_the_weights_it_maps_in_memory(tmp_path: Path) -> None:
     """tmpfs pages are dirty: mapped by one process alone, they would count as memory it
     wrote. The server's own mapping makes them shared, as a disk file's pages would be."""
     data_dir = tmp_path / "data"
-    plain = PlainCache(cache_root(data_dir))
+    plain = PlainCache(cache_root(data_dir, "memory"), "memory")
     plain.open()
     try:
+        assert plain.in_memory
         store = ArtifactStore(data_dir / "artifacts", load_keyring(data_dir, environ={}), plain)
         size = 32 << 20
         digest = put(store, os.urandom(size))
         path = store.plain_blob(digest, size, "w")
-
-        def charged() -> int:
-            return int(subprocess.run([sys.executable, "-c", _MAP_AND_MEASURE, str(path)],
-                                      capture_output=True, text=True, check=True).stdout)
-
-        assert charged() < size // 8
+        assert plain.resident() == {digest: size}  # tmpfs: charged by the host budget
+        assert _charged(path) < size // 8
         plain.release(digest)
-        assert charged() >= 0.9 * size, "without the server's mapping, they would be charged"
+        assert _charged(path) >= 0.9 * size, "without the server's mapping, they would be charged"
     finally:
         plain.close()
     assert not plain.root.exists()
+
+
+def test_a_lone_replica_is_not_charged_for_the_weights_it_maps_on_disk(tmp_path: Path) -> None:
+    """A copy on disk is written back before it is published: its pages are clean page cache,
+    shared with nobody yet not the replica's own (pages not yet written back would count as
+    its own dirty memory, as tmpfs pages do)."""
+    data_dir = tmp_path / "data"
+    plain = PlainCache(cache_root(data_dir))
+    plain.open()
+    try:
+        assert plain.root == data_dir / "run" / "plain" and not plain.in_memory
+        store = ArtifactStore(data_dir / "artifacts", load_keyring(data_dir, environ={}), plain)
+        size = 32 << 20
+        digest = put(store, os.urandom(size))
+        path = store.plain_blob(digest, size, "w")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o400 and path.stat().st_uid == os.getuid()
+        assert stat.S_IMODE(plain.root.stat().st_mode) == 0o700
+        assert plain.resident() == {} and plain.sizes() == {digest: size}  # page cache
+        assert _charged(path) < size // 8
+    finally:
+        plain.close()
+    assert not plain.root.exists()
+
+
+def test_the_artifacts_section_says_where_the_copies_go(tmp_path: Path) -> None:
+    assert artifacts_config({}).plaintext == "disk"
+    assert artifacts_config({"plaintext": "memory"}).plaintext == "memory"
+    with pytest.raises(ValueError, match="artifacts: plaintext: Input should be 'disk' or 'memory'"):
+        artifacts_config({"plaintext": "tape"})
+    with pytest.raises(ValueError, match="artifacts: where: Extra inputs are not permitted"):
+        artifacts_config({"where": "disk"})
+    data_dir = tmp_path / "data"
+    assert cache_root(data_dir) == cache_root(data_dir, "disk") == data_dir / "run" / "plain"
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    assert cache_root(data_dir, "memory", shm).parent == shm / f"stratus-{os.getuid()}"
+    assert cache_root(data_dir, "memory", tmp_path / "no-shm") == data_dir / "run" / "plain"

@@ -44,7 +44,7 @@ from stratus.runtime.sandbox import (
     replica_rlimits,
     sandbox_config,
 )
-from stratus.store.plaincache import cache_root
+from stratus.store.plaincache import artifacts_config, cache_root
 
 log = logging.getLogger("stratus.sandbox")
 
@@ -83,7 +83,7 @@ def _path_name(name: str) -> str:
 
 class Isolation:
     def __init__(self, config: SandboxConfig, data_dir: Path, run_dir: Path, log_dir: Path,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, cache: Path | None = None) -> None:
         self.config = config
         self.data_dir, self.run_dir, self.log_dir = data_dir, run_dir, log_dir
         self.homes = run_dir / "ns"
@@ -93,7 +93,7 @@ class Isolation:
         self.cgroups: Cgroups | None = None
         self.uids: dict[str, int] = {}
         self.replicas: dict[str, _Replica] = {}
-        self.cache = cache_root(data_dir)
+        self.cache = cache or cache_root(data_dir)
         # The server may open its own trees only: the data dir and the plaintext cache.
         self.access = Access(config.group_id, (data_dir, self.cache.parent))
 
@@ -103,7 +103,9 @@ class Isolation:
         (ValueError), and so does a host where replicas would have to run as root without
         the operator's say-so (``run_as: server``)."""
         config = sandbox_config(settings.section("sandbox"))
-        isolation = cls(config, settings.data_dir, settings.run_dir, settings.log_dir)
+        where = artifacts_config(settings.section("artifacts")).plaintext
+        isolation = cls(config, settings.data_dir, settings.run_dir, settings.log_dir,
+                        cache=cache_root(settings.data_dir, where))
         if config.run_as in ("namespace", "shared") and os.geteuid() != 0:
             raise ValueError(f"sandbox.run_as is {config.run_as}, but only a server running as "
                              "root can run replicas as other users")

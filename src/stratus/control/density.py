@@ -1,7 +1,8 @@
 """The host memory budget: what a new replica is expected to take, and what to evict to make
-room: decrypted model copies that no replica maps, then idle replicas of other deployments
-(least recently used first), with the copies only they mapped. ``plan_room`` decides;
-``HostBudget`` applies its decision to the pools and the plaintext cache."""
+room: decrypted model copies in memory that no replica maps, then idle replicas of other
+deployments (least recently used first), with the copies only they mapped. A copy on disk is
+page cache, which the kernel reclaims: only the pages replicas map are charged, in their PSS.
+``plan_room`` decides; ``HostBudget`` applies its decision to the pools and the cache."""
 
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ def replica_charge(pss: int, shmem: int, copies: int) -> int:
 
 
 def drop_soon(copies: ArtifactStore, digest: str) -> None:
-    """Unmapping and unlinking a large tmpfs file takes milliseconds: off the event loop."""
+    """Unmapping and unlinking a large file takes milliseconds: off the event loop."""
     try:
         asyncio.get_running_loop().run_in_executor(None, copies.drop_copy, digest)
     except RuntimeError:  # no loop running (a test of the policy)
@@ -95,10 +96,25 @@ def model_digests(live: LiveRevision) -> set[str]:
     return {entry["sha256"] for model in live.models for entry in model["files"].values()}
 
 
+def unmapped_bytes(live: LiveRevision, units: Iterable[DeploymentUnit]) -> int:
+    """The model files of ``live`` that no running replica maps: a copy on disk is page cache,
+    charged to no one while nothing maps it, and the next replica brings those pages into its
+    PSS (its estimate does not count them when it has no sibling yet). A file some replica
+    maps already adds no memory: its pages are shared."""
+    mapped: set[str] = set()
+    for unit in units:
+        for other in unit.revisions.values():
+            if any(r.state is not ReplicaState.DRAINING for r in other.pool.replicas.values()):
+                mapped |= model_digests(other)
+    sizes = {entry["sha256"]: int(entry.get("size") or 0)
+             for model in live.models for entry in model["files"].values()}
+    return sum(size for digest, size in sizes.items() if digest not in mapped)
+
+
 def release_copies(copies: ArtifactStore, retired: LiveRevision,
                    units: Iterable[DeploymentUnit]) -> None:
-    """The decrypted copies of a retired revision's models go with it (they are memory:
-    tmpfs), unless another live revision loads the same files."""
+    """The decrypted copies of a retired revision's models go with it (memory in tmpfs, or
+    plaintext on disk), unless another live revision loads the same files."""
     digests = model_digests(retired)
     for unit in units:
         for live in unit.revisions.values():
@@ -172,6 +188,8 @@ class HostBudget:
             # A copy it needs that is not there yet is decrypted before the replica starts.
             need += sum(int(entry.get("size") or 0) for model in live.models
                         for entry in model["files"].values() if entry["sha256"] not in copies)
+        elif live.models:
+            need += unmapped_bytes(live, units)
         residents, where = self.residents(unit, units, live, copies)
         evict = plan_room(need, self.budget, residents)
         if evict is None:

@@ -138,16 +138,17 @@ class ControllerCollector(Collector):
         yield from self._copies()
 
     def _copies(self) -> Iterator[Metric]:
-        """Decrypted model and dataset copies: memory no replica's PSS shows whole."""
+        """Decrypted model and dataset copies: no replica's PSS shows them whole."""
         artifacts = self.controller.models.artifacts
         copies = GaugeMetricFamily("stratus_decrypted_copy_bytes",
-                                   "Decrypted blobs held in memory (/dev/shm) for replicas and jobs")
-        copies.add_metric([], sum(artifacts.plain.resident().values()))
+                                   "Decrypted blobs held for replicas and jobs (on the data disk, "
+                                   "or in /dev/shm with artifacts.plaintext: memory)")
+        copies.add_metric([], sum(artifacts.plain.sizes().values()))
         decrypted = CounterMetricFamily("stratus_decrypted_bytes",
-                                        "Plaintext bytes decrypted into the memory cache")
+                                        "Plaintext bytes decrypted into the plaintext cache")
         decrypted.add_metric([], artifacts.decrypted_bytes)
         seconds = CounterMetricFamily("stratus_decrypt_seconds",
-                                      "Time spent decrypting blobs into the memory cache")
+                                      "Time spent decrypting blobs into the plaintext cache")
         seconds.add_metric([], artifacts.decrypt_seconds)
         yield from (copies, decrypted, seconds)
 

@@ -1,11 +1,15 @@
 """How much memory a process uses, read from ``/proc/<pid>/smaps_rollup``.
 
 - ``pss``: its fair share: private pages plus shared pages divided by their sharers. Summed
-  over processes, the memory they really take. Used for budgets and reports.
+  over processes, the memory they really take. Used for budgets and reports: it includes a
+  replica's share of the decrypted weights it maps from disk (page cache), so the weights N
+  replicas map count once, split among them.
 - ``dirty``: pages it wrote and owns alone (heap, copies). What a leak grows, and what a
-  replica's memory limit caps; file pages it only reads (mapped weights) are not its own.
+  replica's memory limit caps; file pages it only reads (mapped weights, written back before
+  any replica maps them) are not its own.
 - ``shmem``: the part of ``pss`` in shared memory (tmpfs files such as decrypted weights in
-  ``/dev/shm``), which the host budget charges to the copy, not to each replica mapping it.
+  ``/dev/shm`` with ``artifacts.plaintext: memory``), which the host budget charges to the
+  copy, not to each replica mapping it.
 """
 
 from __future__ import annotations

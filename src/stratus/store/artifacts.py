@@ -5,8 +5,9 @@ AES-256-GCM under a data key of its own) at ``blobs/sha256/<ab>/<digest>``; its 
 wrapped by the master key, sits beside it in ``<digest>.key``, so a rotation rewrites only
 those. Uploads are sealed as they stream in, to a temporary file renamed into place only
 once the plaintext's digest checks out: a crash mid-upload leaves nothing half-written and
-visible, and no plaintext reaches the data dir. Replicas read plaintext from the in-memory
-cache (``plaincache``): model files decrypted once and verified, bundles unpacked.
+visible, and no plaintext reaches the artifact store. Replicas read plaintext from the
+cache (``plaincache``, on the data disk or in memory): model files decrypted once and
+verified, bundles unpacked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -40,7 +40,7 @@ from stratus.security.crypto import (
 from stratus.security.masterkey import Keyring
 from stratus.security.rotation import Rewrapped
 from stratus.store.integrity import CorruptBlob, is_marked, mark
-from stratus.store.plaincache import PlainCache
+from stratus.store.plaincache import PlainCache, forget_pages
 from stratus.store.sealed_keys import DIGEST, kids_in_use, rewrap, write_atomically
 
 log = logging.getLogger("stratus.artifacts")
@@ -225,8 +225,8 @@ class ArtifactStore:
 
     # -- plaintext for replicas -----------------------------------------------------------
     def plain_blob(self, digest: str, size: int | None, label: str) -> Path:
-        """The blob's plaintext in the memory cache, decrypted and verified once, and again
-        whenever the sealed blob has changed since (a repair, or damage to report)."""
+        """The blob's plaintext in the cache, decrypted and verified once, and again whenever
+        the sealed blob has changed since (a repair, or damage to report)."""
         target = self.plain.blob_path(digest)
         source = self.blob_path(digest)
         with self._lock(digest):
@@ -238,35 +238,42 @@ class ArtifactStore:
             stamp = (stat.st_size, stat.st_mtime_ns)
             if self._sources.get(digest) == stamp and target.is_file():
                 return target
+            if digest not in self._sources and self._reusable(digest, target, label):
+                self.plain.hold(digest)
+                self._sources[digest] = stamp
+                return target
             self._sources.pop(digest, None)
             self._drop_plain(digest)
-            fd, tmp_name = tempfile.mkstemp(dir=self.plain.tmp, prefix="blob-")
             started = time.perf_counter()
-            try:
-                length = 0
-                with os.fdopen(fd, "wb") as out:
-                    for piece in self._segments(digest, label):
-                        length += len(piece)
-                        out.write(piece)
-                # No sha256 here (it would halve the speed of a start with large models):
-                # every segment authenticated under this digest is what was sealed, and only
-                # plaintext whose sha256 was this digest is ever sealed (write_blob, prepare).
-                self._check_plaintext(digest, size, label, None, length)
-                os.chmod(tmp_name, 0o400)
-                os.replace(tmp_name, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
+            # No sha256 here (it would halve the speed of a start with large models): every
+            # segment authenticated under this digest is what was sealed, and only plaintext
+            # whose sha256 was this digest is ever sealed (write_blob, prepare).
+            length, synced = self.plain.write(digest, self._segments(digest, label), lambda n: (
+                self._check_plaintext(digest, size, label, None, n)))
             # Replicas check the plaintext against this marker: a stat, not a second hash.
             mark(str(target), digest, os.stat(target))
             mark(str(source), digest, stat)
+            forget_pages(source)  # the ciphertext's page cache: read again only to decrypt again
             self.plain.hold(digest)
             self._sources[digest] = stamp
             took = time.perf_counter() - started
             self.decrypted_bytes += length
             self.decrypt_seconds += took
-            log.info("decrypted %s (%.1f MiB) in %.3f s", label, length / (1 << 20), took)
+            log.info("decrypted %s (%.1f MiB) in %.3f s%s", label, length / (1 << 20), took,
+                     f", of which {synced:.3f} s writing it to disk" if synced else "")
             return target
+
+    def _reusable(self, digest: str, target: Path, label: str) -> bool:
+        """A copy the server before a takeover decrypted (``PlainCache.open(keep=True)``):
+        kept, with the mappings of the replicas it handed over, when neither it nor the sealed
+        blob changed since each was verified (a stat each, as a replica's own check)."""
+        if not target.is_file():
+            return False
+        try:
+            return is_marked(str(target), digest, label) and \
+                is_marked(str(self.blob_path(digest)), digest, label)
+        except CorruptBlob:
+            return False
 
     def _drop_plain(self, digest: str) -> None:
         self.plain.release(digest)
@@ -325,31 +332,12 @@ class ArtifactStore:
         return target
 
     def model_dir(self, files: dict[str, dict[str, Any]]) -> Path:
-        """A directory of links to a model version's plaintext blobs under their own file
-        names (what transformers and onnxruntime expect); call ``plain_blob`` for each first."""
-        key = hashlib.sha256(json.dumps(
-            {path: entry["sha256"] for path, entry in files.items()}, sort_keys=True
-        ).encode()).hexdigest()[:32]
-        target = self.plain.models / key
-        if target.is_dir():
-            return target
-        staging = Path(tempfile.mkdtemp(dir=self.plain.tmp, prefix="model-"))
-        try:
-            for relative, entry in files.items():
-                link = staging / relative
-                if ".." in Path(relative).parts or Path(relative).is_absolute():
-                    raise BadRequest(f"model file path {relative!r} leaves its directory")
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(self.plain.blob_path(entry["sha256"]), link)
-            try:
-                os.replace(staging, target)
-            except OSError:
-                if not target.is_dir():
-                    raise
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-        return target
+        """A directory of links to a model version's plaintext blobs (``PlainCache``); call
+        ``plain_blob`` for each first."""
+        for relative in files:
+            if ".." in Path(relative).parts or Path(relative).is_absolute():
+                raise BadRequest(f"model file path {relative!r} leaves its directory")
+        return self.plain.model_dir(files)
 
     # -- garbage collection -----------------------------------------------------------------
     def collect(self, referenced: set[str], grace_s: float) -> tuple[list[str], int]:
