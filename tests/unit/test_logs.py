@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from stratus.cli.logs import render
 from stratus.dispatch.outcomes import Outcome
+from stratus.observe.access_line import access_line
 from stratus.observe.logread import read_tail, select_lines
-from stratus.observe.logs import JsonFormatter, access_line, log_config, parse_since
+from stratus.observe.logs import JsonFormatter, log_config, parse_since
 from stratus.runtime.capture import tag_line
 
 TAGS = {"deployment": "d", "revision": 2, "replica": "d-2-ab"}
@@ -104,3 +106,31 @@ def test_log_config_validation() -> None:
     for bad in ({"payloads": "maybe"}, {"level": "loud"}, {"format": "xml"}, {"colour": True}):
         with pytest.raises(ValueError, match="logging section"):
             log_config(bad)
+
+
+def test_access_lines_sharing_cached_fragments_keep_their_own_values() -> None:
+    first = Outcome(namespace='n"s', deployment="d\\x", revision=2, ok=True, shadow=False,
+                    status=200, replica_id="d-2-\u00e9", latency_s=0.0015, at=10.5,
+                    request_id='a"b', queue_wait_s=0.25)
+    second = replace(first, latency_s=2.0, at=11.0, request_id="c", queue_wait_s=0.0,
+                     trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331")
+    one, two = json.loads(access_line(first)), json.loads(access_line(second))
+    assert (one["namespace"], one["deployment"], one["replica"]) == ('n"s', "d\\x", "d-2-\u00e9")
+    assert one["message"] == 'native n"s/d\\x r2 200 1.5 ms' and two["message"].endswith(" 2000.0 ms")
+    assert (one["request_id"], one["ts"], one["duration_ms"], one["queue_wait_ms"]) == (
+        'a"b', 10.5, 1.5, 250.0)
+    assert (two["request_id"], two["ts"], two["duration_ms"], two["queue_wait_ms"]) == (
+        "c", 11.0, 2000.0, 0.0)
+    assert "trace_id" not in one and two["span_id"] == "b7ad6b7169203331"
+
+
+def test_the_fragment_cache_starts_over_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stratus.observe import access_line as module
+
+    monkeypatch.setattr(module, "CACHED", 3)
+    module._cache.clear()
+    for revision in range(1, 8):
+        outcome = Outcome(namespace="ns", deployment="d", revision=revision, ok=True,
+                          latency_s=0.001, shadow=False, at=1.0)
+        assert json.loads(access_line(outcome))["revision"] == revision
+        assert len(module._cache) <= 3

@@ -14,7 +14,7 @@ from stratus.dispatch.outcomes import Outcome
 from stratus.errors import BadRequest
 from stratus.gateway.edge import Authenticator
 from stratus.gateway.http import Call
-from stratus.observe.logs import access_line
+from stratus.observe.access_line import access_line
 from stratus.resilience.priority import (
     MAX_PRIORITY,
     Priority,

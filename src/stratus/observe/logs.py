@@ -12,7 +12,6 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from stratus.dispatch.outcomes import Outcome
+from stratus.observe.access_line import ACCESS_LOGGER, access_line
 from stratus.observe.pii import RECORD_ATTRIBUTES, MaskingFilter
-from stratus.resilience.priority import Priority
 
-ACCESS_LOGGER = "stratus.access"
 PAYLOAD_LOGGER = "stratus.payloads"
 SERVER_LOG = "server.jsonl"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -224,40 +222,6 @@ class AccessLog:
                 assert self._handler is not None
                 self._handler.ready.append("".join(access_line(o) + "\n" for o in chunk))
                 await asyncio.sleep(0)
-
-
-def access_line(outcome: Outcome) -> str:
-    """An access line, shaped as ``JsonFormatter`` shapes a ``stratus.access`` record.
-
-    Spelled out rather than built as a dict for ``json.dumps``: at thousands of invocations a
-    second the generic encoder cost a tenth of a gateway's CPU. Strings still go through the
-    JSON string encoder, so nothing a client sent can break a line.
-    """
-    duration_ms = round(outcome.latency_s * 1000, 3)
-    namespace, deployment = _quote(outcome.namespace), _quote(outcome.deployment)
-    message = _quote(f"{outcome.protocol} {outcome.namespace}/{outcome.deployment} "
-                     f"r{outcome.revision} {outcome.status} {duration_ms:.1f} ms")
-    trace_id = outcome.trace_id  # with a client's traceparent, or when sampled
-    optional = "".join((
-        f',"trace_id":"{trace_id}","span_id":"{outcome.span_id}"' if trace_id is not None
-        else "",
-        f',"replica":{_quote(outcome.replica_id)}' if outcome.replica_id is not None else "",
-        f',"error_type":{_quote(outcome.error_type)}' if outcome.error_type is not None else "",
-        f',"retry_denied":"{outcome.retry_denied}"' if outcome.retry_denied is not None else "",
-    ))
-    return (f'{{"ts":{round(outcome.at, 6)!r},"level":"info","logger":"{ACCESS_LOGGER}",'
-            f'"message":{message},"request_id":{_quote(outcome.request_id)},'
-            f'"namespace":{namespace},"deployment":{deployment},"revision":{outcome.revision}'
-            f'{optional},"duration_ms":{duration_ms!r},"status":{outcome.status},'
-            f'"protocol":{_quote(outcome.protocol)},"attempt":{outcome.attempt},'
-            f'"priority":"{_PRIORITIES[outcome.priority]}",'
-            f'"queue_wait_ms":{round(outcome.queue_wait_s * 1000, 3)!r},'
-            f'"cold_start":{_BOOL[outcome.cold_start]},"shadow":{_BOOL[outcome.shadow]}}}')
-
-
-_quote: Callable[[str], str] = json.encoder.encode_basestring
-_BOOL = {False: "false", True: "true"}
-_PRIORITIES = {priority: priority.name.lower() for priority in Priority}
 
 
 def parse_since(text: str, now: float | None = None) -> float:
