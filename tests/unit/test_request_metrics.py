@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from stratus.dispatch.outcomes import Outcome
 from stratus.observe.metrics import cpu_seconds
-from stratus.observe.request_metrics import RequestMetrics
+from stratus.observe.request_metrics import LATENCY_BUCKETS, RequestMetrics
+from stratus.observe.request_series import RequestSeries
 from stratus.store.usage import UsageRecord
 
 
@@ -67,3 +69,38 @@ def test_cpu_seconds_are_read_from_proc_and_none_for_a_gone_process() -> None:
     used = cpu_seconds(os.getpid())
     assert used is not None and used >= 0.05
     assert cpu_seconds(2**22 + 1) is None
+
+
+def test_the_series_expose_what_prometheus_clients_own_metrics_would() -> None:
+    """The collector replaces ``Counter`` and ``Histogram`` on the request path: for the same
+    observations, a scrape reads the same text (less the ``_created`` timestamps)."""
+    rng = random.Random(7)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    series = RequestSeries(LATENCY_BUCKETS)
+    ours.register(series)
+    labels = ("namespace", "deployment", "revision", "protocol")
+    requests = Counter("stratus_requests", "Finished client requests by status code",
+                       [*labels, "code"], registry=theirs)
+    duration = Histogram("stratus_request_duration_seconds",
+                         "Time from arrival at the dispatcher to the answer", labels,
+                         buckets=LATENCY_BUCKETS, registry=theirs)
+    wait = Histogram("stratus_queue_wait_seconds", "Time a request was held for a replica slot "
+                     "(cold starts included); 0 for one that found a free slot",
+                     ("namespace", "deployment"), buckets=LATENCY_BUCKETS, registry=theirs)
+    for _ in range(500):
+        key = (rng.choice(["ns", "other"]), "d", rng.choice(["1", "2"]), "native",
+               rng.choice(["200", "500"]))
+        latency = rng.choice([0.0, 0.0005, 0.001, 120.0, 500.0]) or rng.expovariate(10)
+        queued = rng.choice([0.0, rng.expovariate(2)])
+        series.add(key, latency, queued)
+        requests.labels(*key).inc()
+        duration.labels(*key[:4]).observe(latency)
+        wait.labels(*key[:2]).observe(queued)
+
+    def scrape(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return sorted(line for line in lines if "_created" not in line)
+
+    assert scrape(ours) == scrape(theirs)
+    series.forget("ns", "d")
+    assert all('namespace="ns"' not in line for line in scrape(ours))

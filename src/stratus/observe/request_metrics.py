@@ -9,6 +9,7 @@ import contextlib
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from stratus.dispatch.outcomes import Outcome
+from stratus.observe.request_series import RequestSeries
 from stratus.resilience.retry import Denied
 from stratus.store.usage import UsageRecord
 
@@ -20,17 +21,8 @@ START_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 
 class RequestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("namespace", "deployment", "revision", "protocol")
-        self.requests = Counter("stratus_requests", "Finished client requests by status code",
-                                [*labels, "code"], registry=registry)
-        self.duration = Histogram("stratus_request_duration_seconds",
-                                  "Time from arrival at the dispatcher to the answer",
-                                  labels, buckets=LATENCY_BUCKETS, registry=registry)
-        self.queue_wait = Histogram("stratus_queue_wait_seconds",
-                                    "Time a request was held for a replica slot (cold starts "
-                                    "included); 0 for one that found a free slot",
-                                    ("namespace", "deployment"), buckets=LATENCY_BUCKETS,
-                                    registry=registry)
+        self.series = RequestSeries(LATENCY_BUCKETS)
+        registry.register(self.series)
         self.cold_starts = Counter("stratus_cold_starts", "Replicas started and ready to serve",
                                    ("namespace", "deployment"), registry=registry)
         self.cold_start_duration = Histogram(
@@ -50,24 +42,14 @@ class RequestMetrics:
             "stratus_retries_denied", "Failed requests that were not sent again, by reason "
             "(budget, delivered, attempts, deadline, streamed)",
             ("namespace", "deployment", "reason"), registry=registry)
-        # labels() costs a lock and a dict lookup; these skip it on the request path.
-        self._children: dict[tuple[str, ...], tuple[Counter, Histogram, Histogram]] = {}
 
     def observe(self, outcome: Outcome) -> None:
         """A dispatcher listener; shadow copies are no client's requests and are not counted."""
         if outcome.shadow:
             return
-        key = (outcome.namespace, outcome.deployment, str(outcome.revision), outcome.protocol,
-               str(outcome.status))
-        children = self._children.get(key)
-        if children is None:
-            children = (self.requests.labels(*key), self.duration.labels(*key[:4]),
-                        self.queue_wait.labels(*key[:2]))
-            self._children[key] = children
-        requests, duration, queue_wait = children
-        requests.inc()
-        duration.observe(outcome.latency_s)
-        queue_wait.observe(outcome.queue_wait_s)
+        self.series.add((outcome.namespace, outcome.deployment, str(outcome.revision),
+                         outcome.protocol, str(outcome.status)),
+                        outcome.latency_s, outcome.queue_wait_s)
         if outcome.attempt > 1:
             self.retries.labels(outcome.namespace, outcome.deployment).inc(outcome.attempt - 1)
         denied = outcome.retry_denied
@@ -99,13 +81,8 @@ class RequestMetrics:
 
     def forget(self, namespace: str, deployment: str) -> None:
         """A deleted deployment's series go, so label sets do not grow without bound."""
-        for key in [k for k in self._children if k[:2] == (namespace, deployment)]:
-            del self._children[key]
-            with contextlib.suppress(KeyError):
-                self.requests.remove(*key)
-            with contextlib.suppress(KeyError):
-                self.duration.remove(*key[:4])
-        for metric in (self.queue_wait, self.cold_starts, self.cold_start_duration,
+        self.series.forget(namespace, deployment)
+        for metric in (self.cold_starts, self.cold_start_duration,
                        self.gb_seconds, self.retries):
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, deployment)
